@@ -1,0 +1,71 @@
+"""mailbridge: send business documents by email on behalf of your customers.
+
+Start with `DeliveryClient.own_smtp(sender, SmtpSettings(...))` and
+`client.send(DocumentEmail(...))`; see the documentation in docs/.
+"""
+
+from .addresses import Mailbox
+from .attachments import Attachment
+from .client import DeliveryClient, SendResult
+from .diagnosis import Category, Diagnosis
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    DeliveryError,
+    HeaderInjection,
+    InvalidAddress,
+    MailbridgeError,
+    MessageError,
+    MessageFormatError,
+    MessageRejected,
+    MissingPlaceholder,
+    ProtocolError,
+    RecipientsRefused,
+    SenderRefused,
+    TlsError,
+    UnsupportedByServer,
+)
+from .message import DocumentEmail, PreparedMessage
+from .reply import SmtpReply
+from .settings import ImapSettings, Secret, Security, SmtpSettings
+from .smtp import ConnectionReport, SmtpTransport, Step, Transport
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Attachment",
+    "AuthenticationError",
+    "Category",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionReport",
+    "DeliveryClient",
+    "DeliveryError",
+    "Diagnosis",
+    "DocumentEmail",
+    "HeaderInjection",
+    "ImapSettings",
+    "InvalidAddress",
+    "Mailbox",
+    "MailbridgeError",
+    "MessageError",
+    "MessageFormatError",
+    "MessageRejected",
+    "MissingPlaceholder",
+    "PreparedMessage",
+    "ProtocolError",
+    "RecipientsRefused",
+    "Secret",
+    "Security",
+    "SendResult",
+    "SenderRefused",
+    "SmtpReply",
+    "SmtpSettings",
+    "SmtpTransport",
+    "Step",
+    "TlsError",
+    "Transport",
+    "UnsupportedByServer",
+    "__version__",
+]

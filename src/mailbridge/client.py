@@ -1,0 +1,168 @@
+"""`DeliveryClient`: the one object an application holds per tenant account."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+import attrs
+
+from .addresses import Mailbox, parse_mailbox
+from .errors import ConfigurationError, MailbridgeError
+from .message import DocumentEmail, PreparedMessage, compose
+from .reply import SmtpReply
+from .settings import ImapSettings, SmtpSettings
+from .smtp.probe import ConnectionReport, probe_smtp
+from .smtp.transport import SmtpTransport, Transport
+
+__all__ = ["DeliveryClient", "SendResult"]
+
+
+@attrs.frozen
+class SendResult:
+    """The outcome of one sent message.
+
+    `accepted` lists the recipients the server took; `refused` maps every
+    refused recipient to the server's reply (the message still went to the
+    others). `archived` is None while no archive is configured.
+    """
+
+    message_id: str
+    accepted: tuple[str, ...]
+    refused: dict[str, SmtpReply]
+    reply: SmtpReply
+    envelope_sender: str
+    size: int
+    archived: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every recipient accepted the message."""
+        return not self.refused
+
+
+class DeliveryClient:
+    """Composes, validates and sends document emails for one tenant account.
+
+    Create it with a constructor for the delivery mode, e.g. `own_smtp()`. It
+    is a context manager; `close()` ends the open connection. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        sender: Mailbox,
+        transport: Transport,
+        display_name: str | None = None,
+        imap: ImapSettings | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+        connection_test: Callable[[], ConnectionReport] | None = None,
+    ) -> None:
+        self.sender = sender
+        self.display_name = display_name if display_name is not None else sender.display_name
+        self.transport = transport
+        self.imap = imap
+        self._clock = clock
+        self._connection_test = connection_test
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def own_smtp(
+        cls,
+        sender: str | Mailbox,
+        smtp: SmtpSettings,
+        display_name: str | None = None,
+        imap: ImapSettings | None = None,
+    ) -> DeliveryClient:
+        """Send through the tenant's own SMTP server, as `sender` (the tenant's address)."""
+        if not isinstance(smtp, SmtpSettings):
+            raise ConfigurationError("smtp", "must be an SmtpSettings")
+        if imap is not None and not isinstance(imap, ImapSettings):
+            raise ConfigurationError("imap", "must be an ImapSettings")
+        mailbox = parse_mailbox("sender", sender)
+        if display_name is not None and any(ch in display_name for ch in "\r\n\x00"):
+            raise ConfigurationError("display_name", "line breaks are not allowed")
+        return cls(
+            sender=mailbox,
+            transport=SmtpTransport(smtp),
+            display_name=display_name,
+            imap=imap,
+            connection_test=lambda: probe_smtp(smtp),
+        )
+
+    def __repr__(self) -> str:
+        transport = type(self.transport).__name__
+        return f"<DeliveryClient sender={self.sender.address!r} transport={transport}>"
+
+    # -- composing -------------------------------------------------------------
+
+    def prepare(self, email: DocumentEmail) -> PreparedMessage:
+        """Compose `email` into the exact bytes `send()` will transmit."""
+        if not isinstance(email, DocumentEmail):
+            raise TypeError(f"expected DocumentEmail, got {type(email).__name__}")
+        author = email.from_override or Mailbox(
+            self.sender.address, self.sender.ascii_address, self.display_name or ""
+        )
+        return compose(
+            email, sender=self.sender, author=author, reply_to=email.reply_to, now=self._clock
+        )
+
+    def preview(self, email: DocumentEmail | PreparedMessage) -> bytes:
+        """The message exactly as it would be transmitted (Bcc not included).
+
+        Message-ID and Date are generated per call unless the email sets them;
+        to send exactly what was previewed, pass `prepare(email)` to `send()`.
+        """
+        if isinstance(email, PreparedMessage):
+            return email.data
+        return self.prepare(email).data
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, email: DocumentEmail | PreparedMessage) -> SendResult:
+        """Send one email; returns who accepted it or raises a `DeliveryError`.
+
+        Refused recipients are reported in `SendResult.refused` while the others
+        get the message; only when every recipient is refused is it an error
+        (`RecipientsRefused`).
+        """
+        if self._closed:
+            raise MailbridgeError("this DeliveryClient is closed")
+        prepared = email if isinstance(email, PreparedMessage) else self.prepare(email)
+        transaction = self.transport.deliver(prepared)
+        return SendResult(
+            message_id=prepared.message_id,
+            accepted=transaction.accepted,
+            refused=transaction.refused,
+            reply=transaction.reply,
+            envelope_sender=prepared.envelope_sender,
+            size=len(prepared.data),
+        )
+
+    def test_connection(self) -> ConnectionReport:
+        """Connect, secure, log in and report each step; never sends a message."""
+        if self._connection_test is None:
+            raise MailbridgeError("this transport has no connection test")
+        return self._connection_test()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close open connections. The client can no longer send afterwards."""
+        with self._lock:
+            self._closed = True
+            self.transport.close()
+
+    def __enter__(self) -> DeliveryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,303 @@
+"""Turning failures into advice a non-expert can act on.
+
+Each function takes what went wrong (an OS error, a TLS error, a server reply)
+and the settings in use, and returns the `DeliveryError` to raise, with its
+`Diagnosis`. The advice reads the server's own reply where it says more than
+its code (Gmail's 534 5.7.9, Microsoft 365's 5.7.139, ...).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from collections.abc import Mapping
+
+from .diagnosis import Category, Diagnosis
+from .errors import (
+    AuthenticationError,
+    ConnectError,
+    DeliveryError,
+    MessageRejected,
+    RecipientsRefused,
+    SenderRefused,
+    TlsError,
+)
+from .reply import SmtpReply
+from .settings import Security, SmtpSettings
+
+__all__ = [
+    "auth_failed",
+    "connect_failed",
+    "data_refused",
+    "recipients_refused",
+    "sender_refused",
+    "tls_failed",
+]
+
+_WELL_KNOWN_PORTS = {
+    465: Security.IMPLICIT_TLS,
+    587: Security.STARTTLS,
+    25: Security.STARTTLS,
+    2525: Security.STARTTLS,
+}
+_SECURITY_LABEL = {
+    Security.IMPLICIT_TLS: "SSL/TLS",
+    Security.STARTTLS: "STARTTLS",
+    Security.NONE: "no encryption",
+}
+
+
+def security_label(security: Security) -> str:
+    """The name a settings form shows for `security`."""
+    return _SECURITY_LABEL[security]
+
+
+def port_hints(settings: SmtpSettings) -> tuple[str, ...]:
+    """Advice when the security mode does not match what the port usually speaks."""
+    usual = _WELL_KNOWN_PORTS.get(settings.port)
+    if usual is None or usual == settings.security:
+        return ()
+    if settings.security == Security.NONE and usual == Security.STARTTLS:
+        return ()
+    return (
+        f"Port {settings.port} usually uses {security_label(usual)}, but "
+        f"{security_label(settings.security)} is selected.",
+    )
+
+
+def connect_failed(exc: OSError, settings: SmtpSettings) -> ConnectError:
+    """DNS failure, refused connection or time-out while connecting."""
+    where = f"{settings.host}:{settings.port}"
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(
+            f"the server name {settings.host!r} could not be resolved",
+            diagnosis=Diagnosis(
+                Category.HOST_NOT_FOUND,
+                f"The server name {settings.host} does not exist.",
+                (
+                    "Check the spelling of the server name (e.g. smtp.example.com).",
+                    "Your provider's help pages list the exact SMTP server name.",
+                ),
+            ),
+            temporary=exc.errno in (socket.EAI_AGAIN,),
+        )
+    if isinstance(exc, TimeoutError):
+        return ConnectError(
+            f"connecting to {where} timed out after {settings.connect_timeout:g} s",
+            diagnosis=Diagnosis(
+                Category.TIMEOUT,
+                f"No answer from {where}.",
+                (
+                    "Check the port number: 587 (STARTTLS) and 465 (SSL/TLS) are the usual ones.",
+                    "A firewall or your hosting provider may block outgoing connections "
+                    "to this port (port 25 is often blocked).",
+                ),
+            ),
+            temporary=True,
+        )
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return ConnectError(
+            f"the connection to {where} was refused",
+            diagnosis=Diagnosis(
+                Category.CONNECTION_REFUSED,
+                f"Nothing accepts connections on {where}.",
+                (
+                    "Check the port number: 587 (STARTTLS) and 465 (SSL/TLS) are the usual ones.",
+                    "Check that the server name is the SMTP server, not the web or IMAP server.",
+                ),
+            ),
+            temporary=True,
+        )
+    return ConnectError(
+        f"cannot connect to {where}: {exc.strerror or exc}",
+        diagnosis=Diagnosis(
+            Category.CONNECTION_REFUSED,
+            f"The connection to {where} failed.",
+            ("Check the server name and port, and the network connection.",),
+        ),
+        temporary=True,
+    )
+
+
+def tls_failed(exc: ssl.SSLError | OSError, settings: SmtpSettings) -> DeliveryError:
+    """A failed TLS handshake, most often a certificate or a security-mode mismatch."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+            return TlsError(
+                f"the certificate of {settings.host} is not valid for that name",
+                diagnosis=Diagnosis(
+                    Category.CERTIFICATE_NAME_MISMATCH,
+                    f"The server's certificate is made out to another name than {settings.host}.",
+                    (
+                        "Use the server name your provider documents; the certificate names "
+                        "it exactly (e.g. the provider's own host instead of mail.yourdomain).",
+                    ),
+                ),
+            )
+        return TlsError(
+            f"the certificate of {settings.host} is not trusted: {exc.verify_message}",
+            diagnosis=Diagnosis(
+                Category.CERTIFICATE_INVALID,
+                f"The server's certificate cannot be trusted ({exc.verify_message}).",
+                (
+                    "The certificate may be self-signed or expired; ask the server's "
+                    "administrator to install a valid one.",
+                    "For a private certificate authority, pass its certificate as ca_file.",
+                ),
+            ),
+        )
+    reason = getattr(exc, "reason", None) or ""
+    if reason in (
+        "WRONG_VERSION_NUMBER",
+        "RECORD_LAYER_FAILURE",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "HTTP_REQUEST",
+    ):
+        return TlsError(
+            f"{settings.host}:{settings.port} did not answer with TLS",
+            diagnosis=Diagnosis(
+                Category.EXPECTED_PLAINTEXT,
+                f"The server on port {settings.port} does not expect TLS immediately.",
+                (
+                    "Choose STARTTLS instead of SSL/TLS for this port "
+                    "(587 is usually STARTTLS, 465 SSL/TLS).",
+                ),
+            ),
+        )
+    return TlsError(
+        f"the TLS handshake with {settings.host}:{settings.port} failed: {reason or exc}",
+        diagnosis=Diagnosis(
+            Category.TLS_HANDSHAKE,
+            "A secure connection could not be established.",
+            (
+                *port_hints(settings),
+                "The server may only support outdated TLS versions; mailbridge requires TLS 1.2+.",
+            ),
+        ),
+    )
+
+
+def _provider_auth_hints(reply: SmtpReply, settings: SmtpSettings) -> tuple[Category, list[str]]:
+    text = reply.text.lower()
+    host = settings.host.lower()
+    hints: list[str] = []
+    category = Category.AUTH_FAILED
+    if reply.enhanced_status == "5.7.9" or "application-specific password" in text:
+        category = Category.APP_PASSWORD_REQUIRED
+        hints.append(
+            "This account needs an app password: create one in the account's security "
+            "settings (this needs 2-step verification) and use it instead of the normal password."
+        )
+    elif "5.7.139" in text or "smtpclientauthentication is disabled" in text:
+        category = Category.AUTH_DISABLED
+        hints.append(
+            "SMTP AUTH is disabled for this Microsoft 365 mailbox or tenant: an administrator "
+            "must enable 'Authenticated SMTP' for the mailbox, or use OAuth2."
+        )
+    elif "gmail" in host or "google" in host:
+        hints.append(
+            "Google accounts need an app password (with 2-step verification) or OAuth2; "
+            "'less secure apps' no longer exist."
+        )
+    elif "office365" in host or "outlook" in host:
+        hints.append(
+            "Microsoft 365 is retiring basic authentication: the mailbox needs "
+            "'Authenticated SMTP' enabled, or use OAuth2."
+        )
+    return category, hints
+
+
+def auth_failed(reply: SmtpReply, settings: SmtpSettings, mechanism: str) -> AuthenticationError:
+    """The server refused the login."""
+    if reply.is_temporary:
+        return AuthenticationError(
+            "the server could not check the login right now",
+            reply=reply,
+            diagnosis=Diagnosis(
+                Category.AUTH_FAILED,
+                "The server had a temporary problem checking the login.",
+                ("Try again in a few minutes.",),
+            ),
+        )
+    category, hints = _provider_auth_hints(reply, settings)
+    if mechanism == "XOAUTH2":
+        hints.append("The OAuth2 token was refused: it may be expired or lack the SMTP scope.")
+    else:
+        hints.extend(
+            (
+                "Check the user name (usually the full email address) and the password.",
+                "If this account uses two-factor authentication, create an app password "
+                "and use it instead.",
+            )
+        )
+    return AuthenticationError(
+        f"the server refused the login for {settings.username!r} ({mechanism})",
+        reply=reply,
+        diagnosis=Diagnosis(
+            category, "The user name or password was rejected by the server.", tuple(hints)
+        ),
+    )
+
+
+def sender_refused(reply: SmtpReply, sender: str) -> SenderRefused | ConnectError:
+    """MAIL FROM was refused."""
+    if reply.code == 530:
+        return SenderRefused(
+            "the server requires a login before sending",
+            reply=reply,
+            diagnosis=Diagnosis(
+                Category.AUTH_REQUIRED,
+                "The server only accepts mail from logged-in users.",
+                ("Enter the user name and password of the mailbox.",),
+            ),
+        )
+    return SenderRefused(
+        f"the server refused the sender address {sender}",
+        reply=reply,
+        diagnosis=Diagnosis(
+            Category.SENDER_REFUSED,
+            f"The server does not allow sending as {sender}.",
+            (
+                "Most providers only allow the mailbox's own address (or configured aliases) "
+                "as sender; use the address you log in with.",
+            ),
+        ),
+    )
+
+
+def recipients_refused(refused: Mapping[str, SmtpReply]) -> RecipientsRefused:
+    """Every recipient was refused."""
+    listing = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
+    temporary = all(reply.is_temporary for reply in refused.values())
+    hints = (
+        ("The server asked to try again later (e.g. greylisting or a rate limit).",)
+        if temporary
+        else ("Check the recipient addresses for typos.",)
+    )
+    return RecipientsRefused(
+        f"every recipient was refused: {listing}",
+        refused=refused,
+        diagnosis=Diagnosis(
+            Category.RECIPIENT_REFUSED, "The server refused all recipients of the message.", hints
+        ),
+    )
+
+
+def data_refused(reply: SmtpReply) -> MessageRejected:
+    """The server refused the message content (after DATA or the final dot)."""
+    size = reply.enhanced_status == "5.3.4" or reply.code == 552
+    return MessageRejected(
+        "the server rejected the message",
+        reply=reply,
+        diagnosis=Diagnosis(
+            Category.MESSAGE_TOO_LARGE if size else Category.MESSAGE_REJECTED,
+            "The message is too large for the server."
+            if size
+            else "The server refused to accept the message.",
+            ("Send fewer or smaller attachments.",)
+            if size
+            else ("The server's reply says why; spam filters and policy rules are common causes.",),
+        ),
+    )

@@ -1,0 +1,181 @@
+"""Every error mailbridge raises, in one place.
+
+The hierarchy, so that callers can branch on what they can act on::
+
+    MailbridgeError
+    ├── ConfigurationError          settings are invalid (ValueError)
+    ├── MessageError                the email cannot be composed (ValueError)
+    │   ├── InvalidAddress          .field, .address: an address failed validation
+    │   ├── MissingPlaceholder      .field, .name: a {placeholder} has no value
+    │   ├── HeaderInjection         .field: CR, LF or NUL inside a header value
+    │   └── MessageFormatError      raw message bytes that cannot be sent as they are
+    └── DeliveryError               talking to a server failed; .reply, .temporary, .diagnosis
+        ├── ConnectError            DNS, connection refused, time-out, connection lost
+        ├── TlsError                handshake, certificate, STARTTLS not offered
+        ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
+        ├── ProtocolError           the server broke the protocol or closed mid-transaction
+        ├── UnsupportedByServer     the message needs an extension the server lacks (SMTPUTF8, SIZE)
+        ├── SenderRefused           MAIL FROM refused
+        ├── RecipientsRefused       every recipient refused; .refused maps address to reply
+        └── MessageRejected         the server refused the message content after DATA
+
+Every `DeliveryError` keeps the server's `SmtpReply` (when there was one) and a
+`Diagnosis`: a category to branch on, a one-line summary a non-expert can read,
+and concrete hints. Texts never contain a password or token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .diagnosis import Diagnosis
+    from .reply import SmtpReply
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectError",
+    "DeliveryError",
+    "HeaderInjection",
+    "InvalidAddress",
+    "MailbridgeError",
+    "MessageError",
+    "MessageFormatError",
+    "MessageRejected",
+    "MissingPlaceholder",
+    "ProtocolError",
+    "RecipientsRefused",
+    "SenderRefused",
+    "TlsError",
+    "UnsupportedByServer",
+]
+
+
+class MailbridgeError(Exception):
+    """Base class of every error raised by mailbridge."""
+
+
+class ConfigurationError(MailbridgeError, ValueError):
+    """A setting is invalid; `field` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class MessageError(MailbridgeError, ValueError):
+    """The email cannot be composed as given; `field` names the part at fault."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class InvalidAddress(MessageError):
+    """An email address failed validation."""
+
+    def __init__(self, field: str, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(field, f"invalid address {address!r}: {reason}")
+
+
+class MissingPlaceholder(MessageError):
+    """A `{placeholder}` in the subject or body has no value."""
+
+    def __init__(self, field: str, name: str) -> None:
+        self.name = name
+        super().__init__(field, f"no value for placeholder {{{name}}}")
+
+
+class HeaderInjection(MessageError):
+    """A header value contains CR, LF or NUL, which could inject headers."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field, "line breaks (CR/LF) and NUL are not allowed in a header value")
+
+
+class MessageFormatError(MessageError):
+    """Message bytes that cannot be transmitted as they are (e.g. a line over 998 octets)."""
+
+
+class DeliveryError(MailbridgeError):
+    """Talking to the mail server failed.
+
+    `reply` is the server's reply when there was one, `temporary` tells whether
+    trying again later may succeed, `diagnosis` explains it for a person.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        diagnosis: Diagnosis,
+        reply: SmtpReply | None = None,
+        temporary: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.diagnosis = diagnosis
+        if temporary is None:
+            temporary = reply.is_temporary if reply is not None else False
+        self.temporary = temporary
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.reply is not None and str(self.reply) not in text:
+            text = f"{text} (server said: {self.reply})"
+        return text
+
+
+class ConnectError(DeliveryError):
+    """The server could not be reached: unknown host, refused, time-out, connection lost."""
+
+
+class TlsError(DeliveryError):
+    """TLS failed: handshake, certificate verification, or STARTTLS not offered."""
+
+
+class AuthenticationError(DeliveryError):
+    """The server refused the credentials, or no safe way to authenticate was available."""
+
+
+class ProtocolError(DeliveryError):
+    """The server answered outside the protocol or closed the connection mid-transaction."""
+
+
+class UnsupportedByServer(DeliveryError):
+    """The message needs an SMTP extension (SMTPUTF8, SIZE) that the server does not offer."""
+
+
+class SenderRefused(DeliveryError):
+    """The server refused the envelope sender (MAIL FROM)."""
+
+
+class RecipientsRefused(DeliveryError):
+    """The server refused every recipient; `refused` maps each address to its reply."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refused: Mapping[str, SmtpReply],
+        diagnosis: Diagnosis,
+    ) -> None:
+        self.refused = dict(refused)
+        replies = list(self.refused.values())
+        temporary = bool(replies) and all(r.is_temporary for r in replies)
+        super().__init__(
+            message,
+            diagnosis=diagnosis,
+            reply=replies[0] if replies else None,
+            temporary=temporary,
+        )
+
+
+class MessageRejected(DeliveryError):
+    """The server refused the message after DATA (content, size, policy)."""

@@ -1,0 +1,66 @@
+"""The parsed form of an SMTP reply (RFC 5321 section 4.2, RFC 3463 status codes)."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+__all__ = ["SmtpReply"]
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
+
+
+@attrs.frozen
+class SmtpReply:
+    """One SMTP reply: `code` (e.g. 550), `enhanced_status` (e.g. "5.1.1" or None) and `text`.
+
+    `text` joins the lines of a multi-line reply with newlines; the enhanced
+    status code, when the server sent one, is removed from each line.
+    """
+
+    code: int
+    enhanced_status: str | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, code: int, lines: list[str]) -> SmtpReply:
+        """Build a reply from its code and the text of each line (without "250-")."""
+        enhanced: str | None = None
+        texts = []
+        for line in lines:
+            match = _ENHANCED.match(line)
+            if match and match.group(1) == str(code)[0]:
+                enhanced = enhanced or f"{match.group(1)}.{match.group(2)}.{match.group(3)}"
+                texts.append(line[match.end() :])
+            else:
+                texts.append(line)
+        return cls(code, enhanced, "\n".join(texts).strip())
+
+    @property
+    def is_positive(self) -> bool:
+        """2xx or 3xx: the command was accepted (3xx: go on)."""
+        return 200 <= self.code < 400
+
+    @property
+    def is_temporary(self) -> bool:
+        """4xx: the same command may succeed later."""
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        """5xx: repeating the command unchanged will fail again."""
+        return self.code >= 500
+
+    @property
+    def closes_connection(self) -> bool:
+        """421: the server is closing the transmission channel."""
+        return self.code == 421
+
+    def __str__(self) -> str:
+        parts = [str(self.code)]
+        if self.enhanced_status:
+            parts.append(self.enhanced_status)
+        if self.text:
+            parts.append(self.text.replace("\n", " / "))
+        return " ".join(parts)

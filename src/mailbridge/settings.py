@@ -1,0 +1,242 @@
+"""Connection settings: frozen, validated values that never show a secret."""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import ConfigurationError
+
+__all__ = ["ImapSettings", "Secret", "Security", "SmtpSettings"]
+
+# RFC 5321 section 4.5.3.2: a client waits at least 5 minutes for most replies and
+# 10 minutes for the reply to the end of data; longer waits are never needed.
+MAX_COMMAND_TIMEOUT = 300.0
+MAX_DATA_TIMEOUT = 600.0
+
+
+class Secret:
+    """A password or token that never shows itself in `repr`, `str`, logs or tracebacks.
+
+    Call `reveal()` to get the value where it is really needed.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret takes a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret is not pickled, so that it cannot leak into caches or queues")
+
+
+class Security(enum.Enum):
+    """How a connection is protected."""
+
+    IMPLICIT_TLS = "implicit_tls"
+    """TLS from the first byte ("SSL/TLS"); usually port 465 (SMTP) or 993 (IMAP)."""
+    STARTTLS = "starttls"
+    """Plain greeting, then upgraded with STARTTLS, which must succeed; usually 587 or 143."""
+    NONE = "none"
+    """No encryption at all; only when chosen explicitly (e.g. a relay on localhost)."""
+
+    @classmethod
+    def parse(cls, value: Security | str) -> Security:
+        """Accept a `Security`, its value, or a form's label ("SSL/TLS", "STARTTLS")."""
+        if isinstance(value, Security):
+            return value
+        key = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+        aliases = {
+            "ssl": "implicit_tls",
+            "ssl/tls": "implicit_tls",
+            "smtps": "implicit_tls",
+            "implicit": "implicit_tls",
+            "plain": "none",
+            "": "?",
+        }
+        key = aliases.get(key, key)
+        try:
+            return cls(key)
+        except ValueError:
+            choices = ", ".join(member.value for member in cls)
+            raise ConfigurationError(
+                "security", f"unknown security mode {value!r}; choose one of {choices}"
+            ) from None
+
+
+def _to_security(value: Security | str) -> Security:
+    return Security.parse(value)
+
+
+def _to_upper(value: str | None) -> str | None:
+    return None if value is None else str(value).upper()
+
+
+def _to_secret(value: Secret | str | None) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value
+    return Secret(value)
+
+
+def _to_path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _check_host(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError("host", "the server host name is empty")
+    if any(ch.isspace() for ch in value) or "/" in value or value.startswith("["):
+        raise ConfigurationError("host", f"{value!r} is not a host name or IP address")
+
+
+def _check_port(_: object, __: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigurationError("port", f"{value!r} is not a port number (1-65535)")
+
+
+def _timeout_check(ceiling: float) -> Callable[[object, attrs.Attribute[float], float], None]:
+    def check(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigurationError(
+                attribute.name, f"{value!r} is not a positive number of seconds"
+            )
+        if value > ceiling:
+            raise ConfigurationError(
+                attribute.name, f"{value} s is longer than RFC 5321 ever requires ({ceiling:g} s)"
+            )
+
+    return check
+
+
+def _check_credentials(settings: SmtpSettings | ImapSettings) -> None:
+    if settings.password is not None and settings.oauth2_token is not None:
+        raise ConfigurationError("password", "give either a password or an OAuth2 token provider")
+    has_secret = settings.password is not None or settings.oauth2_token is not None
+    if has_secret and not settings.username:
+        raise ConfigurationError("username", "a password or OAuth2 token needs a user name")
+    if settings.username is not None and not has_secret:
+        raise ConfigurationError("password", "a user name needs a password or OAuth2 token")
+    if settings.username is not None and ("\r" in settings.username or "\n" in settings.username):
+        raise ConfigurationError("username", "line breaks are not allowed")
+    if settings.ca_file is not None and settings.ssl_context is not None:
+        raise ConfigurationError("ca_file", "give either ca_file or ssl_context, not both")
+    if settings.ca_file is not None and not settings.ca_file.is_file():
+        raise ConfigurationError("ca_file", f"{settings.ca_file} is not a readable file")
+    if settings.ssl_context is not None and not isinstance(settings.ssl_context, ssl.SSLContext):
+        raise ConfigurationError("ssl_context", "must be an ssl.SSLContext")
+
+
+def _make_ssl_context(settings: SmtpSettings | ImapSettings) -> ssl.SSLContext:
+    if settings.ssl_context is not None:
+        return settings.ssl_context
+    context = ssl.create_default_context(
+        cafile=str(settings.ca_file) if settings.ca_file is not None else None
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@attrs.frozen(kw_only=False)
+class SmtpSettings:
+    """How to reach and log in to an SMTP server.
+
+    `security` decides the protection (see `Security`); certificates are always
+    verified, against the system's trust store, `ca_file`, or your own
+    `ssl_context`. Give `password` for AUTH PLAIN/LOGIN/CRAM-MD5, or
+    `oauth2_token` (a callable returning a fresh bearer token) for XOAUTH2.
+    Passwords are only sent over TLS unless `allow_plaintext_auth` is set.
+    """
+
+    host: str = attrs.field(validator=_check_host)
+    port: int = attrs.field(validator=_check_port)
+    security: Security = attrs.field(converter=_to_security)
+    username: str | None = None
+    password: Secret | None = attrs.field(default=None, converter=_to_secret)
+    oauth2_token: Callable[[], str] | None = attrs.field(default=None, repr=False)
+    ca_file: Path | None = attrs.field(default=None, converter=_to_path)
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+    connect_timeout: float = attrs.field(
+        default=10.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
+    )
+    command_timeout: float = attrs.field(
+        default=30.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
+    )
+    data_timeout: float = attrs.field(default=120.0, validator=_timeout_check(MAX_DATA_TIMEOUT))
+    local_hostname: str | None = None
+    auth_mechanism: str | None = attrs.field(default=None, converter=_to_upper)
+    allow_plaintext_auth: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _check_credentials(self)
+        if self.oauth2_token is not None and not callable(self.oauth2_token):
+            raise ConfigurationError("oauth2_token", "must be a callable that returns a token")
+        supported = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
+        if self.auth_mechanism is not None and self.auth_mechanism not in supported:
+            raise ConfigurationError(
+                "auth_mechanism", f"{self.auth_mechanism!r} is not one of {', '.join(supported)}"
+            )
+        if self.local_hostname is not None:
+            _check_host(self, attrs.fields(SmtpSettings).host, self.local_hostname)
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when a user name and a password or token are set."""
+        return self.username is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        """The verifying TLS context used for this server."""
+        return _make_ssl_context(self)
+
+
+@attrs.frozen
+class ImapSettings:
+    """How to reach and log in to an IMAP server (used for Sent-folder archiving).
+
+    `folder` is the archive folder the tenant picked; None means the special-use
+    Sent folder, found on the server.
+    """
+
+    host: str = attrs.field(validator=_check_host)
+    port: int = attrs.field(validator=_check_port)
+    security: Security = attrs.field(converter=_to_security)
+    username: str | None = None
+    password: Secret | None = attrs.field(default=None, converter=_to_secret)
+    oauth2_token: Callable[[], str] | None = attrs.field(default=None, repr=False)
+    folder: str | None = None
+    ca_file: Path | None = attrs.field(default=None, converter=_to_path)
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+    connect_timeout: float = attrs.field(
+        default=10.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
+    )
+    command_timeout: float = attrs.field(
+        default=30.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _check_credentials(self)
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        """The verifying TLS context used for this server."""
+        return _make_ssl_context(self)

@@ -1,0 +1,135 @@
+"""SMTP AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5 and XOAUTH2."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Callable
+
+from ..diagnosis import Category, Diagnosis
+from ..errors import AuthenticationError
+from ..reply import SmtpReply
+from ..settings import SmtpSettings
+
+__all__ = ["Exchange", "authenticate", "choose_mechanism"]
+
+# Sends one line (secret lines are never logged) and returns the server's reply.
+Exchange = Callable[[str, bool], SmtpReply]
+
+_PREFERENCE_ENCRYPTED = ("PLAIN", "LOGIN", "CRAM-MD5")
+_PREFERENCE_PLAINTEXT = ("CRAM-MD5", "PLAIN", "LOGIN")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _unsupported(
+    settings: SmtpSettings, wanted: str, offered: frozenset[str]
+) -> AuthenticationError:
+    offered_text = ", ".join(sorted(offered)) or "none"
+    return AuthenticationError(
+        f"the server does not support AUTH {wanted} (it offers: {offered_text})",
+        diagnosis=Diagnosis(
+            Category.AUTH_MECHANISM_UNSUPPORTED,
+            f"The server does not support the login method {wanted}.",
+            (
+                f"The server offers: {offered_text}.",
+                "OAuth2 (XOAUTH2) needs a server that offers it (e.g. Gmail, Microsoft 365)."
+                if wanted == "XOAUTH2"
+                else "Leave the login method on automatic.",
+            ),
+        ),
+    )
+
+
+def choose_mechanism(settings: SmtpSettings, offered: frozenset[str], encrypted: bool) -> str:
+    """Pick the mechanism to use, or raise `AuthenticationError` when none fits."""
+    if settings.oauth2_token is not None:
+        wanted = settings.auth_mechanism or "XOAUTH2"
+        if wanted != "XOAUTH2" or wanted not in offered:
+            raise _unsupported(settings, wanted, offered)
+        return wanted
+    if settings.auth_mechanism is not None:
+        if settings.auth_mechanism not in offered or settings.auth_mechanism == "XOAUTH2":
+            raise _unsupported(settings, settings.auth_mechanism, offered)
+        return settings.auth_mechanism
+    for mechanism in _PREFERENCE_ENCRYPTED if encrypted else _PREFERENCE_PLAINTEXT:
+        if mechanism in offered:
+            return mechanism
+    raise _unsupported(settings, "PLAIN or LOGIN", offered)
+
+
+def authenticate(
+    exchange: Exchange,
+    settings: SmtpSettings,
+    mechanism: str,
+    on_failure: Callable[[SmtpReply, str], AuthenticationError],
+) -> SmtpReply:
+    """Run the AUTH exchange for `mechanism`; returns the 235 reply or raises."""
+    username = settings.username or ""
+    if mechanism == "XOAUTH2":
+        assert settings.oauth2_token is not None
+        token = settings.oauth2_token()
+        if not isinstance(token, str) or not token:
+            raise AuthenticationError(
+                "the OAuth2 token provider returned no token",
+                diagnosis=Diagnosis(
+                    Category.AUTH_FAILED,
+                    "No OAuth2 access token was available.",
+                    ("Sign in again to the email account to renew the authorisation.",),
+                ),
+            )
+        reply = exchange(
+            "AUTH XOAUTH2 " + _b64(f"user={username}\x01auth=Bearer {token}\x01\x01"), True
+        )
+        if reply.code == 334:
+            # The server's JSON error (status, schemes, scope) comes as a challenge;
+            # an empty line ends the exchange and brings the final 5xx.
+            detail = _decode_xoauth2_error(reply.text)
+            final = exchange("", False)
+            if detail:
+                final = SmtpReply(
+                    final.code,
+                    final.enhanced_status,
+                    f"{final.text} (OAuth2 error: {detail})".strip(),
+                )
+            raise on_failure(final, mechanism)
+    else:
+        password = settings.password.reveal() if settings.password is not None else ""
+        if mechanism == "PLAIN":
+            reply = exchange("AUTH PLAIN " + _b64(f"\x00{username}\x00{password}"), True)
+        elif mechanism == "LOGIN":
+            reply = exchange("AUTH LOGIN", False)
+            if reply.code == 334:
+                reply = exchange(_b64(username), True)
+            if reply.code == 334:
+                reply = exchange(_b64(password), True)
+        else:  # CRAM-MD5
+            reply = exchange("AUTH CRAM-MD5", False)
+            if reply.code == 334:
+                try:
+                    challenge = base64.b64decode(reply.text.strip(), validate=True)
+                except binascii.Error:
+                    exchange("*", False)
+                    raise on_failure(reply, mechanism) from None
+                digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
+                reply = exchange(_b64(f"{username} {digest}"), True)
+    if reply.code != 235:
+        if reply.code == 334:  # the server wants more than the mechanism defines: abort
+            reply = exchange("*", False)
+        raise on_failure(reply, mechanism)
+    return reply
+
+
+def _decode_xoauth2_error(text: str) -> str:
+    try:
+        data = json.loads(base64.b64decode(text.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    parts = [f"{key}={data[key]}" for key in ("status", "scope", "schemes") if key in data]
+    return ", ".join(parts)

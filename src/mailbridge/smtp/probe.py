@@ -1,0 +1,97 @@
+"""The connection test behind the *Test connection* button."""
+
+from __future__ import annotations
+
+import attrs
+
+from ..diagnosis import Category, Diagnosis
+from ..diagnostics import security_label
+from ..errors import DeliveryError
+from ..settings import Security, SmtpSettings
+from .connection import SmtpConnection, Step
+
+__all__ = ["ConnectionReport", "probe_smtp"]
+
+PROBE_GREETING_TIMEOUT = 10.0
+
+
+@attrs.frozen
+class ConnectionReport:
+    """What a connection test found.
+
+    `ok` is True when every step worked. `steps` lists resolve, connect, TLS,
+    greeting, EHLO, STARTTLS and AUTH as far as they got, each with outcome
+    and time. On failure `diagnosis` explains it; when the cause was the wrong
+    security mode and the other one works, `alternative` holds the settings
+    that work.
+    """
+
+    ok: bool
+    steps: tuple[Step, ...]
+    diagnosis: Diagnosis | None = None
+    error: DeliveryError | None = attrs.field(default=None, eq=False)
+    alternative: SmtpSettings | None = None
+    extensions: dict[str, str] = attrs.field(factory=dict)
+
+    def __str__(self) -> str:
+        lines = []
+        for step in self.steps:
+            mark = "ok  " if step.ok else "FAIL"
+            lines.append(f"{mark} {step.name:<9} {step.seconds * 1000:7.1f} ms  {step.detail}")
+        if self.ok:
+            lines.append("The connection works.")
+        elif self.diagnosis is not None:
+            lines.append(str(self.diagnosis))
+        return "\n".join(lines)
+
+
+def _reached_smtp_over_tls(report: ConnectionReport, security: Security) -> bool:
+    names = [step.name for step in report.steps if step.ok]
+    return "ehlo" in names and (security != Security.STARTTLS or "starttls" in names)
+
+
+def probe_smtp(settings: SmtpSettings, *, try_alternative: bool = True) -> ConnectionReport:
+    """Open a connection step by step, log in, say QUIT, and report what happened."""
+    steps: list[Step] = []
+    try:
+        connection = SmtpConnection.open(
+            settings,
+            observer=steps.append,
+            greeting_timeout=min(settings.command_timeout, PROBE_GREETING_TIMEOUT),
+        )
+    except DeliveryError as exc:
+        failed = steps[-1].name if steps else ""
+        diagnosis = exc.diagnosis
+        alternative = None
+        if try_alternative and (
+            failed in ("tls", "greeting") or diagnosis.category == Category.EXPECTED_PLAINTEXT
+        ):
+            other = (
+                Security.STARTTLS
+                if settings.security == Security.IMPLICIT_TLS
+                else (Security.IMPLICIT_TLS)
+            )
+            candidate = attrs.evolve(settings, security=other)
+            result = probe_smtp(candidate, try_alternative=False)
+            if _reached_smtp_over_tls(result, other):
+                alternative = candidate
+                label = security_label(other)
+                diagnosis = Diagnosis(
+                    Category.EXPECTED_PLAINTEXT
+                    if other == Security.STARTTLS
+                    else Category.EXPECTED_IMPLICIT_TLS,
+                    f"The server on port {settings.port} uses {label}, not "
+                    f"{security_label(settings.security)}: choose {label}.",
+                    (
+                        f"A test with {label} on port {settings.port} "
+                        + (
+                            "worked."
+                            if result.ok
+                            else f"connected, then: {result.diagnosis and result.diagnosis.summary}"
+                        ),
+                    ),
+                )
+        return ConnectionReport(False, tuple(steps), diagnosis, exc, alternative)
+    extensions = dict(connection.extensions)
+    connection.quit()
+    return ConnectionReport(True, tuple(steps), extensions=extensions)

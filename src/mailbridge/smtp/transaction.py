@@ -1,0 +1,157 @@
+"""One mail transaction: MAIL, RCPT, DATA, pipelined where the server allows (RFC 2920)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .. import diagnostics
+from ..diagnosis import Category, Diagnosis
+from ..errors import ConnectError, MessageError, MessageRejected, UnsupportedByServer
+from ..reply import SmtpReply
+from .wire import check_command
+
+if TYPE_CHECKING:
+    from .connection import SmtpConnection, Transaction
+
+__all__ = ["run_transaction"]
+
+
+def _closing(reply: SmtpReply) -> ConnectError:
+    return ConnectError(
+        "the server closed the session",
+        reply=reply,
+        diagnosis=Diagnosis(
+            Category.SERVER_UNAVAILABLE,
+            "The server is not accepting mail right now and closed the connection.",
+            ("Try again later; the server may be limiting how much is sent at once.",),
+        ),
+        temporary=True,
+    )
+
+
+def _checked(reply: SmtpReply) -> SmtpReply:
+    if reply.closes_connection:
+        raise _closing(reply)
+    return reply
+
+
+def _mail_parameters(
+    extensions: dict[str, str], framed_size: int, raw: bytes, smtputf8: bool
+) -> str:
+    params: list[str] = []
+    if smtputf8:
+        if "SMTPUTF8" not in extensions:
+            raise UnsupportedByServer(
+                "the message needs SMTPUTF8 (an address with non-ASCII characters before the @), "
+                "which the server does not offer",
+                diagnosis=Diagnosis(
+                    Category.SMTPUTF8_UNSUPPORTED,
+                    "This server cannot send to or from addresses with international characters "
+                    "before the @.",
+                    (
+                        "Use an ASCII address for this recipient, "
+                        "or a server that supports SMTPUTF8.",
+                    ),
+                ),
+            )
+        params.append("SMTPUTF8")
+        if "8BITMIME" in extensions:
+            params.append("BODY=8BITMIME")
+    elif not raw.isascii():
+        if "8BITMIME" not in extensions:
+            raise UnsupportedByServer(
+                "the message contains 8-bit data and the server does not offer 8BITMIME",
+                diagnosis=Diagnosis(
+                    Category.MESSAGE_REJECTED,
+                    "The server only accepts 7-bit messages.",
+                    ("Encode the message with quoted-printable or base64.",),
+                ),
+            )
+        params.append("BODY=8BITMIME")
+    if "SIZE" in extensions:
+        limit_text = extensions["SIZE"].split(" ")[0]
+        limit = int(limit_text) if limit_text.isdigit() else 0
+        if limit and framed_size > limit:
+            raise MessageRejected(
+                f"the message is {framed_size} bytes; the server accepts at most {limit}",
+                diagnosis=Diagnosis(
+                    Category.MESSAGE_TOO_LARGE,
+                    f"The message is too large for this server (limit {limit // 1024} KB).",
+                    ("Send fewer or smaller attachments.",),
+                ),
+            )
+        params.append(f"SIZE={framed_size}")
+    return "".join(" " + param for param in params)
+
+
+def _abort_data(connection: SmtpConnection) -> None:
+    """A 354 came although the envelope failed: end the empty message (RFC 2920 3.1)."""
+    connection.write_bytes(b".\r\n")
+    connection.read_reply("the reply to an aborted message")
+
+
+def run_transaction(
+    connection: SmtpConnection,
+    sender: str,
+    *,
+    recipients: Sequence[str],
+    framed: bytes,
+    raw: bytes,
+    smtputf8: bool,
+) -> Transaction:
+    """Send `framed` (already dot-stuffed) from `sender` to `recipients`."""
+    from .connection import Transaction
+
+    if not recipients:
+        raise MessageError("to", "at least one recipient is needed")
+    extensions = connection.extensions
+    mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(framed), raw, smtputf8)
+    rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]
+    pipelined = "PIPELINING" in extensions
+
+    reset = connection.needs_reset
+    rcpt_replies: list[SmtpReply] = []
+    data_reply: SmtpReply | None = None
+    if pipelined:
+        lines = (["RSET"] if reset else []) + [mail, *rcpts, "DATA"]
+        connection.write_bytes(b"".join(check_command(line) for line in lines))
+        replies = [
+            _checked(connection.read_reply(f"the reply to {line.split(':')[0]}")) for line in lines
+        ]
+        if reset:
+            replies.pop(0)
+        mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
+    else:
+        if reset:
+            _checked(connection.command("RSET"))
+        mail_reply = _checked(connection.command(mail))
+        if mail_reply.is_positive:
+            rcpt_replies = [_checked(connection.command(line)) for line in rcpts]
+            if any(reply.is_positive for reply in rcpt_replies):
+                data_reply = _checked(connection.command("DATA"))
+    accepted = tuple(
+        r for r, reply in zip(recipients, rcpt_replies, strict=False) if reply.is_positive
+    )
+    refused = {
+        r: reply
+        for r, reply in zip(recipients, rcpt_replies, strict=False)
+        if not reply.is_positive
+    }
+
+    if not mail_reply.is_positive or not accepted:
+        if data_reply is not None and data_reply.code == 354:
+            _abort_data(connection)
+        if not mail_reply.is_positive:
+            raise diagnostics.sender_refused(mail_reply, sender)
+        raise diagnostics.recipients_refused(refused)
+    assert data_reply is not None
+    if data_reply.code != 354:
+        raise diagnostics.data_refused(data_reply)
+
+    connection.data_started = True
+    connection.write_bytes(framed, timeout=connection.settings.data_timeout)
+    final = connection.read_reply("the reply to the message", connection.settings.data_timeout)
+    if _checked(final).code // 100 != 2:
+        raise diagnostics.data_refused(final)
+    return Transaction(accepted=accepted, refused=refused, reply=final)

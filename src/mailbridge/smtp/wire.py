@@ -1,0 +1,158 @@
+"""Bytes on the wire: reading replies, framing message data, refusing smuggling."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+
+from ..diagnosis import Category, Diagnosis
+from ..errors import ConnectError, MessageFormatError, ProtocolError
+from ..message import check_transmittable
+from ..reply import SmtpReply
+
+__all__ = ["Channel", "frame_data"]
+
+MAX_REPLY_LINE = 4096  # RFC 5321 allows 512; be lenient but bounded
+MAX_REPLY_LINES = 200
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+_DOT_AT_LINE_START = re.compile(rb"^\.", re.MULTILINE)
+
+
+def frame_data(data: bytes) -> bytes:
+    """The DATA payload for `data`: every line ending CRLF, dot-stuffed, ending in CRLF.CRLF.
+
+    Bare CR and bare LF are turned into CRLF, so nothing on the wire can be
+    read as an end of data by one server and not by another (SMTP smuggling).
+    """
+    normalized = _LINE_ENDINGS.sub(b"\r\n", data)
+    if not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    check_transmittable(normalized)
+    return _DOT_AT_LINE_START.sub(b"..", normalized) + b".\r\n"
+
+
+def check_command(line: str) -> bytes:
+    """Encode one command line, refusing anything that could split it into two."""
+    if any(ch in line for ch in "\r\n\x00"):
+        raise MessageFormatError("command", "line breaks are not allowed inside an SMTP command")
+    return line.encode("utf-8") + b"\r\n"
+
+
+def _lost(detail: str) -> ConnectError:
+    return ConnectError(
+        f"the connection to the server was lost ({detail})",
+        diagnosis=Diagnosis(
+            Category.CONNECTION_LOST,
+            "The server closed the connection unexpectedly.",
+            ("Try again; if it keeps happening, the server may be limiting connections.",),
+        ),
+        temporary=True,
+    )
+
+
+def timed_out(what: str, seconds: float) -> ConnectError:
+    """The error for a reply that did not come in time."""
+    return ConnectError(
+        f"no answer from the server within {seconds:g} s while waiting for {what}",
+        diagnosis=Diagnosis(
+            Category.TIMEOUT,
+            "The server did not answer in time.",
+            (
+                "Check host and port; a firewall may be silently dropping the connection.",
+                "Port 465 usually needs SSL/TLS, port 587 STARTTLS.",
+            ),
+        ),
+        temporary=True,
+    )
+
+
+class Channel:
+    """A socket with a receive buffer, reading SMTP replies line by line."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    @property
+    def encrypted(self) -> bool:
+        """True when the socket is a TLS socket."""
+        return isinstance(self.sock, ssl.SSLSocket)
+
+    def write(self, data: bytes, timeout: float) -> None:
+        """Send all of `data` or raise `ConnectError`."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise timed_out("the server to accept data", timeout) from None
+        except OSError as exc:
+            raise _lost(exc.strerror or type(exc).__name__) from None
+
+    def _read_line(self, timeout: float, what: str) -> bytes:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end != -1:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            if len(self._buffer) > MAX_REPLY_LINE:
+                raise ProtocolError(
+                    "the server sent a reply line longer than allowed",
+                    diagnosis=Diagnosis(Category.PROTOCOL, "The server does not speak SMTP."),
+                )
+            self.sock.settimeout(timeout)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                raise timed_out(what, timeout) from None
+            except ssl.SSLError as exc:
+                raise _lost(f"TLS: {exc.reason or exc}") from None
+            except OSError as exc:
+                raise _lost(exc.strerror or type(exc).__name__) from None
+            if not chunk:
+                raise _lost("end of stream while waiting for " + what)
+            self._buffer += chunk
+
+    def read_reply(self, timeout: float, what: str = "a reply") -> SmtpReply:
+        """Read one complete (possibly multi-line) reply."""
+        code: int | None = None
+        texts: list[str] = []
+        for _ in range(MAX_REPLY_LINES):
+            raw = self._read_line(timeout, what)
+            line = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
+            if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
+                raise ProtocolError(
+                    f"the server answered {line[:80]!r}, which is not an SMTP reply",
+                    diagnosis=Diagnosis(
+                        Category.PROTOCOL,
+                        "The server on this port does not speak SMTP as expected.",
+                        ("Check the port number and the security setting.",),
+                    ),
+                )
+            this_code = int(line[:3])
+            if code is not None and this_code != code:
+                raise ProtocolError(
+                    "the server mixed reply codes within one reply",
+                    diagnosis=Diagnosis(Category.PROTOCOL, "The server broke the SMTP protocol."),
+                )
+            code = this_code
+            texts.append(line[4:])
+            if len(line) == 3 or line[3] == " ":
+                return SmtpReply.parse(code, texts)
+        raise ProtocolError(
+            "the server sent a reply with too many lines",
+            diagnosis=Diagnosis(Category.PROTOCOL, "The server broke the SMTP protocol."),
+        )
+
+    def discard_buffered(self) -> int:
+        """Drop bytes received but not yet read; returns how many there were."""
+        count = len(self._buffer)
+        self._buffer.clear()
+        return count
+
+    def close(self) -> None:
+        """Close the socket; never raises."""
+        with contextlib.suppress(OSError):
+            self.sock.close()

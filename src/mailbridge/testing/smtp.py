@@ -1,0 +1,372 @@
+"""`FakeSmtpServer`: a real SMTP server (aiosmtpd) on loopback, with faults on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email
+import email.policy
+import hmac
+import json
+import secrets
+import shutil
+import ssl
+import tempfile
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import trustme
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from ..settings import Security, SmtpSettings
+
+__all__ = ["FakeSmtpServer", "ReceivedMessage"]
+
+TlsMode = Literal["none", "starttls", "implicit"]
+_SECURITY: dict[str, Security] = {
+    "none": Security.NONE,
+    "starttls": Security.STARTTLS,
+    "implicit": Security.IMPLICIT_TLS,
+}
+STOP_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class ReceivedMessage:
+    """One transaction as the server saw it: envelope, exact bytes, TLS and login."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
+    tls: bool
+    username: str | None
+    mail_options: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> EmailMessage:
+        """The received bytes parsed as an email message."""
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+class _Smtp(SMTP):  # type: ignore[misc]
+    """aiosmtpd's SMTP, also treating implicit-TLS connections as encrypted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if transport.get_extra_info("sslcontext") is not None and self.session.ssl is None:
+            self.session.ssl = {"implicit_tls": True}
+            self._tls_protocol = transport  # lets AUTH through, as after STARTTLS
+
+
+class _Handler:
+    """The aiosmtpd handler: records transactions and injects the configured faults."""
+
+    def __init__(self, server: FakeSmtpServer) -> None:
+        self.server = server
+
+    async def handle_EHLO(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = ["250-PIPELINING"] if self.server.pipelining else []
+        if self.server.omit_starttls:
+            responses = [line for line in responses if "STARTTLS" not in line]
+        return [responses[0], *extra, *responses[1:]]
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        fake = self.server
+        if fake.stall_seconds:
+            await asyncio.sleep(fake.stall_seconds)
+        if fake.close_after is not None and fake.delivered_count >= fake.close_after:
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.7.0 Too many messages on this connection, closing"
+        if fake.sender_reply is not None:
+            return fake.sender_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        refusal = self.server.refused_recipients.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        fake = self.server
+        if fake.drop_before_data_reply:
+            server.transport.close()
+            return "421 4.4.2 (connection dropped by fault injection)"
+        if fake.data_reply is not None:
+            return fake.data_reply
+        login = getattr(session.auth_data, "login", None)
+        with fake._lock:
+            fake.messages.append(
+                ReceivedMessage(
+                    mail_from=envelope.mail_from or "",
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    data=envelope.original_content or b"",
+                    tls=session.ssl is not None,
+                    username=login.decode() if isinstance(login, bytes) else login,
+                    mail_options=tuple(envelope.mail_options),
+                )
+            )
+        return "250 2.0.0 OK: queued"
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        if len(args) == 2:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Bad base64")
+        else:
+            answer = await server.challenge_auth("")
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=True)
+            blob = answer
+        fields = dict(
+            part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part
+        )
+        user, auth = fields.get("user", ""), fields.get("auth", "")
+        token = self.server.tokens.get(user)
+        if self.server.login_reply is None and token is not None and auth == f"Bearer {token}":
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        error = {"status": "401", "schemes": "Bearer", "scope": "https://mail.example/"}
+        await server.challenge_auth(json.dumps(error).encode())
+        return AuthResult(
+            success=False,
+            handled=False,
+            message=self.server.login_reply or "535 5.7.8 Username and Password not accepted",
+        )
+
+    async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        challenge = f"<{secrets.token_hex(8)}@fake.smtp.test>".encode()
+        answer = await server.challenge_auth(challenge)
+        if not isinstance(answer, bytes):
+            return AuthResult(success=False, handled=True)
+        user, _, digest = answer.decode("utf-8", "replace").partition(" ")
+        password = self.server.users.get(user)
+        if self.server.login_reply is None and password is not None:
+            expected = hmac.new(password.encode(), challenge, "md5").hexdigest()
+            if hmac.compare_digest(expected, digest):
+                return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        return AuthResult(success=False, handled=False, message=self.server.login_reply)
+
+
+class FakeSmtpServer:
+    """An SMTP server on a free loopback port, run in a background thread.
+
+    `tls` is "starttls" (default), "implicit" or "none"; certificates come from
+    a throw-away CA (`ca_file`, `client_ssl_context()`). With `users` (and/or
+    `tokens` for XOAUTH2) logins are required. Every accepted message is in
+    `messages`. Faults are attributes you may set at any time:
+    `refuse_recipient()`, `login_reply`, `sender_reply`, `data_reply`,
+    `close_after`, `stall_seconds`, `drop_before_data_reply`, `omit_starttls`.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: TlsMode = "starttls",
+        users: Mapping[str, str] | None = None,
+        tokens: Mapping[str, str] | None = None,
+        auth_required: bool | None = None,
+        pipelining: bool = True,
+        smtputf8: bool = True,
+        omit_starttls: bool = False,
+        certificate_hostnames: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
+        data_size_limit: int = 33_554_432,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if tls not in _SECURITY:
+            raise ValueError(f"tls must be one of {', '.join(_SECURITY)}")
+        self.tls = tls
+        self.users = dict(users or {})
+        self.tokens = dict(tokens or {})
+        self.auth_required = bool(self.users or self.tokens) if auth_required is None else auth_required
+        self.pipelining = pipelining
+        self.smtputf8 = smtputf8
+        self.omit_starttls = omit_starttls
+        self.data_size_limit = data_size_limit
+        self.host = host
+        self.port = 0
+        self.messages: list[ReceivedMessage] = []
+        self.connections = 0
+        # Faults: set them before or while a test runs.
+        self.refused_recipients: dict[str, str] = {}
+        self.login_reply: str | None = None
+        self.sender_reply: str | None = None
+        self.data_reply: str | None = None
+        self.close_after: int | None = None
+        self.stall_seconds: float = 0.0
+        self.drop_before_data_reply = False
+
+        self._lock = threading.Lock()
+        self._directory = Path(tempfile.mkdtemp(prefix="mailbridge-fake-smtp-"))
+        self._ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+        self.ca_file = self._directory / "ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._ca.issue_cert(*certificate_hostnames, key_type=trustme.KeyType.ECDSA).configure_cert(
+            self._server_context
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._protocols: list[SMTP] = []
+
+    # -- configuration helpers ---------------------------------------------------
+
+    @property
+    def security(self) -> Security:
+        """The `Security` a client must use for this server."""
+        return _SECURITY[self.tls]
+
+    @property
+    def delivered_count(self) -> int:
+        """How many messages were accepted so far."""
+        return len(self.messages)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts this server's certificate."""
+        context = ssl.create_default_context()
+        self._ca.configure_trust(context)
+        return context
+
+    def settings(self, username: str | None = None, password: str | None = None, **changes: Any) -> SmtpSettings:
+        """`SmtpSettings` for this server; user and password default to the only user."""
+        if username is None and password is None and len(self.users) == 1:
+            username, password = next(iter(self.users.items()))
+        values: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "security": self.security,
+            "username": username,
+            "password": password,
+            "ca_file": self.ca_file,
+            "connect_timeout": 5.0,
+            "command_timeout": 5.0,
+            "data_timeout": 10.0,
+        }
+        values.update(changes)
+        if values.get("ssl_context") is not None:
+            values["ca_file"] = None
+        return SmtpSettings(**values)
+
+    def refuse_recipient(self, address: str, reply: str = "550 5.1.1 No such user here") -> None:
+        """Answer RCPT TO for `address` with `reply` (a 4xx makes it temporary)."""
+        self.refused_recipients[address.lower()] = reply
+
+    # -- running -------------------------------------------------------------------
+
+    def _factory(self) -> SMTP:
+        with warnings.catch_warnings():
+            # aiosmtpd warns about AUTH without TLS, which tls="none" tests on purpose.
+            warnings.simplefilter("ignore")
+            protocol = self._make_protocol()
+        with self._lock:
+            self.connections += 1
+            self._protocols.append(protocol)
+        return protocol
+
+    def _make_protocol(self) -> SMTP:
+        return _Smtp(
+            _Handler(self),
+            hostname="fake.smtp.test",
+            ident="mailbridge FakeSmtpServer",
+            data_size_limit=self.data_size_limit,
+            enable_SMTPUTF8=self.smtputf8,
+            decode_data=False,
+            tls_context=self._server_context if self.tls == "starttls" and not self.omit_starttls
+            else None,
+            require_starttls=False,
+            auth_required=self.auth_required,
+            auth_require_tls=self.tls != "none",
+            authenticator=self._authenticate,
+            timeout=30,
+        )
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if self.login_reply is not None:
+            return AuthResult(success=False, handled=False, message=self.login_reply)
+        if isinstance(data, LoginPassword):
+            expected = self.users.get(data.login.decode("utf-8", "replace"))
+            if expected is not None and hmac.compare_digest(
+                expected.encode(), data.password
+            ):
+                return AuthResult(success=True, auth_data=data)
+        return AuthResult(success=False, handled=False)
+
+    def start(self) -> FakeSmtpServer:
+        """Start listening; returns self. `port` is set afterwards."""
+        if self._thread is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            ready.set()
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="FakeSmtpServer", daemon=True)
+        self._thread.start()
+        ready.wait(STOP_TIMEOUT)
+        ssl_context = self._server_context if self.tls == "implicit" else None
+        future = asyncio.run_coroutine_threadsafe(
+            loop.create_server(self._factory, self.host, 0, ssl=ssl_context), loop
+        )
+        self._server = future.result(STOP_TIMEOUT)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        """Close every connection, stop the thread and delete the certificates."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None:
+
+            async def shutdown() -> None:
+                if self._server is not None:
+                    self._server.close()
+                for protocol in self._protocols:
+                    if protocol.transport is not None:
+                        protocol.transport.close()
+                current = asyncio.current_task()
+                tasks = [task for task in asyncio.all_tasks() if task is not current]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(STOP_TIMEOUT)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(STOP_TIMEOUT)
+            loop.close()
+        self._loop = self._thread = self._server = None
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def __enter__(self) -> FakeSmtpServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
