@@ -123,7 +123,7 @@ def connect_failed(exc: OSError, settings: SmtpSettings) -> ConnectError:
 def tls_failed(exc: ssl.SSLError | OSError, settings: SmtpSettings) -> DeliveryError:
     """A failed TLS handshake, most often a certificate or a security-mode mismatch."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+        if exc.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
             return TlsError(
                 f"the certificate of {settings.host} is not valid for that name",
                 diagnosis=Diagnosis(

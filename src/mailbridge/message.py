@@ -247,8 +247,10 @@ def compose(
     """Turn a `DocumentEmail` into the exact bytes to transmit.
 
     `sender` is the envelope sender (MAIL FROM), `author` the From header.
-    The Bcc recipients go into the envelope only, never into the message.
+    `reply_to` defaults to the email's own. The Bcc recipients go into the
+    envelope only, never into the message.
     """
+    reply_to = reply_to or email_.reply_to
     mailboxes = (author, *email_.recipients, *((reply_to,) if reply_to else ()))
     utf8 = any(mailbox.needs_smtputf8 for mailbox in (sender, *mailboxes))
     policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP

@@ -365,13 +365,10 @@ class SmtpConnection:
             raise
 
     def _exchange(self, line: str, secret: bool) -> SmtpReply:
-        shown = (
-            line
-            if not secret
-            else line.split(" ", maxsplit=1)[0] + " ********"
-            if " " in line
-            else "****"
-        )
+        shown = line
+        if secret:  # keep the command and mechanism, hide every credential
+            words = line.split(" ")
+            shown = " ".join([*words[:2], "********"]) if words[0] == "AUTH" else "********"
         log.debug("C: %s", shown)
         self.write_bytes(check_command(line))
         return self.read_reply("the reply to AUTH")

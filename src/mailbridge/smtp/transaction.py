@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from .connection import SmtpConnection, Transaction
 
 __all__ = ["run_transaction"]
+
+log = logging.getLogger("mailbridge.smtp")
 
 
 def _closing(reply: SmtpReply) -> ConnectError:
@@ -115,6 +118,8 @@ def run_transaction(
     data_reply: SmtpReply | None = None
     if pipelined:
         lines = (["RSET"] if reset else []) + [mail, *rcpts, "DATA"]
+        for line in lines:
+            log.debug("C: %s", line)
         connection.write_bytes(b"".join(check_command(line) for line in lines))
         replies = [
             _checked(connection.read_reply(f"the reply to {line.split(':')[0]}")) for line in lines

@@ -56,14 +56,16 @@ class ReceivedMessage:
         return parsed
 
 
-class _Smtp(SMTP):  # type: ignore[misc]
+class _Smtp(SMTP):
     """aiosmtpd's SMTP, also treating implicit-TLS connections as encrypted."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if transport.get_extra_info("sslcontext") is not None and self.session.ssl is None:
-            self.session.ssl = {"implicit_tls": True}
-            self._tls_protocol = transport  # lets AUTH through, as after STARTTLS
+        session = self.session
+        if transport.get_extra_info("sslcontext") is not None and session and session.ssl is None:
+            session.ssl = {"implicit_tls": True}
+            # A truthy _tls_protocol lets AUTH through, as after STARTTLS.
+            self._tls_protocol = transport  # type: ignore[assignment]
 
 
 class _Handler:
@@ -72,25 +74,36 @@ class _Handler:
     def __init__(self, server: FakeSmtpServer) -> None:
         self.server = server
 
-    async def handle_EHLO(  # noqa: N802 (aiosmtpd's hook name)
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
         extra = ["250-PIPELINING"] if self.server.pipelining else []
         if self.server.omit_starttls:
             responses = [line for line in responses if "STARTTLS" not in line]
+        responses = [line for line in responses if line.strip() != "250-AUTH"]  # none offered
         return [responses[0], *extra, *responses[1:]]
 
-    async def handle_MAIL(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         mail_options: list[str],
     ) -> str:
         fake = self.server
         if fake.stall_seconds:
             await asyncio.sleep(fake.stall_seconds)
         if fake.close_after is not None and fake.delivered_count >= fake.close_after:
-            asyncio.get_running_loop().call_soon(server.transport.close)
+            transport = server.transport
+            if transport is not None:
+                asyncio.get_running_loop().call_soon(transport.close)
             return "421 4.7.0 Too many messages on this connection, closing"
         if fake.sender_reply is not None:
             return fake.sender_reply
@@ -98,8 +111,12 @@ class _Handler:
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
-    async def handle_RCPT(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         refusal = self.server.refused_recipients.get(address.lower())
@@ -108,12 +125,13 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(  # noqa: N802
+    async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         fake = self.server
         if fake.drop_before_data_reply:
-            server.transport.close()
+            if server.transport is not None:
+                server.transport.close()
             return "421 4.4.2 (connection dropped by fault injection)"
         if fake.data_reply is not None:
             return fake.data_reply
@@ -131,7 +149,7 @@ class _Handler:
             )
         return "250 2.0.0 OK: queued"
 
-    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         if len(args) == 2:
             try:
                 blob = base64.b64decode(args[1], validate=True)
@@ -143,7 +161,9 @@ class _Handler:
                 return AuthResult(success=False, handled=True)
             blob = answer
         fields = dict(
-            part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part
+            part.split("=", 1)
+            for part in blob.decode("utf-8", "replace").split("\x01")
+            if "=" in part
         )
         user, auth = fields.get("user", ""), fields.get("auth", "")
         token = self.server.tokens.get(user)
@@ -157,7 +177,7 @@ class _Handler:
             message=self.server.login_reply or "535 5.7.8 Username and Password not accepted",
         )
 
-    async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+    async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:
         challenge = f"<{secrets.token_hex(8)}@fake.smtp.test>".encode()
         answer = await server.challenge_auth(challenge)
         if not isinstance(answer, bytes):
@@ -180,6 +200,8 @@ class FakeSmtpServer:
     `messages`. Faults are attributes you may set at any time:
     `refuse_recipient()`, `login_reply`, `sender_reply`, `data_reply`,
     `close_after`, `stall_seconds`, `drop_before_data_reply`, `omit_starttls`.
+    `auth_mechanisms` limits the AUTH mechanisms offered (default: PLAIN,
+    LOGIN, CRAM-MD5 and XOAUTH2).
     """
 
     def __init__(
@@ -193,6 +215,7 @@ class FakeSmtpServer:
         smtputf8: bool = True,
         omit_starttls: bool = False,
         certificate_hostnames: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
+        auth_mechanisms: Sequence[str] | None = None,
         data_size_limit: int = 33_554_432,
         host: str = "127.0.0.1",
     ) -> None:
@@ -201,11 +224,16 @@ class FakeSmtpServer:
         self.tls = tls
         self.users = dict(users or {})
         self.tokens = dict(tokens or {})
-        self.auth_required = bool(self.users or self.tokens) if auth_required is None else auth_required
+        self.auth_required = (
+            bool(self.users or self.tokens) if auth_required is None else auth_required
+        )
         self.pipelining = pipelining
         self.smtputf8 = smtputf8
         self.omit_starttls = omit_starttls
         self.data_size_limit = data_size_limit
+        self.auth_mechanisms = (
+            None if auth_mechanisms is None else {m.upper() for m in auth_mechanisms}
+        )
         self.host = host
         self.port = 0
         self.messages: list[ReceivedMessage] = []
@@ -251,7 +279,9 @@ class FakeSmtpServer:
         self._ca.configure_trust(context)
         return context
 
-    def settings(self, username: str | None = None, password: str | None = None, **changes: Any) -> SmtpSettings:
+    def settings(
+        self, username: str | None = None, password: str | None = None, **changes: Any
+    ) -> SmtpSettings:
         """`SmtpSettings` for this server; user and password default to the only user."""
         if username is None and password is None and len(self.users) == 1:
             username, password = next(iter(self.users.items()))
@@ -275,6 +305,18 @@ class FakeSmtpServer:
         """Answer RCPT TO for `address` with `reply` (a 4xx makes it temporary)."""
         self.refused_recipients[address.lower()] = reply
 
+    def drop_connections(self) -> None:
+        """Close every open client connection from the server side (an idle time-out)."""
+        if self._loop is None:
+            return
+
+        async def drop() -> None:
+            for protocol in self._protocols:
+                if protocol.transport is not None:
+                    protocol.transport.close()
+
+        asyncio.run_coroutine_threadsafe(drop(), self._loop).result(STOP_TIMEOUT)
+
     # -- running -------------------------------------------------------------------
 
     def _factory(self) -> SMTP:
@@ -295,13 +337,19 @@ class FakeSmtpServer:
             data_size_limit=self.data_size_limit,
             enable_SMTPUTF8=self.smtputf8,
             decode_data=False,
-            tls_context=self._server_context if self.tls == "starttls" and not self.omit_starttls
+            tls_context=self._server_context
+            if self.tls == "starttls" and not self.omit_starttls
             else None,
             require_starttls=False,
             auth_required=self.auth_required,
             auth_require_tls=self.tls != "none",
             authenticator=self._authenticate,
             timeout=30,
+            auth_exclude_mechanism=[
+                mechanism
+                for mechanism in ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
+                if self.auth_mechanisms is not None and mechanism not in self.auth_mechanisms
+            ],
         )
 
     def _authenticate(
@@ -311,9 +359,7 @@ class FakeSmtpServer:
             return AuthResult(success=False, handled=False, message=self.login_reply)
         if isinstance(data, LoginPassword):
             expected = self.users.get(data.login.decode("utf-8", "replace"))
-            if expected is not None and hmac.compare_digest(
-                expected.encode(), data.password
-            ):
+            if expected is not None and hmac.compare_digest(expected.encode(), data.password):
                 return AuthResult(success=True, auth_data=data)
         return AuthResult(success=False, handled=False)
 

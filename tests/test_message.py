@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from mailbridge import (
+    Attachment,
+    DocumentEmail,
+    HeaderInjection,
+    InvalidAddress,
+    MessageError,
+    MissingPlaceholder,
+)
+from mailbridge.addresses import parse_mailbox, parse_mailbox_list
+from mailbridge.message import compose, render_placeholders
+
+from .conftest import INVOICE_PDF
+
+SENDER = parse_mailbox("sender", "billing@acme.example")
+AUTHOR = parse_mailbox("sender", "Acme GmbH <billing@acme.example>")
+
+
+def _compose(**fields: object) -> bytes:
+    values: dict[str, object] = {"to": "bob@example.test", "subject": "s", "body": "b"}
+    values.update(fields)
+    return compose(DocumentEmail(**values), sender=SENDER, author=AUTHOR).data  # type: ignore[arg-type]
+
+
+def test_address_lists_split_on_commas_and_semicolons() -> None:
+    boxes = parse_mailbox_list("to", 'a@x.example, Bob <b@y.example>; "Doe, Jane" <j@z.example>')
+    assert [b.address for b in boxes] == ["a@x.example", "b@y.example", "j@z.example"]
+    assert [b.display_name for b in boxes] == ["", "Bob", "Doe, Jane"]
+
+
+def test_address_list_deduplicates() -> None:
+    assert len(parse_mailbox_list("to", ["a@x.example", "A@x.example"])) == 1
+
+
+def test_display_names_may_hold_any_character() -> None:
+    (box,) = parse_mailbox_list("to", "Jürgen Müller <jm@x.example>")
+    assert box.display_name == "Jürgen Müller"
+
+
+@pytest.mark.parametrize(
+    "bad", ["not-an-address", "a@", "@x.example", "a@b@x.example", "a@x.invalid", "a @x.example"]
+)
+def test_bad_address_names_field_and_address(bad: str) -> None:
+    with pytest.raises(InvalidAddress) as info:
+        DocumentEmail(to="ok@x.example", cc=bad, subject="s", body="b")
+    assert info.value.field == "cc"
+    assert info.value.address == bad.strip()
+    assert "cc: invalid address" in str(info.value)
+
+
+def test_internationalized_addresses() -> None:
+    (idn,) = parse_mailbox_list("to", "info@bücher.example")
+    assert idn.ascii_address == "info@xn--bcher-kva.example"
+    assert not idn.needs_smtputf8
+    (utf8,) = parse_mailbox_list("to", "jürgen@example.test")
+    assert utf8.needs_smtputf8
+
+
+def test_at_least_one_recipient() -> None:
+    with pytest.raises(MessageError, match="to: at least one recipient"):
+        DocumentEmail(to=[], subject="s", body="b")
+
+
+def test_placeholders() -> None:
+    text = render_placeholders(
+        "subject", "Invoice {n} ({total:.2f} EUR) {{literal}}", {"n": "2026-7", "total": 12.5}
+    )
+    assert text == "Invoice 2026-7 (12.50 EUR) {literal}"
+
+
+def test_missing_placeholder_is_named() -> None:
+    with pytest.raises(MissingPlaceholder) as info:
+        DocumentEmail(to="a@x.example", subject="Invoice {invoice_number}", body="b")
+    assert info.value.field == "subject"
+    assert info.value.name == "invoice_number"
+
+
+@pytest.mark.parametrize("template", ["{a.__class__}", "{a[0]}", "{a!r}", "{0}", "{}", "{a", "a}"])
+def test_placeholders_refuse_attribute_access_and_bad_braces(template: str) -> None:
+    with pytest.raises(MessageError) as info:
+        DocumentEmail(to="a@x.example", subject="s", body=template, placeholders={"a": "x"})
+    assert info.value.field == "body"
+
+
+def test_html_placeholders_are_escaped() -> None:
+    data = _compose(html="<p>{name}</p>", placeholders={"name": "<script>"})
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    html_part = parsed.get_body(("html",))
+    assert html_part is not None
+    assert "&lt;script&gt;" in html_part.get_content()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"subject": "Invoice\r\nBcc: victim@x.example"}, "subject"),
+        ({"subject": "Invoice {n}", "placeholders": {"n": "1\nBcc: v@x.example"}}, "subject"),
+        ({"headers": {"X-Ref": "1\r\nBcc: v@x.example"}}, "headers[X-Ref]"),
+        ({"to": "Bob\n <b@x.example>"}, "to"),
+        ({"reply_to": "r@x.example\r\nBcc: v@x.example"}, "reply_to"),
+    ],
+)
+def test_header_injection_is_refused(fields: dict[str, object], field: str) -> None:
+    values: dict[str, object] = {"to": "bob@example.test", "subject": "s", "body": "b"}
+    values.update(fields)
+    with pytest.raises(HeaderInjection) as info:
+        DocumentEmail(**values)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_attachment_filename_injection_refused() -> None:
+    with pytest.raises(HeaderInjection):
+        Attachment("a.pdf\r\nContent-Type: text/html", b"x")
+    with pytest.raises(MessageError, match="must not contain a path"):
+        Attachment("../../etc/passwd", b"x")
+
+
+def test_reserved_headers_cannot_be_overridden() -> None:
+    with pytest.raises(MessageError, match="Bcc is set by mailbridge"):
+        DocumentEmail(to="a@x.example", subject="s", body="b", headers={"Bcc": "x@y.example"})
+    with pytest.raises(MessageError, match="not a valid header name"):
+        DocumentEmail(to="a@x.example", subject="s", body="b", headers={"X Bad": "1"})
+
+
+def test_composed_message_has_required_headers_and_no_bcc() -> None:
+    data = _compose(
+        to="Bob <bob@example.test>",
+        cc="carol@example.test",
+        bcc="secret@example.test",
+        reply_to="office@acme.example",
+        headers={"X-Invoice-Id": "2026-001"},
+    )
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["From"] == "Acme GmbH <billing@acme.example>"
+    assert parsed["Reply-To"] == "office@acme.example"
+    assert parsed["Message-ID"].endswith("@acme.example>")
+    assert parsed["Date"] and parsed["MIME-Version"] == "1.0"
+    assert parsed["X-Invoice-Id"] == "2026-001"
+    assert b"secret@example.test" not in data
+    assert "Bcc" not in parsed
+
+
+def test_envelope_includes_bcc() -> None:
+    prepared = compose(
+        DocumentEmail(to="a@x.example", bcc="b@x.example", subject="s", body="b"),
+        sender=SENDER,
+        author=AUTHOR,
+    )
+    assert prepared.recipients == ("a@x.example", "b@x.example")
+    assert prepared.bcc == ("b@x.example",)
+
+
+def test_wire_format_is_crlf_and_short_lines() -> None:
+    data = _compose(
+        body="line1\nline2\rline3\r\n" + "x" * 5000,
+        attachments=[Attachment("invoice.pdf", INVOICE_PDF * 200)],
+    )
+    lines = data.split(b"\r\n")
+    assert all(b"\r" not in line and b"\n" not in line for line in lines)
+    assert max(len(line) for line in lines) <= 998
+
+
+def test_attachment_types_detected(invoice_pdf: Path) -> None:
+    attachment = Attachment.from_path(invoice_pdf)
+    assert attachment.filename == "Invoice 2026-001.pdf"
+    assert attachment.resolved_content_type == "application/pdf"
+    assert Attachment("rechnung", INVOICE_PDF).resolved_content_type == "application/pdf"
+    assert Attachment("x.xml", b"<?xml version='1.0'?><a/>").resolved_content_type == (
+        "application/xml"
+    )
+    assert Attachment("notes.txt", b"hi").resolved_content_type == "text/plain"
+    assert Attachment("blob", b"\x00\x01").resolved_content_type == "application/octet-stream"
+    with pytest.raises(MessageError, match="cannot read"):
+        Attachment.from_path(invoice_pdf.with_name("missing.pdf"))
+
+
+def test_attachment_with_non_ascii_filename_roundtrips() -> None:
+    data = _compose(attachments=[Attachment("Rechnung Größe.pdf", INVOICE_PDF)])
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    (part,) = list(parsed.iter_attachments())
+    assert part.get_filename() == "Rechnung Größe.pdf"
+    assert part.get_content() == INVOICE_PDF
+
+
+def test_fixed_message_id_and_date() -> None:
+    when = dt.datetime(2026, 11, 21, 9, 30, tzinfo=dt.UTC)
+    data = _compose(message_id="<inv-1@acme.example>", date=when)
+    assert b"Message-ID: <inv-1@acme.example>" in data
+    assert b"Date: Sat, 21 Nov 2026 09:30:00 +0000" in data
+    with pytest.raises(MessageError, match="timezone-aware"):
+        DocumentEmail(to="a@x.example", subject="s", body="b", date=dt.datetime(2026, 1, 1))
+
+
+def test_smtputf8_message_uses_utf8_headers() -> None:
+    prepared = compose(
+        DocumentEmail(to="jürgen@example.test", subject="Grüße", body="b"),
+        sender=SENDER,
+        author=AUTHOR,
+    )
+    assert prepared.smtputf8
+    assert "To: jürgen@example.test".encode() in prepared.data
