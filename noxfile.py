@@ -1,0 +1,39 @@
+"""Development sessions: `nox -s tests`, `nox -s lint`, `nox -s typing`, `nox -s docs`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
+
+
+@nox.session(python=["3.11", "3.12", "3.13"])
+def tests(session: nox.Session) -> None:
+    """The whole test suite (real-server tests need root and Debian's postfix + dovecot)."""
+    session.install("-e", ".[testing]", *TEST_DEPS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[testing]", "mypy>=1.11", "pytest>=8")
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Run every code example in README.md and docs/."""
+    session.install("-e", ".[testing]", *TEST_DEPS)
+    session.run("pytest", "tests/test_docs.py", *session.posargs)

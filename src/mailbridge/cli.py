@@ -1,0 +1,166 @@
+"""The `mailbridge` command: demo, test-connection and send.
+
+Exit codes: 0 success, 1 delivery or connection failed, 2 bad usage or
+settings, 3 sent but some recipients were refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+
+from . import (
+    Attachment,
+    DeliveryClient,
+    DeliveryError,
+    DocumentEmail,
+    MailbridgeError,
+    MessageError,
+    SmtpSettings,
+)
+from .errors import ConfigurationError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+DEFAULT_PASSWORD_ENV = "MAILBRIDGE_PASSWORD"  # noqa: S105 (the name of a variable)
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", required=True, help="SMTP server name")
+    parser.add_argument("--port", type=int, required=True, help="587, 465, 25, ...")
+    parser.add_argument(
+        "--security",
+        default="starttls",
+        help="starttls (default), implicit_tls (also: ssl) or none",
+    )
+    parser.add_argument("--user", help="user name, usually the full email address")
+    parser.add_argument(
+        "--password-env",
+        default=DEFAULT_PASSWORD_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the password (default {DEFAULT_PASSWORD_ENV}); "
+        "without it you are asked. Passwords are never taken as arguments.",
+    )
+    parser.add_argument("--ca-file", help="PEM file of a private certificate authority")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per step")
+
+
+def _settings(args: argparse.Namespace) -> SmtpSettings:
+    password = None
+    if args.user:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            if not sys.stdin.isatty():
+                raise ConfigurationError(
+                    "password", f"set {args.password_env} or run in a terminal to be asked"
+                )
+            password = getpass.getpass(f"Password for {args.user}: ")
+    return SmtpSettings(
+        args.host,
+        args.port,
+        args.security,
+        username=args.user,
+        password=password,
+        ca_file=args.ca_file,
+        connect_timeout=args.timeout,
+        command_timeout=args.timeout,
+    )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+def _cmd_test_connection(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    sender = args.user if args.user and "@" in args.user else "postmaster@example.com"
+    with DeliveryClient.own_smtp(sender, settings) as client:
+        report = client.test_connection()
+    print(report)
+    if report.alternative is not None:
+        print(f"Working setting: --security {report.alternative.security.value}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    body = args.body
+    if args.body_file:
+        with open(args.body_file, encoding="utf-8") as handle:
+            body = handle.read()
+    email = DocumentEmail(
+        to=args.to,
+        cc=args.cc or (),
+        bcc=args.bcc or (),
+        subject=args.subject,
+        body=body or "",
+        reply_to=args.reply_to,
+        attachments=[Attachment.from_path(path) for path in args.attach or ()],
+    )
+    with DeliveryClient.own_smtp(args.sender, settings, display_name=args.name) as client:
+        result = client.send(email)
+    print(f"Message-ID: {result.message_id}")
+    for address in result.accepted:
+        print(f"accepted  {address}")
+    for address, reply in result.refused.items():
+        print(f"refused   {address}: {reply}")
+    return EXIT_OK if result.ok else EXIT_PARTIAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `mailbridge` command."""
+    parser = argparse.ArgumentParser(
+        prog="mailbridge", description="Send documents by email on behalf of your customers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="send an invoice through a local SMTP server")
+    demo.set_defaults(handler=_cmd_demo)
+
+    test = commands.add_parser("test-connection", help="check SMTP settings step by step")
+    _add_server_options(test)
+    test.set_defaults(handler=_cmd_test_connection)
+
+    send = commands.add_parser("send", help="send one email")
+    _add_server_options(send)
+    send.add_argument("--from", dest="sender", required=True, help="sender address")
+    send.add_argument("--name", help="sender display name")
+    send.add_argument("--to", required=True, help="recipients, comma-separated")
+    send.add_argument("--cc")
+    send.add_argument("--bcc")
+    send.add_argument("--reply-to")
+    send.add_argument("--subject", required=True)
+    send.add_argument("--body", help="plain-text body")
+    send.add_argument("--body-file", help="read the body from this UTF-8 file")
+    send.add_argument("--attach", action="append", metavar="FILE", help="attach a file (repeat)")
+    send.set_defaults(handler=_cmd_send)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (ConfigurationError, MessageError) as exc:
+        print(f"mailbridge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DeliveryError as exc:
+        print(f"mailbridge: {exc}\n{exc.diagnosis}", file=sys.stderr)
+        return EXIT_FAILED
+    except MailbridgeError as exc:
+        print(f"mailbridge: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailbridge.cli import main
+from mailbridge.testing import FakeSmtpServer
+
+from .conftest import INVOICE_PDF, PASSWORD, USER
+
+
+def _server_args(server: FakeSmtpServer, security: str = "starttls") -> list[str]:
+    return [
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--security",
+        security,
+        "--user",
+        USER,
+        "--ca-file",
+        str(server.ca_file),
+        "--timeout",
+        "2",
+    ]
+
+
+def test_test_connection_ok(
+    smtp_server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAILBRIDGE_PASSWORD", PASSWORD)
+    assert main(["test-connection", *_server_args(smtp_server)]) == 0
+    out = capsys.readouterr().out
+    assert "The connection works." in out
+    assert PASSWORD not in out
+
+
+def test_test_connection_suggests_the_working_mode(
+    smtp_server: FakeSmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SMTP_PW", PASSWORD)
+    code = main(["test-connection", *_server_args(smtp_server, "ssl"), "--password-env", "SMTP_PW"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "choose STARTTLS" in out
+    assert "Working setting: --security starttls" in out
+
+
+def test_wrong_password_exit_code(
+    smtp_server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAILBRIDGE_PASSWORD", "nope-" + PASSWORD)
+    assert main(["test-connection", *_server_args(smtp_server)]) == 1
+    captured = capsys.readouterr()
+    assert "rejected" in captured.out
+    assert PASSWORD not in captured.out + captured.err
+
+
+def test_send_with_attachment_and_partial_refusal(
+    smtp_server: FakeSmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pdf = tmp_path / "Invoice-7.pdf"
+    pdf.write_bytes(INVOICE_PDF)
+    smtp_server.refuse_recipient("gone@example.test")
+    monkeypatch.setenv("MAILBRIDGE_PASSWORD", PASSWORD)
+    code = main(
+        [
+            "send",
+            *_server_args(smtp_server),
+            "--from",
+            USER,
+            "--name",
+            "Acme GmbH",
+            "--to",
+            "a@example.test, gone@example.test",
+            "--subject",
+            "Invoice 7",
+            "--body",
+            "Attached.",
+            "--attach",
+            str(pdf),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 3
+    assert "accepted  a@example.test" in out
+    assert "refused   gone@example.test: 550" in out
+    (received,) = smtp_server.messages
+    (part,) = list(received.message.iter_attachments())
+    assert part.get_filename() == "Invoice-7.pdf"
+
+
+def test_bad_input_is_a_usage_error(
+    smtp_server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAILBRIDGE_PASSWORD", PASSWORD)
+    code = main(
+        [
+            "send",
+            *_server_args(smtp_server),
+            "--from",
+            USER,
+            "--to",
+            "not-an-address",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+        ]
+    )
+    assert code == 2
+    assert "to: invalid address 'not-an-address'" in capsys.readouterr().err
+
+
+def test_password_is_never_an_argument_and_no_tty_means_no_prompt(
+    smtp_server: FakeSmtpServer,
+) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailbridge",
+            "test-connection",
+            *_server_args(smtp_server),
+            "--password-env",
+            "MAILBRIDGE_TEST_UNSET",
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "set MAILBRIDGE_TEST_UNSET or run in a terminal" in run.stderr
+
+
+def test_demo_runs_end_to_end() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "mailbridge", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "The connection works." in run.stdout
+    assert "Invoice-2026-0042.pdf (application/pdf" in run.stdout
+    assert "refused     old-address@customer.example: 550 5.1.1" in run.stdout
+    assert "Bcc header  absent" in run.stdout
