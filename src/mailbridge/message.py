@@ -103,6 +103,13 @@ def _from_override(value: Any) -> Mailbox | None:
     return None if value is None else parse_mailbox("from_override", value)
 
 
+def _placeholders(value: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return dict(value)
+    except (TypeError, ValueError):
+        raise MessageError("placeholders", "must be a mapping of names to values") from None
+
+
 def _attachments(value: Iterable[Attachment]) -> tuple[Attachment, ...]:
     items = tuple(value)
     for item in items:
@@ -157,7 +164,7 @@ class DocumentEmail:
     body: str = attrs.field(validator=_check_str)
     html: str | None = attrs.field(default=None)
     attachments: tuple[Attachment, ...] = attrs.field(default=(), converter=_attachments)
-    placeholders: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    placeholders: Mapping[str, Any] = attrs.field(factory=dict, converter=_placeholders)
     reply_to: Mailbox | None = attrs.field(default=None, converter=_reply_to)
     from_override: Mailbox | None = attrs.field(default=None, converter=_from_override)
     headers: tuple[tuple[str, str], ...] = attrs.field(factory=dict, converter=_headers)
