@@ -93,24 +93,28 @@ def test_wrong_password_is_diagnosed(smtp_server: FakeSmtpServer) -> None:
     assert not error.temporary
 
 
-def test_app_password_reply_is_recognised(smtp_server: FakeSmtpServer) -> None:
-    smtp_server.login_reply = (
-        "534 5.7.9 Application-specific password required. For more information, go to "
-        "https://support.google.com/mail/?p=InvalidSecondFactor"
-    )
+@pytest.mark.parametrize(
+    ("reply", "category"),
+    [
+        (
+            "534 5.7.9 Application-specific password required. For more information, go to "
+            "https://support.google.com/mail/?p=InvalidSecondFactor",
+            Category.APP_PASSWORD_REQUIRED,
+        ),
+        (
+            "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for "
+            "the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.",
+            Category.AUTH_DISABLED,
+        ),
+    ],
+)
+def test_provider_replies_are_recognised(
+    smtp_server: FakeSmtpServer, reply: str, category: Category
+) -> None:
+    smtp_server.login_reply = reply
     with pytest.raises(AuthenticationError) as info:
         SmtpConnection.open(smtp_server.settings())
-    assert info.value.diagnosis.category == Category.APP_PASSWORD_REQUIRED
-
-
-def test_microsoft_smtp_auth_disabled_is_recognised(smtp_server: FakeSmtpServer) -> None:
-    smtp_server.login_reply = (
-        "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the "
-        "Tenant. Visit https://aka.ms/smtp_auth_disabled for more information."
-    )
-    with pytest.raises(AuthenticationError) as info:
-        SmtpConnection.open(smtp_server.settings())
-    assert info.value.diagnosis.category == Category.AUTH_DISABLED
+    assert info.value.diagnosis.category == category
 
 
 def test_partial_refusal_still_delivers_to_the_others(smtp_server: FakeSmtpServer) -> None:

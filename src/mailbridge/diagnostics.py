@@ -120,8 +120,29 @@ def connect_failed(exc: OSError, settings: SmtpSettings) -> ConnectError:
     )
 
 
-def tls_failed(exc: ssl.SSLError | OSError, settings: SmtpSettings) -> DeliveryError:
+def tls_failed(exc: OSError, settings: SmtpSettings) -> DeliveryError:
     """A failed TLS handshake, most often a certificate or a security-mode mismatch."""
+    mode_hints = port_hints(settings) or (
+        "Check that the port expects the selected security mode.",
+    )
+    if isinstance(exc, TimeoutError):
+        return TlsError(
+            "the TLS handshake timed out",
+            diagnosis=Diagnosis(
+                Category.TLS_HANDSHAKE, "The server did not complete a TLS handshake.", mode_hints
+            ),
+            temporary=True,
+        )
+    if not isinstance(exc, ssl.SSLError):
+        return ConnectError(
+            f"the connection was closed during the TLS handshake ({exc.strerror or exc})",
+            diagnosis=Diagnosis(
+                Category.TLS_HANDSHAKE,
+                "The server closed the connection during the TLS handshake.",
+                mode_hints,
+            ),
+            temporary=True,
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         if exc.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
             return TlsError(

@@ -12,7 +12,7 @@ import attrs
 
 from .errors import ConfigurationError
 
-__all__ = ["ImapSettings", "Secret", "Security", "SmtpSettings"]
+__all__ = ["ImapSettings", "Secret", "Security", "ServerSettings", "SmtpSettings"]
 
 # RFC 5321 section 4.5.3.2: a client waits at least 5 minutes for most replies and
 # 10 minutes for the reply to the end of data; longer waits are never needed.
@@ -130,36 +130,64 @@ def _timeout_check(ceiling: float) -> Callable[[object, attrs.Attribute[float], 
     return check
 
 
-def _check_credentials(settings: SmtpSettings | ImapSettings) -> None:
-    if settings.password is not None and settings.oauth2_token is not None:
-        raise ConfigurationError("password", "give either a password or an OAuth2 token provider")
-    has_secret = settings.password is not None or settings.oauth2_token is not None
-    if has_secret and not settings.username:
-        raise ConfigurationError("username", "a password or OAuth2 token needs a user name")
-    if settings.username is not None and not has_secret:
-        raise ConfigurationError("password", "a user name needs a password or OAuth2 token")
-    if settings.username is not None and ("\r" in settings.username or "\n" in settings.username):
-        raise ConfigurationError("username", "line breaks are not allowed")
-    if settings.ca_file is not None and settings.ssl_context is not None:
-        raise ConfigurationError("ca_file", "give either ca_file or ssl_context, not both")
-    if settings.ca_file is not None and not settings.ca_file.is_file():
-        raise ConfigurationError("ca_file", f"{settings.ca_file} is not a readable file")
-    if settings.ssl_context is not None and not isinstance(settings.ssl_context, ssl.SSLContext):
-        raise ConfigurationError("ssl_context", "must be an ssl.SSLContext")
+@attrs.frozen
+class ServerSettings:
+    """What SMTP and IMAP settings share: where the server is, how to log in, TLS, time-outs."""
 
-
-def _make_ssl_context(settings: SmtpSettings | ImapSettings) -> ssl.SSLContext:
-    if settings.ssl_context is not None:
-        return settings.ssl_context
-    context = ssl.create_default_context(
-        cafile=str(settings.ca_file) if settings.ca_file is not None else None
+    host: str = attrs.field(validator=_check_host)
+    port: int = attrs.field(validator=_check_port)
+    security: Security = attrs.field(converter=_to_security)
+    username: str | None = None
+    password: Secret | None = attrs.field(default=None, converter=_to_secret)
+    oauth2_token: Callable[[], str] | None = attrs.field(default=None, repr=False)
+    ca_file: Path | None = attrs.field(default=None, converter=_to_path)
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+    connect_timeout: float = attrs.field(
+        default=10.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
     )
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    command_timeout: float = attrs.field(
+        default=30.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.password is not None and self.oauth2_token is not None:
+            raise ConfigurationError(
+                "password", "give either a password or an OAuth2 token provider"
+            )
+        if self.oauth2_token is not None and not callable(self.oauth2_token):
+            raise ConfigurationError("oauth2_token", "must be a callable that returns a token")
+        has_secret = self.password is not None or self.oauth2_token is not None
+        if has_secret and not self.username:
+            raise ConfigurationError("username", "a password or OAuth2 token needs a user name")
+        if self.username is not None and not has_secret:
+            raise ConfigurationError("password", "a user name needs a password or OAuth2 token")
+        if self.username is not None and any(ch in self.username for ch in "\r\n\x00"):
+            raise ConfigurationError("username", "line breaks are not allowed")
+        if self.ca_file is not None and self.ssl_context is not None:
+            raise ConfigurationError("ca_file", "give either ca_file or ssl_context, not both")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ConfigurationError("ca_file", f"{self.ca_file} is not a readable file")
+        if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
+            raise ConfigurationError("ssl_context", "must be an ssl.SSLContext")
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when a user name and a password or token are set."""
+        return self.username is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        """The verifying TLS context used for this server (TLS 1.2 or newer)."""
+        if self.ssl_context is not None:
+            return self.ssl_context
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
 
-@attrs.frozen(kw_only=False)
-class SmtpSettings:
+@attrs.frozen
+class SmtpSettings(ServerSettings):
     """How to reach and log in to an SMTP server.
 
     `security` decides the protection (see `Security`); certificates are always
@@ -169,29 +197,13 @@ class SmtpSettings:
     Passwords are only sent over TLS unless `allow_plaintext_auth` is set.
     """
 
-    host: str = attrs.field(validator=_check_host)
-    port: int = attrs.field(validator=_check_port)
-    security: Security = attrs.field(converter=_to_security)
-    username: str | None = None
-    password: Secret | None = attrs.field(default=None, converter=_to_secret)
-    oauth2_token: Callable[[], str] | None = attrs.field(default=None, repr=False)
-    ca_file: Path | None = attrs.field(default=None, converter=_to_path)
-    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
-    connect_timeout: float = attrs.field(
-        default=10.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
-    )
-    command_timeout: float = attrs.field(
-        default=30.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
-    )
     data_timeout: float = attrs.field(default=120.0, validator=_timeout_check(MAX_DATA_TIMEOUT))
     local_hostname: str | None = None
     auth_mechanism: str | None = attrs.field(default=None, converter=_to_upper)
     allow_plaintext_auth: bool = False
 
     def __attrs_post_init__(self) -> None:
-        _check_credentials(self)
-        if self.oauth2_token is not None and not callable(self.oauth2_token):
-            raise ConfigurationError("oauth2_token", "must be a callable that returns a token")
+        super().__attrs_post_init__()
         supported = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
         if self.auth_mechanism is not None and self.auth_mechanism not in supported:
             raise ConfigurationError(
@@ -200,43 +212,13 @@ class SmtpSettings:
         if self.local_hostname is not None:
             _check_host(self, attrs.fields(SmtpSettings).host, self.local_hostname)
 
-    @property
-    def has_credentials(self) -> bool:
-        """True when a user name and a password or token are set."""
-        return self.username is not None
-
-    def create_ssl_context(self) -> ssl.SSLContext:
-        """The verifying TLS context used for this server."""
-        return _make_ssl_context(self)
-
 
 @attrs.frozen
-class ImapSettings:
+class ImapSettings(ServerSettings):
     """How to reach and log in to an IMAP server (used for Sent-folder archiving).
 
     `folder` is the archive folder the tenant picked; None means the special-use
     Sent folder, found on the server.
     """
 
-    host: str = attrs.field(validator=_check_host)
-    port: int = attrs.field(validator=_check_port)
-    security: Security = attrs.field(converter=_to_security)
-    username: str | None = None
-    password: Secret | None = attrs.field(default=None, converter=_to_secret)
-    oauth2_token: Callable[[], str] | None = attrs.field(default=None, repr=False)
     folder: str | None = None
-    ca_file: Path | None = attrs.field(default=None, converter=_to_path)
-    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
-    connect_timeout: float = attrs.field(
-        default=10.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
-    )
-    command_timeout: float = attrs.field(
-        default=30.0, validator=_timeout_check(MAX_COMMAND_TIMEOUT)
-    )
-
-    def __attrs_post_init__(self) -> None:
-        _check_credentials(self)
-
-    def create_ssl_context(self) -> ssl.SSLContext:
-        """The verifying TLS context used for this server."""
-        return _make_ssl_context(self)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -163,30 +162,8 @@ class SmtpConnection:
         channel.sock.settimeout(self.settings.connect_timeout)
         try:
             tls = context.wrap_socket(channel.sock, server_hostname=self.settings.host)
-        except TimeoutError:
-            raise TlsError(
-                "the TLS handshake timed out",
-                diagnosis=Diagnosis(
-                    Category.TLS_HANDSHAKE,
-                    "The server did not complete a TLS handshake.",
-                    diagnostics.port_hints(self.settings)
-                    or ("Check that the port expects the selected security mode.",),
-                ),
-                temporary=True,
-            ) from None
-        except (ssl.SSLError, OSError) as exc:
-            if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
-                raise diagnostics.tls_failed(exc, self.settings) from None
-            raise ConnectError(
-                f"the connection was closed during the TLS handshake ({exc.strerror or exc})",
-                diagnosis=Diagnosis(
-                    Category.TLS_HANDSHAKE,
-                    "The server closed the connection during the TLS handshake.",
-                    diagnostics.port_hints(self.settings)
-                    or ("Check that the port expects the selected security mode.",),
-                ),
-                temporary=True,
-            ) from None
+        except OSError as exc:  # ssl.SSLError, TimeoutError and a dropped connection
+            raise diagnostics.tls_failed(exc, self.settings) from None
         self._channel = Channel(tls)
         return f"{tls.version()} {(tls.cipher() or ('?',))[0]}"
 
