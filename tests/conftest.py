@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailbridge.testing import FakeSmtpServer
+from mailbridge.testing.realservers import RealMailServers, availability
 
 USER = "tenant@example.test"
 PASSWORD = "S3cret-Pa55word!"
@@ -39,3 +41,24 @@ def invoice_pdf(tmp_path: Path) -> Path:
     path = tmp_path / "Invoice 2026-001.pdf"
     path.write_bytes(INVOICE_PDF)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealMailServers]:
+    """Postfix + Dovecot on loopback, shared by the tests of a session (mailboxes cleared)."""
+    available, reason = availability()
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the real-server tests, but: {reason}")
+        pytest.skip(reason)
+    with RealMailServers(
+        tmp_path_factory.mktemp("realservers"),
+        users={"alice@example.test": "alice-Secret-1", "bob@example.test": "bob-Secret-2"},
+    ) as servers:
+        yield servers
+
+
+@pytest.fixture
+def mta(real_servers: RealMailServers) -> RealMailServers:
+    real_servers.clear_mailboxes()
+    return real_servers
