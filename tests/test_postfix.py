@@ -197,3 +197,19 @@ def test_plain_relay_port_without_login(mta: RealMailServers) -> None:
     report = probe_smtp(_settings(mta, Security.STARTTLS, port=mta.smtp_port))
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.AUTH_NOT_OFFERED
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_each_mechanism_postfix_offers(mta: RealMailServers, mechanism: str) -> None:
+    connection = SmtpConnection.open(_settings(mta, auth_mechanism=mechanism))
+    try:
+        assert connection.authenticated
+    finally:
+        connection.quit()
+
+
+def test_postfix_certificate_not_trusted_without_its_ca(mta: RealMailServers) -> None:
+    report = probe_smtp(_settings(mta, Security.IMPLICIT_TLS, ca_file=None))
+    assert report.diagnosis is not None
+    assert report.diagnosis.category == Category.CERTIFICATE_INVALID
+    assert report.steps[-1].name == "tls"
