@@ -33,8 +33,14 @@ from pathlib import Path
 
 import attrs
 
-from mailbridge import Attachment, DeliveryClient, DocumentEmail, Security, SmtpSettings
-from mailbridge.message import PreparedMessage
+from mailbridge import (
+    Attachment,
+    DeliveryClient,
+    DocumentEmail,
+    PreparedMessage,
+    Security,
+    SmtpSettings,
+)
 from mailbridge.smtp.transport import SmtpTransport
 from mailbridge.testing import FakeSmtpServer
 

@@ -16,7 +16,8 @@ from mailbridge import (
     MissingPlaceholder,
 )
 from mailbridge.addresses import parse_mailbox, parse_mailbox_list
-from mailbridge.message import compose, render_placeholders
+from mailbridge.composer import compose
+from mailbridge.message import render_placeholders
 
 from .conftest import INVOICE_PDF
 
@@ -37,7 +38,8 @@ def test_address_lists_split_on_commas_and_semicolons() -> None:
 
 
 def test_address_list_deduplicates() -> None:
-    assert len(parse_mailbox_list("to", ["a@x.example", "A@x.example"])) == 1
+    assert len(parse_mailbox_list("to", ["a@x.example", "a@X.Example"])) == 1
+    assert len(parse_mailbox_list("to", ["a@x.example", "A@x.example"])) == 2  # RFC 5321 2.4
 
 
 def test_display_names_may_hold_any_character() -> None:
@@ -207,3 +209,84 @@ def test_smtputf8_message_uses_utf8_headers() -> None:
     )
     assert prepared.smtputf8
     assert "To: jürgen@example.test".encode() in prepared.data
+
+
+ENCODED_CRLF = "=?utf-8?q?ACME=0D=0AReply-To:_attacker@evil.example=0D=0A?="
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"subject": "Invoice {c}", "placeholders": {"c": ENCODED_CRLF}}, "subject"),
+        ({"headers": {"X-Customer": ENCODED_CRLF}}, "headers[X-Customer]"),
+        ({"to": f'"{ENCODED_CRLF}" <jane@customer.example>'}, "to"),
+        (
+            {"attachments": [Attachment("=?utf-8?q?a=0D=0AX-Injected:_1?=.pdf", b"%PDF-1.4")]},
+            "attachments",
+        ),
+    ],
+)
+def test_encoded_word_line_breaks_are_refused(fields: dict[str, object], field: str) -> None:
+    """RFC 2047 encoded CR/LF would be decoded by the email package and written out raw."""
+    with pytest.raises(HeaderInjection) as info:
+        _compose(**fields)
+    assert info.value.field in (field, "message")
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"])
+def test_every_line_break_character_is_refused(char: str) -> None:
+    with pytest.raises(HeaderInjection):
+        DocumentEmail(to="a@x.example", subject=f"Invoice{char}1", body="b")
+
+
+def test_eml_attachment_is_sent_opaque_and_multipart_refused() -> None:
+    data = _compose(attachments=[Attachment("forwarded.eml", b"Subject: x\n\nbody\n")])
+    assert b"Content-Type: application/octet-stream" in data
+    with pytest.raises(MessageError, match="cannot be attached"):
+        Attachment("x", b"x", content_type="multipart/mixed")
+
+
+def test_non_ascii_text_is_7bit_safe() -> None:
+    data = _compose(body="Schöne Grüße", html="<p>Grüße</p>")
+    assert data.isascii()
+    assert b"Content-Transfer-Encoding: quoted-printable" in data
+
+
+def test_unencodable_text_is_a_message_error() -> None:
+    with pytest.raises(MessageError) as info:
+        _compose(body="broken \ud800 surrogate")
+    assert info.value.field == "message"
+
+
+def test_huge_format_width_refused() -> None:
+    with pytest.raises(MessageError, match="width too large"):
+        DocumentEmail(to="a@x.example", subject="s", body="{n:>300000000}", placeholders={"n": 1})
+
+
+def test_distinct_local_parts_are_kept() -> None:
+    boxes = parse_mailbox_list("to", "Straße@x.example, strasse@x.example, Anna@x.example")
+    assert len(boxes) == 3
+
+
+@pytest.mark.parametrize(
+    "value", ['"a..b"@example.test', "Bob <bob@example.test> <evil@example.test>"]
+)
+def test_quoted_local_parts_and_double_addresses_refused(value: str) -> None:
+    with pytest.raises(InvalidAddress):
+        parse_mailbox_list("to", value)
+
+
+def test_comments_do_not_confuse_the_splitter() -> None:
+    boxes = parse_mailbox_list("to", "joe@x.example (Joe <3), b@x.example")
+    assert [b.address for b in boxes] == ["joe@x.example", "b@x.example"]
+    assert boxes[0].display_name == "Joe <3"
+
+
+def test_content_headers_are_reserved() -> None:
+    with pytest.raises(MessageError, match="Content-Language is set by mailbridge"):
+        DocumentEmail(to="a@x.example", subject="s", body="b", headers={"Content-Language": "de"})
+
+
+def test_message_id_must_be_printable_ascii() -> None:
+    with pytest.raises(MessageError):
+        DocumentEmail(to="a@x.example", subject="s", body="b", message_id="<ä@x.example>")

@@ -7,6 +7,7 @@ Start with `DeliveryClient.own_smtp(sender, SmtpSettings(...))` and
 from .addresses import Mailbox
 from .attachments import Attachment
 from .client import DeliveryClient, SendResult
+from .composer import PreparedMessage
 from .diagnosis import Category, Diagnosis
 from .errors import (
     AuthenticationError,
@@ -26,7 +27,7 @@ from .errors import (
     TlsError,
     UnsupportedByServer,
 )
-from .message import DocumentEmail, PreparedMessage
+from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, Secret, Security, SmtpSettings
 from .smtp import ConnectionReport, SmtpTransport, Step, Transport

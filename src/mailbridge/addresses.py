@@ -10,10 +10,10 @@ import attrs
 import email_validator
 
 from .errors import HeaderInjection, InvalidAddress
+from .headersafety import has_line_break
 
 __all__ = ["Mailbox", "parse_mailbox", "parse_mailbox_list"]
 
-_FORBIDDEN = ("\r", "\n", "\x00")
 # "Display Name <addr@domain>": the name may hold anything a person types.
 _ANGLE_ADDR = re.compile(r"^(.*?)<([^<>]*)>$", re.DOTALL)
 
@@ -65,6 +65,8 @@ def _split(value: str) -> list[str]:
             escaped = True
         elif char == '"' and not comment:
             quoted = not quoted
+        elif comment:
+            comment += (char == "(") - (char == ")")
         elif not quoted:
             if char == "<":
                 angle += 1
@@ -72,9 +74,7 @@ def _split(value: str) -> list[str]:
                 angle -= 1
             elif char == "(":
                 comment += 1
-            elif char == ")" and comment:
-                comment -= 1
-            elif char in ",;" and not angle and not comment:
+            elif char in ",;" and not angle:
                 parts.append("".join(current))
                 current = []
                 continue
@@ -83,30 +83,62 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
+def _strip_comments(text: str) -> tuple[str, str]:
+    """Remove (comments) outside quotes; returns the rest and the comments' text."""
+    kept: list[str] = []
+    comments: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"' and not depth:
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+            if depth == 1:
+                continue
+        elif not quoted and char == ")" and depth:
+            depth -= 1
+            if not depth:
+                continue
+        (comments if depth else kept).append(char)
+    return "".join(kept).strip(), "".join(comments).strip()
+
+
 def parse_mailbox(field: str, value: str | Mailbox) -> Mailbox:
     """Validate one address ("a@x.example" or "Name <a@x.example>"); no DNS lookups."""
     if isinstance(value, Mailbox):
         return value
     if not isinstance(value, str):
         raise InvalidAddress(field, repr(value), "an address must be a string")
-    if any(ch in value for ch in _FORBIDDEN):
+    if has_line_break(value):
         raise HeaderInjection(field)
     text = value.strip()
     if not text:
         raise InvalidAddress(field, value, "the address is empty")
+    text, comment = _strip_comments(text)
     display_name = ""
     angle = _ANGLE_ADDR.match(text)
     if angle:
         display_name = angle.group(1).strip()
         if len(display_name) >= 2 and display_name[0] == display_name[-1] == '"':
             display_name = email.utils.unquote(display_name)
+        elif "<" in display_name or ">" in display_name:
+            raise InvalidAddress(
+                field, value.strip(), "two addresses in one entry; separate them with commas"
+            )
         text = angle.group(2).strip()
     try:
         valid = email_validator.validate_email(
             text,
             check_deliverability=False,
             allow_smtputf8=True,
-            allow_quoted_local=True,
+            # Quoted local parts ("a b"@x) are refused: they are vanishingly rare in
+            # business mail and many servers and clients mishandle them.
+            allow_quoted_local=False,
             # RFC 2606 ".test" stays usable so that applications can test with it;
             # the other special-use names (.invalid, .local, .localhost) are refused.
             test_environment=True,
@@ -116,7 +148,7 @@ def parse_mailbox(field: str, value: str | Mailbox) -> Mailbox:
     return Mailbox(
         address=valid.normalized,
         ascii_address=valid.ascii_email,
-        display_name=display_name,
+        display_name=display_name or comment,  # "jane@x.example (Jane Doe)", the old style
     )
 
 
@@ -126,7 +158,7 @@ def parse_mailbox_list(
     """Validate a list of addresses, or one string of comma- or semicolon-separated ones."""
     if isinstance(value, (str, Mailbox)):
         items: list[str | Mailbox] = [value] if isinstance(value, Mailbox) else list(_split(value))
-        if isinstance(value, str) and any(ch in value for ch in _FORBIDDEN):
+        if isinstance(value, str) and has_line_break(value):
             raise HeaderInjection(field)
     else:
         items = []
@@ -136,7 +168,7 @@ def parse_mailbox_list(
     seen: set[str] = set()
     for item in items:
         mailbox = parse_mailbox(field, item)
-        key = mailbox.address.casefold()
+        key = mailbox.address  # local parts are case-sensitive (RFC 5321 2.4)
         if key not in seen:
             seen.add(key)
             result.append(mailbox)

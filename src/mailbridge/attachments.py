@@ -9,6 +9,7 @@ from pathlib import Path
 import attrs
 
 from .errors import HeaderInjection, MessageError
+from .headersafety import has_line_break
 
 __all__ = ["Attachment"]
 
@@ -25,7 +26,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 def _check_filename(_: object, __: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise MessageError("attachments", "an attachment needs a file name")
-    if any(ch in value for ch in "\r\n\x00"):
+    if has_line_break(value):
         raise HeaderInjection("attachments")
     if "/" in value or "\\" in value:
         raise MessageError("attachments", f"file name {value!r} must not contain a path")
@@ -39,6 +40,10 @@ def _check_content(_: object, __: attrs.Attribute[bytes], value: bytes) -> None:
 def _check_content_type(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not _CONTENT_TYPE.match(value):
         raise MessageError("attachments", f"{value!r} is not a content type like application/pdf")
+    if value is not None and value.lower().startswith(("multipart/", "message/")):
+        raise MessageError(
+            "attachments", f"{value} cannot be attached as a file; use application/octet-stream"
+        )
 
 
 @attrs.frozen
@@ -79,7 +84,9 @@ class Attachment:
         if head.startswith(b"<?xml"):
             return "application/xml"
         guessed, _ = mimetypes.guess_type(self.filename, strict=False)
-        if guessed:
+        # message/* and multipart/* parts may not be base64-encoded (RFC 2045 6.4): an .eml
+        # file travels as an opaque attachment.
+        if guessed and not guessed.startswith(("multipart/", "message/")):
             return guessed
         if self.content.startswith(b"PK\x03\x04"):
             return "application/zip"

@@ -10,8 +10,9 @@ from types import TracebackType
 import attrs
 
 from .addresses import Mailbox, parse_mailbox
+from .composer import PreparedMessage, compose
 from .errors import ConfigurationError, MailbridgeError
-from .message import DocumentEmail, PreparedMessage, compose
+from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
 from .smtp.probe import ConnectionReport, probe_smtp

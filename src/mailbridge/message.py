@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
-import email.policy
-import email.utils
 import html as html_lib
 import re
-import secrets
 import string
-import time
 from collections.abc import Callable, Iterable, Mapping
-from email.headerregistry import Address
-from email.message import MIMEPart
 from typing import Any
 
 import attrs
 
 from .addresses import Mailbox, parse_mailbox, parse_mailbox_list
 from .attachments import Attachment
-from .errors import HeaderInjection, MessageError, MessageFormatError, MissingPlaceholder
+from .errors import MessageError, MissingPlaceholder
+from .headersafety import check_header_name, check_header_text
 
-__all__ = ["DocumentEmail", "PreparedMessage", "compose", "render_placeholders"]
+__all__ = ["DocumentEmail", "render_placeholders"]
 
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ":"
+MAX_FORMAT_WIDTH = 1000  # "{amount:>300000000}" must not exhaust memory
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")  # printable ASCII, no <, > or space
 _RESERVED_HEADERS = frozenset(
     name.lower()
     for name in (
@@ -37,15 +33,10 @@ _RESERVED_HEADERS = frozenset(
         "Date",
         "Message-ID",
         "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-        "Content-Disposition",
         "Return-Path",
         "Received",
     )
 )
-_FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
-MAX_LINE_OCTETS = 998  # RFC 5322 section 2.1.1, without the CRLF
 
 
 def render_placeholders(
@@ -75,6 +66,8 @@ def render_placeholders(
             )
         if name not in values:
             raise MissingPlaceholder(field, name)
+        if spec and any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec)):
+            raise MessageError(field, f"placeholder {{{name}:{spec}}}: width too large")
         try:
             text = format(values[name], spec) if spec else str(values[name])
         except (TypeError, ValueError) as exc:
@@ -121,23 +114,16 @@ def _attachments(value: Iterable[Attachment]) -> tuple[Attachment, ...]:
 def _headers(value: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     items = []
     for name, header_value in dict(value).items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise MessageError("headers", f"{name!r} is not a valid header name")
-        if name.lower() in _RESERVED_HEADERS:
+        check_header_name("headers", name)
+        if name.lower() in _RESERVED_HEADERS or name.lower().startswith("content-"):
             raise MessageError(
                 "headers", f"{name} is set by mailbridge; use the DocumentEmail field instead"
             )
         if not isinstance(header_value, str):
             raise MessageError(f"headers[{name}]", "header values must be strings")
-        if any(ch in header_value for ch in _FORBIDDEN_IN_HEADERS):
-            raise HeaderInjection(f"headers[{name}]")
+        check_header_text(f"headers[{name}]", header_value)
         items.append((name, header_value))
     return tuple(items)
-
-
-def _check_header_text(field: str, value: str) -> None:
-    if any(ch in value for ch in _FORBIDDEN_IN_HEADERS):
-        raise HeaderInjection(field)
 
 
 def _check_str(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -176,13 +162,13 @@ class DocumentEmail:
             raise MessageError("to", "at least one recipient is needed")
         if self.html is not None and not isinstance(self.html, str):
             raise MessageError("html", "must be a string")
-        _check_header_text("subject", self.subject)
+        check_header_text("subject", self.subject)
         self.rendered_subject()
         self.rendered_body()
         self.rendered_html()
         if self.message_id is not None:
-            _check_header_text("message_id", self.message_id)
-            if not re.fullmatch(r"<[^<>@\s]+@[^<>@\s]+>", self.message_id):
+            check_header_text("message_id", self.message_id)
+            if not _MESSAGE_ID.fullmatch(self.message_id):
                 raise MessageError("message_id", "must look like <unique-part@domain>")
         if self.date is not None and (
             not isinstance(self.date, dt.datetime) or self.date.tzinfo is None
@@ -192,7 +178,7 @@ class DocumentEmail:
     def rendered_subject(self) -> str:
         """The subject with placeholders filled in."""
         subject = render_placeholders("subject", self.subject, self.placeholders)
-        _check_header_text("subject", subject)
+        check_header_text("subject", subject)
         return subject
 
     def rendered_body(self) -> str:
@@ -211,116 +197,7 @@ class DocumentEmail:
         seen: set[str] = set()
         result = []
         for mailbox in (*self.to, *self.cc, *self.bcc):
-            if mailbox.address.casefold() not in seen:
-                seen.add(mailbox.address.casefold())
+            if mailbox.address not in seen:
+                seen.add(mailbox.address)
                 result.append(mailbox)
         return tuple(result)
-
-
-@attrs.frozen
-class PreparedMessage:
-    """A composed message, ready to send: exactly the bytes that will be transmitted."""
-
-    data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
-    envelope_sender: str
-    recipients: tuple[str, ...]
-    message_id: str
-    bcc: tuple[str, ...] = ()
-    smtputf8: bool = False
-
-
-def _header_address(mailbox: Mailbox, utf8: bool) -> Address:
-    spec = mailbox.address if utf8 else mailbox.envelope_address
-    local, _, domain = spec.rpartition("@")
-    if len(local) >= 2 and local[0] == local[-1] == '"':
-        local = email.utils.unquote(local)
-    return Address(display_name=mailbox.display_name, username=local, domain=domain)
-
-
-def new_message_id(domain: str) -> str:
-    """A globally unique Message-ID at `domain` (RFC 5322 section 3.6.4)."""
-    stamp = format(time.time_ns() // 1000, "x")
-    return f"<{stamp}.{secrets.token_hex(10)}@{domain}>"
-
-
-def compose(
-    email_: DocumentEmail,
-    *,
-    sender: Mailbox,
-    author: Mailbox,
-    reply_to: Mailbox | None = None,
-    now: Callable[[], dt.datetime] | None = None,
-) -> PreparedMessage:
-    """Turn a `DocumentEmail` into the exact bytes to transmit.
-
-    `sender` is the envelope sender (MAIL FROM), `author` the From header.
-    `reply_to` defaults to the email's own. The Bcc recipients go into the
-    envelope only, never into the message.
-    """
-    reply_to = reply_to or email_.reply_to
-    mailboxes = (author, *email_.recipients, *((reply_to,) if reply_to else ()))
-    utf8 = any(mailbox.needs_smtputf8 for mailbox in (sender, *mailboxes))
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    message_id = email_.message_id or new_message_id(
-        (author.ascii_address or author.address).rpartition("@")[2]
-    )
-    date = email_.date or (now() if now else dt.datetime.now(dt.UTC).astimezone())
-
-    # MIMEPart rather than EmailMessage: its sub-parts get no stray MIME-Version headers.
-    msg = MIMEPart(policy=policy)
-    msg["From"] = _header_address(author, utf8)
-    if reply_to is not None:
-        msg["Reply-To"] = _header_address(reply_to, utf8)
-    if email_.to:
-        msg["To"] = [_header_address(m, utf8) for m in email_.to]
-    if email_.cc:
-        msg["Cc"] = [_header_address(m, utf8) for m in email_.cc]
-    msg["Subject"] = email_.rendered_subject()
-    msg["Date"] = email.utils.format_datetime(date)
-    msg["Message-ID"] = message_id
-    msg["MIME-Version"] = "1.0"
-    for name, value in email_.headers:
-        msg[name] = value
-
-    body = email_.rendered_body().replace("\r\n", "\n").replace("\r", "\n")
-    msg.set_content(body, subtype="plain", charset="utf-8")
-    html = email_.rendered_html()
-    if html is not None:
-        msg.add_alternative(html.replace("\r\n", "\n").replace("\r", "\n"), subtype="html")
-    for attachment in email_.attachments:
-        maintype, _, subtype = attachment.resolved_content_type.partition("/")
-        msg.add_attachment(
-            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
-        )
-
-    data = msg.as_bytes(policy=policy)
-    check_transmittable(data)
-    envelope = sender.envelope_address
-    return PreparedMessage(
-        data=data,
-        envelope_sender=envelope,
-        recipients=tuple(m.envelope_address for m in email_.recipients),
-        message_id=message_id,
-        bcc=tuple(m.envelope_address for m in email_.bcc),
-        smtputf8=utf8,
-    )
-
-
-def check_transmittable(data: bytes) -> None:
-    """Refuse message bytes that SMTP cannot carry unchanged: NUL or lines over 998 octets."""
-    if b"\x00" in data:
-        raise MessageFormatError("message", "contains a NUL byte")
-    start = 0
-    length = len(data)
-    while start < length:
-        end = data.find(b"\n", start)
-        if end == -1:
-            end = length
-        line_length = end - start - (1 if end > start and data[end - 1 : end] == b"\r" else 0)
-        if line_length > MAX_LINE_OCTETS:
-            raise MessageFormatError(
-                "message",
-                f"a line is {line_length} octets long; SMTP allows {MAX_LINE_OCTETS} "
-                "(encode the content, e.g. quoted-printable or base64)",
-            )
-        start = end + 1

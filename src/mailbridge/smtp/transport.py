@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Protocol, runtime_checkable
 
+from ..composer import PreparedMessage
 from ..errors import ConnectError, DeliveryError
-from ..message import PreparedMessage
 from ..settings import SmtpSettings
 from .connection import SmtpConnection, Transaction
 

@@ -7,9 +7,9 @@ import re
 import socket
 import ssl
 
+from ..composer import check_transmittable
 from ..diagnosis import Category, Diagnosis
 from ..errors import ConnectError, MessageFormatError, ProtocolError
-from ..message import check_transmittable
 from ..reply import SmtpReply
 
 __all__ = ["Channel", "frame_data"]

@@ -1,0 +1,164 @@
+"""Turning a `DocumentEmail` into the exact bytes to transmit, and checking them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.policy
+import email.utils
+import re
+import secrets
+import time
+from collections.abc import Callable
+from email.headerregistry import Address
+from email.message import MIMEPart
+
+import attrs
+
+from .addresses import Mailbox
+from .errors import HeaderInjection, MessageError, MessageFormatError
+from .headersafety import has_line_break
+from .message import DocumentEmail
+
+__all__ = ["PreparedMessage", "check_transmittable", "compose", "new_message_id"]
+
+MAX_LINE_OCTETS = 998  # RFC 5322 section 2.1.1, without the CRLF
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_PART_HEADERS = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
+
+
+@attrs.frozen
+class PreparedMessage:
+    """A composed message, ready to send: exactly the bytes that will be transmitted."""
+
+    data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
+    envelope_sender: str
+    recipients: tuple[str, ...]
+    message_id: str
+    bcc: tuple[str, ...] = ()
+    smtputf8: bool = False
+
+
+def new_message_id(domain: str) -> str:
+    """A globally unique Message-ID at `domain` (RFC 5322 section 3.6.4)."""
+    stamp = format(time.time_ns() // 1000, "x")
+    return f"<{stamp}.{secrets.token_hex(10)}@{domain}>"
+
+
+def _header_address(mailbox: Mailbox, utf8: bool) -> Address:
+    local, _, domain = (mailbox.address if utf8 else mailbox.envelope_address).rpartition("@")
+    return Address(display_name=mailbox.display_name, username=local, domain=domain)
+
+
+def _set(part: MIMEPart, field: str, name: str, value: object) -> None:
+    """Set a header and check what the email package made of it.
+
+    The package decodes RFC 2047 encoded words in values it is given
+    (`=?utf-8?q?=0D=0A?=`) and writes decoded line breaks out unencoded, so
+    the check must look at the decoded value, not only at the input.
+    """
+    part[name] = value
+    if has_line_break(str(part[name])):
+        raise HeaderInjection(field)
+
+
+def _text_cte(text: str) -> str | None:
+    # 7-bit safe always: a server without 8BITMIME must still take the message.
+    return None if text.isascii() else "quoted-printable"
+
+
+def _check_structure(data: bytes, expected: list[str]) -> None:
+    """Re-read the message: exactly the headers we set, and no line breaks in any value."""
+    parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+    names = [name.lower() for name in parsed]
+    if names != expected:
+        raise HeaderInjection("message")
+    for part in parsed.walk():
+        for name, value in part.items():
+            if has_line_break(str(value)):
+                raise HeaderInjection(name)
+        if part is not parsed and not {n.lower() for n in part} <= _PART_HEADERS:
+            raise HeaderInjection("attachments")
+
+
+def compose(
+    email_: DocumentEmail,
+    *,
+    sender: Mailbox,
+    author: Mailbox,
+    reply_to: Mailbox | None = None,
+    now: Callable[[], dt.datetime] | None = None,
+) -> PreparedMessage:
+    """Turn a `DocumentEmail` into the exact bytes to transmit.
+
+    `sender` is the envelope sender (MAIL FROM), `author` the From header.
+    `reply_to` defaults to the email's own. The Bcc recipients go into the
+    envelope only, never into the message.
+    """
+    reply_to = reply_to or email_.reply_to
+    mailboxes = (author, *email_.recipients, *((reply_to,) if reply_to else ()))
+    utf8 = any(mailbox.needs_smtputf8 for mailbox in (sender, *mailboxes))
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    message_id = email_.message_id or new_message_id(
+        (author.ascii_address or author.address).rpartition("@")[2]
+    )
+    date = email_.date or (now() if now else dt.datetime.now(dt.UTC).astimezone())
+
+    # MIMEPart rather than EmailMessage: its sub-parts get no stray MIME-Version headers.
+    msg = MIMEPart(policy=policy)
+    _set(msg, "from", "From", _header_address(author, utf8))
+    if reply_to is not None:
+        _set(msg, "reply_to", "Reply-To", _header_address(reply_to, utf8))
+    if email_.to:
+        _set(msg, "to", "To", [_header_address(m, utf8) for m in email_.to])
+    if email_.cc:
+        _set(msg, "cc", "Cc", [_header_address(m, utf8) for m in email_.cc])
+    _set(msg, "subject", "Subject", email_.rendered_subject())
+    _set(msg, "date", "Date", email.utils.format_datetime(date))
+    _set(msg, "message_id", "Message-ID", message_id)
+    _set(msg, "headers", "MIME-Version", "1.0")
+    for name, value in email_.headers:
+        _set(msg, f"headers[{name}]", name, value)
+
+    try:
+        body = email_.rendered_body().replace("\r\n", "\n").replace("\r", "\n")
+        msg.set_content(body, subtype="plain", charset="utf-8", cte=_text_cte(body))
+        html = email_.rendered_html()
+        if html is not None:
+            html = html.replace("\r\n", "\n").replace("\r", "\n")
+            msg.add_alternative(html, subtype="html", cte=_text_cte(html))
+        for attachment in email_.attachments:
+            maintype, _, subtype = attachment.resolved_content_type.partition("/")
+            msg.add_attachment(
+                attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+            )
+        data = msg.as_bytes(policy=policy)
+    except UnicodeError:
+        raise MessageError(
+            "message", "contains characters that cannot be encoded (e.g. unpaired surrogates)"
+        ) from None
+    _check_structure(data, [name.lower() for name in msg])
+    check_transmittable(data)
+    return PreparedMessage(
+        data=data,
+        envelope_sender=sender.envelope_address,
+        recipients=tuple(m.envelope_address for m in email_.recipients),
+        message_id=message_id,
+        bcc=tuple(m.envelope_address for m in email_.bcc),
+        smtputf8=utf8,
+    )
+
+
+def check_transmittable(data: bytes) -> None:
+    """Refuse bytes SMTP cannot carry unchanged: NUL, lines over 998 octets, bare CR or LF."""
+    if b"\x00" in data:
+        raise MessageFormatError("message", "contains a NUL byte")
+    if _BARE_LINE_END.search(data):
+        raise MessageFormatError("message", "contains a bare CR or LF")
+    longest = max((len(line) for line in data.split(b"\r\n")), default=0)
+    if longest > MAX_LINE_OCTETS:
+        raise MessageFormatError(
+            "message",
+            f"a line is {longest} octets long; SMTP allows {MAX_LINE_OCTETS} "
+            "(encode the content, e.g. quoted-printable or base64)",
+        )
