@@ -16,6 +16,7 @@ from mailbridge import (
     ConnectError,
     DeliveryClient,
     DocumentEmail,
+    MessageError,
     MessageRejected,
     RecipientsRefused,
     SenderRefused,
@@ -322,7 +323,8 @@ def test_dropped_connection_after_data_is_not_retried(smtp_server: FakeSmtpServe
     with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
         with pytest.raises(ConnectError) as info:
             client.send(_invoice())
-    assert info.value.diagnosis.category == Category.CONNECTION_LOST
+    assert info.value.diagnosis.category == Category.OUTCOME_UNKNOWN
+    assert not info.value.temporary  # retrying could deliver it twice
     assert smtp_server.connections == 1  # no second attempt: the message may have arrived
 
 
@@ -408,3 +410,63 @@ def test_closed_client_refuses_to_send(smtp_server: FakeSmtpServer) -> None:
     client.close()
     with pytest.raises(Exception, match="closed"):
         client.send(_invoice())
+
+
+class _Interrupted(BaseException):
+    """Stands in for a task time limit or KeyboardInterrupt."""
+
+
+def test_interrupted_transaction_never_leaks_into_the_next(
+    smtp_server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+        client.send(_invoice(to="warmup@example.test"))
+        original = SmtpConnection.read_reply
+        calls = {"n": 0}
+
+        def interrupt_once(self: SmtpConnection, what: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise _Interrupted
+            return original(self, what, timeout)
+
+        monkeypatch.setattr(SmtpConnection, "read_reply", interrupt_once)
+        with pytest.raises(_Interrupted):
+            client.send(_invoice(to="alice@example.test", subject="For Alice"))
+        result = client.send(_invoice(to="bob@example.test", subject="For Bob"))
+    assert result.accepted == ("bob@example.test",)
+    bob = [m for m in smtp_server.messages if "bob@example.test" in m.rcpt_tos]
+    assert len(bob) == 1
+    assert bob[0].rcpt_tos == ("bob@example.test",)
+    assert bob[0].message["Subject"] == "For Bob"
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient"),
+    [
+        ("a@x.test> RET=FULL", "b@x.test"),
+        ("a@x.test", "b@x.test> NOTIFY=NEVER"),
+        ("a@x.test", "b@x.test\tX"),
+    ],
+)
+def test_envelope_parameters_cannot_be_smuggled(
+    smtp_server: FakeSmtpServer, sender: str, recipient: str
+) -> None:
+    connection = SmtpConnection.open(smtp_server.settings())
+    try:
+        with pytest.raises(MessageError):
+            connection.send(sender, [recipient], b"Subject: x\r\n\r\nx\r\n")
+    finally:
+        connection.quit()
+    assert smtp_server.messages == []
+
+
+def test_failing_token_provider_is_an_authentication_error() -> None:
+    def revoked() -> str:
+        raise RuntimeError("refresh token rt-SECRET-123 revoked")
+
+    with FakeSmtpServer(tokens={USER: "t"}) as server:
+        with pytest.raises(AuthenticationError) as info:
+            SmtpConnection.open(server.settings(username=USER, oauth2_token=revoked))
+    assert "rt-SECRET-123" not in str(info.value)
+    assert info.value.__cause__ is None

@@ -36,6 +36,7 @@ class Category(enum.StrEnum):
     MESSAGE_TOO_LARGE = "message_too_large"
     SMTPUTF8_UNSUPPORTED = "smtputf8_unsupported"
     SERVER_UNAVAILABLE = "server_unavailable"
+    OUTCOME_UNKNOWN = "outcome_unknown"
     PROTOCOL = "protocol"
 
 

@@ -35,7 +35,8 @@ class SmtpReply:
                 texts.append(line[match.end() :])
             else:
                 texts.append(line)
-        return cls(code, enhanced, "\n".join(texts).strip())
+        # Lines are kept as lines (an EHLO reply's first line may be empty).
+        return cls(code, enhanced, "\n".join(text.strip() for text in texts))
 
     @property
     def is_positive(self) -> bool:

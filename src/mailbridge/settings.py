@@ -197,7 +197,9 @@ class SmtpSettings(ServerSettings):
     Passwords are only sent over TLS unless `allow_plaintext_auth` is set.
     """
 
-    data_timeout: float = attrs.field(default=120.0, validator=_timeout_check(MAX_DATA_TIMEOUT))
+    # RFC 5321 4.5.3.2.6: wait 10 minutes for the reply to the message; giving up
+    # earlier leaves it unknown whether the message was delivered.
+    data_timeout: float = attrs.field(default=600.0, validator=_timeout_check(MAX_DATA_TIMEOUT))
     local_hostname: str | None = None
     auth_mechanism: str | None = attrs.field(default=None, converter=_to_upper)
     allow_plaintext_auth: bool = False

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 
 from ..diagnosis import Category, Diagnosis
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, ProtocolError
 from ..reply import SmtpReply
 from ..settings import SmtpSettings
 
@@ -72,7 +72,17 @@ def authenticate(
     username = settings.username or ""
     if mechanism == "XOAUTH2":
         assert settings.oauth2_token is not None
-        token = settings.oauth2_token()
+        try:
+            token = settings.oauth2_token()
+        except Exception as exc:  # a revoked refresh token, a network error, ...
+            raise AuthenticationError(
+                f"the OAuth2 token provider failed ({type(exc).__name__})",
+                diagnosis=Diagnosis(
+                    Category.AUTH_FAILED,
+                    "No OAuth2 access token could be obtained.",
+                    ("Sign in again to the email account to renew the authorisation.",),
+                ),
+            ) from None  # the provider's own error may carry a refresh token or URL
         if not isinstance(token, str) or not token:
             raise AuthenticationError(
                 "the OAuth2 token provider returned no token",
@@ -114,7 +124,15 @@ def authenticate(
                     challenge = base64.b64decode(reply.text.strip(), validate=True)
                 except binascii.Error:
                     exchange("*", False)
-                    raise on_failure(reply, mechanism) from None
+                    raise ProtocolError(
+                        "the server sent a CRAM-MD5 challenge that is not base64",
+                        reply=reply,
+                        diagnosis=Diagnosis(
+                            Category.PROTOCOL,
+                            "The server's login method is broken.",
+                            ("Choose another login method (auth_mechanism='PLAIN').",),
+                        ),
+                    ) from None
                 digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
                 reply = exchange(_b64(f"{username} {digest}"), True)
     if reply.code != 235:

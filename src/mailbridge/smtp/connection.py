@@ -115,6 +115,10 @@ class SmtpConnection:
         with self._step("resolve") as note:
             try:
                 infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+            except UnicodeError:  # an IDN label the IDNA codec refuses (e.g. over 63 octets)
+                raise diagnostics.connect_failed(
+                    socket.gaierror(socket.EAI_NONAME, "invalid name"), settings
+                ) from None
             except OSError as exc:
                 raise diagnostics.connect_failed(exc, settings) from None
             note[0] = ", ".join(sorted({str(info[4][0]) for info in infos}))
@@ -200,6 +204,16 @@ class SmtpConnection:
     def _ehlo(self) -> None:
         name = self.settings.local_hostname or _address_literal(self._require_channel().sock)
         reply = self.command(f"EHLO {name}")
+        if reply.closes_connection:
+            raise ConnectError(
+                "the server closed the session after EHLO",
+                reply=reply,
+                diagnosis=Diagnosis(
+                    Category.SERVER_UNAVAILABLE,
+                    "The server does not accept connections right now.",
+                    ("Try again later.",),
+                ),
+            )
         if reply.code in (500, 502, 554):  # a very old server: plain HELO, no extensions
             reply = self.command(f"HELO {name}")
             self.extensions = {}
@@ -371,6 +385,14 @@ class SmtpConnection:
         """Run one mail transaction; raises if the sender or every recipient is refused."""
         self.data_started = False
         self.last_used = time.monotonic()
+        if self._channel is not None and self._channel.has_unread_data:
+            # Replies nobody asked for: the session is out of step and must not be used.
+            self.close()
+            raise ConnectError(
+                "the server sent unexpected data between transactions",
+                diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was out of step."),
+                temporary=True,
+            )
         try:
             result = run_transaction(
                 self,
@@ -382,6 +404,11 @@ class SmtpConnection:
             )
         except DeliveryError:
             self.needs_reset = True
+            raise
+        except BaseException:
+            # Interrupted mid-transaction (a task time limit, KeyboardInterrupt, a bug):
+            # unread replies would be taken for the next message's, so the session ends.
+            self.close()
             raise
         self.needs_reset = False
         self.messages_sent += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["run_transaction"]
 
 log = logging.getLogger("mailbridge.smtp")
+_BAD_PATH = re.compile(r"[<>\x00-\x20\x7f]")
 
 
 def _closing(reply: SmtpReply) -> ConnectError:
@@ -30,6 +32,33 @@ def _closing(reply: SmtpReply) -> ConnectError:
             ("Try again later; the server may be limiting how much is sent at once.",),
         ),
         temporary=True,
+    )
+
+
+def _ok(reply: SmtpReply) -> bool:
+    """MAIL and RCPT succeed only with 2xx (a 3xx there is a broken server)."""
+    return reply.code // 100 == 2
+
+
+def _check_path(field: str, address: str) -> None:
+    """Refuse what could end the <path> early and smuggle ESMTP parameters (RET=, NOTIFY=)."""
+    if not address or _BAD_PATH.search(address):
+        raise MessageError(field, f"{address!r} cannot be used in the SMTP envelope")
+
+
+def _outcome_unknown(cause: ConnectError) -> ConnectError:
+    return ConnectError(
+        "the connection was lost after the whole message was sent; it may have been delivered",
+        reply=cause.reply,
+        diagnosis=Diagnosis(
+            Category.OUTCOME_UNKNOWN,
+            "The message was sent, but the server's answer never came.",
+            (
+                "It may have been delivered: check (e.g. the Sent folder or with the "
+                "recipient) before sending again, or it may arrive twice.",
+            ),
+        ),
+        temporary=False,
     )
 
 
@@ -108,6 +137,10 @@ def run_transaction(
 
     if not recipients:
         raise MessageError("to", "at least one recipient is needed")
+    if sender:  # the null reverse-path <> is allowed (bounces)
+        _check_path("sender", sender)
+    for recipient in recipients:
+        _check_path("to", recipient)
     extensions = connection.extensions
     mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(framed), raw, smtputf8)
     rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]
@@ -131,23 +164,19 @@ def run_transaction(
         if reset:
             _checked(connection.command("RSET"))
         mail_reply = _checked(connection.command(mail))
-        if mail_reply.is_positive:
+        if _ok(mail_reply):
             rcpt_replies = [_checked(connection.command(line)) for line in rcpts]
-            if any(reply.is_positive for reply in rcpt_replies):
+            if any(_ok(reply) for reply in rcpt_replies):
                 data_reply = _checked(connection.command("DATA"))
-    accepted = tuple(
-        r for r, reply in zip(recipients, rcpt_replies, strict=False) if reply.is_positive
-    )
+    accepted = tuple(r for r, reply in zip(recipients, rcpt_replies, strict=False) if _ok(reply))
     refused = {
-        r: reply
-        for r, reply in zip(recipients, rcpt_replies, strict=False)
-        if not reply.is_positive
+        r: reply for r, reply in zip(recipients, rcpt_replies, strict=False) if not _ok(reply)
     }
 
-    if not mail_reply.is_positive or not accepted:
+    if not _ok(mail_reply) or not accepted:
         if data_reply is not None and data_reply.code == 354:
             _abort_data(connection)
-        if not mail_reply.is_positive:
+        if not _ok(mail_reply):
             raise diagnostics.sender_refused(mail_reply, sender)
         raise diagnostics.recipients_refused(refused)
     assert data_reply is not None
@@ -156,7 +185,10 @@ def run_transaction(
 
     connection.data_started = True
     connection.write_bytes(framed, timeout=connection.settings.data_timeout)
-    final = connection.read_reply("the reply to the message", connection.settings.data_timeout)
+    try:
+        final = connection.read_reply("the reply to the message", connection.settings.data_timeout)
+    except ConnectError as exc:
+        raise _outcome_unknown(exc) from None
     if _checked(final).code // 100 != 2:
         raise diagnostics.data_refused(final)
     return Transaction(accepted=accepted, refused=refused, reply=final)

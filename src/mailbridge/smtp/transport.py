@@ -94,6 +94,12 @@ class SmtpTransport:
                     if attempt == 1 and reused and not connection.data_started:
                         continue  # the server dropped an idle connection: one fresh try
                     raise
+                except DeliveryError:
+                    raise  # the session is in a known state and stays usable
+                except BaseException:
+                    connection.close()
+                    self._connection = None
+                    raise
                 finally:
                     if self._connection is not None and not self._connection.is_open:
                         self._connection = None

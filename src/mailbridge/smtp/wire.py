@@ -6,6 +6,7 @@ import contextlib
 import re
 import socket
 import ssl
+import time
 
 from ..composer import check_transmittable
 from ..diagnosis import Category, Diagnosis
@@ -18,6 +19,7 @@ MAX_REPLY_LINE = 4096  # RFC 5321 allows 512; be lenient but bounded
 MAX_REPLY_LINES = 200
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _DOT_AT_LINE_START = re.compile(rb"^\.", re.MULTILINE)
+_REPLY_LINE = re.compile(r"^[2-5][0-9][0-9](?:[ -]|$)", re.ASCII)
 
 
 def frame_data(data: bytes) -> bytes:
@@ -59,10 +61,7 @@ def timed_out(what: str, seconds: float) -> ConnectError:
         diagnosis=Diagnosis(
             Category.TIMEOUT,
             "The server did not answer in time.",
-            (
-                "Check host and port; a firewall may be silently dropping the connection.",
-                "Port 465 usually needs SSL/TLS, port 587 STARTTLS.",
-            ),
+            ("The server or the network may be overloaded; try again later.",),
         ),
         temporary=True,
     )
@@ -90,19 +89,22 @@ class Channel:
         except OSError as exc:
             raise _lost(exc.strerror or type(exc).__name__) from None
 
-    def _read_line(self, timeout: float, what: str) -> bytes:
+    def _read_line(self, deadline: float, timeout: float, what: str) -> bytes:
         while True:
             end = self._buffer.find(b"\n")
-            if end != -1:
-                line = bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
-                return line
-            if len(self._buffer) > MAX_REPLY_LINE:
+            if end > MAX_REPLY_LINE or (end == -1 and len(self._buffer) > MAX_REPLY_LINE):
                 raise ProtocolError(
                     "the server sent a reply line longer than allowed",
                     diagnosis=Diagnosis(Category.PROTOCOL, "The server does not speak SMTP."),
                 )
-            self.sock.settimeout(timeout)
+            if end != -1:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise timed_out(what, timeout)
+            self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
@@ -119,10 +121,11 @@ class Channel:
         """Read one complete (possibly multi-line) reply."""
         code: int | None = None
         texts: list[str] = []
+        deadline = time.monotonic() + timeout  # for the whole reply, however it trickles in
         for _ in range(MAX_REPLY_LINES):
-            raw = self._read_line(timeout, what)
+            raw = self._read_line(deadline, timeout, what)
             line = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
-            if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
+            if not _REPLY_LINE.match(line):
                 raise ProtocolError(
                     f"the server answered {line[:80]!r}, which is not an SMTP reply",
                     diagnosis=Diagnosis(
@@ -145,6 +148,11 @@ class Channel:
             "the server sent a reply with too many lines",
             diagnosis=Diagnosis(Category.PROTOCOL, "The server broke the SMTP protocol."),
         )
+
+    @property
+    def has_unread_data(self) -> bool:
+        """True when bytes were received that no reply has consumed yet."""
+        return bool(self._buffer)
 
     def discard_buffered(self) -> int:
         """Drop bytes received but not yet read; returns how many there were."""
