@@ -92,3 +92,42 @@ def test_imap_settings_fields() -> None:
     )
     assert imap.security is Security.IMPLICIT_TLS
     assert "pw-imap-1" not in repr(imap)
+
+
+@pytest.mark.parametrize("name", ["client.example", "[192.0.2.1]", "[IPv6:2001:db8::1]"])
+def test_local_hostname_accepts_names_and_literals(name: str) -> None:
+    assert SmtpSettings("h.example", 587, "starttls", local_hostname=name).local_hostname == name
+
+
+@pytest.mark.parametrize("name", ["client\x00", "two words", "a_b.example", "[not-an-ip]"])
+def test_local_hostname_refuses_garbage(name: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SmtpSettings("h.example", 587, "starttls", local_hostname=name)
+    assert info.value.field == "local_hostname"
+
+
+def test_errors_survive_pickling() -> None:
+    from mailbridge import (
+        Category,
+        ConnectError,
+        Diagnosis,
+        InvalidAddress,
+        MissingPlaceholder,
+        RecipientsRefused,
+        SmtpReply,
+    )
+
+    diagnosis = Diagnosis(Category.TIMEOUT, "slow", ("wait",))
+    reply = SmtpReply(550, "5.1.1", "unknown")
+    errors = [
+        ConfigurationError("port", "bad"),
+        InvalidAddress("to", "x", "no @"),
+        MissingPlaceholder("subject", "number"),
+        ConnectError("timed out", diagnosis=diagnosis, temporary=True),
+        RecipientsRefused("all refused", refused={"a@x.example": reply}, diagnosis=diagnosis),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+        assert copy.__dict__ == error.__dict__

@@ -470,3 +470,51 @@ def test_failing_token_provider_is_an_authentication_error() -> None:
             SmtpConnection.open(server.settings(username=USER, oauth2_token=revoked))
     assert "rt-SECRET-123" not in str(info.value)
     assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "category"),
+    [
+        ("530 5.7.0 Must issue a STARTTLS command first", Category.AUTH_REQUIRES_TLS),
+        ("530 5.7.0 Authentication required", Category.AUTH_REQUIRED),
+        ("550 5.7.57 Client not authenticated to send mail", Category.AUTH_REQUIRED),
+        ("553 5.7.1 Sender address rejected: not owned by user", Category.SENDER_REFUSED),
+    ],
+)
+def test_sender_refusals_are_told_apart(
+    smtp_server: FakeSmtpServer, reply: str, category: Category
+) -> None:
+    smtp_server.sender_reply = reply
+    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+        with pytest.raises(SenderRefused) as info:
+            client.send(_invoice())
+    assert info.value.diagnosis.category == category
+
+
+@pytest.mark.parametrize(
+    ("reply", "category"),
+    [
+        ("552 5.3.4 Message size exceeds fixed limit", Category.MESSAGE_TOO_LARGE),
+        ("552 5.2.2 Mailbox full", Category.MESSAGE_REJECTED),
+        ("552 5.7.0 Message blocked for security reasons", Category.MESSAGE_REJECTED),
+        ("554 5.7.1 Spam detected", Category.MESSAGE_REJECTED),
+    ],
+)
+def test_data_refusals_are_told_apart(
+    smtp_server: FakeSmtpServer, reply: str, category: Category
+) -> None:
+    smtp_server.data_reply = reply
+    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+        with pytest.raises(MessageRejected) as info:
+            client.send(_invoice())
+    assert info.value.diagnosis.category == category
+
+
+def test_relay_denied_gets_relay_advice(smtp_server: FakeSmtpServer) -> None:
+    smtp_server.refuse_recipient(
+        "x@elsewhere.example", "554 5.7.1 <x@elsewhere.example>: Relay access denied"
+    )
+    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+        with pytest.raises(RecipientsRefused) as info:
+            client.send(_invoice(to="x@elsewhere.example"))
+    assert "submission port" in info.value.diagnosis.hints[0]

@@ -84,3 +84,39 @@ def test_replies_injected_before_the_handshake_are_discarded(scripted: ScriptedS
     # would be off by one and the message would not have been accepted.
     assert result.reply.text == "queued"
     assert scripted.seen_after_tls[0].startswith("EHLO")  # re-EHLO after the handshake
+
+
+def test_server_that_agrees_to_starttls_then_speaks_plaintext() -> None:
+    """Not a port mix-up: the diagnosis must not advise switching to STARTTLS."""
+    from mailbridge import Category
+    from mailbridge.smtp import probe_smtp
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            reader = conn.makefile("rb")
+            conn.sendall(b"220 broken ESMTP\r\n")
+            reader.readline()
+            conn.sendall(b"250-broken\r\n250 STARTTLS\r\n")
+            reader.readline()
+            conn.sendall(b"220 go ahead\r\n")
+            conn.sendall(b"250 but no TLS here, sorry\r\n")
+            conn.recv(4096)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        settings = SmtpSettings(
+            "127.0.0.1", listener.getsockname()[1], "starttls", command_timeout=2
+        )
+        report = probe_smtp(settings, try_alternative=False)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert report.diagnosis is not None
+    assert report.diagnosis.category == Category.TLS_HANDSHAKE
+    assert report.steps[-1].name == "starttls"

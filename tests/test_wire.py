@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import pytest
 
-from mailbridge import MessageFormatError, SmtpReply
-from mailbridge.smtp.wire import check_command, frame_data
+from mailbridge import ConnectError, MessageFormatError, ProtocolError, SmtpReply
+from mailbridge.smtp.wire import Channel, check_command, frame_data
 
 
 @pytest.mark.parametrize(
@@ -50,3 +54,57 @@ def test_reply_parsing() -> None:
     assert SmtpReply.parse(421, ["4.7.0 closing"]).closes_connection
     # an enhanced code whose class does not match the reply code is left in the text
     assert SmtpReply.parse(550, ["2.0.0 odd"]).enhanced_status is None
+
+
+def test_ehlo_reply_with_empty_first_line_keeps_every_extension() -> None:
+    reply = SmtpReply.parse(250, ["", "PIPELINING", "SIZE 1000", "8BITMIME"])
+    assert reply.text.splitlines()[1:] == ["PIPELINING", "SIZE 1000", "8BITMIME"]
+
+
+def _channel_with(data: bytes) -> Channel:
+    left, right = socket.socketpair()
+    right.sendall(data)
+    right.close()
+    return Channel(left)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xd9\xa2\xd9\xa5\xd9\xa0 ok\r\n",
+        b"000 zero\r\n",
+        b"999 nine\r\n",
+        b"250x\r\n",
+        b"250 " + b"a" * 5000 + b"\r\n",
+    ],
+)
+def test_malformed_replies_are_protocol_errors(data: bytes) -> None:
+    channel = _channel_with(data)
+    with pytest.raises(ProtocolError):
+        channel.read_reply(1.0)
+    channel.close()
+
+
+def test_reply_deadline_covers_the_whole_reply() -> None:
+    left, right = socket.socketpair()
+    channel = Channel(left)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for _ in range(50):
+            if stop.wait(0.1):
+                break
+            right.sendall(b"250-slow\r\n")
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectError):
+            channel.read_reply(0.5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        thread.join(5)
+        channel.close()
+        right.close()

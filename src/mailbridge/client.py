@@ -130,10 +130,11 @@ class DeliveryClient:
         get the message; only when every recipient is refused is it an error
         (`RecipientsRefused`).
         """
-        if self._closed:
-            raise MailbridgeError("this DeliveryClient is closed")
         prepared = email if isinstance(email, PreparedMessage) else self.prepare(email)
-        transaction = self.transport.deliver(prepared)
+        with self._lock:  # close() waits for a send in progress, and none starts after it
+            if self._closed:
+                raise MailbridgeError("this DeliveryClient is closed")
+            transaction = self.transport.deliver(prepared)
         return SendResult(
             message_id=prepared.message_id,
             accepted=transaction.accepted,

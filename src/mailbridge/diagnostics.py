@@ -169,12 +169,16 @@ def tls_failed(exc: OSError, settings: SmtpSettings) -> DeliveryError:
             ),
         )
     reason = getattr(exc, "reason", None) or ""
-    if reason in (
-        "WRONG_VERSION_NUMBER",
-        "RECORD_LAYER_FAILURE",
-        "UNKNOWN_PROTOCOL",
-        "PACKET_LENGTH_TOO_LONG",
-        "HTTP_REQUEST",
+    if (
+        reason
+        in (
+            "WRONG_VERSION_NUMBER",
+            "RECORD_LAYER_FAILURE",
+            "UNKNOWN_PROTOCOL",
+            "PACKET_LENGTH_TOO_LONG",
+            "HTTP_REQUEST",
+        )
+        and settings.security == Security.IMPLICIT_TLS
     ):
         return TlsError(
             f"{settings.host}:{settings.port} did not answer with TLS",
@@ -211,7 +215,7 @@ def _provider_auth_hints(reply: SmtpReply, settings: SmtpSettings) -> tuple[Cate
             "This account needs an app password: create one in the account's security "
             "settings (this needs 2-step verification) and use it instead of the normal password."
         )
-    elif "5.7.139" in text or "smtpclientauthentication is disabled" in text:
+    elif reply.enhanced_status == "5.7.139" or "smtpclientauthentication is disabled" in text:
         category = Category.AUTH_DISABLED
         hints.append(
             "SMTP AUTH is disabled for this Microsoft 365 mailbox or tenant: an administrator "
@@ -264,7 +268,22 @@ def auth_failed(reply: SmtpReply, settings: SmtpSettings, mechanism: str) -> Aut
 
 def sender_refused(reply: SmtpReply, sender: str) -> SenderRefused | ConnectError:
     """MAIL FROM was refused."""
-    if reply.code == 530:
+    text = reply.text.lower()
+    if reply.code == 530 and "starttls" in text:
+        return SenderRefused(
+            "the server requires encryption before sending",
+            reply=reply,
+            diagnosis=Diagnosis(
+                Category.AUTH_REQUIRES_TLS,
+                "The server only accepts mail over an encrypted connection.",
+                ("Choose STARTTLS (usually port 587) or SSL/TLS (usually port 465).",),
+            ),
+        )
+    if (
+        reply.code == 530
+        or reply.enhanced_status == "5.7.57"  # Microsoft 365: "Client was not authenticated"
+        or (reply.enhanced_status == "5.7.0" and "authenticat" in text)
+    ):
         return SenderRefused(
             "the server requires a login before sending",
             reply=reply,
@@ -292,11 +311,17 @@ def recipients_refused(refused: Mapping[str, SmtpReply]) -> RecipientsRefused:
     """Every recipient was refused."""
     listing = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
     temporary = all(reply.is_temporary for reply in refused.values())
-    hints = (
-        ("The server asked to try again later (e.g. greylisting or a rate limit).",)
-        if temporary
-        else ("Check the recipient addresses for typos.",)
-    )
+    if temporary:
+        hints: tuple[str, ...] = (
+            "The server asked to try again later (e.g. greylisting or a rate limit).",
+        )
+    elif any("relay" in reply.text.lower() for reply in refused.values()):
+        hints = (
+            "The server does not pass mail on for you: log in (user name and password) on the "
+            "submission port, 587 with STARTTLS or 465 with SSL/TLS.",
+        )
+    else:
+        hints = ("Check the recipient addresses for typos.",)
     return RecipientsRefused(
         f"every recipient was refused: {listing}",
         refused=refused,
@@ -308,7 +333,11 @@ def recipients_refused(refused: Mapping[str, SmtpReply]) -> RecipientsRefused:
 
 def data_refused(reply: SmtpReply) -> MessageRejected:
     """The server refused the message content (after DATA or the final dot)."""
-    size = reply.enhanced_status == "5.3.4" or reply.code == 552
+    # 552 also means "over quota" (5.2.2) or a policy block (5.7.x): only the size
+    # codes say the message was too large.
+    size = reply.enhanced_status in ("5.3.4", "5.2.3") or (
+        reply.code == 552 and reply.enhanced_status is None
+    )
     return MessageRejected(
         "the server rejected the message",
         reply=reply,

@@ -27,7 +27,7 @@ and concrete hints. Texts never contain a password or token.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .diagnosis import Diagnosis
@@ -53,8 +53,20 @@ __all__ = [
 ]
 
 
+def _restore(cls: type[MailbridgeError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 class MailbridgeError(Exception):
     """Base class of every error raised by mailbridge."""
+
+    def __reduce__(self) -> Any:
+        # Keyword-only constructors defeat Exception's pickling; task queues and process
+        # pools need to carry these errors back to the caller.
+        return (_restore, (type(self), self.args, self.__dict__))
 
 
 class ConfigurationError(MailbridgeError, ValueError):

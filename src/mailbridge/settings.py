@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,11 @@ __all__ = ["ImapSettings", "Secret", "Security", "ServerSettings", "SmtpSettings
 # 10 minutes for the reply to the end of data; longer waits are never needed.
 MAX_COMMAND_TIMEOUT = 300.0
 MAX_DATA_TIMEOUT = 600.0
+# RFC 5321 4.1.3/4.1.4: a domain or an address literal, for EHLO.
+_EHLO_NAME = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"|\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]"
+)
 
 
 class Secret:
@@ -211,8 +217,12 @@ class SmtpSettings(ServerSettings):
             raise ConfigurationError(
                 "auth_mechanism", f"{self.auth_mechanism!r} is not one of {', '.join(supported)}"
             )
-        if self.local_hostname is not None:
-            _check_host(self, attrs.fields(SmtpSettings).host, self.local_hostname)
+        if self.local_hostname is not None and not _EHLO_NAME.fullmatch(self.local_hostname):
+            raise ConfigurationError(
+                "local_hostname",
+                f"{self.local_hostname!r} is neither a host name nor an address literal "
+                "like [192.0.2.1]",
+            )
 
 
 @attrs.frozen

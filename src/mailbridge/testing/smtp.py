@@ -168,7 +168,8 @@ class _Handler:
         if self.server.login_reply is None and token is not None and auth == f"Bearer {token}":
             return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
         error = {"status": "401", "schemes": "Bearer", "scope": "https://mail.example/"}
-        await server.challenge_auth(json.dumps(error).encode())
+        if not isinstance(await server.challenge_auth(json.dumps(error).encode()), bytes):
+            return AuthResult(success=False, handled=True)  # "*": aiosmtpd already said 501
         return AuthResult(
             success=False,
             handled=False,
@@ -184,7 +185,7 @@ class _Handler:
         password = self.server.users.get(user)
         if self.server.login_reply is None and password is not None:
             expected = hmac.new(password.encode(), challenge, "md5").hexdigest()
-            if hmac.compare_digest(expected, digest):
+            if hmac.compare_digest(expected.encode(), digest.encode()):
                 return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
         return AuthResult(success=False, handled=False, message=self.server.login_reply)
 
@@ -246,10 +247,9 @@ class FakeSmtpServer:
         self.drop_before_data_reply = False
 
         self._lock = threading.Lock()
-        self._directory = Path(tempfile.mkdtemp(prefix="mailbridge-fake-smtp-"))
+        self._directory: Path | None = None
         self._ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-        self.ca_file = self._directory / "ca.pem"
-        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        self.ca_file = Path()  # written by start()
         self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ca.issue_cert(*certificate_hostnames, key_type=trustme.KeyType.ECDSA).configure_cert(
             self._server_context
@@ -365,6 +365,17 @@ class FakeSmtpServer:
         """Start listening; returns self. `port` is set afterwards."""
         if self._thread is not None:
             return self
+        self._directory = Path(tempfile.mkdtemp(prefix="mailbridge-fake-smtp-"))
+        self.ca_file = self._directory / "ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        try:
+            self._start_thread()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_thread(self) -> None:
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -383,7 +394,6 @@ class FakeSmtpServer:
         )
         self._server = future.result(STOP_TIMEOUT)
         self.port = self._server.sockets[0].getsockname()[1]
-        return self
 
     def stop(self) -> None:
         """Close every connection, stop the thread and delete the certificates."""
@@ -407,7 +417,9 @@ class FakeSmtpServer:
             thread.join(STOP_TIMEOUT)
             loop.close()
         self._loop = self._thread = self._server = None
-        shutil.rmtree(self._directory, ignore_errors=True)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
     def __enter__(self) -> FakeSmtpServer:
         return self.start()
