@@ -290,3 +290,12 @@ def test_content_headers_are_reserved() -> None:
 def test_message_id_must_be_printable_ascii() -> None:
     with pytest.raises(MessageError):
         DocumentEmail(to="a@x.example", subject="s", body="b", message_id="<ä@x.example>")
+
+
+def test_long_message_ids_in_references_stay_intact() -> None:
+    long_id = "<" + "a" * 90 + "@mail.gmail.com>"
+    data = _compose(headers={"References": f"{long_id} <b@x.example>", "In-Reply-To": long_id})
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["In-Reply-To"] == long_id
+    assert parsed["References"].split() == [long_id, "<b@x.example>"]
+    assert b"=?utf-8?" not in data

@@ -62,6 +62,21 @@ def _set(part: MIMEPart, field: str, name: str, value: object) -> None:
         raise HeaderInjection(field)
 
 
+def _fold(name: str, value: str, width: int = 78) -> str:
+    """Fold an ASCII header value at spaces (RFC 5322 2.2.3), never inside a word."""
+    lines: list[str] = []
+    current = ""
+    room = width - len(name) - 2
+    for word in value.split(" "):
+        if current and len(current) + 1 + len(word) > room:
+            lines.append(current)
+            current, room = word, width - 1
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return "\r\n ".join(lines)
+
+
 def _text_cte(text: str) -> str | None:
     # 7-bit safe always: a server without 8BITMIME must still take the message.
     return None if text.isascii() else "quoted-printable"
@@ -98,7 +113,8 @@ def compose(
     reply_to = reply_to or email_.reply_to
     mailboxes = (author, *email_.recipients, *((reply_to,) if reply_to else ()))
     utf8 = any(mailbox.needs_smtputf8 for mailbox in (sender, *mailboxes))
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    # refold_source="none": headers set with set_raw() go out exactly as folded here.
+    policy = (email.policy.SMTPUTF8 if utf8 else email.policy.SMTP).clone(refold_source="none")
     message_id = email_.message_id or new_message_id(
         (author.ascii_address or author.address).rpartition("@")[2]
     )
@@ -118,7 +134,14 @@ def compose(
     _set(msg, "message_id", "Message-ID", message_id)
     _set(msg, "headers", "MIME-Version", "1.0")
     for name, value in email_.headers:
-        _set(msg, f"headers[{name}]", name, value)
+        if value.isascii():
+            # Verbatim, folded only at spaces: the email package would turn a long token
+            # such as a Message-ID in References into an encoded word and break threading.
+            msg.set_raw(name, _fold(name, value))
+            if has_line_break(str(msg[name])):
+                raise HeaderInjection(f"headers[{name}]")
+        else:
+            _set(msg, f"headers[{name}]", name, value)
 
     try:
         body = email_.rendered_body().replace("\r\n", "\n").replace("\r", "\n")
