@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mailbridge.testing import FakeSmtpServer
+from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
 from mailbridge.testing.realservers import RealMailServers, availability
 
-USER = "tenant@example.test"
-PASSWORD = "S3cret-Pa55word!"
+# The plugin's smtp_server fixture logs in with these (checked never to leak).
+USER, PASSWORD = FAKE_USER, FAKE_PASSWORD
 
 # A minimal, valid one-page PDF, as an invoicing application would attach.
 INVOICE_PDF = (
@@ -27,13 +27,6 @@ INVOICE_PDF = (
 @pytest.fixture(autouse=True)
 def _quiet_aiosmtpd() -> None:
     logging.getLogger("mail.log").setLevel(logging.CRITICAL)
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[FakeSmtpServer]:
-    """STARTTLS, AUTH required, one user."""
-    with FakeSmtpServer(users={USER: PASSWORD}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def _closed_port() -> int:
 
 
 def test_working_connection_lists_every_step(smtp_server: FakeSmtpServer) -> None:
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         report = client.test_connection()
     assert report.ok and report.diagnosis is None
     assert [step.name for step in report.steps] == [
@@ -102,7 +102,7 @@ def test_silent_server_times_out(silent_port: int) -> None:
 
 
 def test_implicit_tls_spoken_to_a_starttls_port(smtp_server: FakeSmtpServer) -> None:
-    report = probe_smtp(smtp_server.settings(security=Security.IMPLICIT_TLS))
+    report = probe_smtp(smtp_server.smtp_settings(security=Security.IMPLICIT_TLS))
     assert not report.ok
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.EXPECTED_PLAINTEXT
@@ -114,7 +114,7 @@ def test_implicit_tls_spoken_to_a_starttls_port(smtp_server: FakeSmtpServer) -> 
 
 def test_starttls_spoken_to_an_implicit_tls_port() -> None:
     with FakeSmtpServer(tls="implicit", users={USER: PASSWORD}) as server:
-        settings = server.settings(security=Security.STARTTLS, command_timeout=1.0)
+        settings = server.smtp_settings(security=Security.STARTTLS, command_timeout=1.0)
         report = probe_smtp(settings)
         assert report.diagnosis is not None
         assert report.diagnosis.category == Category.EXPECTED_IMPLICIT_TLS
@@ -126,11 +126,11 @@ def test_starttls_spoken_to_an_implicit_tls_port() -> None:
 
 def test_certificate_problems() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, certificate_hostnames=["mail.other.example"]) as s:
-        report = probe_smtp(s.settings())
+        report = probe_smtp(s.smtp_settings())
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.CERTIFICATE_NAME_MISMATCH
     with FakeSmtpServer(users={USER: PASSWORD}) as s:
-        report = probe_smtp(s.settings(ca_file=None))
+        report = probe_smtp(s.smtp_settings(ca_file=None))
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.CERTIFICATE_INVALID
     assert any("ca_file" in hint for hint in report.diagnosis.hints)
@@ -138,14 +138,14 @@ def test_certificate_problems() -> None:
 
 def test_starttls_not_offered() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, omit_starttls=True) as server:
-        report = probe_smtp(server.settings())
+        report = probe_smtp(server.smtp_settings())
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.STARTTLS_NOT_OFFERED
     assert report.steps[-1].name == "starttls"
 
 
 def test_authentication_failed(smtp_server: FakeSmtpServer) -> None:
-    report = probe_smtp(smtp_server.settings(username=USER, password="not-it"))
+    report = probe_smtp(smtp_server.smtp_settings(username=USER, password="not-it"))
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.AUTH_FAILED
     assert report.error is not None and report.error.reply is not None
@@ -154,20 +154,20 @@ def test_authentication_failed(smtp_server: FakeSmtpServer) -> None:
 
 
 def test_auth_not_offered_without_tls(smtp_server: FakeSmtpServer) -> None:
-    report = probe_smtp(smtp_server.settings(security=Security.NONE))
+    report = probe_smtp(smtp_server.smtp_settings(security=Security.NONE))
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.AUTH_REQUIRES_TLS
 
 
 def test_auth_not_offered_at_all() -> None:
     with FakeSmtpServer(auth_mechanisms=[]) as server:
-        report = probe_smtp(server.settings(username=USER, password=PASSWORD))
+        report = probe_smtp(server.smtp_settings(username=USER, password=PASSWORD))
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.AUTH_NOT_OFFERED
 
 
 def test_mechanism_not_supported() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, auth_mechanisms=["LOGIN"]) as server:
-        report = probe_smtp(server.settings(auth_mechanism="PLAIN"))
+        report = probe_smtp(server.smtp_settings(auth_mechanism="PLAIN"))
     assert report.diagnosis is not None
     assert report.diagnosis.category == Category.AUTH_MECHANISM_UNSUPPORTED

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from pathlib import Path
 
 import pytest
 
+from mailbridge import DeliveryClient
 from mailbridge.testing import FakeSmtpServer
+from mailbridge.testing.autoconfig import FakeAutoconfigServer
 from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,14 +49,21 @@ def test_page_examples_run(page: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def _run_test_function(function: object) -> None:
+    """Run a documented test function with fresh servers for the plugin's fixture names."""
     assert callable(function)
     parameters = list(inspect.signature(function).parameters)
-    assert parameters in ([], ["fake_smtp"]), parameters
-    if parameters:
-        with FakeSmtpServer(users={FAKE_USER: FAKE_PASSWORD}) as server:
-            function(server)
-    else:
-        function()
+    with contextlib.ExitStack() as stack:
+        smtp = stack.enter_context(FakeSmtpServer(users={FAKE_USER: FAKE_PASSWORD}))
+        fixtures: dict[str, object] = {"smtp_server": smtp}
+        if "autoconfig_server" in parameters:
+            fixtures["autoconfig_server"] = stack.enter_context(FakeAutoconfigServer())
+        if "delivery_client" in parameters:
+            fixtures["delivery_client"] = stack.enter_context(
+                DeliveryClient.own_smtp(FAKE_USER, smtp.smtp_settings())
+            )
+        unknown = set(parameters) - set(fixtures)
+        assert not unknown, f"documented test uses unknown fixtures {unknown}"
+        function(*(fixtures[name] for name in parameters))
 
 
 def test_readme_example_compiles() -> None:

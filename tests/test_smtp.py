@@ -46,13 +46,15 @@ def _invoice(**fields: object) -> DocumentEmail:
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
 def test_send_over_tls_with_auth(tls: str) -> None:
     with FakeSmtpServer(tls=tls, users={USER: PASSWORD}) as server:  # type: ignore[arg-type]
-        with DeliveryClient.own_smtp(USER, server.settings(), display_name="Acme GmbH") as client:
+        with DeliveryClient.own_smtp(
+            USER, server.smtp_settings(), display_name="Acme GmbH"
+        ) as client:
             result = client.send(_invoice())
         (received,) = server.messages
     assert result.accepted == ("customer@example.test",)
     assert result.refused == {}
     assert result.ok
-    assert received.tls and received.username == USER
+    assert received.tls and received.user == USER
     assert received.mail_from == USER
     message = received.message
     assert message["Subject"] == "Invoice 2026-001"
@@ -64,19 +66,21 @@ def test_send_over_tls_with_auth(tls: str) -> None:
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
 def test_auth_mechanisms(smtp_server: FakeSmtpServer, mechanism: str) -> None:
-    with DeliveryClient.own_smtp(USER, smtp_server.settings(auth_mechanism=mechanism)) as client:
+    with DeliveryClient.own_smtp(
+        USER, smtp_server.smtp_settings(auth_mechanism=mechanism)
+    ) as client:
         client.send(_invoice())
-    assert smtp_server.messages[0].username == USER
+    assert smtp_server.messages[0].user == USER
 
 
 def test_xoauth2() -> None:
     with FakeSmtpServer(tokens={USER: "ya29.token"}) as server:
-        settings = server.settings(username=USER, oauth2_token=lambda: "ya29.token")
+        settings = server.smtp_settings(username=USER, oauth2_token=lambda: "ya29.token")
         with DeliveryClient.own_smtp(USER, settings) as client:
             client.send(_invoice())
-        assert server.messages[0].username == USER
+        assert server.messages[0].user == USER
 
-        bad = server.settings(username=USER, oauth2_token=lambda: "expired")
+        bad = server.smtp_settings(username=USER, oauth2_token=lambda: "expired")
         with pytest.raises(AuthenticationError) as info:
             SmtpConnection.open(bad)
     assert info.value.reply is not None and info.value.reply.code == 535
@@ -86,7 +90,7 @@ def test_xoauth2() -> None:
 
 def test_wrong_password_is_diagnosed(smtp_server: FakeSmtpServer) -> None:
     with pytest.raises(AuthenticationError) as info:
-        SmtpConnection.open(smtp_server.settings(username=USER, password="wrong-one"))
+        SmtpConnection.open(smtp_server.smtp_settings(username=USER, password="wrong-one"))
     error = info.value
     assert error.reply is not None and error.reply.code == 535
     assert error.diagnosis.category == Category.AUTH_FAILED
@@ -114,14 +118,14 @@ def test_provider_replies_are_recognised(
 ) -> None:
     smtp_server.login_reply = reply
     with pytest.raises(AuthenticationError) as info:
-        SmtpConnection.open(smtp_server.settings())
+        SmtpConnection.open(smtp_server.smtp_settings())
     assert info.value.diagnosis.category == category
 
 
 def test_partial_refusal_still_delivers_to_the_others(smtp_server: FakeSmtpServer) -> None:
     smtp_server.refuse_recipient("gone@example.test", "550 5.1.1 <gone@example.test>: unknown")
     smtp_server.refuse_recipient("full@example.test", "452 4.2.2 Mailbox full")
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         result = client.send(
             _invoice(
                 to="a@example.test, gone@example.test", cc="full@example.test", bcc="b@example.test"
@@ -140,7 +144,7 @@ def test_all_refused_is_an_error_and_nothing_is_sent(pipelining: bool) -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, pipelining=pipelining) as server:
         server.refuse_recipient("x@example.test")
         server.refuse_recipient("y@example.test", "450 4.7.1 Greylisted, try later")
-        with DeliveryClient.own_smtp(USER, server.settings()) as client:
+        with DeliveryClient.own_smtp(USER, server.smtp_settings()) as client:
             with pytest.raises(RecipientsRefused) as info:
                 client.send(_invoice(to="x@example.test, y@example.test"))
             assert set(info.value.refused) == {"x@example.test", "y@example.test"}
@@ -153,7 +157,7 @@ def test_all_refused_is_an_error_and_nothing_is_sent(pipelining: bool) -> None:
 
 def test_sender_refused(smtp_server: FakeSmtpServer) -> None:
     smtp_server.sender_reply = "553 5.7.1 Sender address rejected: not owned by user"
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         with pytest.raises(SenderRefused) as info:
             client.send(_invoice())
     assert info.value.reply is not None and info.value.reply.code == 553
@@ -163,7 +167,7 @@ def test_sender_refused(smtp_server: FakeSmtpServer) -> None:
 
 def test_temporary_data_rejection(smtp_server: FakeSmtpServer) -> None:
     smtp_server.data_reply = "451 4.3.0 Temporary local problem"
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         with pytest.raises(MessageRejected) as info:
             client.send(_invoice())
     assert info.value.temporary
@@ -179,7 +183,7 @@ def test_pipelining_sends_envelope_and_data_in_one_write(
         writes.append(data)
         original(self, data, timeout)
 
-    connection = SmtpConnection.open(smtp_server.settings())
+    connection = SmtpConnection.open(smtp_server.smtp_settings())
     try:
         monkeypatch.setattr(Channel, "write", counting_write)
         data = b"Subject: t\r\n\r\nhello\r\n"
@@ -199,7 +203,7 @@ def test_pipelining_sends_envelope_and_data_in_one_write(
 
 def test_without_pipelining_falls_back_to_lock_step(monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, pipelining=False) as server:
-        connection = SmtpConnection.open(server.settings())
+        connection = SmtpConnection.open(server.smtp_settings())
         writes: list[bytes] = []
         original = Channel.write
         monkeypatch.setattr(
@@ -222,7 +226,7 @@ def test_without_pipelining_falls_back_to_lock_step(monkeypatch: pytest.MonkeyPa
 def test_starttls_required_but_not_offered() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, omit_starttls=True) as server:
         with pytest.raises(TlsError) as info:
-            SmtpConnection.open(server.settings())
+            SmtpConnection.open(server.smtp_settings())
         assert info.value.diagnosis.category == Category.STARTTLS_NOT_OFFERED
         assert server.messages == []
 
@@ -230,23 +234,23 @@ def test_starttls_required_but_not_offered() -> None:
 def test_certificate_for_another_name_is_refused() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, certificate_hostnames=["other.example"]) as server:
         with pytest.raises(TlsError) as info:
-            SmtpConnection.open(server.settings())
+            SmtpConnection.open(server.smtp_settings())
     assert info.value.diagnosis.category == Category.CERTIFICATE_NAME_MISMATCH
 
 
 def test_untrusted_certificate_is_refused() -> None:
     with FakeSmtpServer(tls="implicit", users={USER: PASSWORD}) as server:
         with pytest.raises(TlsError) as info:
-            SmtpConnection.open(server.settings(ca_file=None))  # system trust store only
+            SmtpConnection.open(server.smtp_settings(ca_file=None))  # system trust store only
     assert info.value.diagnosis.category == Category.CERTIFICATE_INVALID
 
 
 def test_password_never_sent_without_tls_unless_allowed() -> None:
     with FakeSmtpServer(tls="none", users={USER: PASSWORD}) as server:
         with pytest.raises(AuthenticationError) as info:
-            SmtpConnection.open(server.settings())
+            SmtpConnection.open(server.smtp_settings())
         assert info.value.diagnosis.category == Category.AUTH_REQUIRES_TLS
-        connection = SmtpConnection.open(server.settings(allow_plaintext_auth=True))
+        connection = SmtpConnection.open(server.smtp_settings(allow_plaintext_auth=True))
         assert connection.authenticated
         connection.quit()
 
@@ -254,11 +258,11 @@ def test_password_never_sent_without_tls_unless_allowed() -> None:
 def test_unsupported_mechanism() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, auth_mechanisms=["PLAIN", "LOGIN"]) as server:
         with pytest.raises(AuthenticationError) as info:
-            SmtpConnection.open(server.settings(username=USER, oauth2_token=lambda: "t"))
+            SmtpConnection.open(server.smtp_settings(username=USER, oauth2_token=lambda: "t"))
         assert info.value.diagnosis.category == Category.AUTH_MECHANISM_UNSUPPORTED
         assert "PLAIN" in str(info.value)
         with pytest.raises(AuthenticationError) as info:
-            SmtpConnection.open(server.settings(auth_mechanism="CRAM-MD5"))
+            SmtpConnection.open(server.smtp_settings(auth_mechanism="CRAM-MD5"))
         assert info.value.diagnosis.category == Category.AUTH_MECHANISM_UNSUPPORTED
 
 
@@ -267,11 +271,11 @@ def test_no_auth_local_relay() -> None:
         settings = SmtpSettings(server.host, server.port, "none")
         with DeliveryClient.own_smtp("app@acme.example", settings) as client:
             client.send(_invoice())
-        assert server.messages[0].username is None and not server.messages[0].tls
+        assert server.messages[0].user is None and not server.messages[0].tls
 
 
 def test_smtputf8(smtp_server: FakeSmtpServer) -> None:
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         client.send(_invoice(to="jürgen@example.test"))
     received = smtp_server.messages[0]
     assert "SMTPUTF8" in received.mail_options
@@ -280,7 +284,7 @@ def test_smtputf8(smtp_server: FakeSmtpServer) -> None:
 
 def test_smtputf8_needed_but_not_offered() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, smtputf8=False) as server:
-        with DeliveryClient.own_smtp(USER, server.settings()) as client:
+        with DeliveryClient.own_smtp(USER, server.smtp_settings()) as client:
             with pytest.raises(UnsupportedByServer) as info:
                 client.send(_invoice(to="jürgen@example.test"))
         assert info.value.diagnosis.category == Category.SMTPUTF8_UNSUPPORTED
@@ -289,7 +293,7 @@ def test_smtputf8_needed_but_not_offered() -> None:
 
 def test_message_larger_than_size_limit() -> None:
     with FakeSmtpServer(users={USER: PASSWORD}, data_size_limit=500) as server:
-        with DeliveryClient.own_smtp(USER, server.settings()) as client:
+        with DeliveryClient.own_smtp(USER, server.smtp_settings()) as client:
             with pytest.raises(MessageRejected) as info:
                 client.send(_invoice())
     assert info.value.diagnosis.category == Category.MESSAGE_TOO_LARGE
@@ -297,7 +301,7 @@ def test_message_larger_than_size_limit() -> None:
 
 def test_421_reconnects_for_the_next_message(smtp_server: FakeSmtpServer) -> None:
     smtp_server.close_after = 1
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         client.send(_invoice(to="a@example.test"))
         with pytest.raises(ConnectError) as info:
             client.send(_invoice(to="b@example.test"))  # fresh connection also gets 421
@@ -309,7 +313,7 @@ def test_421_reconnects_for_the_next_message(smtp_server: FakeSmtpServer) -> Non
 
 
 def test_stale_connection_is_replaced_transparently(smtp_server: FakeSmtpServer) -> None:
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         client.send(_invoice(to="a@example.test"))
         first_connections = smtp_server.connections
         smtp_server.drop_connections()  # the server's idle time-out ends the session
@@ -320,7 +324,7 @@ def test_stale_connection_is_replaced_transparently(smtp_server: FakeSmtpServer)
 
 def test_dropped_connection_after_data_is_not_retried(smtp_server: FakeSmtpServer) -> None:
     smtp_server.drop_before_data_reply = True
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         with pytest.raises(ConnectError) as info:
             client.send(_invoice())
     assert info.value.diagnosis.category == Category.OUTCOME_UNKNOWN
@@ -330,7 +334,7 @@ def test_dropped_connection_after_data_is_not_retried(smtp_server: FakeSmtpServe
 
 def test_stalled_server_times_out(smtp_server: FakeSmtpServer) -> None:
     smtp_server.stall_seconds = 3
-    settings = smtp_server.settings(command_timeout=0.5)
+    settings = smtp_server.smtp_settings(command_timeout=0.5)
     with DeliveryClient.own_smtp(USER, settings) as client:
         with pytest.raises(ConnectError) as info:
             client.send(_invoice())
@@ -340,7 +344,7 @@ def test_stalled_server_times_out(smtp_server: FakeSmtpServer) -> None:
 
 def test_preview_is_exactly_what_is_sent(smtp_server: FakeSmtpServer) -> None:
     body = "Totals:\n.\n..\nend\n" + "long line " * 200
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         prepared = client.prepare(_invoice(body=body))
         assert client.preview(prepared) == prepared.data
         client.send(prepared)
@@ -360,21 +364,21 @@ def test_secrets_never_in_logs_or_errors(
     texts: list[str] = []
     for mechanism in ("PLAIN", "LOGIN", "CRAM-MD5"):
         with DeliveryClient.own_smtp(
-            USER, smtp_server.settings(auth_mechanism=mechanism)
+            USER, smtp_server.smtp_settings(auth_mechanism=mechanism)
         ) as client:
             client.send(_invoice())
             texts.append(repr(client))
             texts.append(str(client.test_connection()))
         try:
             SmtpConnection.open(
-                smtp_server.settings(
+                smtp_server.smtp_settings(
                     username=USER, password=PASSWORD + "x", auth_mechanism=mechanism
                 )
             )
         except AuthenticationError as exc:
             texts.extend([str(exc), repr(exc), str(exc.diagnosis)])
     texts.append(caplog.text)
-    texts.append(repr(smtp_server.settings()))
+    texts.append(repr(smtp_server.smtp_settings()))
     joined = "\n".join(texts)
     assert "C: AUTH PLAIN ********" in caplog.text  # the conversation was logged...
     for secret in (
@@ -387,7 +391,7 @@ def test_secrets_never_in_logs_or_errors(
 
 def test_client_is_thread_safe(smtp_server: FakeSmtpServer) -> None:
     errors: list[BaseException] = []
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
 
         def worker(n: int) -> None:
             try:
@@ -406,7 +410,7 @@ def test_client_is_thread_safe(smtp_server: FakeSmtpServer) -> None:
 
 
 def test_closed_client_refuses_to_send(smtp_server: FakeSmtpServer) -> None:
-    client = DeliveryClient.own_smtp(USER, smtp_server.settings())
+    client = DeliveryClient.own_smtp(USER, smtp_server.smtp_settings())
     client.close()
     with pytest.raises(Exception, match="closed"):
         client.send(_invoice())
@@ -419,7 +423,7 @@ class _Interrupted(BaseException):
 def test_interrupted_transaction_never_leaks_into_the_next(
     smtp_server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         client.send(_invoice(to="warmup@example.test"))
         original = SmtpConnection.read_reply
         calls = {"n": 0}
@@ -452,7 +456,7 @@ def test_interrupted_transaction_never_leaks_into_the_next(
 def test_envelope_parameters_cannot_be_smuggled(
     smtp_server: FakeSmtpServer, sender: str, recipient: str
 ) -> None:
-    connection = SmtpConnection.open(smtp_server.settings())
+    connection = SmtpConnection.open(smtp_server.smtp_settings())
     try:
         with pytest.raises(MessageError):
             connection.send(sender, [recipient], b"Subject: x\r\n\r\nx\r\n")
@@ -467,7 +471,7 @@ def test_failing_token_provider_is_an_authentication_error() -> None:
 
     with FakeSmtpServer(tokens={USER: "t"}) as server:
         with pytest.raises(AuthenticationError) as info:
-            SmtpConnection.open(server.settings(username=USER, oauth2_token=revoked))
+            SmtpConnection.open(server.smtp_settings(username=USER, oauth2_token=revoked))
     assert "rt-SECRET-123" not in str(info.value)
     assert info.value.__cause__ is None
 
@@ -485,7 +489,7 @@ def test_sender_refusals_are_told_apart(
     smtp_server: FakeSmtpServer, reply: str, category: Category
 ) -> None:
     smtp_server.sender_reply = reply
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         with pytest.raises(SenderRefused) as info:
             client.send(_invoice())
     assert info.value.diagnosis.category == category
@@ -504,7 +508,7 @@ def test_data_refusals_are_told_apart(
     smtp_server: FakeSmtpServer, reply: str, category: Category
 ) -> None:
     smtp_server.data_reply = reply
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         with pytest.raises(MessageRejected) as info:
             client.send(_invoice())
     assert info.value.diagnosis.category == category
@@ -514,7 +518,7 @@ def test_relay_denied_gets_relay_advice(smtp_server: FakeSmtpServer) -> None:
     smtp_server.refuse_recipient(
         "x@elsewhere.example", "554 5.7.1 <x@elsewhere.example>: Relay access denied"
     )
-    with DeliveryClient.own_smtp(USER, smtp_server.settings()) as client:
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         with pytest.raises(RecipientsRefused) as info:
             client.send(_invoice(to="x@elsewhere.example"))
     assert "submission port" in info.value.diagnosis.hints[0]

@@ -55,7 +55,7 @@ def run_demo(echo: Callable[[str], None] = print) -> int:
     with FakeSmtpServer(tls="starttls", users={sender: password}) as server:
         server.refuse_recipient("old-address@customer.example", "550 5.1.1 Mailbox unavailable")
         echo(f"Local SMTP server on {server.host}:{server.port} (STARTTLS, AUTH required)\n")
-        settings = server.settings()
+        settings = server.smtp_settings()
         with DeliveryClient.own_smtp(sender, settings, display_name="Acme GmbH") as client:
             echo("Test connection:")
             report = client.test_connection()
@@ -87,7 +87,7 @@ def run_demo(echo: Callable[[str], None] = print) -> int:
         (received,) = server.messages
         message = received.message
         echo("\nThe server received:")
-        echo(f"  over TLS    {received.tls}, logged in as {received.username}")
+        echo(f"  over TLS    {received.tls}, logged in as {received.user}")
         echo(f"  envelope    {received.mail_from} -> {', '.join(received.rcpt_tos)}")
         echo(f"  From        {message['From']}")
         echo(f"  Subject     {message['Subject']}")

@@ -1,11 +1,20 @@
 """Test helpers for applications that use mailbridge (needs the `testing` extra).
 
 `FakeSmtpServer` is a real SMTP server (aiosmtpd) on loopback with TLS, AUTH,
-PIPELINING and fault injection; `RealMailServers` starts Postfix and Dovecot
-(Debian packages) for integration tests. The pytest plugin provides the
-`fake_smtp` fixture.
+PIPELINING and fault injection; `FakeAutoconfigServer` serves autoconfig
+documents over HTTPS; `RealMailServers` (in `mailbridge.testing.realservers`)
+starts Postfix and Dovecot (Debian packages) for integration tests. The pytest
+plugin provides the fixtures `smtp_server`, `autoconfig_server` and
+`delivery_client`.
 """
 
+from .autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
 from .smtp import FakeSmtpServer, ReceivedMessage
 
-__all__ = ["FakeSmtpServer", "ReceivedMessage"]
+__all__ = [
+    "AutoconfigRequest",
+    "FakeAutoconfigServer",
+    "FakeSmtpServer",
+    "ReceivedMessage",
+    "client_config_xml",
+]

@@ -1,27 +1,87 @@
-"""pytest fixtures of mailbridge, registered automatically when mailbridge is installed."""
+"""pytest fixtures of mailbridge, registered automatically when mailbridge is installed.
+
+Fixtures: `smtp_server`, `autoconfig_server` and `delivery_client` (a
+`DeliveryClient` wired to `smtp_server`). Each is started for one test
+and stopped after it. Configure a server with a marker of the same name whose
+keyword arguments go to its constructor::
+
+    @pytest.mark.smtp_server(tls="implicit", users={"me@example.test": "pw"})
+    def test_something(smtp_server): ...
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from ..client import DeliveryClient
+    from .autoconfig import FakeAutoconfigServer
     from .smtp import FakeSmtpServer
+
+__all__ = [
+    "FAKE_PASSWORD",
+    "FAKE_USER",
+    "autoconfig_server",
+    "delivery_client",
+    "smtp_server",
+]
 
 FAKE_USER = "tenant@example.test"
 FAKE_PASSWORD = "fake-password"  # noqa: S105 (a test server's password)
 
+_MARKERS = {
+    "smtp_server": "keyword arguments for the FakeSmtpServer of the smtp_server fixture",
+    "autoconfig_server": "keyword arguments for the FakeAutoconfigServer fixture",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, help_text in _MARKERS.items():
+        config.addinivalue_line("markers", f"{name}(**kwargs): {help_text}")
+
+
+def _options(request: pytest.FixtureRequest, name: str, **defaults: Any) -> dict[str, Any]:
+    marker = request.node.get_closest_marker(name)
+    options = dict(defaults)
+    if marker is not None:
+        if marker.args:
+            raise pytest.UsageError(f"@pytest.mark.{name} takes keyword arguments only")
+        options.update(marker.kwargs)
+    return options
+
 
 @pytest.fixture
-def fake_smtp() -> Iterator[FakeSmtpServer]:
-    """A `FakeSmtpServer` with STARTTLS and one user, `tenant@example.test` / `fake-password`.
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
+    """A `FakeSmtpServer`: STARTTLS, one user `tenant@example.test` / `fake-password`.
 
-    `fake_smtp.settings()` gives matching `SmtpSettings`; `fake_smtp.messages`
-    holds what arrived. Stopped after the test.
+    `smtp_server.smtp_settings()` gives matching `SmtpSettings`;
+    `smtp_server.messages` holds what arrived.
     """
     from .smtp import FakeSmtpServer
 
-    with FakeSmtpServer(users={FAKE_USER: FAKE_PASSWORD}) as server:
+    options = _options(request, "smtp_server", users={FAKE_USER: FAKE_PASSWORD})
+    with FakeSmtpServer(**options) as server:
         yield server
+
+
+@pytest.fixture
+def autoconfig_server(request: pytest.FixtureRequest) -> Iterator[FakeAutoconfigServer]:
+    """A `FakeAutoconfigServer` over HTTPS; add documents with `add_config()`."""
+    from .autoconfig import FakeAutoconfigServer
+
+    with FakeAutoconfigServer(**_options(request, "autoconfig_server")) as server:
+        yield server
+
+
+@pytest.fixture
+def delivery_client(smtp_server: FakeSmtpServer) -> Iterator[DeliveryClient]:
+    """`DeliveryClient.own_smtp()` for `tenant@example.test`, sending through `smtp_server`."""
+    from ..client import DeliveryClient
+
+    with DeliveryClient.own_smtp(
+        FAKE_USER, smtp_server.smtp_settings(), display_name="Tenant GmbH"
+    ) as client:
+        yield client

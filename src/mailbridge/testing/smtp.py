@@ -45,7 +45,7 @@ class ReceivedMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
     tls: bool
-    username: str | None
+    user: str | None
     mail_options: tuple[str, ...] = ()
 
     @property
@@ -141,7 +141,7 @@ class _Handler:
                     rcpt_tos=tuple(envelope.rcpt_tos),
                     data=envelope.original_content or b"",
                     tls=session.ssl is not None,
-                    username=login.decode() if isinstance(login, bytes) else login,
+                    user=login.decode() if isinstance(login, bytes) else login,
                     mail_options=tuple(envelope.mail_options),
                 )
             )
@@ -277,7 +277,7 @@ class FakeSmtpServer:
         self._ca.configure_trust(context)
         return context
 
-    def settings(
+    def smtp_settings(
         self, username: str | None = None, password: str | None = None, **changes: Any
     ) -> SmtpSettings:
         """`SmtpSettings` for this server; user and password default to the only user."""
