@@ -1,7 +1,7 @@
 """pytest fixtures of mailbridge, registered automatically when mailbridge is installed.
 
-Fixtures: `smtp_server`, `autoconfig_server` and `delivery_client` (a
-`DeliveryClient` wired to `smtp_server`). Each is started for one test
+Fixtures: `smtp_server`, `dns_server`, `autoconfig_server` and
+`delivery_client` (a `DeliveryClient` wired to `smtp_server`). Each is started for one test
 and stopped after it. Configure a server with a marker of the same name whose
 keyword arguments go to its constructor::
 
@@ -19,6 +19,7 @@ import pytest
 if TYPE_CHECKING:
     from ..client import DeliveryClient
     from .autoconfig import FakeAutoconfigServer
+    from .dns import FakeDnsServer
     from .smtp import FakeSmtpServer
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "FAKE_USER",
     "autoconfig_server",
     "delivery_client",
+    "dns_server",
     "smtp_server",
 ]
 
@@ -34,6 +36,7 @@ FAKE_PASSWORD = "fake-password"  # noqa: S105 (a test server's password)
 
 _MARKERS = {
     "smtp_server": "keyword arguments for the FakeSmtpServer of the smtp_server fixture",
+    "dns_server": "keyword arguments for the FakeDnsServer of the dns_server fixture",
     "autoconfig_server": "keyword arguments for the FakeAutoconfigServer fixture",
 }
 
@@ -64,6 +67,15 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
 
     options = _options(request, "smtp_server", users={FAKE_USER: FAKE_PASSWORD})
     with FakeSmtpServer(**options) as server:
+        yield server
+
+
+@pytest.fixture
+def dns_server(request: pytest.FixtureRequest) -> Iterator[FakeDnsServer]:
+    """A `FakeDnsServer` (zones from the marker, e.g. `zones={...}`); `dns_server.resolver()`."""
+    from .dns import FakeDnsServer
+
+    with FakeDnsServer(**_options(request, "dns_server")) as server:
         yield server
 
 
