@@ -1,0 +1,446 @@
+"""SPF: RFC 7208 check_host() over dnspython.
+
+`check_host(ip, domain, sender)` answers whether `ip` may send mail for
+`domain`, with the RFC's seven results. Every DNS query is bounded: at most
+10 terms that cause lookups, 2 void lookups, 10 MX and 10 PTR names per
+term, and an overall deadline; DNS time-outs and server failures are
+`temperror`.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from .spf_macros import MacroContext, MacroError, expand
+
+__all__ = ["SpfResult", "SpfVerdict", "check_host"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_DNS_TERMS = 10  # RFC 7208 4.6.4
+MAX_VOID_LOOKUPS = 2
+MAX_MX_OR_PTR = 10
+DEFAULT_TIMEOUT = 20.0  # "at least 20 seconds" for the whole check (4.6.4)
+
+_QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
+_MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
+_TERM = re.compile(
+    r"^(?P<qualifier>[-+~?]?)(?P<name>[A-Za-z][A-Za-z0-9\-_.]*)"
+    r"(?:(?P<sep>[:=])(?P<value>.*?))?(?P<cidr>(?:/\d+)?(?://\d+)?)$",
+    re.DOTALL,
+)
+_MODIFIER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.]*$")
+_TOPLABEL = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+
+
+class SpfVerdict(enum.StrEnum):
+    """The seven results of RFC 7208 section 2.6."""
+
+    PASS = "pass"  # noqa: S105 (a verdict, not a password)
+    FAIL = "fail"
+    SOFTFAIL = "softfail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    PERMERROR = "permerror"
+    TEMPERROR = "temperror"
+
+
+@attrs.frozen
+class SpfResult:
+    """The outcome of `check_host()`.
+
+    `result` is the verdict; `explanation` the domain's `exp=` text for a
+    fail; `mechanism` the term that decided; `reason` says why in plain words;
+    `lookups` counts the terms that caused DNS lookups.
+    """
+
+    result: SpfVerdict
+    domain: str
+    reason: str = ""
+    mechanism: str | None = None
+    explanation: str | None = None
+    record: str | None = None
+    lookups: int = 0
+
+
+@attrs.frozen
+class _Directive:
+    qualifier: str
+    name: str
+    value: str | None
+    cidr: str
+    text: str
+
+
+class _Stop(Exception):  # ends the evaluation with a verdict (control flow)
+    def __init__(self, verdict: SpfVerdict, reason: str) -> None:
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+@attrs.define
+class _State:
+    resolver: dns.resolver.Resolver
+    deadline: float
+    ip: IPAddress
+    sender: str
+    helo: str
+    terms: int = 0
+    voids: int = 0
+
+    def count_term(self, term: str) -> None:
+        self.terms += 1
+        if self.terms > MAX_DNS_TERMS:
+            raise _Stop(SpfVerdict.PERMERROR, f"more than {MAX_DNS_TERMS} DNS lookups ({term})")
+
+    def void(self, name: str) -> None:
+        self.voids += 1
+        if self.voids > MAX_VOID_LOOKUPS:
+            raise _Stop(
+                SpfVerdict.PERMERROR, f"more than {MAX_VOID_LOOKUPS} void DNS lookups ({name})"
+            )
+
+    def query(self, name: str, rdtype: str, *, counts_void: bool = True) -> list[Any]:
+        """Answer rdatas, [] for NXDOMAIN/NODATA (a void lookup); temperror on DNS failure."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Stop(SpfVerdict.TEMPERROR, "the SPF check took too long")
+        try:
+            answer = self.resolver.resolve(
+                name,
+                rdtype,
+                raise_on_no_answer=False,
+                lifetime=min(self.resolver.lifetime, remaining),
+                search=False,
+            )
+        except dns.resolver.NXDOMAIN:
+            records: list[Any] = []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.YXDOMAIN) as exc:
+            raise _Stop(
+                SpfVerdict.TEMPERROR, f"DNS lookup of {name} {rdtype} failed: {exc}"
+            ) from None
+        except (dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.EmptyLabel):
+            records = []
+        else:
+            records = list(answer.rrset) if answer.rrset else []
+        if not records and counts_void:
+            self.void(name)
+        return records
+
+
+def _ip(value: str | IPAddress) -> IPAddress:
+    ip = ipaddress.ip_address(value) if isinstance(value, str) else value
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _valid_domain(domain: str) -> bool:
+    labels = domain.rstrip(".").split(".")
+    if len(labels) < 2 or len(domain) > 253:
+        return False
+    return all(0 < len(label) <= 63 for label in labels)
+
+
+def _truncate(domain: str) -> str:
+    """RFC 7208 7.3: cut labels from the left until the name fits in 253 characters."""
+    domain = domain.rstrip(".")
+    while len(domain) > 253 and "." in domain:
+        domain = domain.split(".", 1)[1]
+    return domain
+
+
+def _check_domain_spec(spec: str) -> None:
+    """domain-end: a toplabel after the last dot, or a macro (RFC 7208 7.1)."""
+    if spec.endswith("}"):
+        return
+    last = spec.rstrip(".").rsplit(".", 1)
+    if len(last) < 2 or not _TOPLABEL.match(last[1]):
+        raise _Stop(SpfVerdict.PERMERROR, f"{spec!r} is not a valid domain-spec")
+
+
+def _cidr(text: str) -> tuple[int, int]:
+    v4, v6 = 32, 128
+    if text:
+        match = re.fullmatch(r"(?:/(\d+))?(?://(\d+))?", text)
+        if not match or (match.group(1) and match.group(1) != str(int(match.group(1)))):
+            raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length {text!r}")
+        if match.group(1):
+            v4 = int(match.group(1))
+        if match.group(2):
+            v6 = int(match.group(2))
+        if v4 > 32 or v6 > 128:
+            raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length {text!r}")
+    return v4, v6
+
+
+def _in_network(ip: IPAddress, address: str, lengths: tuple[int, int]) -> bool:
+    try:
+        candidate = ipaddress.ip_address(str(address))
+    except ValueError:
+        return False
+    if candidate.version != ip.version:
+        return False
+    prefix = lengths[0] if ip.version == 4 else lengths[1]
+    network = ipaddress.ip_network(f"{candidate}/{prefix}", strict=False)
+    return ip in network
+
+
+def _address_type(ip: IPAddress) -> str:
+    return "A" if ip.version == 4 else "AAAA"
+
+
+def _validated_names(state: _State, target: str | None) -> list[str]:
+    """Names from the PTR records of the IP that resolve back to it (RFC 7208 5.5)."""
+    try:
+        reverse = dns.reversename.from_address(str(state.ip)).to_text()
+        names = [rdata.target.to_text() for rdata in state.query(reverse, "PTR")]
+    except _Stop as stop:
+        if stop.verdict == SpfVerdict.TEMPERROR:
+            return []  # a DNS error in the PTR lookup makes ptr not match
+        raise
+    validated = []
+    for raw_name in names[:MAX_MX_OR_PTR]:
+        name = raw_name.rstrip(".").lower()
+        if target and not (name == target or name.endswith("." + target)):
+            continue
+        try:
+            addresses = state.query(name, _address_type(state.ip), counts_void=False)
+        except _Stop as stop:
+            if stop.verdict == SpfVerdict.TEMPERROR:
+                continue
+            raise
+        if any(_in_network(state.ip, a.address, (32, 128)) for a in addresses):
+            validated.append(name)
+    return validated
+
+
+class _Evaluator:
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def context(self, domain: str) -> MacroContext:
+        state = self.state
+
+        def validated_name() -> str:
+            names = _validated_names(state, domain.lower())
+            names = names or _validated_names(state, None)
+            return names[0] if names else "unknown"
+
+        return MacroContext(state.ip, state.sender, domain, state.helo, "unknown", validated_name)
+
+    def target(self, spec: str | None, domain: str) -> str:
+        if not spec:
+            return domain
+        _check_domain_spec(spec)
+        try:
+            return _truncate(expand(spec, self.context(domain)))
+        except MacroError as exc:
+            raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
+
+    def record(self, domain: str) -> str | None:
+        records = []
+        for rdata in self.state.query(domain, "TXT", counts_void=False):
+            joined = b"".join(rdata.strings).decode("utf-8", "replace")
+            if joined.lower() == "v=spf1" or joined.lower().startswith("v=spf1 "):
+                records.append(joined)
+        if len(records) > 1:
+            raise _Stop(SpfVerdict.PERMERROR, f"{domain} publishes {len(records)} SPF records")
+        return records[0] if records else None
+
+    def check(self, domain: str, depth: int = 0) -> SpfResult:
+        if not _valid_domain(domain):
+            return SpfResult(SpfVerdict.NONE, domain, f"{domain!r} is not a domain name")
+        record = self.record(domain)
+        if record is None:
+            return SpfResult(SpfVerdict.NONE, domain, f"{domain} publishes no SPF record")
+        terms = record.split(" ")[1:]
+        directives, redirect, exp = self.parse(terms)
+        for directive in directives:
+            text = directive.text
+            if self.matches(directive, domain, depth):
+                verdict = SpfVerdict(_QUALIFIERS[directive.qualifier or "+"])
+                explanation = self.explain(exp, domain) if verdict == SpfVerdict.FAIL else None
+                return SpfResult(
+                    verdict, domain, f"matched {text}", text, explanation, record, self.state.terms
+                )
+        if redirect is not None and not any(d.name == "all" for d in directives):
+            self.state.count_term("redirect")
+            target = self.target(redirect, domain)
+            result = self.check(target, depth + 1)
+            if result.result == SpfVerdict.NONE:
+                raise _Stop(SpfVerdict.PERMERROR, f"redirect to {target}, which has no SPF record")
+            return result
+        return SpfResult(
+            SpfVerdict.NEUTRAL, domain, "no mechanism matched", None, None, record, self.state.terms
+        )
+
+    def parse(self, terms: Sequence[str]) -> tuple[list[_Directive], str | None, str | None]:
+        directives = []
+        modifiers: dict[str, str] = {}
+        for text in terms:
+            if not text:
+                continue
+            match = _TERM.match(text)
+            if not match:
+                raise _Stop(SpfVerdict.PERMERROR, f"invalid term {text!r}")
+            qualifier, name, sep, value, cidr = match.group(
+                "qualifier", "name", "sep", "value", "cidr"
+            )
+            lower = name.lower()
+            if sep == "=":
+                if qualifier or not _MODIFIER_NAME.match(name):
+                    raise _Stop(SpfVerdict.PERMERROR, f"invalid modifier {text!r}")
+                value = (value or "") + (cidr or "")
+                if lower in ("redirect", "exp"):
+                    if lower in modifiers:
+                        raise _Stop(SpfVerdict.PERMERROR, f"{lower}= appears twice")
+                    if not value:
+                        raise _Stop(SpfVerdict.PERMERROR, f"{lower}= needs a domain")
+                    _check_domain_spec(value)
+                    modifiers[lower] = value
+                else:  # unknown modifiers are ignored, but their macros must be valid
+                    try:
+                        expand(
+                            value,
+                            MacroContext(self.state.ip, self.state.sender, "x.invalid"),
+                            explanation=True,
+                        )
+                    except MacroError as exc:
+                        raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
+                continue
+            if lower not in _MECHANISMS:
+                raise _Stop(SpfVerdict.PERMERROR, f"unknown mechanism {name!r}")
+            self.check_syntax(lower, sep, value, cidr, text)
+            directives.append(_Directive(qualifier, lower, value, cidr, text))
+        return directives, modifiers.get("redirect"), modifiers.get("exp")
+
+    @staticmethod
+    def check_syntax(name: str, sep: str | None, value: str | None, cidr: str, text: str) -> None:
+        needs_value = name in ("include", "exists", "ip4", "ip6")
+        takes_value = name != "all"
+        takes_cidr = name in ("a", "mx", "ip4", "ip6")
+        if (
+            (needs_value and not value)
+            or (value is not None and not takes_value)
+            or (sep == ":" and not value)
+            or (cidr and not takes_cidr)
+        ):
+            raise _Stop(SpfVerdict.PERMERROR, f"invalid mechanism {text!r}")
+        if name == "ip4" and (cidr.startswith("//") or "//" in cidr):
+            raise _Stop(SpfVerdict.PERMERROR, f"invalid mechanism {text!r}")
+        if name in ("ip4", "ip6"):
+            try:
+                address = ipaddress.ip_address(value or "")
+            except ValueError:
+                raise _Stop(SpfVerdict.PERMERROR, f"invalid address in {text!r}") from None
+            if address.version != (4 if name == "ip4" else 6):
+                raise _Stop(SpfVerdict.PERMERROR, f"invalid address in {text!r}")
+
+    def matches(self, directive: _Directive, domain: str, depth: int) -> bool:
+        name, value, cidr, text = directive.name, directive.value, directive.cidr, directive.text
+        state = self.state
+        ip = state.ip
+        if name == "all":
+            return True
+        if name in ("ip4", "ip6"):
+            length = cidr.lstrip("/")
+            if length and (not length.isdigit() or length != str(int(length))):
+                raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length in {text!r}")
+            limit = 32 if name == "ip4" else 128
+            prefix = int(length) if length else limit
+            if prefix > limit:
+                raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length in {text!r}")
+            lengths = (prefix, 128) if name == "ip4" else (32, prefix)
+            return _in_network(ip, value or "", lengths)
+        state.count_term(name)
+        if name == "include":
+            target = self.target(value, domain)
+            result = self.check(target, depth + 1)
+            if result.result in (SpfVerdict.PERMERROR, SpfVerdict.NONE):
+                raise _Stop(SpfVerdict.PERMERROR, f"include:{target}: {result.reason}")
+            return result.result == SpfVerdict.PASS
+        if name == "exists":
+            return bool(state.query(self.target(value, domain), "A"))
+        if name == "ptr":
+            target = self.target(value, domain).lower()
+            return bool(_validated_names(state, target))
+        lengths = _cidr(cidr)
+        target = self.target(value, domain)
+        if name == "a":
+            return any(
+                _in_network(ip, a.address, lengths) for a in state.query(target, _address_type(ip))
+            )
+        exchanges = state.query(target, "MX")  # name == "mx"
+        if len(exchanges) > MAX_MX_OR_PTR:
+            raise _Stop(SpfVerdict.PERMERROR, f"{target} has more than {MAX_MX_OR_PTR} MX records")
+        for exchange in exchanges:
+            host = exchange.exchange.to_text().rstrip(".")
+            if host and any(
+                _in_network(ip, a.address, lengths)
+                for a in state.query(host, _address_type(ip), counts_void=False)
+            ):
+                return True
+        return False
+
+    def explain(self, exp: str | None, domain: str) -> str | None:
+        if exp is None:
+            return None
+        try:
+            target = self.target(exp, domain)
+            texts = self.state.query(target, "TXT", counts_void=False)
+        except _Stop:
+            return None
+        if len(texts) != 1:
+            return None
+        raw = b"".join(texts[0].strings).decode("utf-8", "replace")
+        try:
+            return expand(raw, self.context(domain), explanation=True)
+        except MacroError:
+            return None
+
+
+def check_host(
+    ip: str | IPAddress,
+    domain: str,
+    sender: str,
+    *,
+    helo: str | None = None,
+    resolver: dns.resolver.Resolver | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> SpfResult:
+    """RFC 7208 check_host(): may `ip` send mail for `domain` with envelope `sender`?
+
+    `sender` is the MAIL FROM address (a bare domain means postmaster@domain);
+    `resolver` any `dns.resolver.Resolver` (the system's by default).
+    """
+    address = _ip(ip)
+    domain = domain.rstrip(".").lower()
+    if "@" not in sender:
+        sender = f"postmaster@{sender}"
+    elif sender.startswith("@"):
+        sender = "postmaster" + sender
+    state = _State(
+        resolver or dns.resolver.Resolver(),
+        time.monotonic() + timeout,
+        address,
+        sender,
+        helo or "unknown",
+    )
+    try:
+        return _Evaluator(state).check(domain)
+    except _Stop as stop:
+        return SpfResult(stop.verdict, domain, stop.reason, lookups=state.terms)
