@@ -1,0 +1,79 @@
+"""plan_include(): the exact SPF record a tenant must publish."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailbridge.dnsauth import SpfPlanStatus, SpfVerdict, check_host, plan_include
+from mailbridge.testing import FakeDnsServer
+
+pytestmark = pytest.mark.dns_server(
+    zones={
+        "tenant.example": {},
+        "app.example": {"spf": {"TXT": '"v=spf1 ip4:192.0.2.0/24 -all"'}},
+        "other.example": {},
+    }
+)
+INCLUDE = "spf.app.example"
+
+
+def _plan(server: FakeDnsServer, domain: str = "tenant.example"):  # type: ignore[no-untyped-def]
+    return plan_include(domain, INCLUDE, resolver=server.resolver(timeout=0.5))
+
+
+def test_no_record_proposes_one(dns_server: FakeDnsServer) -> None:
+    plan = _plan(dns_server)
+    assert plan.status == SpfPlanStatus.CREATE
+    assert plan.new_record == "v=spf1 include:spf.app.example ~all"
+    assert "Add this TXT record for tenant.example" in plan.instructions
+
+
+def test_include_goes_right_after_the_version_everything_else_kept(
+    dns_server: FakeDnsServer,
+) -> None:
+    dns_server.add_record("tenant.example", "TXT", '"v=spf1 mx ip4:198.51.100.7 -all"')
+    dns_server.add_record("tenant.example", "TXT", '"google-site-verification=abc"')
+    plan = _plan(dns_server)
+    assert plan.status == SpfPlanStatus.UPDATE
+    assert plan.current_record == "v=spf1 mx ip4:198.51.100.7 -all"
+    assert plan.new_record == "v=spf1 include:spf.app.example mx ip4:198.51.100.7 -all"
+    assert plan.lookups == 2
+    # once published, the platform's relay passes
+    dns_server.remove_records("tenant.example", "TXT")
+    dns_server.add_record("tenant.example", "TXT", f'"{plan.new_record}"')
+    verdict = check_host(
+        "192.0.2.9", "tenant.example", "x@tenant.example", resolver=dns_server.resolver()
+    )
+    assert verdict.result == SpfVerdict.PASS
+    assert _plan(dns_server).status == SpfPlanStatus.NOTHING_TO_DO
+
+
+def test_two_records_must_be_merged_first(dns_server: FakeDnsServer) -> None:
+    dns_server.add_record("tenant.example", "TXT", '"v=spf1 mx -all"')
+    dns_server.add_record("tenant.example", "TXT", '"v=spf1 a -all"')
+    plan = _plan(dns_server)
+    assert plan.status == SpfPlanStatus.FIX_FIRST
+    assert "2 SPF records" in plan.instructions
+
+
+def test_plus_all_must_go_first(dns_server: FakeDnsServer) -> None:
+    dns_server.add_record("tenant.example", "TXT", '"v=spf1 mx +all"')
+    plan = _plan(dns_server)
+    assert plan.status == SpfPlanStatus.FIX_FIRST
+    assert "+all" in plan.instructions
+
+
+def test_record_that_would_exceed_ten_lookups(dns_server: FakeDnsServer) -> None:
+    includes = " ".join(f"include:s{n}.other.example" for n in range(5))
+    for n in range(5):
+        dns_server.add_record(f"s{n}.other.example", "TXT", '"v=spf1 a mx -all"')
+    dns_server.add_record("tenant.example", "TXT", f'"v=spf1 {includes} -all"')
+    plan = _plan(dns_server)
+    assert plan.status == SpfPlanStatus.FIX_FIRST
+    assert plan.lookups == 16
+    assert "16 DNS lookups" in plan.instructions
+
+
+def test_dns_error(dns_server: FakeDnsServer) -> None:
+    dns_server.fail("tenant.example")
+    assert _plan(dns_server).status == SpfPlanStatus.DNS_ERROR
