@@ -25,7 +25,11 @@ from .errors import (
     RecipientsRefused,
     SenderRefused,
     TlsError,
+    TokenExpired,
+    TokenInvalid,
+    TokenMismatch,
     UnsupportedByServer,
+    VerificationError,
 )
 from .message import DocumentEmail
 from .reply import SmtpReply
@@ -66,7 +70,11 @@ __all__ = [
     "SmtpTransport",
     "Step",
     "TlsError",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenMismatch",
     "Transport",
     "UnsupportedByServer",
+    "VerificationError",
     "__version__",
 ]

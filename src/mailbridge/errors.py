@@ -9,6 +9,10 @@ The hierarchy, so that callers can branch on what they can act on::
     │   ├── MissingPlaceholder      .field, .name: a {placeholder} has no value
     │   ├── HeaderInjection         .field: CR, LF or NUL inside a header value
     │   └── MessageFormatError      raw message bytes that cannot be sent as they are
+    ├── VerificationError           a sender-verification token is not valid
+    │   ├── TokenExpired            .expired_at
+    │   ├── TokenInvalid            malformed, or signed with another secret (tampered)
+    │   └── TokenMismatch           valid, but for another address
     └── DeliveryError               talking to a server failed; .reply, .temporary, .diagnosis
         ├── ConnectError            DNS, connection refused, time-out, connection lost
         ├── TlsError                handshake, certificate, STARTTLS not offered
@@ -26,6 +30,7 @@ and concrete hints. Texts never contain a password or token.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +54,11 @@ __all__ = [
     "RecipientsRefused",
     "SenderRefused",
     "TlsError",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenMismatch",
     "UnsupportedByServer",
+    "VerificationError",
 ]
 
 
@@ -113,6 +122,26 @@ class HeaderInjection(MessageError):
 
 class MessageFormatError(MessageError):
     """Message bytes that cannot be transmitted as they are (e.g. a line over 998 octets)."""
+
+
+class VerificationError(MailbridgeError):
+    """A sender-verification token cannot be accepted."""
+
+
+class TokenExpired(VerificationError):
+    """The token was valid but has expired; `expired_at` says when (UTC)."""
+
+    def __init__(self, expired_at: datetime.datetime) -> None:
+        self.expired_at = expired_at
+        super().__init__(f"the verification link expired at {expired_at:%Y-%m-%d %H:%M} UTC")
+
+
+class TokenInvalid(VerificationError):
+    """The token is malformed or its signature does not match (tampered or another secret)."""
+
+
+class TokenMismatch(VerificationError):
+    """The token is valid but was issued for another address."""
 
 
 class DeliveryError(MailbridgeError):
