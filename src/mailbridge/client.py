@@ -10,8 +10,10 @@ from types import TracebackType
 import attrs
 
 from .addresses import Mailbox, parse_mailbox
-from .composer import PreparedMessage, compose
+from .composer import PreparedMessage, compose, new_message_id
 from .errors import ConfigurationError, MailbridgeError
+from .headersafety import has_line_break
+from .identity import Identity, OwnIdentity, PlatformRelay, RelayIdentity
 from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
@@ -44,6 +46,11 @@ class SendResult:
         return not self.refused
 
 
+def _check_display_name(name: str | None) -> None:
+    if name is not None and has_line_break(name):
+        raise ConfigurationError("display_name", "line breaks are not allowed")
+
+
 class DeliveryClient:
     """Composes, validates and sends document emails for one tenant account.
 
@@ -54,15 +61,13 @@ class DeliveryClient:
     def __init__(
         self,
         *,
-        sender: Mailbox,
+        identity: Identity,
         transport: Transport,
-        display_name: str | None = None,
         imap: ImapSettings | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         connection_test: Callable[[], ConnectionReport] | None = None,
     ) -> None:
-        self.sender = sender
-        self.display_name = display_name if display_name is not None else sender.display_name
+        self.identity = identity
         self.transport = transport
         self.imap = imap
         self._clock = clock
@@ -84,19 +89,42 @@ class DeliveryClient:
         if imap is not None and not isinstance(imap, ImapSettings):
             raise ConfigurationError("imap", "must be an ImapSettings")
         mailbox = parse_mailbox("sender", sender)
-        if display_name is not None and any(ch in display_name for ch in "\r\n\x00"):
-            raise ConfigurationError("display_name", "line breaks are not allowed")
+        _check_display_name(display_name)
         return cls(
-            sender=mailbox,
+            identity=OwnIdentity(mailbox, display_name or mailbox.display_name or None),
             transport=SmtpTransport(smtp),
-            display_name=display_name,
             imap=imap,
             connection_test=lambda: probe_smtp(smtp),
         )
 
+    @classmethod
+    def relay(
+        cls,
+        sender: str | Mailbox,
+        relay: PlatformRelay,
+        display_name: str | None = None,
+        imap: ImapSettings | None = None,
+    ) -> DeliveryClient:
+        """Send through the platform's relay on behalf of the tenant at `sender`.
+
+        The message comes "from" `"<display_name> via <app>" <noreply@app>`,
+        replies go to `sender` (which the tenant must have verified), bounces to
+        the platform. In this mode an email's `from_override` means Reply-To.
+        """
+        if not isinstance(relay, PlatformRelay):
+            raise ConfigurationError("relay", "must be a PlatformRelay")
+        mailbox = parse_mailbox("sender", sender)
+        _check_display_name(display_name)
+        return cls(
+            identity=RelayIdentity(mailbox, relay, display_name),
+            transport=SmtpTransport(relay.smtp),
+            imap=imap,
+            connection_test=lambda: probe_smtp(relay.smtp),
+        )
+
     def __repr__(self) -> str:
         transport = type(self.transport).__name__
-        return f"<DeliveryClient sender={self.sender.address!r} transport={transport}>"
+        return f"<DeliveryClient mode={self.identity.mode} transport={transport}>"
 
     # -- composing -------------------------------------------------------------
 
@@ -104,11 +132,14 @@ class DeliveryClient:
         """Compose `email` into the exact bytes `send()` will transmit."""
         if not isinstance(email, DocumentEmail):
             raise TypeError(f"expected DocumentEmail, got {type(email).__name__}")
-        author = email.from_override or Mailbox(
-            self.sender.address, self.sender.ascii_address, self.display_name or ""
-        )
+        message_id = email.message_id or new_message_id(self.identity.message_id_domain)
+        addressing = self.identity.addressing(email, message_id)
         return compose(
-            email, sender=self.sender, author=author, reply_to=email.reply_to, now=self._clock
+            attrs.evolve(email, message_id=message_id),
+            sender=addressing.envelope_sender,
+            author=addressing.author,
+            reply_to=addressing.reply_to,
+            now=self._clock,
         )
 
     def preview(self, email: DocumentEmail | PreparedMessage) -> bytes:
