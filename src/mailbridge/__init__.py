@@ -23,6 +23,7 @@ from .errors import (
     MissingPlaceholder,
     ProtocolError,
     RecipientsRefused,
+    SenderNotAuthorized,
     SenderRefused,
     TlsError,
     TokenExpired,
@@ -31,6 +32,7 @@ from .errors import (
     UnsupportedByServer,
     VerificationError,
 )
+from .identity import PlatformRelay, SenderAuthorization
 from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, Secret, Security, SmtpSettings
@@ -58,12 +60,15 @@ __all__ = [
     "MessageFormatError",
     "MessageRejected",
     "MissingPlaceholder",
+    "PlatformRelay",
     "PreparedMessage",
     "ProtocolError",
     "RecipientsRefused",
     "Secret",
     "Security",
     "SendResult",
+    "SenderAuthorization",
+    "SenderNotAuthorized",
     "SenderRefused",
     "SmtpReply",
     "SmtpSettings",

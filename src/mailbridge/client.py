@@ -8,12 +8,20 @@ from collections.abc import Callable
 from types import TracebackType
 
 import attrs
+import dns.resolver
 
 from .addresses import Mailbox, parse_mailbox
 from .composer import PreparedMessage, compose, new_message_id
 from .errors import ConfigurationError, MailbridgeError
 from .headersafety import has_line_break
-from .identity import Identity, OwnIdentity, PlatformRelay, RelayIdentity
+from .identity import (
+    Identity,
+    OwnIdentity,
+    PlatformRelay,
+    RelayIdentity,
+    SenderAuthorization,
+    SpfIdentity,
+)
 from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
@@ -39,6 +47,8 @@ class SendResult:
     envelope_sender: str
     size: int
     archived: bool | None = None
+    mode: str = "own_smtp"
+    note: str | None = None  # e.g. why SPF imitation fell back to relay mode
 
     @property
     def ok(self) -> bool:
@@ -122,6 +132,44 @@ class DeliveryClient:
             connection_test=lambda: probe_smtp(relay.smtp),
         )
 
+    @classmethod
+    def spf_imitation(
+        cls,
+        sender: str | Mailbox,
+        relay: PlatformRelay,
+        display_name: str | None = None,
+        *,
+        fallback: bool = True,
+        resolver: dns.resolver.Resolver | None = None,
+        imap: ImapSettings | None = None,
+    ) -> DeliveryClient:
+        """Send through the platform's relay with the tenant's own address in From.
+
+        Before sending, the tenant's SPF record must authorise every IP in
+        `relay.sending_ips` (checked with `check_host`, cached for the records'
+        TTL). If it does not, the message goes out in relay mode when `fallback`
+        is set (`SendResult.note` says why), else `SenderNotAuthorized` is
+        raised with the record the tenant must publish.
+        """
+        if not isinstance(relay, PlatformRelay):
+            raise ConfigurationError("relay", "must be a PlatformRelay")
+        if not relay.sending_ips:
+            raise ConfigurationError("relay", "sending_ips must list the relay's sending IPs")
+        mailbox = parse_mailbox("sender", sender)
+        _check_display_name(display_name)
+        return cls(
+            identity=SpfIdentity(mailbox, relay, display_name, fallback, resolver),
+            transport=SmtpTransport(relay.smtp),
+            imap=imap,
+            connection_test=lambda: probe_smtp(relay.smtp),
+        )
+
+    def sender_authorization(self, *, refresh: bool = False) -> SenderAuthorization:
+        """For SPF imitation: does the tenant's SPF record authorise the relay (and DMARC)?"""
+        if not isinstance(self.identity, SpfIdentity):
+            raise MailbridgeError("sender_authorization() is for spf_imitation clients")
+        return self.identity.authorization(refresh=refresh)
+
     def __repr__(self) -> str:
         transport = type(self.transport).__name__
         return f"<DeliveryClient mode={self.identity.mode} transport={transport}>"
@@ -134,13 +182,14 @@ class DeliveryClient:
             raise TypeError(f"expected DocumentEmail, got {type(email).__name__}")
         message_id = email.message_id or new_message_id(self.identity.message_id_domain)
         addressing = self.identity.addressing(email, message_id)
-        return compose(
+        prepared = compose(
             attrs.evolve(email, message_id=message_id),
             sender=addressing.envelope_sender,
             author=addressing.author,
             reply_to=addressing.reply_to,
             now=self._clock,
         )
+        return attrs.evolve(prepared, mode=addressing.mode, note=addressing.note)
 
     def preview(self, email: DocumentEmail | PreparedMessage) -> bytes:
         """The message exactly as it would be transmitted (Bcc not included).
@@ -173,6 +222,8 @@ class DeliveryClient:
             reply=transaction.reply,
             envelope_sender=prepared.envelope_sender,
             size=len(prepared.data),
+            mode=prepared.mode,
+            note=prepared.note,
         )
 
     def test_connection(self) -> ConnectionReport:

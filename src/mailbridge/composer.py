@@ -37,6 +37,8 @@ class PreparedMessage:
     message_id: str
     bcc: tuple[str, ...] = ()
     smtputf8: bool = False
+    mode: str = "own_smtp"  # the delivery mode it was composed for
+    note: str | None = None
 
 
 def new_message_id(domain: str) -> str:

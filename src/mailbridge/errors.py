@@ -9,6 +9,7 @@ The hierarchy, so that callers can branch on what they can act on::
     │   ├── MissingPlaceholder      .field, .name: a {placeholder} has no value
     │   ├── HeaderInjection         .field: CR, LF or NUL inside a header value
     │   └── MessageFormatError      raw message bytes that cannot be sent as they are
+    ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
     ├── VerificationError           a sender-verification token is not valid
     │   ├── TokenExpired            .expired_at
     │   ├── TokenInvalid            malformed, or signed with another secret (tampered)
@@ -52,6 +53,7 @@ __all__ = [
     "MissingPlaceholder",
     "ProtocolError",
     "RecipientsRefused",
+    "SenderNotAuthorized",
     "SenderRefused",
     "TlsError",
     "TokenExpired",
@@ -122,6 +124,19 @@ class HeaderInjection(MessageError):
 
 class MessageFormatError(MessageError):
     """Message bytes that cannot be transmitted as they are (e.g. a line over 998 octets)."""
+
+
+class SenderNotAuthorized(MailbridgeError):
+    """The tenant's SPF record does not authorise the platform's relay.
+
+    `plan` (an `SpfPlan`, when the relay's include is known) says exactly what
+    the tenant must publish; `results` are the SPF results per relay IP.
+    """
+
+    def __init__(self, message: str, *, plan: Any = None, results: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.plan = plan
+        self.results = results
 
 
 class VerificationError(MailbridgeError):

@@ -11,17 +11,32 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
+import dns.resolver
 
 from .addresses import Mailbox, parse_mailbox
-from .errors import ConfigurationError
+from .dnsauth.dmarc import DmarcAlignment, dmarc_alignment
+from .dnsauth.spf import SpfResult, SpfVerdict, check_host
+from .dnsauth.spf_plan import plan_include
+from .errors import ConfigurationError, SenderNotAuthorized
 from .headersafety import has_line_break
 from .message import DocumentEmail
 from .settings import SmtpSettings
 
-__all__ = ["Addressing", "Identity", "OwnIdentity", "PlatformRelay", "RelayIdentity"]
+__all__ = [
+    "Addressing",
+    "Identity",
+    "OwnIdentity",
+    "PlatformRelay",
+    "RelayIdentity",
+    "SenderAuthorization",
+    "SpfIdentity",
+]
 
 
 @attrs.frozen
@@ -31,6 +46,8 @@ class Addressing:
     author: Mailbox
     reply_to: Mailbox | None
     envelope_sender: Mailbox
+    mode: str = "own_smtp"
+    note: str | None = None  # e.g. why SPF imitation fell back to the relay
 
 
 class Identity(Protocol):
@@ -71,7 +88,7 @@ class OwnIdentity:
     def addressing(self, email: DocumentEmail, message_id: str) -> Addressing:
         """From is the tenant (or `from_override`); Reply-To as the email says."""
         author = email.from_override or _named(self.sender, self.display_name)
-        return Addressing(author, email.reply_to, self.sender)
+        return Addressing(author, email.reply_to, self.sender, self.mode)
 
 
 def _to_noreply(value: str | Mailbox) -> Mailbox:
@@ -152,4 +169,89 @@ class RelayIdentity:
         tenant_name = self.display_name or self.tenant.display_name or self.tenant.address
         author = _named(self.relay.noreply_address, self.relay.display_name(tenant_name))
         reply_to = email.from_override or email.reply_to or _named(self.tenant, self.display_name)
-        return Addressing(author, reply_to, self.relay.envelope_sender(message_id))
+        return Addressing(author, reply_to, self.relay.envelope_sender(message_id), self.mode)
+
+
+@attrs.frozen
+class SenderAuthorization:
+    """Whether the tenant's SPF record lets the platform's relay send as the tenant.
+
+    `authorized` needs `pass` for every relay IP; `results` holds the SPF result
+    per IP; `dmarc` says whether mail in this mode will align with the tenant's
+    DMARC policy.
+    """
+
+    authorized: bool
+    reason: str
+    results: tuple[SpfResult, ...] = ()
+    dmarc: DmarcAlignment | None = None
+
+
+@attrs.define
+class SpfIdentity:
+    """The tenant's own address through the platform's relay, once SPF allows it.
+
+    The check runs before sending and is cached for the records' TTL. When it
+    fails, `fallback=True` sends in relay mode instead (the result's `note` says
+    why); otherwise `SenderNotAuthorized` is raised with the record to publish.
+    """
+
+    tenant: Mailbox
+    relay: PlatformRelay
+    display_name: str | None = None
+    fallback: bool = True
+    resolver: dns.resolver.Resolver | None = None
+    clock: Callable[[], float] = time.monotonic
+    mode: str = "spf_imitation"
+    _cached: tuple[float, SenderAuthorization] | None = attrs.field(default=None, init=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+
+    @property
+    def message_id_domain(self) -> str:
+        """The tenant's domain."""
+        return self.tenant.envelope_address.rpartition("@")[2]
+
+    def authorization(self, *, refresh: bool = False) -> SenderAuthorization:
+        """Check (or reuse a cached check of) the tenant's SPF record for every relay IP."""
+        with self._lock:
+            if not refresh and self._cached is not None and self.clock() < self._cached[0]:
+                return self._cached[1]
+            domain = self.message_id_domain
+            results = tuple(
+                check_host(ip, domain, self.tenant.envelope_address, resolver=self.resolver)
+                for ip in self.relay.sending_ips
+            )
+            failed = [r for r in results if r.result != SpfVerdict.PASS]
+            if failed:
+                reason = (
+                    f"SPF of {domain} gives {failed[0].result} for the relay: {failed[0].reason}"
+                )
+            else:
+                reason = f"SPF of {domain} authorises the relay"
+            dmarc = dmarc_alignment(
+                domain, spf_domain=domain, spf_pass=not failed, resolver=self.resolver
+            )
+            authorization = SenderAuthorization(not failed, reason, results, dmarc)
+            ttl = min((r.ttl for r in results), default=0)
+            self._cached = (self.clock() + ttl, authorization)
+            return authorization
+
+    def addressing(self, email: DocumentEmail, message_id: str) -> Addressing:
+        """The tenant's address everywhere when authorised; else fall back or raise."""
+        authorization = self.authorization()
+        if authorization.authorized:
+            author = email.from_override or _named(self.tenant, self.display_name)
+            return Addressing(author, email.reply_to, self.tenant, self.mode)
+        if self.fallback:
+            relayed = RelayIdentity(self.tenant, self.relay, self.display_name)
+            return attrs.evolve(
+                relayed.addressing(email, message_id),
+                note=f"sent in relay mode: {authorization.reason}",
+            )
+        plan = None
+        if self.relay.spf_include:
+            plan = plan_include(
+                self.message_id_domain, self.relay.spf_include, resolver=self.resolver
+            )
+        message = authorization.reason + (f". {plan.instructions}" if plan else "")
+        raise SenderNotAuthorized(message, plan=plan, results=authorization.results)

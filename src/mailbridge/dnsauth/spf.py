@@ -32,7 +32,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_DNS_TERMS = 10  # RFC 7208 4.6.4
 MAX_VOID_LOOKUPS = 2
 MAX_MX_OR_PTR = 10
-DEFAULT_TIMEOUT = 20.0  # "at least 20 seconds" for the whole check (4.6.4)
+DEFAULT_TIMEOUT = 20.0
+MAX_CACHE_TTL = 3600  # never trust a verdict longer than an hour  # "at least 20 seconds" for the whole check (4.6.4)
 
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 _MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
@@ -73,6 +74,7 @@ class SpfResult:
     explanation: str | None = None
     record: str | None = None
     lookups: int = 0
+    ttl: int = 0  # seconds the answer may be cached: the shortest TTL of the records used
 
 
 @attrs.frozen
@@ -100,6 +102,7 @@ class _State:
     helo: str
     terms: int = 0
     voids: int = 0
+    ttl: int = MAX_CACHE_TTL
 
     def count_term(self, term: str) -> None:
         self.terms += 1
@@ -136,6 +139,8 @@ class _State:
             records = []
         else:
             records = list(answer.rrset) if answer.rrset else []
+            if answer.rrset is not None:
+                self.ttl = min(self.ttl, answer.rrset.ttl)
         if not records and counts_void:
             self.void(name)
         return records
@@ -441,6 +446,8 @@ def check_host(
         helo or "unknown",
     )
     try:
-        return _Evaluator(state).check(domain)
+        result = _Evaluator(state).check(domain)
     except _Stop as stop:
-        return SpfResult(stop.verdict, domain, stop.reason, lookups=state.terms)
+        result = SpfResult(stop.verdict, domain, stop.reason)
+    ttl = 0 if result.result == SpfVerdict.TEMPERROR else state.ttl
+    return attrs.evolve(result, domain=domain, lookups=state.terms, ttl=ttl)
