@@ -157,3 +157,22 @@ def test_demo_runs_end_to_end() -> None:
     assert "Invoice-2026-0042.pdf (application/pdf" in run.stdout
     assert "refused     old-address@customer.example: 550 5.1.1" in run.stdout
     assert "Bcc header  absent" in run.stdout
+
+
+@pytest.mark.dns_server(
+    zones={
+        "acme.example": {
+            "@": {"TXT": '"v=spf1 mx -all"'},
+            "_dmarc": {"TXT": '"v=DMARC1; p=reject"'},
+        },
+        "app.example": {"spf": {"TXT": '"v=spf1 ip4:192.0.2.0/24 -all"'}},
+    }
+)
+def test_spf_and_dmarc_commands(dns_server, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    dns = ["--nameserver", "127.0.0.1", "--dns-port", str(dns_server.port), "--dns-timeout", "1"]
+    assert main(["spf", "check", "acme.example", "--ip", "192.0.2.1", *dns]) == 1
+    assert "fail: matched -all" in capsys.readouterr().out
+    assert main(["spf", "plan", "acme.example", "--include", "spf.app.example", *dns]) == 0
+    assert "publish: v=spf1 include:spf.app.example mx -all" in capsys.readouterr().out
+    assert main(["dmarc", "acme.example", *dns]) == 0
+    assert "policy reject" in capsys.readouterr().out

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import dns.resolver
+
 from . import (
     Attachment,
     DeliveryClient,
@@ -113,6 +115,63 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_PARTIAL
 
 
+def _resolver(args: argparse.Namespace) -> dns.resolver.Resolver:
+    if not args.nameserver:
+        return dns.resolver.Resolver()
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [args.nameserver]
+    resolver.port = args.dns_port
+    resolver.timeout = resolver.lifetime = args.dns_timeout
+    return resolver
+
+
+def _cmd_spf_check(args: argparse.Namespace) -> int:
+    from .dnsauth import SpfVerdict, check_host
+
+    result = check_host(args.ip, args.domain, args.sender or args.domain, resolver=_resolver(args))
+    print(f"{result.result}: {result.reason}")
+    if result.record:
+        print(f"record:      {result.record}")
+    if result.explanation:
+        print(f"explanation: {result.explanation}")
+    print(f"lookups:     {result.lookups}")
+    return EXIT_OK if result.result == SpfVerdict.PASS else EXIT_FAILED
+
+
+def _cmd_spf_plan(args: argparse.Namespace) -> int:
+    from .dnsauth import SpfPlanStatus, plan_include
+
+    plan = plan_include(args.domain, args.include, resolver=_resolver(args))
+    if plan.current_record:
+        print(f"current: {plan.current_record}")
+    if plan.new_record:
+        print(f"publish: {plan.new_record}")
+    print(plan.instructions)
+    ok = (SpfPlanStatus.NOTHING_TO_DO, SpfPlanStatus.CREATE, SpfPlanStatus.UPDATE)
+    return EXIT_OK if plan.status in ok else EXIT_FAILED
+
+
+def _cmd_dmarc(args: argparse.Namespace) -> int:
+    from .dnsauth.dmarc import lookup_dmarc
+
+    policy = lookup_dmarc(args.domain, resolver=_resolver(args))
+    if policy is None:
+        print(f"{args.domain} publishes no DMARC policy")
+        return EXIT_OK
+    print(
+        f"policy {policy.policy} (from _dmarc.{policy.domain}), pct={policy.pct}, "
+        f"aspf={policy.aspf}, adkim={policy.adkim}"
+    )
+    print(f"record: {policy.record}")
+    return EXIT_OK
+
+
+def _add_dns_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nameserver", help="ask this DNS server instead of the system's")
+    parser.add_argument("--dns-port", type=int, default=53)
+    parser.add_argument("--dns-timeout", type=float, default=5.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `mailbridge` command."""
     parser = argparse.ArgumentParser(
@@ -140,6 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--body-file", help="read the body from this UTF-8 file")
     send.add_argument("--attach", action="append", metavar="FILE", help="attach a file (repeat)")
     send.set_defaults(handler=_cmd_send)
+
+    spf = commands.add_parser("spf", help="check an SPF record, or plan the record to publish")
+    spf_commands = spf.add_subparsers(dest="spf_command", required=True)
+    check = spf_commands.add_parser("check", help="RFC 7208 check_host() for an IP")
+    check.add_argument("domain")
+    check.add_argument("--ip", required=True, help="the sending IP address")
+    check.add_argument("--sender", help="the envelope sender (default: the domain)")
+    _add_dns_options(check)
+    check.set_defaults(handler=_cmd_spf_check)
+    plan = spf_commands.add_parser("plan", help="the record that includes the platform")
+    plan.add_argument("domain")
+    plan.add_argument("--include", required=True, help="e.g. spf.app.example")
+    _add_dns_options(plan)
+    plan.set_defaults(handler=_cmd_spf_plan)
+
+    dmarc = commands.add_parser("dmarc", help="show a domain's DMARC policy")
+    dmarc.add_argument("domain")
+    _add_dns_options(dmarc)
+    dmarc.set_defaults(handler=_cmd_dmarc)
     return parser
 
 
