@@ -44,3 +44,11 @@ def test_fixtures_leave_no_thread_or_port(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
     leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert leftover == []
+
+
+def test_imap_server_fixture_and_wired_client(
+    imap_server,
+    delivery_client: DeliveryClient,  # type: ignore[no-untyped-def]
+) -> None:
+    assert delivery_client.imap == imap_server.imap_settings()
+    assert {"INBOX", "Sent"} <= set(imap_server.folders())

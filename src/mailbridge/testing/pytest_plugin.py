@@ -1,7 +1,8 @@
 """pytest fixtures of mailbridge, registered automatically when mailbridge is installed.
 
-Fixtures: `smtp_server`, `dns_server`, `autoconfig_server` and
-`delivery_client` (a `DeliveryClient` wired to `smtp_server`). Each is started for one test
+Fixtures: `smtp_server`, `imap_server`, `dns_server`, `autoconfig_server`
+and `delivery_client` (a `DeliveryClient` wired to `smtp_server`, and to
+`imap_server` when the test uses it too). Each is started for one test
 and stopped after it. Configure a server with a marker of the same name whose
 keyword arguments go to its constructor::
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from ..client import DeliveryClient
     from .autoconfig import FakeAutoconfigServer
     from .dns import FakeDnsServer
+    from .imap import FakeImapServer
     from .smtp import FakeSmtpServer
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "autoconfig_server",
     "delivery_client",
     "dns_server",
+    "imap_server",
     "smtp_server",
 ]
 
@@ -37,6 +40,7 @@ FAKE_PASSWORD = "fake-password"  # noqa: S105 (a test server's password)
 _MARKERS = {
     "smtp_server": "keyword arguments for the FakeSmtpServer of the smtp_server fixture",
     "dns_server": "keyword arguments for the FakeDnsServer of the dns_server fixture",
+    "imap_server": "keyword arguments for the FakeImapServer of the imap_server fixture",
     "autoconfig_server": "keyword arguments for the FakeAutoconfigServer fixture",
 }
 
@@ -71,6 +75,19 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
 
 
 @pytest.fixture
+def imap_server(request: pytest.FixtureRequest) -> Iterator[FakeImapServer]:
+    """A `FakeImapServer`: implicit TLS, the same user, English special-use folders.
+
+    `imap_server.imap_settings()` gives matching `ImapSettings`.
+    """
+    from .imap import FakeImapServer
+
+    options = _options(request, "imap_server", users={FAKE_USER: FAKE_PASSWORD})
+    with FakeImapServer(**options) as server:
+        yield server
+
+
+@pytest.fixture
 def dns_server(request: pytest.FixtureRequest) -> Iterator[FakeDnsServer]:
     """A `FakeDnsServer` (zones from the marker, e.g. `zones={...}`); `dns_server.resolver()`."""
     from .dns import FakeDnsServer
@@ -89,11 +106,19 @@ def autoconfig_server(request: pytest.FixtureRequest) -> Iterator[FakeAutoconfig
 
 
 @pytest.fixture
-def delivery_client(smtp_server: FakeSmtpServer) -> Iterator[DeliveryClient]:
-    """`DeliveryClient.own_smtp()` for `tenant@example.test`, sending through `smtp_server`."""
+def delivery_client(
+    request: pytest.FixtureRequest, smtp_server: FakeSmtpServer
+) -> Iterator[DeliveryClient]:
+    """`DeliveryClient.own_smtp()` for `tenant@example.test`, sending through `smtp_server`.
+
+    When the test also uses `imap_server`, the client's IMAP settings point to it.
+    """
     from ..client import DeliveryClient
 
+    imap = None
+    if "imap_server" in request.fixturenames:
+        imap = request.getfixturevalue("imap_server").imap_settings()
     with DeliveryClient.own_smtp(
-        FAKE_USER, smtp_server.smtp_settings(), display_name="Tenant GmbH"
+        FAKE_USER, smtp_server.smtp_settings(), display_name="Tenant GmbH", imap=imap
     ) as client:
         yield client
