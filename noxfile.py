@@ -13,7 +13,7 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
 @nox.session(python=["3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
     """The whole test suite (real-server tests need root and Debian's postfix + dovecot)."""
-    session.install("-e", ".[testing]", *TEST_DEPS)
+    session.install("-e", ".[testing,dkim]", *TEST_DEPS)
     session.run("pytest", *session.posargs)
 
 

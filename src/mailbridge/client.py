@@ -12,6 +12,8 @@ import dns.resolver
 
 from .addresses import Mailbox, parse_mailbox
 from .composer import PreparedMessage, compose, new_message_id
+from .dnsauth.dkim import DkimSigner
+from .dnsauth.dmarc import organizational_domain
 from .errors import ConfigurationError, MailbridgeError
 from .headersafety import has_line_break
 from .identity import (
@@ -76,8 +78,10 @@ class DeliveryClient:
         imap: ImapSettings | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         connection_test: Callable[[], ConnectionReport] | None = None,
+        dkim: DkimSigner | None = None,
     ) -> None:
         self.identity = identity
+        self.dkim = dkim
         self.transport = transport
         self.imap = imap
         self._clock = clock
@@ -142,6 +146,7 @@ class DeliveryClient:
         fallback: bool = True,
         resolver: dns.resolver.Resolver | None = None,
         imap: ImapSettings | None = None,
+        dkim: DkimSigner | None = None,
     ) -> DeliveryClient:
         """Send through the platform's relay with the tenant's own address in From.
 
@@ -149,7 +154,8 @@ class DeliveryClient:
         `relay.sending_ips` (checked with `check_host`, cached for the records'
         TTL). If it does not, the message goes out in relay mode when `fallback`
         is set (`SendResult.note` says why), else `SenderNotAuthorized` is
-        raised with the record the tenant must publish.
+        raised with the record the tenant must publish. With `dkim` (a
+        `DkimSigner` for the tenant's domain) messages are also DKIM-signed.
         """
         if not isinstance(relay, PlatformRelay):
             raise ConfigurationError("relay", "must be a PlatformRelay")
@@ -162,6 +168,7 @@ class DeliveryClient:
             transport=SmtpTransport(relay.smtp),
             imap=imap,
             connection_test=lambda: probe_smtp(relay.smtp),
+            dkim=dkim,
         )
 
     def sender_authorization(self, *, refresh: bool = False) -> SenderAuthorization:
@@ -189,7 +196,13 @@ class DeliveryClient:
             reply_to=addressing.reply_to,
             now=self._clock,
         )
-        return attrs.evolve(prepared, mode=addressing.mode, note=addressing.note)
+        prepared = attrs.evolve(prepared, mode=addressing.mode, note=addressing.note)
+        author_domain = addressing.author.envelope_address.rpartition("@")[2]
+        if self.dkim is not None and organizational_domain(author_domain) == (
+            organizational_domain(self.dkim.domain)
+        ):  # only an aligned signature helps DMARC; relay-mode fallbacks go unsigned
+            prepared = attrs.evolve(prepared, data=self.dkim.sign(prepared.data))
+        return prepared
 
     def preview(self, email: DocumentEmail | PreparedMessage) -> bytes:
         """The message exactly as it would be transmitted (Bcc not included).
