@@ -105,3 +105,42 @@ def test_dmarc_lookup_and_alignment(dns_server: FakeDnsServer) -> None:
     )
     assert not relayed.aligned and relayed.at_risk
     assert organizational_domain("mail.shop.example.co.uk") == "example.co.uk"
+
+
+@pytest.mark.realserver
+def test_spf_imitation_end_to_end_through_postfix(real_servers, dns_server: FakeDnsServer) -> None:  # type: ignore[no-untyped-def]
+    from mailbridge import SmtpSettings
+
+    real_servers.clear_mailboxes()
+    dns_server.add_record("tenant.example", "TXT", '"v=spf1 include:spf.app.example -all"')
+    relay = PlatformRelay(
+        smtp=SmtpSettings(
+            real_servers.host,
+            real_servers.submission_port,
+            "starttls",
+            username="alice@example.test",
+            password="alice-Secret-1",
+            ca_file=real_servers.ca_file,
+        ),
+        app_name="Example App",
+        noreply_address="noreply@example.test",
+        bounce_address="bounces@example.test",
+        sending_ips=("127.0.0.1",),
+    )
+    with DeliveryClient.spf_imitation(
+        "billing@tenant.example", relay, "Acme GmbH", resolver=dns_server.resolver()
+    ) as client:
+        result = client.send(
+            DocumentEmail(
+                to="bob@example.test",
+                subject="Invoice 9",
+                body="b",
+                reply_to="office@tenant.example",
+            )
+        )
+    assert result.mode == "spf_imitation"
+    (raw,) = real_servers.wait_for_messages("bob@example.test")
+    header = raw.split(b"\n\n", 1)[0].decode()
+    assert "Return-Path: <billing@tenant.example>" in header
+    assert "From: Acme GmbH <billing@tenant.example>" in header
+    assert "Reply-To: office@tenant.example" in header
