@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import errno
-import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple, TypeAlias, TypeVar, cast
+from typing import NamedTuple, TypeAlias
 
 import dns.exception
 import dns.flags
@@ -15,18 +13,19 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
-import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.resolver
-import dns.rrset
 import dns.zone
+
+from ._dns_faults import _fault, _FaultKey, _has_fault, _key
+from ._dns_transport import _bind_pair, _format_error, _TcpProtocol, _UdpProtocol
+from ._dns_zone import _add_answer, _add_soa, _rdataset, _Zone
 
 __all__ = ["DnsQuery", "FakeDnsServer"]
 
 STOP_TIMEOUT = 5.0
-PORT_ATTEMPTS = 50
 MAX_CNAME_CHAIN = 8
 DEFAULT_TTL = 300
 
@@ -35,11 +34,6 @@ RecordValues: TypeAlias = str | Sequence[str] | tuple[int, str | Sequence[str]]
 ZoneRecords: TypeAlias = Mapping[str, Mapping[str, RecordValues]]
 """Owner name (relative to the origin, "@" for the apex, or absolute) -> type -> values."""
 
-_FaultKey: TypeAlias = tuple[dns.name.Name, dns.rdatatype.RdataType | None]
-_Node: TypeAlias = dict[dns.rdatatype.RdataType, dns.rdataset.Rdataset]
-_T = TypeVar("_T")
-_SINGLETONS = (dns.rdatatype.SOA, dns.rdatatype.CNAME)
-
 
 class DnsQuery(NamedTuple):
     """One query as received: owner name (as sent, absolute), type mnemonic, "udp"/"tcp"."""
@@ -47,86 +41,6 @@ class DnsQuery(NamedTuple):
     name: str
     rdtype: str
     transport: str
-
-
-class _Zone:
-    """The record sets of one served zone, keyed by absolute owner name."""
-
-    def __init__(self, origin: dns.name.Name) -> None:
-        self.origin = origin
-        self.nodes: dict[dns.name.Name, _Node] = {}
-
-    def add(self, name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> None:
-        """Add `rdataset` at `name`: merged with the existing set, or replacing SOA/CNAME."""
-        node = self.nodes.setdefault(name, {})
-        existing = node.get(rdataset.rdtype)
-        rdatas = list(rdataset)
-        ttl = rdataset.ttl
-        if existing is not None and rdataset.rdtype not in _SINGLETONS:
-            rdatas = [*existing, *rdatas]
-            ttl = min(ttl, existing.ttl)
-        node[rdataset.rdtype] = dns.rdataset.from_rdata_list(ttl, rdatas)
-
-    def exists(self, name: dns.name.Name) -> bool:
-        """Whether `name` owns records or is an empty non-terminal."""
-        return name in self.nodes or any(owner.is_subdomain(name) for owner in self.nodes)
-
-    def soa(self) -> dns.rrset.RRset | None:
-        rdataset = self.nodes.get(self.origin, {}).get(dns.rdatatype.SOA)
-        if rdataset is None:
-            return None
-        minimum = min(getattr(rdata, "minimum", rdataset.ttl) for rdata in rdataset)
-        # RFC 2308: a negative answer's SOA has the smaller of its TTL and MINIMUM.
-        return dns.rrset.from_rdata_list(self.origin, min(rdataset.ttl, minimum), list(rdataset))
-
-
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: FakeDnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        transport = self.transport
-
-        def send(wire: bytes) -> None:
-            if transport is not None and not transport.is_closing():
-                transport.sendto(wire, addr)
-
-        self.server._dispatch(data, "udp", send)
-
-
-class _TcpProtocol(asyncio.Protocol):
-    """DNS over TCP: 2-byte length framing, any number of queries per connection."""
-
-    def __init__(self, server: FakeDnsServer) -> None:
-        self.server = server
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.server._tcp_transports.add(self.transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is not None:
-            self.server._tcp_transports.discard(self.transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= 2:
-            size = int.from_bytes(self.buffer[:2], "big")
-            if len(self.buffer) < 2 + size:
-                return
-            wire = bytes(self.buffer[2 : 2 + size])
-            del self.buffer[: 2 + size]
-            self.server._dispatch(wire, "tcp", self._send)
-
-    def _send(self, wire: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(len(wire).to_bytes(2, "big") + wire)
 
 
 class FakeDnsServer:
@@ -522,84 +436,3 @@ class FakeDnsServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _bind_pair(host: str) -> tuple[socket.socket, socket.socket]:
-    """A UDP and a TCP socket bound to the same free port on `host`."""
-    for _ in range(PORT_ATTEMPTS):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind((host, 0))
-            port = udp.getsockname()[1]
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        except BaseException:
-            udp.close()
-            raise
-        try:
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((host, port))
-        except OSError as error:
-            tcp.close()
-            udp.close()
-            if error.errno == errno.EADDRINUSE:
-                continue
-            raise
-        except BaseException:
-            tcp.close()
-            udp.close()
-            raise
-        return udp, tcp
-    raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {host}")
-
-
-def _rdataset(
-    rdtype: str, values: RecordValues, ttl: int, origin: dns.name.Name
-) -> dns.rdataset.Rdataset:
-    if isinstance(values, tuple) and values and isinstance(values[0], int):
-        ttl, values = values[0], values[1]
-    texts = [values] if isinstance(values, str) else [str(value) for value in values]
-    rdatas = [
-        dns.rdata.from_text(
-            dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), text, origin, relativize=False
-        )
-        for text in texts
-    ]
-    if not rdatas:
-        raise ValueError(f"no {rdtype} values given")
-    return dns.rdataset.from_rdata_list(ttl, rdatas)
-
-
-def _key(name: str, rdtype: str | None) -> _FaultKey:
-    return (dns.name.from_text(name), None if rdtype is None else dns.rdatatype.from_text(rdtype))
-
-
-def _fault(faults: Mapping[_FaultKey, _T], key: _FaultKey) -> _T | None:
-    """The fault for (name, type), else for (name, any type)."""
-    found = faults.get(key)
-    return faults.get((key[0], None)) if found is None else found
-
-
-def _has_fault(faults: set[_FaultKey], key: _FaultKey) -> bool:
-    return key in faults or (key[0], None) in faults
-
-
-def _add_answer(
-    response: dns.message.Message, name: dns.name.Name, rdataset: dns.rdataset.Rdataset
-) -> None:
-    response.answer.append(dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset)))
-
-
-def _add_soa(response: dns.message.Message, zone: _Zone) -> None:
-    soa = zone.soa()
-    if soa is not None:
-        response.authority.append(soa)
-
-
-def _format_error(wire: bytes) -> bytes | None:
-    """A FORMERR reply to a query we could not parse, or None to stay silent."""
-    if len(wire) < 12 or wire[2] & 0x80:  # no header, or a response
-        return None
-    reply = dns.message.Message(id=int.from_bytes(wire[:2], "big"))
-    reply.flags = dns.flags.QR
-    reply.set_rcode(dns.rcode.FORMERR)
-    return reply.to_wire()

@@ -18,7 +18,8 @@ import attrs
 import trustme
 
 from ..settings import ImapSettings, Security
-from ._imap_protocol import LAYOUTS, SYSTEM_FLAGS, Folder, Session, Store
+from ._imap_protocol import Session
+from ._imap_store import LAYOUTS, SYSTEM_FLAGS, Folder, Store
 
 __all__ = ["FakeImapServer", "ImapMessage"]
 

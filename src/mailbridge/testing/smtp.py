@@ -25,6 +25,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..settings import Security, SmtpSettings
+from ._sasl import xoauth2_user
 
 __all__ = ["FakeSmtpServer", "ReceivedMessage"]
 
@@ -158,14 +159,8 @@ class _Handler:
             if not isinstance(answer, bytes):
                 return AuthResult(success=False, handled=True)
             blob = answer
-        fields = dict(
-            part.split("=", 1)
-            for part in blob.decode("utf-8", "replace").split("\x01")
-            if "=" in part
-        )
-        user, auth = fields.get("user", ""), fields.get("auth", "")
-        token = self.server.tokens.get(user)
-        if self.server.login_reply is None and token is not None and auth == f"Bearer {token}":
+        user, valid = xoauth2_user(blob, self.server.tokens)
+        if self.server.login_reply is None and valid:
             return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
         error = {"status": "401", "schemes": "Bearer", "scope": "https://mail.example/"}
         if not isinstance(await server.challenge_auth(json.dumps(error).encode()), bytes):
