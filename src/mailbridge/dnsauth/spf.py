@@ -32,8 +32,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_DNS_TERMS = 10  # RFC 7208 4.6.4
 MAX_VOID_LOOKUPS = 2
 MAX_MX_OR_PTR = 10
-DEFAULT_TIMEOUT = 20.0
-MAX_CACHE_TTL = 3600  # never trust a verdict longer than an hour  # "at least 20 seconds" for the whole check (4.6.4)
+DEFAULT_TIMEOUT = 20.0  # "at least 20 seconds" for the whole check (4.6.4)
+MAX_CACHE_TTL = 3600  # never trust a verdict longer than an hour
 
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 _MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
