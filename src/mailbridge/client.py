@@ -24,6 +24,15 @@ from .identity import (
     SenderAuthorization,
     SpfIdentity,
 )
+from .imap import (
+    Folder,
+    SentArchiver,
+    close_imap,
+    files_own_sent_copy,
+    list_folders,
+    open_imap,
+    probe_imap,
+)
 from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
@@ -39,7 +48,10 @@ class SendResult:
 
     `accepted` lists the recipients the server took; `refused` maps every
     refused recipient to the server's reply (the message still went to the
-    others). `archived` is None while no archive is configured.
+    others). `archived` is True once a copy is in the tenant's archive folder,
+    False when archiving failed (`archive_reason` says why; the send itself
+    succeeded, retry with `DeliveryClient.archive(result)`), None when no IMAP
+    account is configured or the server files its own copy.
     """
 
     message_id: str
@@ -51,6 +63,9 @@ class SendResult:
     archived: bool | None = None
     mode: str = "own_smtp"
     note: str | None = None  # e.g. why SPF imitation fell back to relay mode
+    archive_reason: str | None = None  # why it was not archived (or skipped)
+    archive_folder: str | None = None
+    message: PreparedMessage | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def ok(self) -> bool:
@@ -79,9 +94,12 @@ class DeliveryClient:
         clock: Callable[[], dt.datetime] | None = None,
         connection_test: Callable[[], ConnectionReport] | None = None,
         dkim: DkimSigner | None = None,
+        archive_sent: bool = True,
     ) -> None:
         self.identity = identity
         self.dkim = dkim
+        self.archive_sent = archive_sent and imap is not None
+        self._archiver = SentArchiver(imap) if imap is not None else None
         self.transport = transport
         self.imap = imap
         self._clock = clock
@@ -96,8 +114,15 @@ class DeliveryClient:
         smtp: SmtpSettings,
         display_name: str | None = None,
         imap: ImapSettings | None = None,
+        *,
+        archive_sent: bool | None = None,
     ) -> DeliveryClient:
-        """Send through the tenant's own SMTP server, as `sender` (the tenant's address)."""
+        """Send through the tenant's own SMTP server, as `sender` (the tenant's address).
+
+        With `imap`, a copy of every sent message goes into the tenant's Sent
+        folder, except where the SMTP server files one itself (Gmail, Microsoft
+        365) unless `archive_sent=True` forces it.
+        """
         if not isinstance(smtp, SmtpSettings):
             raise ConfigurationError("smtp", "must be an SmtpSettings")
         if imap is not None and not isinstance(imap, ImapSettings):
@@ -109,6 +134,9 @@ class DeliveryClient:
             transport=SmtpTransport(smtp),
             imap=imap,
             connection_test=lambda: probe_smtp(smtp),
+            archive_sent=not files_own_sent_copy(smtp.host)
+            if archive_sent is None
+            else archive_sent,
         )
 
     @classmethod
@@ -228,7 +256,7 @@ class DeliveryClient:
             if self._closed:
                 raise MailbridgeError("this DeliveryClient is closed")
             transaction = self.transport.deliver(prepared)
-        return SendResult(
+        result = SendResult(
             message_id=prepared.message_id,
             accepted=transaction.accepted,
             refused=transaction.refused,
@@ -237,13 +265,57 @@ class DeliveryClient:
             size=len(prepared.data),
             mode=prepared.mode,
             note=prepared.note,
+            message=prepared,
+        )
+        if self._archiver is None:
+            return result
+        if not self.archive_sent:
+            return attrs.evolve(result, archive_reason="the SMTP server files its own copy in Sent")
+        return self.archive(result)
+
+    def archive(self, result: SendResult) -> SendResult:
+        """Store the sent message in the archive folder (again); never stores it twice.
+
+        Returns `result` with `archived`, `archive_folder` and `archive_reason`
+        updated. An archive failure is reported there, never raised.
+        """
+        if self._archiver is None:
+            raise MailbridgeError("no IMAP account is configured for archiving")
+        if result.message is None:
+            raise MailbridgeError("this SendResult does not carry its message")
+        outcome = self._archiver.archive(
+            result.message.data, message_id=result.message_id, bcc=result.message.bcc
+        )
+        return attrs.evolve(
+            result,
+            archived=outcome.archived,
+            archive_reason=outcome.reason,
+            archive_folder=outcome.folder,
         )
 
+    def list_folders(self) -> list[Folder]:
+        """The IMAP account's folders with their special-use flags (for a folder picker)."""
+        if self.imap is None:
+            raise MailbridgeError("no IMAP account is configured")
+        client = open_imap(self.imap)
+        try:
+            return list_folders(client)
+        finally:
+            close_imap(client)
+
     def test_connection(self) -> ConnectionReport:
-        """Connect, secure, log in and report each step; never sends a message."""
+        """Connect, secure, log in and report each step; never sends a message.
+
+        With an IMAP account, `report.imap` holds its own report (login and the
+        archive folder found) and `report.ok` needs both to work.
+        """
         if self._connection_test is None:
             raise MailbridgeError("this transport has no connection test")
-        return self._connection_test()
+        report = self._connection_test()
+        if self.imap is None:
+            return report
+        imap_report = probe_imap(self.imap)
+        return attrs.evolve(report, ok=report.ok and imap_report.ok, imap=imap_report)
 
     # -- lifecycle -------------------------------------------------------------
 

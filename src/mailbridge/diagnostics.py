@@ -24,7 +24,7 @@ from .errors import (
     TlsError,
 )
 from .reply import SmtpReply
-from .settings import Security, SmtpSettings
+from .settings import ImapSettings, Security, ServerSettings, SmtpSettings
 
 __all__ = [
     "auth_failed",
@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 _WELL_KNOWN_PORTS = {
+    993: Security.IMPLICIT_TLS,
+    143: Security.STARTTLS,
     465: Security.IMPLICIT_TLS,
     587: Security.STARTTLS,
     25: Security.STARTTLS,
@@ -53,7 +55,14 @@ def security_label(security: Security) -> str:
     return _SECURITY_LABEL[security]
 
 
-def port_hints(settings: SmtpSettings) -> tuple[str, ...]:
+def usual_ports(settings: ServerSettings) -> str:
+    """The usual ports for the protocol of `settings`, for advice texts."""
+    if isinstance(settings, ImapSettings):
+        return "993 (SSL/TLS) and 143 (STARTTLS)"
+    return "587 (STARTTLS) and 465 (SSL/TLS)"
+
+
+def port_hints(settings: ServerSettings) -> tuple[str, ...]:
     """Advice when the security mode does not match what the port usually speaks."""
     usual = _WELL_KNOWN_PORTS.get(settings.port)
     if usual is None or usual == settings.security:
@@ -66,7 +75,7 @@ def port_hints(settings: SmtpSettings) -> tuple[str, ...]:
     )
 
 
-def connect_failed(exc: OSError, settings: SmtpSettings) -> ConnectError:
+def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
     """DNS failure, refused connection or time-out while connecting."""
     where = f"{settings.host}:{settings.port}"
     if isinstance(exc, socket.gaierror):
@@ -89,7 +98,7 @@ def connect_failed(exc: OSError, settings: SmtpSettings) -> ConnectError:
                 Category.TIMEOUT,
                 f"No answer from {where}.",
                 (
-                    "Check the port number: 587 (STARTTLS) and 465 (SSL/TLS) are the usual ones.",
+                    f"Check the port number: {usual_ports(settings)} are the usual ones.",
                     "A firewall or your hosting provider may block outgoing connections "
                     "to this port (port 25 is often blocked).",
                 ),
@@ -103,8 +112,8 @@ def connect_failed(exc: OSError, settings: SmtpSettings) -> ConnectError:
                 Category.CONNECTION_REFUSED,
                 f"Nothing accepts connections on {where}.",
                 (
-                    "Check the port number: 587 (STARTTLS) and 465 (SSL/TLS) are the usual ones.",
-                    "Check that the server name is the SMTP server, not the web or IMAP server.",
+                    f"Check the port number: {usual_ports(settings)} are the usual ones.",
+                    "Check that the server name is the mail server, not the web server.",
                 ),
             ),
             temporary=True,
@@ -120,7 +129,7 @@ def connect_failed(exc: OSError, settings: SmtpSettings) -> ConnectError:
     )
 
 
-def tls_failed(exc: OSError, settings: SmtpSettings) -> DeliveryError:
+def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
     """A failed TLS handshake, most often a certificate or a security-mode mismatch."""
     mode_hints = port_hints(settings) or (
         "Check that the port expects the selected security mode.",

@@ -230,7 +230,9 @@ class ImapSettings(ServerSettings):
     """How to reach and log in to an IMAP server (used for Sent-folder archiving).
 
     `folder` is the archive folder the tenant picked; None means the special-use
-    Sent folder, found on the server.
+    Sent folder, found on the server. Passwords are only sent over TLS unless
+    `allow_plaintext_auth` is set.
     """
 
     folder: str | None = None
+    allow_plaintext_auth: bool = False

@@ -32,6 +32,7 @@ class ConnectionReport:
     error: DeliveryError | None = attrs.field(default=None, eq=False)
     alternative: SmtpSettings | None = None
     extensions: dict[str, str] = attrs.field(factory=dict)
+    imap: ConnectionReport | None = None  # the IMAP account's own report, when configured
 
     def __str__(self) -> str:
         lines = []
@@ -42,6 +43,8 @@ class ConnectionReport:
             lines.append("The connection works.")
         elif self.diagnosis is not None:
             lines.append(str(self.diagnosis))
+        if self.imap is not None:
+            lines += ["", "IMAP:", str(self.imap)]
         return "\n".join(lines)
 
 

@@ -1,0 +1,178 @@
+"""Opening an IMAP session with imapclient: verified TLS, STARTTLS never skipped, login."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import imapclient
+import imapclient.exceptions
+
+from .. import diagnostics
+from ..diagnosis import Category, Diagnosis
+from ..errors import AuthenticationError, ConnectError, DeliveryError, ProtocolError, TlsError
+from ..settings import ImapSettings, Security
+from ..smtp.connection import Step
+
+__all__ = ["close_imap", "open_imap"]
+
+
+def _auth_failed(settings: ImapSettings, text: str) -> AuthenticationError:
+    lowered = text.lower()
+    hints = ["Check the user name (usually the full email address) and the password."]
+    category = Category.AUTH_FAILED
+    if "application-specific password" in lowered or "app password" in lowered:
+        category = Category.APP_PASSWORD_REQUIRED
+        hints.insert(0, "This account needs an app password (with 2-step verification).")
+    else:
+        hints.append(
+            "If this account uses two-factor authentication, create an app password and use it."
+        )
+    return AuthenticationError(
+        f"the IMAP server refused the login for {settings.username!r}: {text}",
+        diagnosis=Diagnosis(category, "The user name or password was rejected.", tuple(hints)),
+    )
+
+
+def _protocol(exc: Exception) -> ProtocolError:
+    return ProtocolError(
+        f"the IMAP server answered unexpectedly: {exc}",
+        diagnosis=Diagnosis(
+            Category.PROTOCOL,
+            "The server does not speak IMAP as expected.",
+            ("Check the port number and the security setting.",),
+        ),
+    )
+
+
+@contextmanager
+def _step(name: str, observer: Callable[[Step], None] | None) -> Iterator[list[str]]:
+    started = time.perf_counter()
+    note = [""]
+    try:
+        yield note
+    except BaseException as exc:
+        if observer:
+            observer(Step(name, False, time.perf_counter() - started, str(exc)))
+        raise
+    if observer:
+        observer(Step(name, True, time.perf_counter() - started, note[0]))
+
+
+def _connect(settings: ImapSettings, context: ssl.SSLContext) -> imapclient.IMAPClient:
+    timeout = imapclient.SocketTimeout(
+        connect=settings.connect_timeout, read=settings.command_timeout
+    )
+    try:
+        return imapclient.IMAPClient(
+            settings.host,
+            settings.port,
+            ssl=settings.security == Security.IMPLICIT_TLS,
+            ssl_context=context,
+            timeout=timeout,
+        )
+    except (ssl.SSLError, ssl.CertificateError) as exc:
+        raise diagnostics.tls_failed(exc, settings) from None
+    except OSError as exc:
+        if isinstance(exc, socket.timeout) and settings.security != Security.IMPLICIT_TLS:
+            raise ConnectError(
+                "the IMAP server did not greet",
+                diagnosis=Diagnosis(
+                    Category.TIMEOUT,
+                    "The server did not greet; it may expect TLS immediately.",
+                    (*diagnostics.port_hints(settings), "Port 993 usually needs SSL/TLS."),
+                ),
+                temporary=True,
+            ) from None
+        raise diagnostics.connect_failed(exc, settings) from None
+    except imapclient.exceptions.IMAPClientError as exc:
+        raise _protocol(exc) from None
+
+
+def open_imap(
+    settings: ImapSettings, observer: Callable[[Step], None] | None = None
+) -> imapclient.IMAPClient:
+    """A logged-in `IMAPClient` for `settings`; raises a `DeliveryError` subclass on failure."""
+    context = settings.create_ssl_context()
+    with _step("connect", observer) as note:
+        client = _connect(settings, context)
+        note[0] = f"{settings.host}:{settings.port}"
+    try:
+        if settings.security == Security.STARTTLS:
+            with _step("starttls", observer) as note:
+                if not client.has_capability("STARTTLS"):
+                    raise TlsError(
+                        "the IMAP server does not offer STARTTLS; refusing to continue",
+                        diagnosis=Diagnosis(
+                            Category.STARTTLS_NOT_OFFERED,
+                            "The server does not offer an encrypted connection on this port.",
+                            ("Try port 993 with SSL/TLS.",),
+                        ),
+                    )
+                try:
+                    client.starttls(context)  # imaplib drops everything read before the handshake
+                except (ssl.SSLError, ssl.CertificateError) as exc:
+                    raise diagnostics.tls_failed(exc, settings) from None
+                note[0] = "TLS"
+        if settings.username is not None:
+            with _step("login", observer) as note:
+                _login(client, settings)
+                note[0] = f"as {settings.username}"
+    except BaseException:
+        close_imap(client)
+        raise
+    return client
+
+
+def _login(client: imapclient.IMAPClient, settings: ImapSettings) -> None:
+    encrypted = settings.security != Security.NONE
+    if not encrypted and not settings.allow_plaintext_auth:
+        raise AuthenticationError(
+            "refusing to send the password over an unencrypted IMAP connection",
+            diagnosis=Diagnosis(
+                Category.AUTH_REQUIRES_TLS,
+                "The password would travel unencrypted, so it was not sent.",
+                ("Choose SSL/TLS (usually port 993) or STARTTLS (usually 143).",),
+            ),
+        )
+    assert settings.username is not None
+    try:
+        if settings.oauth2_token is not None:
+            try:
+                token = settings.oauth2_token()
+            except Exception:
+                raise AuthenticationError(
+                    "the OAuth2 token provider failed",
+                    diagnosis=Diagnosis(
+                        Category.AUTH_FAILED,
+                        "No OAuth2 access token could be obtained.",
+                        ("Sign in again to the email account to renew the authorisation.",),
+                    ),
+                ) from None
+            client.oauth2_login(settings.username, token)
+        else:
+            assert settings.password is not None
+            client.login(settings.username, settings.password.reveal())
+    except imapclient.exceptions.LoginError as exc:
+        raise _auth_failed(settings, str(exc)) from None
+    except DeliveryError:
+        raise
+    except (OSError, imapclient.exceptions.IMAPClientError) as exc:
+        raise ConnectError(
+            f"the IMAP connection failed during login ({type(exc).__name__})",
+            diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was lost."),
+            temporary=True,
+        ) from None
+
+
+def close_imap(client: imapclient.IMAPClient) -> None:
+    """LOGOUT politely, or just close; never raises."""
+    try:
+        client.logout()
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.shutdown()
