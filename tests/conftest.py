@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,18 +39,23 @@ def invoice_pdf(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealMailServers]:
+def real_servers() -> Iterator[RealMailServers]:
     """Postfix + Dovecot on loopback, shared by the tests of a session (mailboxes cleared)."""
     available, reason = availability()
     if not available:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the real-server tests, but: {reason}")
         pytest.skip(reason)
-    with RealMailServers(
-        tmp_path_factory.mktemp("realservers"),
-        users={"alice@example.test": "alice-Secret-1", "bob@example.test": "bob-Secret-2"},
-    ) as servers:
-        yield servers
+    # Not under pytest's basetemp: another pytest run on the machine may rotate it away.
+    directory = Path(tempfile.mkdtemp(prefix="mailbridge-realservers-"))
+    try:
+        with RealMailServers(
+            directory,
+            users={"alice@example.test": "alice-Secret-1", "bob@example.test": "bob-Secret-2"},
+        ) as servers:
+            yield servers
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

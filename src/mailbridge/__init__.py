@@ -33,6 +33,7 @@ from .errors import (
     VerificationError,
 )
 from .identity import PlatformRelay, SenderAuthorization
+from .imap import Checkpoint, DocumentKind, ImportBatch, ImportedDocument, InboxImporter
 from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, Secret, Security, SmtpSettings
@@ -44,6 +45,7 @@ __all__ = [
     "Attachment",
     "AuthenticationError",
     "Category",
+    "Checkpoint",
     "ConfigurationError",
     "ConnectError",
     "ConnectionReport",
@@ -51,8 +53,12 @@ __all__ = [
     "DeliveryError",
     "Diagnosis",
     "DocumentEmail",
+    "DocumentKind",
     "HeaderInjection",
     "ImapSettings",
+    "ImportBatch",
+    "ImportedDocument",
+    "InboxImporter",
     "InvalidAddress",
     "Mailbox",
     "MailbridgeError",

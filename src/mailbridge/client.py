@@ -25,7 +25,10 @@ from .identity import (
     SpfIdentity,
 )
 from .imap import (
+    Checkpoint,
     Folder,
+    ImportBatch,
+    InboxImporter,
     SentArchiver,
     close_imap,
     files_own_sent_copy,
@@ -292,6 +295,18 @@ class DeliveryClient:
             archive_reason=outcome.reason,
             archive_folder=outcome.folder,
         )
+
+    def import_documents(
+        self, checkpoint: Checkpoint | None = None, *, folder: str = "INBOX"
+    ) -> ImportBatch:
+        """Import the documents that arrived in `folder` since `checkpoint` (see InboxImporter).
+
+        The messages are marked `$Imported`; persist the returned batch's
+        `checkpoint` for the next call.
+        """
+        if self.imap is None:
+            raise MailbridgeError("no IMAP account is configured")
+        return InboxImporter(self.imap, folder=folder).run(checkpoint)
 
     def list_folders(self) -> list[Folder]:
         """The IMAP account's folders with their special-use flags (for a folder picker)."""

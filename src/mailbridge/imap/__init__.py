@@ -1,16 +1,24 @@
-"""IMAP: archiving sent mail into the tenant's Sent folder."""
+"""IMAP: archiving sent mail into the tenant's Sent folder, importing incoming invoices."""
 
 from .archiver import ArchiveOutcome, SentArchiver, files_own_sent_copy
 from .connection import close_imap, open_imap
+from .documents import DocumentKind, detect_kind
 from .folders import SENT_FOLDER_NAMES, Folder, find_sent_folder, list_folders
+from .importer import Checkpoint, ImportBatch, ImportedDocument, InboxImporter
 from .probe import probe_imap
 
 __all__ = [
     "SENT_FOLDER_NAMES",
     "ArchiveOutcome",
+    "Checkpoint",
+    "DocumentKind",
     "Folder",
+    "ImportBatch",
+    "ImportedDocument",
+    "InboxImporter",
     "SentArchiver",
     "close_imap",
+    "detect_kind",
     "files_own_sent_copy",
     "find_sent_folder",
     "list_folders",

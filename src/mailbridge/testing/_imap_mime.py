@@ -113,7 +113,17 @@ class Part:
             subtype = quote(meta.get_content_subtype())
             if not extensible:
                 return b"(" + inner + b" " + subtype + b")"
-            return b"(" + inner + b" " + subtype + b" " + self._params() + b" NIL NIL NIL)"
+            return (
+                b"("
+                + inner
+                + b" "
+                + subtype
+                + b" "
+                + self._params()
+                + b" "
+                + self._disposition()
+                + b" NIL NIL)"
+            )
         encoding = (meta.get("content-transfer-encoding") or "7bit").strip().lower()
         fields = [
             quote(meta.get_content_maintype()),
@@ -132,9 +142,21 @@ class Part:
             ]
         elif meta.get_content_maintype() == "text":
             fields.append(str(self.body.count(b"\n")).encode())
-        if extensible:
-            fields += [b"NIL", b"NIL", b"NIL", b"NIL"]
+        if extensible:  # md5, disposition, language, location (RFC 3501 7.4.2)
+            fields += [b"NIL", self._disposition(), b"NIL", b"NIL"]
         return b"(" + b" ".join(fields) + b")"
+
+    def _disposition(self) -> bytes:
+        value = self.meta.get("content-disposition")
+        if value is None:
+            return b"NIL"
+        kind = value.split(";", 1)[0].strip().lower() or "attachment"
+        pairs = []
+        for key, raw in (self.meta.get_params(header="content-disposition") or [])[1:]:
+            text = email.utils.collapse_rfc2231_value(raw)
+            pairs.append(quote(key.rstrip("*").lower()) + b" " + quote(str(text)))
+        params = b"(" + b" ".join(pairs) + b")" if pairs else b"NIL"
+        return b"(" + quote(kind) + b" " + params + b")"
 
     def _params(self) -> bytes:
         params = (self.meta.get_params() or [])[1:]

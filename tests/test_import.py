@@ -1,0 +1,180 @@
+"""Importing incoming invoices exactly once, from FakeImapServer and from Dovecot."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mailbridge import (
+    Attachment,
+    Checkpoint,
+    DocumentEmail,
+    DocumentKind,
+    ImapSettings,
+    InboxImporter,
+    SmtpSettings,
+)
+from mailbridge.addresses import parse_mailbox
+from mailbridge.composer import compose
+from mailbridge.imap import detect_kind
+from mailbridge.testing import FakeImapServer
+from mailbridge.testing.realservers import RealMailServers
+
+from .conftest import INVOICE_PDF, USER
+
+UBL = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Invoice xmlns="urn:oasis:names:specification:'
+    b'ubl:schema:xsd:Invoice-2"><ID>R-17</ID></Invoice>'
+)
+UBL_CREDIT = (
+    b'<CreditNote xmlns="urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2">'
+    b"<ID>G-2</ID></CreditNote>"
+)
+CII = (
+    b'<rsm:CrossIndustryInvoice xmlns:rsm="urn:un:unece:uncefact:data:standard:'
+    b'CrossIndustryInvoice:100"><rsm:ExchangedDocument/></rsm:CrossIndustryInvoice>'
+)
+SUPPLIER = parse_mailbox("from", "Supplier AG <billing@supplier.example>")
+
+
+def _mail(subject: str, *attachments: Attachment) -> bytes:
+    email = DocumentEmail(
+        to=USER, subject=subject, body="Please find attached.", attachments=attachments
+    )
+    return compose(email, sender=SUPPLIER, author=SUPPLIER).data
+
+
+MIXED = [
+    _mail("Invoice 17", Attachment("R-17.pdf", INVOICE_PDF), Attachment("R-17.xml", UBL)),
+    _mail("Newsletter"),
+    _mail("Credit note", Attachment("gutschrift.dat", UBL_CREDIT)),  # recognised by content
+    _mail("ZUGFeRD", Attachment("factur-x.xml", CII)),
+    _mail("Photo", Attachment("photo.jpg", b"\xff\xd8\xff\xe0 not a document")),
+    _mail("Random XML", Attachment("config.xml", b"<settings><a/></settings>")),
+]
+
+
+def test_detect_kind_by_content() -> None:
+    assert detect_kind(INVOICE_PDF) == DocumentKind.PDF
+    assert detect_kind(UBL) == DocumentKind.UBL_INVOICE
+    assert detect_kind(UBL_CREDIT) == DocumentKind.UBL_CREDIT_NOTE
+    assert detect_kind(CII) == DocumentKind.CII
+    assert detect_kind(b"<a/>") == DocumentKind.XML
+    assert detect_kind(b"hello") is None
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><l>&b;</l>'
+    )
+    assert detect_kind(bomb) is None  # entities and DTDs are refused
+
+
+def _check_mixed_import(importer: InboxImporter) -> Checkpoint:
+    batch = importer.fetch()
+    kinds = sorted((d.filename, d.kind) for d in batch.documents)
+    assert kinds == sorted(
+        [
+            ("R-17.pdf", DocumentKind.PDF),
+            ("R-17.xml", DocumentKind.UBL_INVOICE),
+            ("gutschrift.dat", DocumentKind.UBL_CREDIT_NOTE),
+            ("factur-x.xml", DocumentKind.CII),
+            ("config.xml", DocumentKind.XML),
+        ]
+    )
+    pdf = next(d for d in batch.documents if d.kind == DocumentKind.PDF)
+    assert pdf.content == INVOICE_PDF
+    assert pdf.sender == "billing@supplier.example" and pdf.subject == "Invoice 17"
+    assert pdf.message_id and pdf.uid and pdf.uidvalidity
+    assert batch.messages_scanned == len(MIXED)
+    # nothing is marked until commit: fetching again gives the same documents
+    assert len(importer.fetch().documents) == len(batch.documents)
+    checkpoint = importer.commit(batch)
+    again = importer.fetch(checkpoint)
+    assert again.documents == () and again.messages_scanned == 0
+    # even without the checkpoint, the keyword keeps them from coming back
+    assert importer.fetch().documents == ()
+    return checkpoint
+
+
+def test_import_mixed_mail_exactly_once_from_the_fake() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        for raw in MIXED:
+            server.seed("INBOX", raw, user=USER)
+        importer = InboxImporter(server.imap_settings(), batch_size=2)
+        checkpoint = _check_mixed_import(importer)
+        server.seed("INBOX", _mail("Invoice 18", Attachment("R-18.pdf", INVOICE_PDF)), user=USER)
+        batch = importer.run(checkpoint)
+        assert [d.filename for d in batch.documents] == ["R-18.pdf"]
+        assert batch.checkpoint.last_uid > checkpoint.last_uid
+
+
+def test_uidvalidity_change_does_not_import_twice() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        for raw in MIXED[:2]:
+            server.seed("INBOX", raw, user=USER)
+        importer = InboxImporter(server.imap_settings())
+        first = importer.run()
+        assert len(first.documents) == 2
+        server.change_uidvalidity("INBOX")
+        server.seed("INBOX", _mail("Invoice 19", Attachment("R-19.pdf", INVOICE_PDF)), user=USER)
+        second = importer.run(first.checkpoint)
+        assert second.uidvalidity_changed
+        assert [d.filename for d in second.documents] == ["R-19.pdf"]
+
+
+def test_move_to_a_folder_instead_of_marking() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.create_folder("Imported")
+        server.seed("INBOX", MIXED[0], user=USER)
+        importer = InboxImporter(server.imap_settings(), mark=None, move_to="Imported")
+        assert len(importer.run().documents) == 2
+        assert server.messages("INBOX", user=USER) == []
+        assert len(server.messages("Imported", user=USER)) == 1
+
+
+@pytest.mark.realserver
+def test_import_from_dovecot_exactly_once(real_servers: RealMailServers) -> None:
+    from mailbridge import DeliveryClient
+
+    real_servers.clear_mailboxes()
+    smtp = SmtpSettings(
+        real_servers.host,
+        real_servers.submission_port,
+        "starttls",
+        username="bob@example.test",
+        password="bob-Secret-2",
+        ca_file=real_servers.ca_file,
+    )
+    with DeliveryClient.own_smtp("bob@example.test", smtp) as sender:
+        for raw in MIXED:
+            message = compose(
+                DocumentEmail(to="alice@example.test", subject="x", body="x"),
+                sender=SUPPLIER,
+                author=SUPPLIER,
+            )
+            sender.transport.deliver(
+                type(message)(raw, "bob@example.test", ("alice@example.test",), "<x@y>")
+            )
+    real_servers.wait_for_messages("alice@example.test", count=len(MIXED))
+    imap = ImapSettings(
+        real_servers.host,
+        real_servers.imap_port,
+        "starttls",
+        username="alice@example.test",
+        password="alice-Secret-1",
+        ca_file=real_servers.ca_file,
+    )
+    _check_mixed_import(InboxImporter(imap))
+
+
+@pytest.mark.realserver
+def test_import_1000_messages_timing(real_servers: RealMailServers) -> None:
+    """Not a timed assertion: prints the figure for the closing note."""
+    with FakeImapServer(users={USER: "pw"}) as server:
+        for n in range(1000):
+            server.seed("INBOX", MIXED[n % len(MIXED)], user=USER)
+        started = time.perf_counter()
+        batch = InboxImporter(server.imap_settings()).run()
+        elapsed = time.perf_counter() - started
+    assert batch.messages_scanned == 1000
+    print(f"\nimported {len(batch.documents)} documents from 1000 messages in {elapsed:.2f} s")
