@@ -9,6 +9,7 @@ The hierarchy, so that callers can branch on what they can act on::
     │   ├── MissingPlaceholder      .field, .name: a {placeholder} has no value
     │   ├── HeaderInjection         .field: CR, LF or NUL inside a header value
     │   └── MessageFormatError      raw message bytes that cannot be sent as they are
+    ├── AutoconfigError             an autoconfig document cannot be used (ValueError)
     ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
     ├── VerificationError           a sender-verification token is not valid
     │   ├── TokenExpired            .expired_at
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "AutoconfigError",
     "ConfigurationError",
     "ConnectError",
     "DeliveryError",
@@ -124,6 +126,10 @@ class HeaderInjection(MessageError):
 
 class MessageFormatError(MessageError):
     """Message bytes that cannot be transmitted as they are (e.g. a line over 998 octets)."""
+
+
+class AutoconfigError(MailbridgeError, ValueError):
+    """An autoconfig document (or the address given with it) cannot be used."""
 
 
 class SenderNotAuthorized(MailbridgeError):

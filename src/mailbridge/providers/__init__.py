@@ -1,0 +1,35 @@
+"""Mail provider presets: servers, login quirks and advice for well-known providers.
+
+`ProviderRegistry.default()` holds the built-in presets shipped with mailbridge;
+look a provider up by address domain (`by_domain`), by MX host of a custom domain
+(`by_mx`) or by id (`by_id`), and add your own with `register` or `load`, which
+return a new registry and leave the default untouched.
+"""
+
+from .registry import (
+    AUTH_METHODS,
+    PLACEHOLDERS,
+    USERNAME_FORMS,
+    AuthMethod,
+    Endpoint,
+    OAuth2Info,
+    Provider,
+    ProviderRegistry,
+    UsernameForm,
+    expand,
+    normalize_domain,
+)
+
+__all__ = [
+    "AUTH_METHODS",
+    "PLACEHOLDERS",
+    "USERNAME_FORMS",
+    "AuthMethod",
+    "Endpoint",
+    "OAuth2Info",
+    "Provider",
+    "ProviderRegistry",
+    "UsernameForm",
+    "expand",
+    "normalize_domain",
+]
