@@ -178,3 +178,29 @@ def test_import_1000_messages_timing(real_servers: RealMailServers) -> None:
         elapsed = time.perf_counter() - started
     assert batch.messages_scanned == 1000
     print(f"\nimported {len(batch.documents)} documents from 1000 messages in {elapsed:.2f} s")
+
+
+def test_watch_imports_new_mail_as_it_arrives() -> None:
+    import threading
+
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", MIXED[0], user=USER)
+        importer = InboxImporter(server.imap_settings())
+        stop = threading.Event()
+        batches = importer.watch(stop=stop, max_seconds=10, idle_seconds=5)
+        first = next(batches)
+        assert len(first.documents) == 2
+        timer = threading.Timer(
+            0.3,
+            lambda: server.seed(
+                "INBOX", _mail("Late", Attachment("L.pdf", INVOICE_PDF)), user=USER
+            ),
+        )
+        timer.start()
+        started = time.monotonic()
+        second = next(batches)
+        assert time.monotonic() - started < 5  # woken by IDLE, not by the timeout
+        assert [d.filename for d in second.documents] == ["L.pdf"]
+        stop.set()
+        assert list(batches) == []
+        timer.join()

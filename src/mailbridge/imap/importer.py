@@ -7,6 +7,8 @@ import binascii
 import datetime as dt
 import email.header
 import quopri
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -202,6 +204,47 @@ class InboxImporter:
         batch = self.fetch(checkpoint)
         self.commit(batch)
         return batch
+
+    def watch(
+        self,
+        checkpoint: Checkpoint | None = None,
+        *,
+        stop: threading.Event | None = None,
+        max_seconds: float = 3600.0,
+        idle_seconds: float = 300.0,
+    ) -> Iterator[ImportBatch]:
+        """Import now, then wait with IDLE for new mail and import again; yields each batch.
+
+        Bounded: ends after `max_seconds`, or as soon as `stop` is set (checked
+        at least every `idle_seconds`, which stays under the 29 minutes after
+        which servers may drop an idle client).
+        """
+        deadline = time.monotonic() + max_seconds
+        stop = stop or threading.Event()
+        while not stop.is_set() and time.monotonic() < deadline:
+            batch = self.run(checkpoint)
+            checkpoint = batch.checkpoint
+            if batch.uids:
+                yield batch
+            client = open_imap(self.settings)
+            try:
+                client.select_folder(self.folder, readonly=True)
+                if not client.has_capability("IDLE"):
+                    stop.wait(min(idle_seconds, max(0.0, deadline - time.monotonic())))
+                    continue
+                client.idle()
+                try:
+                    wait = min(idle_seconds, max(0.0, deadline - time.monotonic()))
+                    ends = time.monotonic() + wait
+                    while not stop.is_set() and time.monotonic() < ends:
+                        if any(
+                            r[1] == b"EXISTS" for r in client.idle_check(timeout=0.2) if len(r) > 1
+                        ):
+                            break
+                finally:
+                    client.idle_done()
+            finally:
+                close_imap(client)
 
     def _fetch(self, client: imapclient.IMAPClient, checkpoint: Checkpoint | None) -> ImportBatch:
         selected = client.select_folder(self.folder, readonly=True)
