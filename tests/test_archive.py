@@ -175,3 +175,17 @@ def test_one_copy_in_dovecots_sent_folder(real_servers: RealMailServers) -> None
         assert len(uids) == 1
         flags = check.get_flags(uids)[uids[0]]
         assert b"\\Seen" in flags
+
+
+def test_imap_security_mismatch_suggests_the_working_mode() -> None:
+    from mailbridge import Security
+    from mailbridge.imap import probe_imap
+
+    with FakeImapServer(tls="starttls", users={USER: "pw"}) as server:
+        wrong = server.imap_settings(security=Security.IMPLICIT_TLS)
+        report = probe_imap(wrong)
+    assert not report.ok
+    assert report.diagnosis is not None
+    assert report.diagnosis.category == Category.EXPECTED_PLAINTEXT
+    assert report.imap_alternative is not None
+    assert report.imap_alternative.security is Security.STARTTLS

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import attrs
+
+from ..diagnosis import Category, Diagnosis
+from ..diagnostics import security_label
 from ..errors import DeliveryError
-from ..settings import ImapSettings
+from ..settings import ImapSettings, Security
 from ..smtp.connection import Step
 from ..smtp.probe import ConnectionReport
 from .connection import close_imap, open_imap
@@ -11,14 +15,57 @@ from .folders import find_sent_folder, list_folders
 
 __all__ = ["probe_imap"]
 
+_MODE_PROBLEMS = frozenset(
+    {
+        Category.EXPECTED_PLAINTEXT,
+        Category.TIMEOUT,
+        Category.TLS_HANDSHAKE,
+        Category.PROTOCOL,
+        Category.CONNECTION_LOST,
+        Category.STARTTLS_NOT_OFFERED,
+    }
+)
 
-def probe_imap(settings: ImapSettings) -> ConnectionReport:
-    """Connect, secure, log in and find the archive folder, reporting each step."""
+
+def probe_imap(settings: ImapSettings, *, try_alternative: bool = True) -> ConnectionReport:
+    """Connect, secure, log in and find the archive folder, reporting each step.
+
+    When the security mode seems not to match the port, the other mode is tried
+    on the same port and, if it works, returned as `alternative`.
+    """
     steps: list[Step] = []
     try:
         client = open_imap(settings, observer=steps.append)
     except DeliveryError as exc:
-        return ConnectionReport(False, tuple(steps), exc.diagnosis, exc)
+        diagnosis = exc.diagnosis
+        alternative = None
+        if (
+            try_alternative
+            and diagnosis.category in _MODE_PROBLEMS
+            and (settings.security != Security.NONE)
+        ):
+            other = (
+                Security.STARTTLS
+                if settings.security == Security.IMPLICIT_TLS
+                else Security.IMPLICIT_TLS
+            )
+            candidate = attrs.evolve(
+                settings, security=other, command_timeout=min(settings.command_timeout, 10.0)
+            )
+            result = probe_imap(candidate, try_alternative=False)
+            if any(step.name == "login" and step.ok for step in result.steps) or result.ok:
+                alternative = attrs.evolve(settings, security=other)
+                label = security_label(other)
+                diagnosis = Diagnosis(
+                    Category.EXPECTED_IMPLICIT_TLS
+                    if other == Security.IMPLICIT_TLS
+                    else Category.EXPECTED_PLAINTEXT,
+                    f"The IMAP server on port {settings.port} uses {label}: choose {label}.",
+                    (f"A test with {label} on port {settings.port} worked.",),
+                )
+        return ConnectionReport(
+            False, tuple(steps), diagnosis, exc, alternative=None, imap_alternative=alternative
+        )
     try:
         folders = list_folders(client)
         folder = settings.folder or find_sent_folder(client, folders)
@@ -26,4 +73,13 @@ def probe_imap(settings: ImapSettings) -> ConnectionReport:
         steps.append(Step("folder", found, 0.0, folder or "no Sent folder found"))
     finally:
         close_imap(client)
-    return ConnectionReport(found, tuple(steps))
+    diagnosis = (
+        None
+        if found
+        else Diagnosis(
+            Category.PROTOCOL,
+            "No archive folder was found on the IMAP account.",
+            ("Choose the folder for sent mail in the settings.",),
+        )
+    )
+    return ConnectionReport(found, tuple(steps), missing)

@@ -7,7 +7,7 @@ import attrs
 from ..diagnosis import Category, Diagnosis
 from ..diagnostics import security_label
 from ..errors import DeliveryError
-from ..settings import Security, SmtpSettings
+from ..settings import ImapSettings, Security, SmtpSettings
 from .connection import SmtpConnection, Step
 
 __all__ = ["ConnectionReport", "probe_smtp"]
@@ -33,6 +33,7 @@ class ConnectionReport:
     alternative: SmtpSettings | None = None
     extensions: dict[str, str] = attrs.field(factory=dict)
     imap: ConnectionReport | None = None  # the IMAP account's own report, when configured
+    imap_alternative: ImapSettings | None = None  # for an IMAP report: the mode that works
 
     def __str__(self) -> str:
         lines = []
