@@ -73,7 +73,7 @@ def probe_imap(settings: ImapSettings, *, try_alternative: bool = True) -> Conne
         steps.append(Step("folder", found, 0.0, folder or "no Sent folder found"))
     finally:
         close_imap(client)
-    diagnosis = (
+    missing = (
         None
         if found
         else Diagnosis(
