@@ -176,3 +176,23 @@ def test_spf_and_dmarc_commands(dns_server, capsys: pytest.CaptureFixture[str]) 
     assert "publish: v=spf1 include:spf.app.example mx -all" in capsys.readouterr().out
     assert main(["dmarc", "acme.example", *dns]) == 0
     assert "policy reject" in capsys.readouterr().out
+
+
+@pytest.mark.dns_server(zones={"acme.example": {"@": {"MX": "10 aspmx.l.google.com."}}})
+def test_discover_and_providers_commands(dns_server, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    dns = ["--nameserver", "127.0.0.1", "--dns-port", str(dns_server.port), "--dns-timeout", "1"]
+    assert main(["discover", "billing@acme.example", "--no-guess", "--timeout", "3", *dns]) == 0
+    out = capsys.readouterr().out
+    assert "smtp.gmail.com:465" in out and "found via MX aspmx.l.google.com" in out
+    assert (
+        main(["discover", "billing@acme.example", "--json", "--no-guess", "--timeout", "3", *dns])
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert data["provider"] == "google-workspace" and data["smtp"][0]["source"] == "mx"
+    assert main(["providers", "--domain", "gmx.de"]) == 0
+    assert "mail.gmx.net:465" in capsys.readouterr().out
+    assert main(["providers"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) >= 40

@@ -11,6 +11,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import dns.resolver
 
@@ -166,6 +167,59 @@ def _cmd_dmarc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from .providers import discover
+
+    resolver = _resolver(args) if args.nameserver else None
+    result = discover(args.email, resolver=resolver, timeout=args.timeout, guess=not args.no_guess)
+    if args.json:
+        import json
+
+        def candidate(c: Any) -> dict[str, Any]:
+            return {
+                "host": c.host,
+                "port": c.port,
+                "security": c.security.value,
+                "username": c.username,
+                "auth_methods": list(c.auth_methods),
+                "source": c.source,
+                "trusted": c.trusted,
+                "explanation": c.explanation,
+            }
+
+        print(
+            json.dumps(
+                {
+                    "email": result.email,
+                    "provider": result.provider.id if result.provider else None,
+                    "smtp": [candidate(c) for c in result.smtp],
+                    "imap": [candidate(c) for c in result.imap],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(result)
+    return EXIT_OK if result.smtp else EXIT_FAILED
+
+
+def _cmd_providers(args: argparse.Namespace) -> int:
+    from .providers import ProviderRegistry
+
+    registry = ProviderRegistry.default()
+    providers = list(registry)
+    if args.domain:
+        found = registry.by_domain(args.domain)
+        if found is None:
+            print(f"no provider preset for {args.domain}")
+            return EXIT_FAILED
+        providers = [found]
+    for provider in providers:
+        smtp = ", ".join(f"{e.host}:{e.port} {e.security.value}" for e in provider.smtp)
+        print(f"{provider.id:<18} {provider.name:<32} {smtp}")
+    return EXIT_OK
+
+
 def _add_dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nameserver", help="ask this DNS server instead of the system's")
     parser.add_argument("--dns-port", type=int, default=53)
@@ -218,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     dmarc.add_argument("domain")
     _add_dns_options(dmarc)
     dmarc.set_defaults(handler=_cmd_dmarc)
+
+    find = commands.add_parser("discover", help="find SMTP and IMAP settings for an address")
+    find.add_argument("email")
+    find.add_argument("--json", action="store_true", help="machine-readable output")
+    find.add_argument("--no-guess", action="store_true", help="do not probe common host names")
+    find.add_argument("--timeout", type=float, default=10.0)
+    _add_dns_options(find)
+    find.set_defaults(handler=_cmd_discover)
+
+    providers = commands.add_parser("providers", help="list the built-in provider presets")
+    providers.add_argument("--domain", help="only the provider for this address domain")
+    providers.set_defaults(handler=_cmd_providers)
     return parser
 
 

@@ -6,6 +6,8 @@ look a provider up by address domain (`by_domain`), by MX host of a custom domai
 return a new registry and leave the default untouched.
 """
 
+from .discovery import Candidate, DiscoveryResult, SourceReport, discover
+from .fetch import Fetcher, HttpsFetcher
 from .registry import (
     AUTH_METHODS,
     PLACEHOLDERS,
@@ -25,11 +27,17 @@ __all__ = [
     "PLACEHOLDERS",
     "USERNAME_FORMS",
     "AuthMethod",
+    "Candidate",
+    "DiscoveryResult",
     "Endpoint",
+    "Fetcher",
+    "HttpsFetcher",
     "OAuth2Info",
     "Provider",
     "ProviderRegistry",
+    "SourceReport",
     "UsernameForm",
+    "discover",
     "expand",
     "normalize_domain",
 ]

@@ -1,0 +1,410 @@
+"""Autodiscovery: from an address to ranked, explained SMTP and IMAP settings.
+
+Sources run concurrently under one deadline: the provider registry (by domain),
+MX records matched against the registry, the domain's autoconfig documents,
+an ISPDB-style database (off by default), RFC 6186/8314 SRV records; guessing
+by probing common host names runs only when all of them found nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import dns.exception
+import dns.flags
+import dns.resolver
+
+from ..addresses import parse_mailbox
+from ..errors import AutoconfigError
+from ..settings import ImapSettings, Security, SmtpSettings
+from ._probe import ProbeTarget, probe_endpoint
+from .autoconfig import parse_autoconfig
+from .fetch import Fetcher, HttpsFetcher, resolve_host
+from .models import Provider
+from .registry import ProviderRegistry
+
+__all__ = ["Candidate", "DiscoveryResult", "SourceReport", "discover"]
+
+PRIORITY = {"registry": 0, "mx": 1, "autoconfig": 2, "ispdb": 3, "srv": 4, "guess": 5}
+_SRV = (
+    ("smtp", "_submissions._tcp", Security.IMPLICIT_TLS),
+    ("smtp", "_submission._tcp", Security.STARTTLS),
+    ("imap", "_imaps._tcp", Security.IMPLICIT_TLS),
+    ("imap", "_imap._tcp", Security.STARTTLS),
+)
+GUESS_PORTS: dict[str, tuple[tuple[int, Security], ...]] = {
+    "smtp": ((465, Security.IMPLICIT_TLS), (587, Security.STARTTLS), (25, Security.STARTTLS)),
+    "imap": ((993, Security.IMPLICIT_TLS), (143, Security.STARTTLS)),
+}
+
+
+@attrs.frozen
+class Candidate:
+    """One way to reach the server, where it came from, and whether to trust it."""
+
+    protocol: str  # "smtp" or "imap"
+    host: str
+    port: int
+    security: Security
+    username: str | None
+    auth_methods: tuple[str, ...]
+    source: str
+    trusted: bool
+    explanation: str
+    provider_id: str | None = None  # set when the candidate comes from the registry
+
+    @property
+    def rank_key(self) -> tuple[int, int, int]:
+        """Encrypted first, then by source priority, then implicit TLS before STARTTLS."""
+        return (
+            self.security == Security.NONE,
+            PRIORITY.get(self.source, 9),
+            self.security != Security.IMPLICIT_TLS,
+        )
+
+    def smtp_settings(self, password: str | None = None, **changes: Any) -> SmtpSettings:
+        """`SmtpSettings` for this candidate (with the user name it found)."""
+        username = self.username if password is not None else None
+        return SmtpSettings(
+            self.host, self.port, self.security, username=username, password=password, **changes
+        )
+
+    def imap_settings(self, password: str | None = None, **changes: Any) -> ImapSettings:
+        """`ImapSettings` for this candidate."""
+        username = self.username if password is not None else None
+        return ImapSettings(
+            self.host, self.port, self.security, username=username, password=password, **changes
+        )
+
+
+@attrs.frozen
+class SourceReport:
+    """What one source did: how many candidates, how long, what went wrong."""
+
+    name: str
+    found: int
+    seconds: float
+    error: str | None = None
+
+
+@attrs.frozen
+class DiscoveryResult:
+    """Ranked SMTP and IMAP candidates, the provider when known, and each source's report."""
+
+    email: str
+    smtp: tuple[Candidate, ...]
+    imap: tuple[Candidate, ...]
+    provider: Provider | None = None
+    sources: tuple[SourceReport, ...] = ()
+
+    def __str__(self) -> str:
+        lines = [f"Settings for {self.email}:"]
+        for label, candidates in (("SMTP", self.smtp), ("IMAP", self.imap)):
+            for c in candidates:
+                trust = "trusted" if c.trusted else "UNTRUSTED"
+                lines.append(
+                    f"  {label} {c.host}:{c.port} {c.security.value:<12} [{c.source}, "
+                    f"{trust}] {c.explanation}"
+                )
+        if not (self.smtp or self.imap):
+            lines.append("  nothing found")
+        return "\n".join(lines)
+
+
+@attrs.frozen
+class _Context:
+    email: str
+    domain: str
+    registry: ProviderRegistry
+    resolver: dns.resolver.Resolver | None
+    fetcher: Fetcher
+    timeout: float
+    allow_http: bool
+    ispdb_url: str | None
+    tls_context: ssl.SSLContext
+    guess_ports: dict[str, tuple[tuple[int, Security], ...]]
+
+
+def _from_provider(
+    ctx: _Context,
+    provider: Provider,
+    source: str,
+    why: str,
+    *,
+    mx_host: str | None = None,
+    trusted: bool = True,
+) -> list[Candidate]:
+    found = []
+    for protocol, endpoints in (("smtp", provider.smtp), ("imap", provider.imap)):
+        for endpoint in endpoints:
+            try:
+                host = endpoint.host_for(ctx.email, mx_host=mx_host)
+            except ValueError:
+                continue
+            found.append(
+                Candidate(
+                    protocol,
+                    host,
+                    endpoint.port,
+                    endpoint.security,
+                    endpoint.username_for(ctx.email),
+                    tuple(provider.auth),
+                    source,
+                    trusted,
+                    why,
+                    provider.id,
+                )
+            )
+    return found
+
+
+def _registry(ctx: _Context) -> list[Candidate]:
+    provider = ctx.registry.by_domain(ctx.domain)
+    if provider is None:
+        return []
+    return _from_provider(
+        ctx, provider, "registry", f"{provider.name}, from mailbridge's provider list"
+    )
+
+
+def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
+    resolver = ctx.resolver or dns.resolver.Resolver()
+    try:
+        answer = resolver.resolve(
+            name, rdtype, lifetime=ctx.timeout, raise_on_no_answer=False, search=False
+        )
+    except (dns.resolver.NXDOMAIN, dns.exception.DNSException):
+        return [], False
+    authenticated = bool(answer.response.flags & dns.flags.AD)
+    return list(answer.rrset or ()), authenticated
+
+
+def _autoconfig_at(ctx: _Context, urls: Sequence[str], source: str) -> list[Candidate]:
+    for url in urls:
+        body = ctx.fetcher.fetch(url, ctx.timeout)
+        if body is None:
+            continue
+        try:
+            parsed = parse_autoconfig(body, ctx.email)
+        except AutoconfigError:
+            continue
+        trusted = url.startswith("https://")
+        return [
+            Candidate(
+                c.protocol,
+                c.host,
+                c.port,
+                c.security,
+                c.username,
+                tuple(c.auth_methods),
+                source,
+                trusted,
+                f"autoconfig document at {url}",
+            )
+            for c in parsed
+            if c.protocol in ("smtp", "imap")
+        ]
+    return []
+
+
+def _autoconfig_urls(domain: str, ctx: _Context) -> list[str]:
+    path = f"mail/config-v1.1.xml?emailaddress={ctx.email}"
+    urls = [
+        f"https://autoconfig.{domain}/{path}",
+        f"https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml",
+    ]
+    if ctx.allow_http:
+        urls.append(f"http://autoconfig.{domain}/{path}")
+    return urls
+
+
+def _autoconfig(ctx: _Context) -> list[Candidate]:
+    return _autoconfig_at(ctx, _autoconfig_urls(ctx.domain, ctx), "autoconfig")
+
+
+def _ispdb(ctx: _Context) -> list[Candidate]:
+    if not ctx.ispdb_url:
+        return []
+    return _autoconfig_at(ctx, [f"{ctx.ispdb_url.rstrip('/')}/{ctx.domain}"], "ispdb")
+
+
+def _mx(ctx: _Context) -> list[Candidate]:
+    records, authenticated = _query(ctx, ctx.domain, "MX")
+    if not records:
+        return []
+    best = min(records, key=lambda r: r.preference)
+    mx_host = best.exchange.to_text().rstrip(".").lower()
+    provider = ctx.registry.by_mx(mx_host)
+    if provider is not None:
+        return _from_provider(
+            ctx,
+            provider,
+            "mx",
+            f"found via MX {mx_host} → {provider.name}",
+            mx_host=mx_host,
+            trusted=authenticated,
+        )
+    labels = mx_host.split(".")
+    parents = list(dict.fromkeys([".".join(labels[1:]), ".".join(labels[-2:])]))
+    urls = [
+        url
+        for parent in parents
+        if parent.count(".") >= 1
+        for url in _autoconfig_urls(parent, ctx)[:1]
+    ]
+    return _autoconfig_at(ctx, urls, "mx")
+
+
+def _srv(ctx: _Context) -> list[Candidate]:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(_SRV)) as pool:
+        answers = list(pool.map(lambda entry: _query(ctx, f"{entry[1]}.{ctx.domain}", "SRV"), _SRV))
+    found = []
+    for (protocol, service, security), (records, authenticated) in zip(_SRV, answers, strict=True):
+        for record in sorted(records, key=lambda r: (r.priority, -r.weight)):
+            target = record.target.to_text().rstrip(".").lower()
+            if not target:  # "." : the service is decidedly not offered
+                break
+            inside = target == ctx.domain or target.endswith("." + ctx.domain)
+            why = f"DNS SRV {service}.{ctx.domain} → {target}:{record.port}"
+            found.append(
+                Candidate(
+                    protocol,
+                    target,
+                    record.port,
+                    security,
+                    ctx.email,
+                    ("password",),
+                    "srv",
+                    authenticated and inside,
+                    why if inside else why + " (outside the domain)",
+                )
+            )
+    return found
+
+
+def _guess(ctx: _Context) -> list[Candidate]:
+    targets = []
+    for protocol, prefixes in (("smtp", ("smtp.", "mail.", "")), ("imap", ("imap.", "mail."))):
+        for prefix in prefixes:
+            host = prefix + ctx.domain
+            addresses = resolve_host(host, ctx.resolver, ctx.timeout)
+            if addresses:
+                targets += [
+                    ProbeTarget(protocol, host, addresses[0], port, security)
+                    for port, security in ctx.guess_ports[protocol]
+                ]
+    wait = min(ctx.timeout, 5.0)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda t: probe_endpoint(t, ctx.tls_context, wait), targets))
+    return [
+        Candidate(
+            t.protocol,
+            t.host,
+            t.port,
+            t.security,
+            ctx.email,
+            ("password",),
+            "guess",
+            False,
+            f"guessed: {t.host}:{t.port} answered with {t.security.value}",
+        )
+        for t, ok in zip(targets, answers, strict=True)
+        if ok
+    ]
+
+
+_SOURCES: dict[str, Callable[[_Context], list[Candidate]]] = {
+    "registry": _registry,
+    "mx": _mx,
+    "autoconfig": _autoconfig,
+    "ispdb": _ispdb,
+    "srv": _srv,
+}
+
+
+def discover(
+    email: str,
+    *,
+    resolver: dns.resolver.Resolver | None = None,
+    fetcher: Fetcher | None = None,
+    registry: ProviderRegistry | None = None,
+    timeout: float = 10.0,
+    allow_http: bool = False,
+    ispdb_url: str | None = None,
+    guess: bool = True,
+    guess_ports: dict[str, tuple[tuple[int, Security], ...]] | None = None,
+    tls_context: ssl.SSLContext | None = None,
+) -> DiscoveryResult:
+    """Find SMTP and IMAP settings for `email`, ranked and explained.
+
+    Every DNS query goes through `resolver`, every HTTPS request through
+    `fetcher` (by default an `HttpsFetcher` on the same resolver), so the whole
+    chain can run offline. All sources share the `timeout` deadline.
+    """
+    mailbox = parse_mailbox("email", email)
+    domain = (mailbox.ascii_address or mailbox.address).rpartition("@")[2].lower()
+    ctx = _Context(
+        mailbox.address,
+        domain,
+        registry or ProviderRegistry.default(),
+        resolver,
+        fetcher or HttpsFetcher(resolver=resolver, ssl_context=tls_context),
+        timeout,
+        allow_http,
+        ispdb_url,
+        tls_context or ssl.create_default_context(),
+        guess_ports or GUESS_PORTS,
+    )
+    deadline = time.monotonic() + timeout
+    reports: list[SourceReport] = []
+    candidates: list[Candidate] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(_SOURCES))
+    started = time.monotonic()
+    futures = {pool.submit(source, ctx): name for name, source in _SOURCES.items()}
+    try:
+        for future in concurrent.futures.as_completed(futures, timeout=timeout):
+            name = futures[future]
+            error = None
+            try:
+                found = future.result()
+            except Exception as exc:
+                found, error = [], f"{type(exc).__name__}: {exc}"
+            reports.append(SourceReport(name, len(found), time.monotonic() - started, error))
+            candidates += found
+            done = {futures[f] for f in futures if f.done()}
+            if (
+                any(c.source in ("registry", "mx") and c.trusted for c in candidates)
+                and {"registry", "mx"} <= done
+            ):
+                break  # the highest-priority answers are in: the rest is not needed
+    except concurrent.futures.TimeoutError:
+        reports += [
+            SourceReport(n, 0, timeout, "deadline") for f, n in futures.items() if not f.done()
+        ]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if not candidates and guess and time.monotonic() < deadline:
+        found = _guess(ctx)
+        reports.append(SourceReport("guess", len(found), time.monotonic() - started))
+        candidates += found
+    best: dict[tuple[str, str, int, Security], Candidate] = {}
+    for candidate in sorted(candidates, key=lambda c: c.rank_key):
+        best.setdefault(
+            (candidate.protocol, candidate.host, candidate.port, candidate.security), candidate
+        )
+    ranked = list(best.values())
+    provider = ctx.registry.by_domain(domain) or next(
+        (ctx.registry.by_id(c.provider_id) for c in ranked if c.provider_id), None
+    )
+    return DiscoveryResult(
+        mailbox.address,
+        tuple(c for c in ranked if c.protocol == "smtp"),
+        tuple(c for c in ranked if c.protocol == "imap"),
+        provider,
+        tuple(reports),
+    )

@@ -1,0 +1,169 @@
+"""discover(): every source offline, on FakeDnsServer, FakeAutoconfigServer and fake servers."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+
+import pytest
+
+from mailbridge import Security
+from mailbridge.providers import HttpsFetcher, discover
+from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer, FakeImapServer, FakeSmtpServer
+from mailbridge.testing.autoconfig import client_config_xml
+
+ZONES = {
+    "acme.example": {"@": {"MX": "10 aspmx.l.google.com."}},
+    "shop.example": {"autoconfig": {"A": "127.0.0.1"}, "@": {"MX": "10 mx.hoster.example."}},
+    "srv.example": {
+        "_submissions._tcp": {"SRV": "0 1 465 mail.srv.example."},
+        "_submission._tcp": {"SRV": "0 0 0 ."},
+        "_imaps._tcp": {"SRV": "0 1 993 imap.provider.example."},
+    },
+    "guess.example": {"smtp": {"A": "127.0.0.1"}, "imap": {"A": "127.0.0.1"}},
+}
+
+
+@pytest.fixture
+def autoconfig() -> Iterator[FakeAutoconfigServer]:
+    server = FakeAutoconfigServer()
+    server.add_certificate_hostnames("autoconfig.shop.example", "shop.example")
+    with server:
+        yield server
+
+
+def _fetcher(dns: FakeDnsServer, autoconfig: FakeAutoconfigServer | None = None) -> HttpsFetcher:
+    if autoconfig is None:
+        return HttpsFetcher(resolver=dns.resolver(timeout=0.5))
+    return HttpsFetcher(
+        resolver=dns.resolver(timeout=0.5),
+        ssl_context=autoconfig.client_ssl_context(),
+        port=autoconfig.port,
+    )
+
+
+@pytest.mark.dns_server(zones=ZONES)
+def test_registry_by_domain(dns_server: FakeDnsServer) -> None:
+    result = discover(
+        "jane@gmail.com",
+        resolver=dns_server.resolver(timeout=0.5),
+        fetcher=_fetcher(dns_server),
+        guess=False,
+        timeout=5,
+    )
+    assert result.provider is not None and result.provider.id == "gmail"
+    best = result.smtp[0]
+    assert (best.host, best.source, best.trusted) == ("smtp.gmail.com", "registry", True)
+    assert best.security is Security.IMPLICIT_TLS  # implicit TLS ranks first
+    assert best.username == "jane@gmail.com"
+    assert result.imap and result.imap[0].host == "imap.gmail.com"
+    assert "Gmail" in str(result)
+
+
+@pytest.mark.dns_server(zones=ZONES)
+def test_custom_domain_recognised_by_mx(dns_server: FakeDnsServer) -> None:
+    result = discover(
+        "billing@acme.example",
+        resolver=dns_server.resolver(timeout=0.5),
+        fetcher=_fetcher(dns_server),
+        guess=False,
+        timeout=5,
+    )
+    assert result.provider is not None and result.provider.id == "google-workspace"
+    best = result.smtp[0]
+    assert best.source == "mx" and best.host == "smtp.gmail.com"
+    assert "found via MX aspmx.l.google.com" in best.explanation
+    assert not best.trusted  # plain DNS, not DNSSEC-authenticated
+
+
+@pytest.mark.dns_server(zones=ZONES)
+def test_autoconfig_document_over_https(
+    dns_server: FakeDnsServer, autoconfig: FakeAutoconfigServer
+) -> None:
+    from mailbridge import SmtpSettings
+
+    autoconfig.add_config(
+        "shop.example",
+        client_config_xml(
+            "shop.example",
+            smtp=SmtpSettings("mail.shop.example", 465, "implicit_tls"),
+            imap=SmtpSettings("mail.shop.example", 993, "implicit_tls"),
+        ).replace(
+            "<outgoingServer",
+            '<outgoingServer type="smtp"><hostname>plain.shop.example'
+            "</hostname><port>25</port><socketType>plain</socketType></outgoingServer>"
+            "<outgoingServer",
+            1,
+        ),
+    )
+    result = discover(
+        "anna@shop.example",
+        resolver=dns_server.resolver(timeout=0.5),
+        fetcher=_fetcher(dns_server, autoconfig),
+        guess=False,
+        timeout=5,
+    )
+    assert next((c.host, c.port, c.source, c.trusted) for c in result.smtp) == (
+        "mail.shop.example",
+        465,
+        "autoconfig",
+        True,
+    )
+    assert result.smtp[-1].security is Security.NONE  # plain ranks last
+    assert result.imap[0].port == 993
+    assert autoconfig.requests[0].query == {"emailaddress": ["anna@shop.example"]}
+
+
+@pytest.mark.dns_server(zones=ZONES)
+def test_srv_records(dns_server: FakeDnsServer) -> None:
+    result = discover(
+        "x@srv.example",
+        resolver=dns_server.resolver(timeout=0.5),
+        fetcher=_fetcher(dns_server),
+        guess=False,
+        timeout=5,
+    )
+    assert [(c.host, c.port, c.security) for c in result.smtp] == [
+        ("mail.srv.example", 465, Security.IMPLICIT_TLS)
+    ]  # "." means no STARTTLS service
+    (imap,) = result.imap
+    assert imap.host == "imap.provider.example" and not imap.trusted
+    assert "outside the domain" in imap.explanation
+
+
+@pytest.mark.dns_server(zones=ZONES)
+def test_guessing_probes_common_names_with_verified_tls(dns_server: FakeDnsServer) -> None:
+    names = ["smtp.guess.example", "mail.guess.example", "imap.guess.example"]
+    with (
+        FakeSmtpServer(tls="implicit", certificate_hostnames=names) as smtp,
+        FakeImapServer(tls="implicit", certificate_hostnames=names) as imap,
+    ):
+        context = ssl.create_default_context(cafile=str(smtp.ca_file))
+        context.load_verify_locations(cafile=str(imap.ca_file))
+        result = discover(
+            "x@guess.example",
+            resolver=dns_server.resolver(timeout=0.5),
+            fetcher=_fetcher(dns_server),
+            timeout=5,
+            tls_context=context,
+            guess_ports={
+                "smtp": ((smtp.port, Security.IMPLICIT_TLS),),
+                "imap": ((imap.port, Security.IMPLICIT_TLS),),
+            },
+        )
+    assert [(c.host, c.source, c.trusted) for c in result.smtp] == [
+        ("smtp.guess.example", "guess", False)
+    ]
+    assert [c.host for c in result.imap] == ["imap.guess.example"]
+
+
+@pytest.mark.dns_server(zones=ZONES)
+def test_nothing_found_is_an_empty_answer(dns_server: FakeDnsServer) -> None:
+    result = discover(
+        "x@nowhere.example",
+        resolver=dns_server.resolver(timeout=0.3),
+        fetcher=_fetcher(dns_server),
+        timeout=3,
+    )
+    assert result.smtp == () and result.imap == ()
+    assert {s.name for s in result.sources} >= {"registry", "mx", "autoconfig", "srv"}
