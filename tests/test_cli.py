@@ -196,3 +196,17 @@ def test_discover_and_providers_commands(dns_server, capsys: pytest.CaptureFixtu
     assert "mail.gmx.net:465" in capsys.readouterr().out
     assert main(["providers"]) == 0
     assert len(capsys.readouterr().out.splitlines()) >= 40
+
+
+@pytest.mark.dns_server(zones={"nothing.example": {}})
+def test_setup_command_reports_what_it_tried(
+    dns_server,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MAILBRIDGE_PASSWORD", "secret-for-setup")
+    dns = ["--nameserver", "127.0.0.1", "--dns-port", str(dns_server.port), "--dns-timeout", "1"]
+    assert main(["setup", "x@nothing.example", "--timeout", "2", *dns]) == 1
+    out = capsys.readouterr().out
+    assert "No mail server settings were found for x@nothing.example" in out
+    assert "secret-for-setup" not in out

@@ -35,6 +35,7 @@ from .errors import (
 from .identity import PlatformRelay, SenderAuthorization
 from .imap import Checkpoint, DocumentKind, ImportBatch, ImportedDocument, InboxImporter
 from .message import DocumentEmail
+from .providers import DiscoveryResult, SetupResult, discover, setup
 from .reply import SmtpReply
 from .settings import ImapSettings, Secret, Security, SmtpSettings
 from .smtp import ConnectionReport, SmtpTransport, Step, Transport
@@ -52,6 +53,7 @@ __all__ = [
     "DeliveryClient",
     "DeliveryError",
     "Diagnosis",
+    "DiscoveryResult",
     "DocumentEmail",
     "DocumentKind",
     "HeaderInjection",
@@ -76,6 +78,7 @@ __all__ = [
     "SenderAuthorization",
     "SenderNotAuthorized",
     "SenderRefused",
+    "SetupResult",
     "SmtpReply",
     "SmtpSettings",
     "SmtpTransport",
@@ -88,4 +91,6 @@ __all__ = [
     "UnsupportedByServer",
     "VerificationError",
     "__version__",
+    "discover",
+    "setup",
 ]

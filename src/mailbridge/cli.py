@@ -203,6 +203,29 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     return EXIT_OK if result.smtp else EXIT_FAILED
 
 
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from .providers import setup
+
+    password = os.environ.get(args.password_env)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise ConfigurationError(
+                "password", f"set {args.password_env} or run in a terminal to be asked"
+            )
+        password = getpass.getpass(f"Password for {args.email}: ")
+    resolver = _resolver(args) if args.nameserver else None
+    result = setup(
+        args.email, password, resolver=resolver, timeout=args.timeout, want_imap=not args.no_imap
+    )
+    print(result)
+    if result.smtp is not None:
+        s = result.smtp
+        print(f"SMTP: --host {s.host} --port {s.port} --security {s.security.value}")
+    if result.imap is not None:
+        print(f"IMAP: {result.imap.host}:{result.imap.port} {result.imap.security.value}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def _cmd_providers(args: argparse.Namespace) -> int:
     from .providers import ProviderRegistry
 
@@ -280,6 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--timeout", type=float, default=10.0)
     _add_dns_options(find)
     find.set_defaults(handler=_cmd_discover)
+
+    wizard = commands.add_parser("setup", help="find and prove the settings for an address")
+    wizard.add_argument("email")
+    wizard.add_argument(
+        "--password-env",
+        default=DEFAULT_PASSWORD_ENV,
+        metavar="VAR",
+        help="environment variable with the password (else you are asked)",
+    )
+    wizard.add_argument("--no-imap", action="store_true", help="only SMTP")
+    wizard.add_argument("--timeout", type=float, default=10.0)
+    _add_dns_options(wizard)
+    wizard.set_defaults(handler=_cmd_setup)
 
     providers = commands.add_parser("providers", help="list the built-in provider presets")
     providers.add_argument("--domain", help="only the provider for this address domain")

@@ -21,6 +21,7 @@ from .registry import (
     expand,
     normalize_domain,
 )
+from .wizard import SetupAttempt, SetupResult, setup
 
 __all__ = [
     "AUTH_METHODS",
@@ -35,9 +36,12 @@ __all__ = [
     "OAuth2Info",
     "Provider",
     "ProviderRegistry",
+    "SetupAttempt",
+    "SetupResult",
     "SourceReport",
     "UsernameForm",
     "discover",
     "expand",
     "normalize_domain",
+    "setup",
 ]

@@ -1,0 +1,160 @@
+"""The set-up wizard: from address and password to proven SMTP (and IMAP) settings."""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..diagnosis import Category, Diagnosis
+from ..errors import MailbridgeError
+from ..imap.probe import probe_imap
+from ..settings import ImapSettings, SmtpSettings
+from ..smtp.probe import ConnectionReport, probe_smtp
+from .discovery import Candidate, DiscoveryResult, discover
+from .models import Provider
+
+if TYPE_CHECKING:
+    from ..client import DeliveryClient
+
+__all__ = ["SetupAttempt", "SetupResult", "setup"]
+
+# Failures that say more about the account than about the server: they win the diagnosis.
+_ACCOUNT_PROBLEMS = (
+    Category.APP_PASSWORD_REQUIRED,
+    Category.AUTH_DISABLED,
+    Category.AUTH_FAILED,
+    Category.AUTH_MECHANISM_UNSUPPORTED,
+)
+
+
+@attrs.frozen
+class SetupAttempt:
+    """One candidate tried with a real connection and login, and what happened."""
+
+    candidate: Candidate
+    report: ConnectionReport
+
+
+@attrs.frozen
+class SetupResult:
+    """Working settings (or None), every attempt, and a provider-aware diagnosis on failure."""
+
+    ok: bool
+    smtp: SmtpSettings | None
+    imap: ImapSettings | None
+    attempts: tuple[SetupAttempt, ...]
+    discovery: DiscoveryResult
+    diagnosis: Diagnosis | None = None
+
+    def client(self, display_name: str | None = None) -> DeliveryClient:
+        """A `DeliveryClient` with the settings that worked; raises when none did."""
+        from ..client import DeliveryClient
+
+        if self.smtp is None:
+            raise MailbridgeError(f"no working SMTP settings: {self.diagnosis}")
+        return DeliveryClient.own_smtp(self.discovery.email, self.smtp, display_name, self.imap)
+
+    @property
+    def provider(self) -> Provider | None:
+        """The provider discovery recognised, if any."""
+        return self.discovery.provider
+
+    def __str__(self) -> str:
+        lines = []
+        for attempt in self.attempts:
+            c = attempt.candidate
+            outcome = (
+                "works"
+                if attempt.report.ok
+                else (attempt.report.diagnosis.summary if attempt.report.diagnosis else "failed")
+            )
+            lines.append(f"{c.protocol.upper()} {c.host}:{c.port} {c.security.value}: {outcome}")
+        if self.diagnosis is not None:
+            lines.append(str(self.diagnosis))
+        return "\n".join(lines) or "nothing to try"
+
+
+def _provider_advice(diagnosis: Diagnosis, provider: Provider | None) -> Diagnosis:
+    if provider is None or diagnosis.category not in _ACCOUNT_PROBLEMS:
+        return diagnosis
+    hints = list(diagnosis.hints) + [h for h in provider.hints if h not in diagnosis.hints]
+    for topic in ("app_passwords", "smtp_auth"):
+        link = provider.docs.get(topic)
+        if link:
+            hints.append(f"{provider.name}: {link}")
+    return attrs.evolve(diagnosis, summary=f"{provider.name}: {diagnosis.summary}", hints=hints)
+
+
+def _best_failure(attempts: list[SetupAttempt]) -> Diagnosis | None:
+    diagnoses = [a.report.diagnosis for a in attempts if a.report.diagnosis is not None]
+    for category in _ACCOUNT_PROBLEMS:
+        for diagnosis in diagnoses:
+            if diagnosis.category == category:
+                return diagnosis
+    return diagnoses[0] if diagnoses else None
+
+
+def setup(
+    email: str,
+    password: str,
+    *,
+    want_imap: bool = True,
+    max_attempts: int = 6,
+    ssl_context: ssl.SSLContext | None = None,
+    connect_timeout: float = 10.0,
+    command_timeout: float = 15.0,
+    **discover_options: Any,
+) -> SetupResult:
+    """Discover the servers for `email`, try them in order with a real login, keep what works.
+
+    `discover_options` go to `discover()` (resolver, fetcher, registry, timeout,
+    ...). Each SMTP (and, with `want_imap`, IMAP) candidate is tested with a
+    connection test until one works; the result holds every attempt and, when
+    nothing worked, the most telling diagnosis with the provider's own advice.
+    """
+    found = discover(email, tls_context=ssl_context, **discover_options)
+    options: dict[str, Any] = {
+        "connect_timeout": connect_timeout,
+        "command_timeout": command_timeout,
+    }
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    attempts: list[SetupAttempt] = []
+    smtp = imap = None
+    for candidate in found.smtp[:max_attempts]:
+        settings = candidate.smtp_settings(password, **options)
+        report = probe_smtp(settings)
+        attempts.append(SetupAttempt(candidate, report))
+        if report.ok:
+            smtp = settings
+            break
+    if want_imap:
+        for candidate in found.imap[:max_attempts]:
+            imap_settings = candidate.imap_settings(password, **options)
+            report = probe_imap(imap_settings)
+            attempts.append(SetupAttempt(candidate, report))
+            if report.ok:
+                imap = imap_settings
+                break
+    ok = smtp is not None and (imap is not None or not want_imap or not found.imap)
+    diagnosis = None
+    if smtp is None:
+        failure = _best_failure([a for a in attempts if a.candidate.protocol == "smtp"])
+        diagnosis = (
+            _provider_advice(failure, found.provider)
+            if failure
+            else Diagnosis(
+                Category.HOST_NOT_FOUND,
+                f"No mail server settings were found for {email}.",
+                (
+                    "Enter the SMTP server, port and security by hand (your provider's help pages "
+                    "list them).",
+                ),
+            )
+        )
+    elif want_imap and found.imap and imap is None:
+        failure = _best_failure([a for a in attempts if a.candidate.protocol == "imap"])
+        diagnosis = _provider_advice(failure, found.provider) if failure else None
+    return SetupResult(ok, smtp, imap, tuple(attempts), found, diagnosis)

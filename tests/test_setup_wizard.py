@@ -1,0 +1,112 @@
+"""setup(): discover, then prove the candidates with a real login."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from mailbridge import Category, Security
+from mailbridge.providers import Endpoint, HttpsFetcher, Provider, ProviderRegistry
+from mailbridge.providers.wizard import setup
+from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer, FakeImapServer, FakeSmtpServer
+
+EMAIL, PASSWORD = "anna@shop.example", "anna-pw"
+
+
+def _trusting(*servers: object) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    for server in servers:
+        context.load_verify_locations(cafile=str(server.ca_file))  # type: ignore[attr-defined]
+    return context
+
+
+@pytest.mark.dns_server(zones={"shop.example": {"autoconfig": {"A": "127.0.0.1"}}})
+def test_wizard_finds_and_proves_smtp_and_imap(dns_server: FakeDnsServer) -> None:
+    with (
+        FakeSmtpServer(tls="implicit", users={EMAIL: PASSWORD}) as smtp,
+        FakeImapServer(tls="implicit", users={EMAIL: PASSWORD}) as imap,
+        FakeAutoconfigServer(certificate_hostnames=["autoconfig.shop.example"]) as autoconfig,
+    ):
+        autoconfig.add_config(
+            "shop.example",
+            f"""<clientConfig version="1.1">
+  <emailProvider id="shop.example"><domain>shop.example</domain>
+    <incomingServer type="imap"><hostname>localhost</hostname><port>{imap.port}</port>
+      <socketType>SSL</socketType><username>%EMAILADDRESS%</username>
+      <authentication>password-cleartext</authentication></incomingServer>
+    <outgoingServer type="smtp"><hostname>localhost</hostname><port>{smtp.port}</port>
+      <socketType>SSL</socketType><username>%EMAILADDRESS%</username>
+      <authentication>password-cleartext</authentication></outgoingServer>
+  </emailProvider></clientConfig>""",
+        )
+        fetcher = HttpsFetcher(
+            resolver=dns_server.resolver(timeout=0.5),
+            ssl_context=autoconfig.client_ssl_context(),
+            port=autoconfig.port,
+        )
+        result = setup(
+            EMAIL,
+            PASSWORD,
+            resolver=dns_server.resolver(timeout=0.5),
+            fetcher=fetcher,
+            guess=False,
+            timeout=5,
+            ssl_context=_trusting(smtp, imap),
+            command_timeout=3,
+        )
+    assert result.ok, str(result)
+    assert result.smtp is not None and result.smtp.port == smtp.port
+    assert result.smtp.security is Security.IMPLICIT_TLS and result.smtp.username == EMAIL
+    assert result.imap is not None and result.imap.port == imap.port
+    assert [a.report.ok for a in result.attempts] == [True, True]
+    assert "works" in str(result)
+    with result.client(display_name="Anna's Shop") as client:
+        assert client.imap == result.imap
+
+
+@pytest.mark.dns_server(zones={"acme.example": {}})
+def test_wrong_password_gets_the_providers_advice(dns_server: FakeDnsServer) -> None:
+    with FakeSmtpServer(tls="implicit", users={"x@acme.example": "right"}) as smtp:
+        smtp.login_reply = "534 5.7.9 Application-specific password required."
+        provider = Provider(
+            id="acme-mail",
+            name="Acme Mail",
+            domains=("acme.example",),
+            smtp=(Endpoint("localhost", smtp.port, Security.IMPLICIT_TLS),),
+            auth=("app_password",),
+            hints=("Acme Mail needs an app password.",),
+            docs={"app_passwords": "https://help.acme-mail.example/app-passwords"},
+        )
+        registry = ProviderRegistry.default().register(provider)
+        result = setup(
+            "x@acme.example",
+            "wrong",
+            want_imap=False,
+            registry=registry,
+            resolver=dns_server.resolver(timeout=0.5),
+            guess=False,
+            timeout=3,
+            ssl_context=_trusting(smtp),
+            command_timeout=3,
+        )
+    assert not result.ok and result.smtp is None
+    assert result.provider is not None and result.provider.id == "acme-mail"
+    diagnosis = result.diagnosis
+    assert diagnosis is not None and diagnosis.category == Category.APP_PASSWORD_REQUIRED
+    assert diagnosis.summary.startswith("Acme Mail:")
+    assert "https://help.acme-mail.example/app-passwords" in str(diagnosis)
+
+
+@pytest.mark.dns_server(zones={"nothing.example": {}})
+def test_nothing_found(dns_server: FakeDnsServer) -> None:
+    result = setup(
+        "x@nothing.example",
+        "pw",
+        resolver=dns_server.resolver(timeout=0.3),
+        fetcher=HttpsFetcher(resolver=dns_server.resolver(timeout=0.3)),
+        timeout=2,
+    )
+    assert not result.ok and result.attempts == ()
+    assert result.diagnosis is not None
+    assert result.diagnosis.category == Category.HOST_NOT_FOUND
