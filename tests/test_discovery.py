@@ -167,3 +167,25 @@ def test_nothing_found_is_an_empty_answer(dns_server: FakeDnsServer) -> None:
     )
     assert result.smtp == () and result.imap == ()
     assert {s.name for s in result.sources} >= {"registry", "mx", "autoconfig", "srv"}
+
+
+@pytest.mark.dns_server(zones={"acme.example": {"@": {"MX": (120, "10 aspmx.l.google.com.")}}})
+def test_results_are_cached_for_the_dns_ttl(dns_server: FakeDnsServer) -> None:
+    from mailbridge.providers import DiscoveryCache
+
+    now = [1000.0]
+    cache = DiscoveryCache(clock=lambda: now[0])
+    options = {
+        "resolver": dns_server.resolver(timeout=0.5),
+        "fetcher": _fetcher(dns_server),
+        "guess": False,
+        "timeout": 5,
+        "cache": cache,
+    }
+    first = discover("billing@acme.example", **options)  # type: ignore[arg-type]
+    dns_server.clear_queries()
+    assert discover("billing@acme.example", **options) is first  # type: ignore[arg-type]
+    assert dns_server.query_count == 0
+    now[0] += 121  # the MX record's TTL has passed
+    assert discover("billing@acme.example", **options) is not first  # type: ignore[arg-type]
+    assert dns_server.query_count > 0

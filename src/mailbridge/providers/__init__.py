@@ -6,7 +6,7 @@ look a provider up by address domain (`by_domain`), by MX host of a custom domai
 return a new registry and leave the default untouched.
 """
 
-from .discovery import Candidate, DiscoveryResult, SourceReport, discover
+from .discovery import Candidate, DiscoveryCache, DiscoveryResult, SourceReport, discover
 from .fetch import Fetcher, HttpsFetcher
 from .registry import (
     AUTH_METHODS,
@@ -29,6 +29,7 @@ __all__ = [
     "USERNAME_FORMS",
     "AuthMethod",
     "Candidate",
+    "DiscoveryCache",
     "DiscoveryResult",
     "Endpoint",
     "Fetcher",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +29,9 @@ from .fetch import Fetcher, HttpsFetcher, resolve_host
 from .models import Provider
 from .registry import ProviderRegistry
 
-__all__ = ["Candidate", "DiscoveryResult", "SourceReport", "discover"]
+__all__ = ["Candidate", "DiscoveryCache", "DiscoveryResult", "SourceReport", "discover"]
+
+DEFAULT_CACHE_TTL = 300.0  # for results that used no DNS record (the registry, HTTPS)
 
 PRIORITY = {"registry": 0, "mx": 1, "autoconfig": 2, "ispdb": 3, "srv": 4, "guess": 5}
 _SRV = (
@@ -116,6 +119,34 @@ class DiscoveryResult:
         return "\n".join(lines)
 
 
+class DiscoveryCache:
+    """Keeps discovery results per domain for as long as their DNS answers live.
+
+    Pass the same cache to every `discover()` call; a result is reused until the
+    shortest TTL of the DNS records it used (at most `max_ttl` seconds) has passed.
+    """
+
+    def __init__(self, max_ttl: float = 3600.0, clock: Callable[[], float] = time.monotonic):
+        self.max_ttl = max_ttl
+        self.clock = clock
+        self._entries: dict[str, tuple[float, DiscoveryResult]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> DiscoveryResult | None:
+        """The cached result for `key` while it is fresh."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or self.clock() >= entry[0]:
+                self._entries.pop(key, None)
+                return None
+            return entry[1]
+
+    def put(self, key: str, result: DiscoveryResult, ttl: float) -> None:
+        """Keep `result` for `ttl` seconds (capped at `max_ttl`)."""
+        with self._lock:
+            self._entries[key] = (self.clock() + min(ttl, self.max_ttl), result)
+
+
 @attrs.frozen
 class _Context:
     email: str
@@ -128,6 +159,7 @@ class _Context:
     ispdb_url: str | None
     tls_context: ssl.SSLContext
     guess_ports: dict[str, tuple[tuple[int, Security], ...]]
+    ttls: list[int] = attrs.field(factory=list)  # TTLs of the DNS answers used
 
 
 def _from_provider(
@@ -181,6 +213,8 @@ def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
     except (dns.resolver.NXDOMAIN, dns.exception.DNSException):
         return [], False
     authenticated = bool(answer.response.flags & dns.flags.AD)
+    if answer.rrset is not None:
+        ctx.ttls.append(answer.rrset.ttl)
     return list(answer.rrset or ()), authenticated
 
 
@@ -339,15 +373,20 @@ def discover(
     guess: bool = True,
     guess_ports: dict[str, tuple[tuple[int, Security], ...]] | None = None,
     tls_context: ssl.SSLContext | None = None,
+    cache: DiscoveryCache | None = None,
 ) -> DiscoveryResult:
     """Find SMTP and IMAP settings for `email`, ranked and explained.
 
     Every DNS query goes through `resolver`, every HTTPS request through
     `fetcher` (by default an `HttpsFetcher` on the same resolver), so the whole
-    chain can run offline. All sources share the `timeout` deadline.
+    chain can run offline. All sources share the `timeout` deadline. With a
+    `cache`, results are reused for the TTL of the DNS answers they came from.
     """
     mailbox = parse_mailbox("email", email)
     domain = (mailbox.ascii_address or mailbox.address).rpartition("@")[2].lower()
+    cache_key = f"{mailbox.address.casefold()}|{guess}|{allow_http}|{ispdb_url}"
+    if cache is not None and (cached := cache.get(cache_key)) is not None:
+        return cached
     ctx = _Context(
         mailbox.address,
         domain,
@@ -401,10 +440,13 @@ def discover(
     provider = ctx.registry.by_domain(domain) or next(
         (ctx.registry.by_id(c.provider_id) for c in ranked if c.provider_id), None
     )
-    return DiscoveryResult(
+    result = DiscoveryResult(
         mailbox.address,
         tuple(c for c in ranked if c.protocol == "smtp"),
         tuple(c for c in ranked if c.protocol == "imap"),
         provider,
         tuple(reports),
     )
+    if cache is not None and (result.smtp or result.imap):
+        cache.put(cache_key, result, min(ctx.ttls, default=DEFAULT_CACHE_TTL))
+    return result
