@@ -209,6 +209,7 @@ class SmtpSettings(ServerSettings):
     local_hostname: str | None = None
     auth_mechanism: str | None = attrs.field(default=None, converter=_to_upper)
     allow_plaintext_auth: bool = False
+    chunking: bool = True  # use BDAT (RFC 3030) with PIPELINING when the server offers it
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()

@@ -24,7 +24,7 @@ from ..reply import SmtpReply
 from ..settings import Security, SmtpSettings
 from .auth import authenticate, choose_mechanism
 from .transaction import run_transaction
-from .wire import Channel, check_command, frame_data
+from .wire import Channel, check_command
 
 __all__ = ["SmtpConnection", "Step", "Transaction"]
 
@@ -398,7 +398,6 @@ class SmtpConnection:
                 self,
                 sender,
                 recipients=recipients,
-                framed=frame_data(data),
                 raw=data,
                 smtputf8=smtputf8,
             )

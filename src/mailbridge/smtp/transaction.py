@@ -11,7 +11,7 @@ from .. import diagnostics
 from ..diagnosis import Category, Diagnosis
 from ..errors import ConnectError, MessageError, MessageRejected, UnsupportedByServer
 from ..reply import SmtpReply
-from .wire import check_command
+from .wire import check_command, frame_data, normalize_data
 
 if TYPE_CHECKING:
     from .connection import SmtpConnection, Transaction
@@ -60,6 +60,65 @@ def _outcome_unknown(cause: ConnectError) -> ConnectError:
         ),
         temporary=False,
     )
+
+
+def _check_envelope(sender: str, recipients: Sequence[str]) -> None:
+    if not recipients:
+        raise MessageError("to", "at least one recipient is needed")
+    if sender:  # the null reverse-path <> is allowed (bounces)
+        _check_path("sender", sender)
+    for recipient in recipients:
+        _check_path("to", recipient)
+
+
+def _chunked(
+    connection: SmtpConnection, sender: str, recipients: Sequence[str], raw: bytes, smtputf8: bool
+) -> Transaction:
+    """MAIL, every RCPT and `BDAT n LAST` with the message, in one write (RFC 3030 + 2920).
+
+    One round trip per message. The server reads the chunk whatever it thinks of
+    the envelope, and refuses it when no recipient was accepted.
+    """
+    from .connection import Transaction
+
+    _check_envelope(sender, recipients)
+    payload = normalize_data(raw)
+    mail = f"MAIL FROM:<{sender}>" + _mail_parameters(
+        connection.extensions, len(payload), raw, smtputf8
+    )
+    lines = (["RSET"] if connection.needs_reset else []) + [
+        mail,
+        *(f"RCPT TO:<{r}>" for r in recipients),
+        f"BDAT {len(payload)} LAST",
+    ]
+    for line in lines:
+        log.debug("C: %s", line)
+    wire = b"".join(check_command(line) for line in lines) + payload
+    connection.write_bytes(wire, timeout=connection.settings.data_timeout)
+    replies: list[SmtpReply] = []
+    for index, line in enumerate(lines):
+        try:
+            replies.append(_checked(connection.read_reply(f"the reply to {line.split(':')[0]}")))
+        except ConnectError as exc:
+            if index == len(lines) - 1:
+                raise _outcome_unknown(exc) from None
+            raise
+        # Once the server has answered anything, the message may be processed.
+        connection.data_started = True
+    if connection.needs_reset:
+        replies.pop(0)
+    mail_reply, rcpt_replies, final = replies[0], replies[1:-1], replies[-1]
+    accepted = tuple(r for r, reply in zip(recipients, rcpt_replies, strict=True) if _ok(reply))
+    refused = {
+        r: reply for r, reply in zip(recipients, rcpt_replies, strict=True) if not _ok(reply)
+    }
+    if not _ok(mail_reply):
+        raise diagnostics.sender_refused(mail_reply, sender)
+    if not accepted:
+        raise diagnostics.recipients_refused(refused)
+    if final.code // 100 != 2:
+        raise diagnostics.data_refused(final)
+    return Transaction(accepted=accepted, refused=refused, reply=final)
 
 
 def _checked(reply: SmtpReply) -> SmtpReply:
@@ -128,20 +187,20 @@ def run_transaction(
     sender: str,
     *,
     recipients: Sequence[str],
-    framed: bytes,
     raw: bytes,
     smtputf8: bool,
 ) -> Transaction:
-    """Send `framed` (already dot-stuffed) from `sender` to `recipients`."""
+    """Send `raw` from `sender` to `recipients`, with BDAT or DATA as the server allows."""
     from .connection import Transaction
+
+    extensions = connection.extensions
+    if "CHUNKING" in extensions and "PIPELINING" in extensions and connection.settings.chunking:
+        return _chunked(connection, sender, recipients, raw, smtputf8)
+    framed = frame_data(raw)
 
     if not recipients:
         raise MessageError("to", "at least one recipient is needed")
-    if sender:  # the null reverse-path <> is allowed (bounces)
-        _check_path("sender", sender)
-    for recipient in recipients:
-        _check_path("to", recipient)
-    extensions = connection.extensions
+    _check_envelope(sender, recipients)
     mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(framed), raw, smtputf8)
     rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]
     pipelined = "PIPELINING" in extensions

@@ -13,7 +13,7 @@ from ..diagnosis import Category, Diagnosis
 from ..errors import ConnectError, MessageFormatError, ProtocolError
 from ..reply import SmtpReply
 
-__all__ = ["Channel", "frame_data"]
+__all__ = ["Channel", "frame_data", "normalize_data"]
 
 MAX_REPLY_LINE = 4096  # RFC 5321 allows 512; be lenient but bounded
 MAX_REPLY_LINES = 200
@@ -28,11 +28,19 @@ def frame_data(data: bytes) -> bytes:
     Bare CR and bare LF are turned into CRLF, so nothing on the wire can be
     read as an end of data by one server and not by another (SMTP smuggling).
     """
+    return _DOT_AT_LINE_START.sub(b"..", normalize_data(data)) + b".\r\n"
+
+
+def normalize_data(data: bytes) -> bytes:
+    """`data` with every line ending CRLF and a final CRLF: the BDAT payload (RFC 3030).
+
+    No dot-stuffing: BDAT counts octets, so no line can end the message early.
+    """
     normalized = _LINE_ENDINGS.sub(b"\r\n", data)
     if not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
     check_transmittable(normalized)
-    return _DOT_AT_LINE_START.sub(b"..", normalized) + b".\r\n"
+    return normalized
 
 
 def check_command(line: str) -> bytes:

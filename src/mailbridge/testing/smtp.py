@@ -58,7 +58,36 @@ class ReceivedMessage:
 
 
 class _Smtp(SMTP):
-    """aiosmtpd's SMTP, also treating implicit-TLS connections as encrypted."""
+    """aiosmtpd's SMTP, also treating implicit-TLS connections as encrypted, plus BDAT."""
+
+    _chunks: list[bytes] | None = None
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        """RFC 3030 CHUNKING: the chunk is read (and discarded on error) in every case."""
+        words = arg.split()
+        if not words or not words[0].isdigit() or len(words) > 2 or (
+            len(words) == 2 and words[1].upper() != "LAST"
+        ):
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        size, last = int(words[0]), len(words) == 2
+        chunk = await self._reader.readexactly(size)
+        envelope = self.envelope
+        if envelope is None or not envelope.mail_from:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        if not envelope.rcpt_tos:
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+        self._chunks = [*(self._chunks or []), chunk]
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        envelope.original_content = envelope.content = b"".join(self._chunks)
+        self._chunks = None
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if not isinstance(status, str) else status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -85,6 +114,8 @@ class _Handler:
     ) -> list[str]:
         session.host_name = hostname
         extra = ["250-PIPELINING"] if self.server.pipelining else []
+        if self.server.chunking:
+            extra.append("250-CHUNKING")
         if self.server.omit_starttls:
             responses = [line for line in responses if "STARTTLS" not in line]
         responses = [line for line in responses if line.strip() != "250-AUTH"]  # none offered
@@ -195,7 +226,7 @@ class FakeSmtpServer:
     `refuse_recipient()`, `login_reply`, `sender_reply`, `data_reply`,
     `close_after`, `stall_seconds`, `drop_before_data_reply`, `omit_starttls`.
     `auth_mechanisms` limits the AUTH mechanisms offered (default: PLAIN,
-    LOGIN, CRAM-MD5 and XOAUTH2).
+    LOGIN, CRAM-MD5 and XOAUTH2); `chunking=True` also offers BDAT (RFC 3030).
     """
 
     def __init__(
@@ -206,6 +237,7 @@ class FakeSmtpServer:
         tokens: Mapping[str, str] | None = None,
         auth_required: bool | None = None,
         pipelining: bool = True,
+        chunking: bool = False,
         smtputf8: bool = True,
         omit_starttls: bool = False,
         certificate_hostnames: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
@@ -222,6 +254,7 @@ class FakeSmtpServer:
             bool(self.users or self.tokens) if auth_required is None else auth_required
         )
         self.pipelining = pipelining
+        self.chunking = chunking
         self.smtputf8 = smtputf8
         self.omit_starttls = omit_starttls
         self.data_size_limit = data_size_limit
