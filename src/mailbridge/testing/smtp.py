@@ -65,8 +65,11 @@ class _Smtp(SMTP):
     async def smtp_BDAT(self, arg: str) -> None:
         """RFC 3030 CHUNKING: the chunk is read (and discarded on error) in every case."""
         words = arg.split()
-        if not words or not words[0].isdigit() or len(words) > 2 or (
-            len(words) == 2 and words[1].upper() != "LAST"
+        if (
+            not words
+            or not words[0].isdigit()
+            or len(words) > 2
+            or (len(words) == 2 and words[1].upper() != "LAST")
         ):
             await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
             return
