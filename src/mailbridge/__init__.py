@@ -6,6 +6,7 @@ Start with `DeliveryClient.own_smtp(sender, SmtpSettings(...))` and
 
 from .addresses import Mailbox
 from .attachments import Attachment
+from .bulk import BulkOutcome, send_many
 from .client import DeliveryClient, SendResult
 from .composer import PreparedMessage
 from .diagnosis import Category, Diagnosis
@@ -45,6 +46,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Attachment",
     "AuthenticationError",
+    "BulkOutcome",
     "Category",
     "Checkpoint",
     "ConfigurationError",
@@ -92,5 +94,6 @@ __all__ = [
     "VerificationError",
     "__version__",
     "discover",
+    "send_many",
     "setup",
 ]

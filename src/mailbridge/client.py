@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ import attrs
 import dns.resolver
 
 from .addresses import Mailbox, parse_mailbox
+from .bulk import BulkOutcome, send_many
 from .composer import PreparedMessage, compose, new_message_id
 from .dnsauth.dkim import DkimSigner
 from .dnsauth.dmarc import organizational_domain
@@ -266,10 +267,12 @@ class DeliveryClient:
         (`RecipientsRefused`).
         """
         prepared = email if isinstance(email, PreparedMessage) else self.prepare(email)
-        with self._lock:  # close() waits for a send in progress, and none starts after it
+        with self._lock:
             if self._closed:
                 raise MailbridgeError("this DeliveryClient is closed")
-            transaction = self.transport.deliver(prepared)
+        # Sends run concurrently (up to the pool's limit); after close() a send in
+        # progress finishes and its connection is closed when it is given back.
+        transaction = self.transport.deliver(prepared)
         result = SendResult(
             message_id=prepared.message_id,
             accepted=transaction.accepted,
@@ -286,6 +289,17 @@ class DeliveryClient:
         if not self.archive_sent:
             return attrs.evolve(result, archive_reason="the SMTP server files its own copy in Sent")
         return self.archive(result)
+
+    def send_many(
+        self, emails: Iterable[DocumentEmail | PreparedMessage], *, concurrency: int = 4
+    ) -> Iterator[BulkOutcome]:
+        """Send many emails, `concurrency` at a time; outcomes arrive as they complete.
+
+        Each `BulkOutcome` has the input `index` and either a `result` or the
+        `error` that message met; one failure never stops the others. Connections
+        come from this client's pool (at most its `max_per_server`).
+        """
+        return send_many(((self, email) for email in emails), concurrency=concurrency)
 
     def archive(self, result: SendResult) -> SendResult:
         """Store the sent message in the archive folder (again); never stores it twice.

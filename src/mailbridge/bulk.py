@@ -1,0 +1,75 @@
+"""Sending many messages at once: bounded concurrency, results as they complete."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from .client import DeliveryClient, SendResult
+    from .composer import PreparedMessage
+    from .message import DocumentEmail
+
+__all__ = ["BulkOutcome", "send_many"]
+
+
+@attrs.frozen
+class BulkOutcome:
+    """What happened to one message of a batch: its `result`, or the `error` it met.
+
+    `index` is its position in the input, so outcomes (which arrive in the order
+    they complete) can be matched to what was sent.
+    """
+
+    index: int
+    client: DeliveryClient = attrs.field(repr=False)
+    email: DocumentEmail | PreparedMessage = attrs.field(repr=False)
+    result: SendResult | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the message was sent (some recipients may still have refused it)."""
+        return self.result is not None
+
+
+def _send(
+    index: int, client: DeliveryClient, email: DocumentEmail | PreparedMessage
+) -> BulkOutcome:
+    try:
+        return BulkOutcome(index, client, email, result=client.send(email))
+    except Exception as exc:
+        return BulkOutcome(index, client, email, error=exc)
+
+
+def send_many(
+    messages: Iterable[tuple[DeliveryClient, DocumentEmail | PreparedMessage]],
+    *,
+    concurrency: int = 8,
+) -> Iterator[BulkOutcome]:
+    """Send (client, email) pairs — across tenants too — `concurrency` at a time.
+
+    Outcomes are yielded as messages complete (a progress bar can follow them);
+    the input is read lazily and at most twice `concurrency` messages are in
+    flight, so memory does not grow with the batch. How many connections each
+    server gets is bounded by its client's connection pool.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    pending: set[concurrent.futures.Future[BulkOutcome]] = set()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for index, (client, email) in enumerate(messages):
+            pending.add(pool.submit(_send, index, client, email))
+            if len(pending) >= 2 * concurrency:
+                done, pending = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                yield from (future.result() for future in done)
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            yield from (future.result() for future in done)
