@@ -204,3 +204,65 @@ def test_watch_imports_new_mail_as_it_arrives() -> None:
         stop.set()
         assert list(batches) == []
         timer.join()
+
+
+def test_a_broken_message_is_reported_not_blocking() -> None:
+    broken = (
+        b"From: x@y.example\r\nSubject: =?utf-8?b?a?=\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename*=x-bogus''a%20b.pdf\r\n\r\n"
+        b"JVBERi0xLjQK\r\n--b--\r\n"
+    )
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", broken, user=USER)
+        server.seed("INBOX", MIXED[0], user=USER)
+        batch = InboxImporter(server.imap_settings()).run()
+    assert len(batch.documents) == 3  # the broken one's PDF too, with its odd name decoded
+    assert batch.messages_scanned == 2
+
+
+def test_oversized_parts_are_reported_not_silently_dropped() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", MIXED[0], user=USER)
+        batch = InboxImporter(server.imap_settings(), max_part_bytes=100).fetch()
+    assert any("over the limit" in text for _, text in batch.problems)
+
+
+def test_bodystructure_walk_enters_forwarded_messages() -> None:
+    from mailbridge.imap.importer import _parts
+
+    pdf = (
+        b"application",
+        b"pdf",
+        None,
+        None,
+        None,
+        b"base64",
+        120,
+        None,
+        (b"attachment", (b"filename", b"R-21.pdf")),
+        None,
+        None,
+    )
+    text = (b"text", b"plain", (b"charset", b"utf-8"), None, None, b"7bit", 10, 1)
+    inner = ([text, pdf], b"mixed")
+    rfc822 = (b"message", b"rfc822", None, None, None, b"7bit", 900, None, inner, 30)
+    outer = ([text, rfc822], b"mixed")
+    parts = {p.section: p.filename for p in _parts(outer)}
+    assert parts == {"1": None, "2.1": None, "2.2": "R-21.pdf"}
+
+
+def test_commit_after_a_uidvalidity_change_refuses() -> None:
+    from mailbridge import UidValidityChanged
+
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", MIXED[0], user=USER)
+        importer = InboxImporter(server.imap_settings())
+        batch = importer.fetch()
+        server.change_uidvalidity("INBOX")
+        with pytest.raises(UidValidityChanged):
+            importer.commit(batch)
+        again = importer.run(batch.checkpoint)  # nothing was marked: imported now, once
+        assert again.uidvalidity_changed and len(again.documents) == 2
+        assert importer.run(again.checkpoint).documents == ()

@@ -30,6 +30,7 @@ from .errors import (
     TokenExpired,
     TokenInvalid,
     TokenMismatch,
+    UidValidityChanged,
     UnsupportedByServer,
     VerificationError,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "TokenInvalid",
     "TokenMismatch",
     "Transport",
+    "UidValidityChanged",
     "UnsupportedByServer",
     "VerificationError",
     "__version__",

@@ -11,6 +11,7 @@ The hierarchy, so that callers can branch on what they can act on::
     │   └── MessageFormatError      raw message bytes that cannot be sent as they are
     ├── AutoconfigError             an autoconfig document cannot be used (ValueError)
     ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
+    ├── UidValidityChanged          an import batch no longer matches the folder's UIDs
     ├── VerificationError           a sender-verification token is not valid
     │   ├── TokenExpired            .expired_at
     │   ├── TokenInvalid            malformed, or signed with another secret (tampered)
@@ -61,6 +62,7 @@ __all__ = [
     "TokenExpired",
     "TokenInvalid",
     "TokenMismatch",
+    "UidValidityChanged",
     "UnsupportedByServer",
     "VerificationError",
 ]
@@ -143,6 +145,10 @@ class SenderNotAuthorized(MailbridgeError):
         super().__init__(message)
         self.plan = plan
         self.results = results
+
+
+class UidValidityChanged(MailbridgeError):
+    """The IMAP folder's UIDVALIDITY changed between fetching and committing an import."""
 
 
 class VerificationError(MailbridgeError):

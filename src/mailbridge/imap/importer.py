@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import email.errors
 import email.header
 import quopri
 import threading
@@ -15,7 +16,9 @@ from typing import Any
 
 import attrs
 import imapclient
+import imapclient.exceptions
 
+from ..errors import DeliveryError, UidValidityChanged
 from ..settings import ImapSettings
 from .connection import close_imap, open_imap
 from .documents import DocumentKind, detect_kind
@@ -23,6 +26,7 @@ from .documents import DocumentKind, detect_kind
 __all__ = ["Checkpoint", "ImportBatch", "ImportedDocument", "InboxImporter"]
 
 IMPORTED_KEYWORD = "$Imported"
+MAX_MIME_DEPTH = 10
 DOCUMENT_TYPES = frozenset(
     {
         "application/pdf",
@@ -79,6 +83,7 @@ class ImportBatch:
     checkpoint: Checkpoint
     uids: tuple[int, ...] = ()  # the messages scanned, marked by `commit()`
     uidvalidity_changed: bool = False
+    problems: tuple[tuple[int, str], ...] = ()  # (UID, what could not be imported and why)
 
     @property
     def messages_scanned(self) -> int:
@@ -92,6 +97,7 @@ class _Part:
     content_type: str
     encoding: str
     filename: str | None
+    size: int = 0  # encoded size, from BODYSTRUCTURE
 
 
 def _text(value: Any) -> str:
@@ -100,8 +106,8 @@ def _text(value: Any) -> str:
     raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
-    except (UnicodeError, ValueError, LookupError):
-        return raw
+    except (UnicodeError, ValueError, LookupError, email.errors.MessageError):
+        return raw  # a broken encoded word in someone's mail: keep the raw text
 
 
 def _params(value: Any) -> dict[str, str]:
@@ -116,27 +122,45 @@ def _params(value: Any) -> dict[str, str]:
             name = name.rstrip("*")
             charset, _, rest = text.partition("'")
             _, _, encoded = rest.partition("'")
-            text = urllib.parse.unquote(
-                encoded or text, encoding=charset or "utf-8", errors="replace"
-            )
+            try:
+                text = urllib.parse.unquote(
+                    encoded or text, encoding=charset or "utf-8", errors="replace"
+                )
+            except LookupError:  # an unknown charset named by the sender
+                text = urllib.parse.unquote(encoded or text, errors="replace")
         params[name] = text
     return params
 
 
-def _parts(structure: Any, prefix: str = "") -> Iterator[_Part]:
-    """Leaf parts of a BODYSTRUCTURE with their section numbers ("1", "2.1", ...)."""
+def _parts(structure: Any, prefix: str = "", depth: int = 0) -> Iterator[_Part]:
+    """Leaf parts of a BODYSTRUCTURE with their section numbers ("1", "2.1", ...).
+
+    Forwarded messages (message/rfc822) are entered, so an invoice forwarded as
+    an attachment is found too.
+    """
+    if depth > MAX_MIME_DEPTH:
+        return
     if isinstance(structure[0], list):  # multipart: (children, subtype, ...)
         for number, child in enumerate(structure[0], start=1):
-            yield from _parts(child, f"{prefix}{number}.")
+            yield from _parts(child, f"{prefix}{number}.", depth + 1)
         return
     maintype, subtype = _text(structure[0]).lower(), _text(structure[1]).lower()
+    section = prefix.rstrip(".") or "1"
+    if (maintype, subtype) == ("message", "rfc822") and len(structure) > 8:
+        inner = structure[8]
+        if isinstance(inner[0], list):
+            yield from _parts(inner, f"{section}.", depth + 1)
+        else:
+            yield from _parts(inner, f"{section}.1.", depth + 1)
+        return
     params = _params(structure[2])
     filename = params.get("name")
     for extra in structure[7:]:  # the disposition is among the extension data
         if isinstance(extra, (tuple, list)) and len(extra) == 2 and isinstance(extra[0], bytes):
             filename = _params(extra[1]).get("filename") or filename
     encoding = _text(structure[5]).lower()
-    yield _Part(prefix.rstrip(".") or "1", f"{maintype}/{subtype}", encoding, filename)
+    size = structure[6] if isinstance(structure[6], int) else 0
+    yield _Part(section, f"{maintype}/{subtype}", encoding, filename, size)
 
 
 def _decode(data: bytes, encoding: str) -> bytes | None:
@@ -192,9 +216,13 @@ class InboxImporter:
         client = open_imap(self.settings)
         try:
             selected = client.select_folder(self.folder)
-            if int(selected[b"UIDVALIDITY"]) == batch.checkpoint.uidvalidity:
-                for start in range(0, len(batch.uids), self.batch_size):
-                    self._mark_done(client, batch.uids[start : start + self.batch_size])
+            if int(selected[b"UIDVALIDITY"]) != batch.checkpoint.uidvalidity:
+                raise UidValidityChanged(
+                    f"the UIDs of {self.folder} changed since the fetch; nothing was marked. "
+                    "Fetch again: messages already marked are not imported twice."
+                )
+            for start in range(0, len(batch.uids), self.batch_size):
+                self._mark_done(client, batch.uids[start : start + self.batch_size])
         finally:
             close_imap(client)
         return batch.checkpoint
@@ -215,36 +243,45 @@ class InboxImporter:
     ) -> Iterator[ImportBatch]:
         """Import now, then wait with IDLE for new mail and import again; yields each batch.
 
+        A batch is committed (marked) when you ask for the next one: store its
+        documents before continuing the loop. Stopping the loop early leaves the
+        last batch unmarked, so it comes again (at least once, never lost).
         Bounded: ends after `max_seconds`, or as soon as `stop` is set (checked
         at least every `idle_seconds`, which stays under the 29 minutes after
-        which servers may drop an idle client).
+        which servers may drop an idle client); a dropped connection is reopened.
         """
         deadline = time.monotonic() + max_seconds
         stop = stop or threading.Event()
         while not stop.is_set() and time.monotonic() < deadline:
-            batch = self.run(checkpoint)
-            checkpoint = batch.checkpoint
+            batch = self.fetch(checkpoint)
             if batch.uids:
                 yield batch
-            client = open_imap(self.settings)
+                self.commit(batch)  # the consumer asked for more: it has stored this one
+            checkpoint = batch.checkpoint
             try:
-                client.select_folder(self.folder, readonly=True)
-                if not client.has_capability("IDLE"):
-                    stop.wait(min(idle_seconds, max(0.0, deadline - time.monotonic())))
-                    continue
-                client.idle()
-                try:
-                    wait = min(idle_seconds, max(0.0, deadline - time.monotonic()))
-                    ends = time.monotonic() + wait
-                    while not stop.is_set() and time.monotonic() < ends:
-                        if any(
-                            r[1] == b"EXISTS" for r in client.idle_check(timeout=0.2) if len(r) > 1
-                        ):
-                            break
-                finally:
-                    client.idle_done()
+                self._wait_for_mail(stop, min(idle_seconds, max(0.0, deadline - time.monotonic())))
+            except (DeliveryError, imapclient.exceptions.IMAPClientError, OSError):
+                stop.wait(min(5.0, max(0.0, deadline - time.monotonic())))  # then reconnect
+
+    def _wait_for_mail(self, stop: threading.Event, wait: float) -> None:
+        """IDLE until new mail arrives, `wait` seconds pass, or `stop` is set."""
+        client = open_imap(self.settings)
+        try:
+            client.select_folder(self.folder, readonly=True)
+            if not client.has_capability("IDLE"):
+                stop.wait(wait)
+                return
+            client.idle()
+            try:
+                ends = time.monotonic() + wait
+                while not stop.is_set() and time.monotonic() < ends:
+                    responses = client.idle_check(timeout=0.2)
+                    if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
+                        break
             finally:
-                close_imap(client)
+                client.idle_done()
+        finally:
+            close_imap(client)
 
     def _fetch(self, client: imapclient.IMAPClient, checkpoint: Checkpoint | None) -> ImportBatch:
         selected = client.select_folder(self.folder, readonly=True)
@@ -258,57 +295,102 @@ class InboxImporter:
             criteria = ["UID", f"{last_uid + 1}:*", *criteria]
         uids = sorted(uid for uid in client.search(criteria) if uid > last_uid)
         documents: list[ImportedDocument] = []
+        problems: list[tuple[int, str]] = []
         for start in range(0, len(uids), self.batch_size):
             batch = uids[start : start + self.batch_size]
-            documents.extend(self._import_batch(client, batch, uidvalidity))
+            documents.extend(self._import_batch(client, batch, uidvalidity, problems))
         newest = max(uids, default=last_uid)
-        return ImportBatch(tuple(documents), Checkpoint(uidvalidity, newest), tuple(uids), changed)
+        return ImportBatch(
+            tuple(documents),
+            Checkpoint(uidvalidity, newest),
+            tuple(uids),
+            changed,
+            tuple(problems),
+        )
 
     def _import_batch(
-        self, client: imapclient.IMAPClient, uids: Sequence[int], uidvalidity: int
+        self,
+        client: imapclient.IMAPClient,
+        uids: Sequence[int],
+        uidvalidity: int,
+        problems: list[tuple[int, str]],
     ) -> Iterator[ImportedDocument]:
         response = client.fetch(uids, ["BODYSTRUCTURE", "ENVELOPE", "RFC822.SIZE"])
         for uid in uids:
             data = response.get(uid)
             if data is None:
                 continue
-            wanted = [
-                p
-                for p in _parts(data[b"BODYSTRUCTURE"])
-                if p.content_type in DOCUMENT_TYPES
-                or (p.filename or "").lower().endswith((".pdf", ".xml"))
-            ]
-            if not wanted:
-                continue
-            envelope = data[b"ENVELOPE"]
-            sender = ""
-            if envelope.from_:
-                address = envelope.from_[0]
-                sender = f"{_text(address.mailbox)}@{_text(address.host)}"
-            keys = [f"BODY.PEEK[{p.section}]" for p in wanted]
-            bodies = client.fetch([uid], keys).get(uid, {})
-            for number, part in enumerate(wanted, start=1):
-                raw = bodies.get(f"BODY[{part.section}]".encode())
-                if raw is None or len(raw) > self.max_part_bytes * 2:
-                    continue
-                content = _decode(raw, part.encoding)
-                kind = detect_kind(content) if content else None
-                if content is None or kind is None:
-                    continue
-                extension = ".pdf" if kind == DocumentKind.PDF else ".xml"
-                yield ImportedDocument(
-                    filename=part.filename or f"document-{uid}-{number}{extension}",
-                    content_type=part.content_type,
-                    content=content,
-                    kind=kind,
-                    sender=sender,
-                    subject=_text(envelope.subject),
-                    date=envelope.date,
-                    message_id=_text(envelope.message_id) or None,
-                    folder=self.folder,
-                    uidvalidity=uidvalidity,
-                    uid=uid,
+            try:
+                yield from self._documents_of(client, uid, data, uidvalidity, problems)
+            except (imapclient.exceptions.IMAPClientAbortError, OSError):
+                raise  # the connection is gone: the whole run fails, nothing is marked
+            except Exception as exc:
+                problems.append((uid, f"could not be read: {type(exc).__name__}: {exc}"))
+
+    def _documents_of(
+        self,
+        client: imapclient.IMAPClient,
+        uid: int,
+        data: Any,
+        uidvalidity: int,
+        problems: list[tuple[int, str]],
+    ) -> Iterator[ImportedDocument]:
+        wanted = [
+            p
+            for p in _parts(data[b"BODYSTRUCTURE"])
+            if p.content_type in DOCUMENT_TYPES
+            or (p.filename or "").lower().endswith((".pdf", ".xml"))
+        ]
+        if not wanted:
+            return
+        envelope = data[b"ENVELOPE"]
+        sender = ""
+        if envelope.from_:
+            address = envelope.from_[0]
+            sender = f"{_text(address.mailbox)}@{_text(address.host)}"
+        too_big = [p for p in wanted if p.size > self.max_part_bytes * 2]
+        for part in too_big:
+            problems.append(
+                (
+                    uid,
+                    f"{part.filename or part.section}: {part.size} bytes, "
+                    f"over the limit of {self.max_part_bytes}",
                 )
+            )
+        wanted = [p for p in wanted if p not in too_big]
+        keys = [f"BODY.PEEK[{p.section}]" for p in wanted]
+        bodies = client.fetch([uid], keys).get(uid, {}) if keys else {}
+        for number, part in enumerate(wanted, start=1):
+            raw = bodies.get(f"BODY[{part.section}]".encode())
+            content = _decode(raw, part.encoding) if raw is not None else None
+            if content is None or len(content) > self.max_part_bytes:
+                problems.append((uid, f"{part.filename or part.section}: not readable"))
+                continue
+            kind = detect_kind(content)
+            if kind is None:
+                if part.content_type != "application/octet-stream":
+                    problems.append(
+                        (
+                            uid,
+                            f"{part.filename or part.section}: "
+                            f"{part.content_type} that is no PDF or XML",
+                        )
+                    )
+                continue
+            extension = ".pdf" if kind == DocumentKind.PDF else ".xml"
+            yield ImportedDocument(
+                filename=part.filename or f"document-{uid}-{number}{extension}",
+                content_type=part.content_type,
+                content=content,
+                kind=kind,
+                sender=sender,
+                subject=_text(envelope.subject),
+                date=envelope.date,
+                message_id=_text(envelope.message_id) or None,
+                folder=self.folder,
+                uidvalidity=uidvalidity,
+                uid=uid,
+            )
 
     def _mark_done(self, client: imapclient.IMAPClient, uids: Sequence[int]) -> None:
         if not uids:
