@@ -189,3 +189,29 @@ def test_imap_security_mismatch_suggests_the_working_mode() -> None:
     assert report.diagnosis.category == Category.EXPECTED_PLAINTEXT
     assert report.imap_alternative is not None
     assert report.imap_alternative.security is Security.STARTTLS
+
+
+@pytest.mark.parametrize(
+    "message_id", ["<a{3}b@acme.example>", "<a.b+c=d@acme.example>", "<star*pct%@acme.example>"]
+)
+def test_unusual_message_ids_are_found_again(
+    delivery_client: DeliveryClient, imap_server: FakeImapServer, message_id: str
+) -> None:
+    result = delivery_client.send(_email(message_id=message_id))
+    assert result.archived is True
+    assert delivery_client.archive(result).archived is True
+    assert len(imap_server.messages("Sent", user=USER)) == 1
+
+
+def test_concurrent_archives_of_one_message_store_one_copy(
+    delivery_client: DeliveryClient, imap_server: FakeImapServer
+) -> None:
+    import threading
+
+    result = delivery_client.send(_email())
+    threads = [threading.Thread(target=delivery_client.archive, args=(result,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(imap_server.messages("Sent", user=USER)) == 1

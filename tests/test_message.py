@@ -299,3 +299,18 @@ def test_long_message_ids_in_references_stay_intact() -> None:
     assert parsed["In-Reply-To"] == long_id
     assert parsed["References"].split() == [long_id, "<b@x.example>"]
     assert b"=?utf-8?" not in data
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        '<q"uote@x.example>',
+        "<a(b)@x.example>",
+        "<a b@x.example>",
+        "<a..b@x.example>",
+        "<@x.example>",
+    ],
+)
+def test_message_ids_follow_rfc_5322(message_id: str) -> None:
+    with pytest.raises(MessageError):
+        DocumentEmail(to="a@x.example", subject="s", body="b", message_id=message_id)

@@ -19,7 +19,9 @@ from .headersafety import check_header_name, check_header_text
 __all__ = ["DocumentEmail", "render_placeholders"]
 
 MAX_FORMAT_WIDTH = 1000  # "{amount:>300000000}" must not exhaust memory
-_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")  # printable ASCII, no <, > or space
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_MESSAGE_ID = re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>")  # RFC 5322 3.6.4 msg-id
 _RESERVED_HEADERS = frozenset(
     name.lower()
     for name in (

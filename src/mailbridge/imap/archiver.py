@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import re
+import threading
 from collections.abc import Sequence
 
 import attrs
@@ -18,6 +19,7 @@ from .folders import find_sent_folder, list_folders
 
 __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
 
+LOCK_STRIPES = 64
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 _DATE = re.compile(rb"^Date:[ \t]*(.+?)\r?\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 # Submission servers that file a copy of what they relay in Sent themselves; archiving
@@ -76,9 +78,22 @@ class SentArchiver:
 
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings
+        # Striped locks: the same Message-ID always maps to the same lock, memory stays fixed.
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def archive(self, data: bytes, *, message_id: str, bcc: Sequence[str] = ()) -> ArchiveOutcome:
-        """Store `data` (as transmitted) with \\Seen and the message's date."""
+        """Store `data` (as transmitted) with \\Seen and the message's date.
+
+        Two archives of the same message never run at once in this process, so
+        the look-up for its Message-ID and the append cannot interleave.
+        """
+        with self._lock_for(message_id):
+            return self._archive_locked(data, message_id, bcc)
+
+    def _lock_for(self, message_id: str) -> threading.Lock:
+        return self._locks[hash(message_id) % LOCK_STRIPES]
+
+    def _archive_locked(self, data: bytes, message_id: str, bcc: Sequence[str]) -> ArchiveOutcome:
         try:
             client = open_imap(self.settings)
         except DeliveryError as exc:
@@ -111,7 +126,9 @@ class SentArchiver:
                     False, reason="no Sent folder was found; choose the archive folder"
                 )
         client.select_folder(folder)
-        existing = client.search(["HEADER", "Message-ID", message_id])
+        # Always a quoted string: imapclient leaves values like <a{3}b@x> unquoted.
+        quoted = message_id.replace("\\", "\\\\").replace('"', '\\"')
+        existing = client.search(f'HEADER Message-ID "{quoted}"'.encode())
         if existing:
             return ArchiveOutcome(True, folder, int(existing[-1]), already_there=True)
         response = client.append(
