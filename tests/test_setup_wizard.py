@@ -53,6 +53,7 @@ def test_wizard_finds_and_proves_smtp_and_imap(dns_server: FakeDnsServer) -> Non
             guess=False,
             timeout=5,
             ssl_context=_trusting(smtp, imap),
+            allow_private=True,  # the test servers are on loopback
             command_timeout=3,
         )
     assert result.ok, str(result)
@@ -88,6 +89,7 @@ def test_wrong_password_gets_the_providers_advice(dns_server: FakeDnsServer) -> 
             guess=False,
             timeout=3,
             ssl_context=_trusting(smtp),
+            allow_private=True,
             command_timeout=3,
         )
     assert not result.ok and result.smtp is None
@@ -110,3 +112,39 @@ def test_nothing_found(dns_server: FakeDnsServer) -> None:
     assert not result.ok and result.attempts == ()
     assert result.diagnosis is not None
     assert result.diagnosis.category == Category.HOST_NOT_FOUND
+
+
+@pytest.mark.dns_server(
+    zones={"evil.example": {"_submissions._tcp": {"SRV": "0 1 465 localhost."}}}
+)
+def test_password_never_goes_to_untrusted_or_internal_candidates(
+    dns_server: FakeDnsServer,
+) -> None:
+    with FakeSmtpServer(tls="implicit", users={"x@evil.example": "pw"}) as smtp:
+        result = setup(
+            "x@evil.example",
+            "pw",
+            want_imap=False,
+            guess=False,
+            timeout=3,
+            resolver=dns_server.resolver(timeout=0.5),
+            fetcher=HttpsFetcher(resolver=dns_server.resolver(timeout=0.5)),
+            ssl_context=_trusting(smtp),
+        )
+        assert smtp.connections == 0  # nothing was tried: the SRV answer is not trusted
+        assert not result.ok and result.attempts == ()
+        assert result.diagnosis is not None
+        assert "unconfirmed" in result.diagnosis.summary
+        trusted_but_internal = setup(
+            "x@evil.example",
+            "pw",
+            want_imap=False,
+            guess=False,
+            timeout=3,
+            resolver=dns_server.resolver(timeout=0.5),
+            try_untrusted=True,
+            fetcher=HttpsFetcher(resolver=dns_server.resolver(timeout=0.5)),
+            ssl_context=_trusting(smtp),
+        )
+        assert smtp.connections == 0  # localhost is internal: refused without allow_private
+        assert trusted_but_internal.attempts == ()

@@ -144,3 +144,49 @@ def test_spf_imitation_end_to_end_through_postfix(real_servers, dns_server: Fake
     assert "Return-Path: <billing@tenant.example>" in header
     assert "From: Acme GmbH <billing@tenant.example>" in header
     assert "Reply-To: office@tenant.example" in header
+
+
+def test_no_sending_ips_is_never_authorised(
+    smtp_server: FakeSmtpServer, dns_server: FakeDnsServer
+) -> None:
+    from mailbridge.addresses import parse_mailbox
+    from mailbridge.identity import SpfIdentity
+
+    relay = PlatformRelay(
+        smtp=smtp_server.smtp_settings(),
+        app_name="Example App",
+        noreply_address="noreply@app.example",
+        bounce_address="bounces@app.example",
+    )
+    identity = SpfIdentity(
+        parse_mailbox("s", "billing@tenant.example"), relay, resolver=dns_server.resolver()
+    )
+    assert not identity.authorization().authorized
+
+
+def test_from_override_must_stay_in_the_tenants_domain(
+    smtp_server: FakeSmtpServer, dns_server: FakeDnsServer
+) -> None:
+    from mailbridge import MessageError
+
+    dns_server.add_record("tenant.example", "TXT", '"v=spf1 include:spf.app.example ~all"')
+    with _client(smtp_server, dns_server) as client:
+        with pytest.raises(MessageError) as info:
+            client.send(
+                DocumentEmail(
+                    to="j@customer.example",
+                    subject="s",
+                    body="b",
+                    from_override="ceo@other-tenant.example",
+                )
+            )
+        assert info.value.field == "from_override"
+        client.send(
+            DocumentEmail(
+                to="j@customer.example",
+                subject="s",
+                body="b",
+                from_override="Sales <sales@tenant.example>",
+            )
+        )
+    assert smtp_server.messages[-1].message["From"] == "Sales <sales@tenant.example>"

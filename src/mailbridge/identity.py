@@ -23,7 +23,7 @@ from .addresses import Mailbox, parse_mailbox
 from .dnsauth.dmarc import DmarcAlignment, dmarc_alignment
 from .dnsauth.spf import SpfResult, SpfVerdict, check_host
 from .dnsauth.spf_plan import plan_include
-from .errors import ConfigurationError, SenderNotAuthorized
+from .errors import ConfigurationError, MessageError, SenderNotAuthorized
 from .headersafety import has_line_break
 from .message import DocumentEmail
 from .settings import SmtpSettings
@@ -222,6 +222,11 @@ class SpfIdentity:
                 for ip in self.relay.sending_ips
             )
             failed = [r for r in results if r.result != SpfVerdict.PASS]
+            if not results:
+                reason = "the relay lists no sending IPs, so nothing can be checked"
+                authorization = SenderAuthorization(False, reason)
+                self._cached = (self.clock(), authorization)  # not cached: check again next time
+                return authorization
             if failed:
                 reason = (
                     f"SPF of {domain} gives {failed[0].result} for the relay: {failed[0].reason}"
@@ -238,6 +243,13 @@ class SpfIdentity:
 
     def addressing(self, email: DocumentEmail, message_id: str) -> Addressing:
         """The tenant's address everywhere when authorised; else fall back or raise."""
+        override = email.from_override
+        if override is not None and override.domain.lower() != self.message_id_domain.lower():
+            raise MessageError(
+                "from_override",
+                f"must be an address at {self.message_id_domain}: only that domain's SPF "
+                "record authorises this relay",
+            )
         authorization = self.authorization()
         if authorization.authorized:
             author = email.from_override or _named(self.tenant, self.display_name)

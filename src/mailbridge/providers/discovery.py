@@ -21,6 +21,7 @@ import dns.flags
 import dns.resolver
 
 from ..addresses import parse_mailbox
+from ..dnsauth.dmarc import organizational_domain
 from ..errors import AutoconfigError
 from ..settings import ImapSettings, Security, SmtpSettings
 from ._probe import ProbeTarget, probe_endpoint
@@ -218,7 +219,9 @@ def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
     return list(answer.rrset or ()), authenticated
 
 
-def _autoconfig_at(ctx: _Context, urls: Sequence[str], source: str) -> list[Candidate]:
+def _autoconfig_at(
+    ctx: _Context, urls: Sequence[str], source: str, *, found_via_trusted: bool = True
+) -> list[Candidate]:
     for url in urls:
         body = ctx.fetcher.fetch(url, ctx.timeout)
         if body is None:
@@ -227,7 +230,7 @@ def _autoconfig_at(ctx: _Context, urls: Sequence[str], source: str) -> list[Cand
             parsed = parse_autoconfig(body, ctx.email)
         except AutoconfigError:
             continue
-        trusted = url.startswith("https://")
+        trusted = url.startswith("https://") and found_via_trusted
         return [
             Candidate(
                 c.protocol,
@@ -283,15 +286,16 @@ def _mx(ctx: _Context) -> list[Candidate]:
             mx_host=mx_host,
             trusted=authenticated,
         )
-    labels = mx_host.split(".")
-    parents = list(dict.fromkeys([".".join(labels[1:]), ".".join(labels[-2:])]))
-    urls = [
-        url
-        for parent in parents
-        if parent.count(".") >= 1
-        for url in _autoconfig_urls(parent, ctx)[:1]
+    # The MX host's parent and its registered domain; never a public suffix such as co.uk.
+    base = organizational_domain(mx_host)
+    parents = [
+        p
+        for p in dict.fromkeys([mx_host.partition(".")[2], base])
+        if p == base or p.endswith("." + base)
     ]
-    return _autoconfig_at(ctx, urls, "mx")
+    urls = [url for parent in parents for url in _autoconfig_urls(parent, ctx)[:1]]
+    # Found through an unauthenticated MX answer: HTTPS alone does not make it trusted.
+    return _autoconfig_at(ctx, urls, "mx", found_via_trusted=authenticated)
 
 
 def _srv(ctx: _Context) -> list[Candidate]:

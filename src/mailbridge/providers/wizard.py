@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from ..imap.probe import probe_imap
 from ..settings import ImapSettings, SmtpSettings
 from ..smtp.probe import ConnectionReport, probe_smtp
 from .discovery import Candidate, DiscoveryResult, discover
+from .fetch import resolve_host
 from .models import Provider
 
 if TYPE_CHECKING:
@@ -87,6 +89,23 @@ def _provider_advice(diagnosis: Diagnosis, provider: Provider | None) -> Diagnos
     return attrs.evolve(diagnosis, summary=f"{provider.name}: {diagnosis.summary}", hints=hints)
 
 
+def _internal(host: str, resolver: Any, timeout: float) -> bool:
+    """True when `host` is or resolves to a loopback, private, link-local or reserved address."""
+    addresses = ["127.0.0.1"] if host == "localhost" else resolve_host(host, resolver, timeout)
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if (
+            ip.is_loopback
+            or ip.is_private
+            or ip.is_link_local
+            or ip.is_reserved
+            or ip.is_multicast
+            or ip.is_unspecified
+        ):
+            return True
+    return False
+
+
 def _best_failure(attempts: list[SetupAttempt]) -> Diagnosis | None:
     diagnoses = [a.report.diagnosis for a in attempts if a.report.diagnosis is not None]
     for category in _ACCOUNT_PROBLEMS:
@@ -102,6 +121,8 @@ def setup(
     *,
     want_imap: bool = True,
     max_attempts: int = 6,
+    try_untrusted: bool = False,
+    allow_private: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 10.0,
     command_timeout: float = 15.0,
@@ -113,6 +134,12 @@ def setup(
     ...). Each SMTP (and, with `want_imap`, IMAP) candidate is tested with a
     connection test until one works; the result holds every attempt and, when
     nothing worked, the most telling diagnosis with the provider's own advice.
+
+    The password is only sent to trusted candidates (the provider list, HTTPS
+    autoconfig, DNSSEC-authenticated DNS) unless `try_untrusted` is set — show
+    the others to the tenant for confirmation instead — and never to loopback,
+    private or link-local addresses unless `allow_private` is set, so a
+    hostile DNS record cannot aim logins at the platform's own network.
     """
     found = discover(email, tls_context=ssl_context, **discover_options)
     options: dict[str, Any] = {
@@ -123,7 +150,16 @@ def setup(
         options["ssl_context"] = ssl_context
     attempts: list[SetupAttempt] = []
     smtp = imap = None
-    for candidate in found.smtp[:max_attempts]:
+    resolver = discover_options.get("resolver")
+
+    def allowed(candidate: Candidate) -> bool:
+        if not candidate.trusted and not try_untrusted:
+            return False
+        return allow_private or not _internal(candidate.host, resolver, connect_timeout)
+
+    smtp_candidates = [c for c in found.smtp if allowed(c)]
+    imap_candidates = [c for c in found.imap if allowed(c)]
+    for candidate in smtp_candidates[:max_attempts]:
         settings = candidate.smtp_settings(password, **options)
         report = probe_smtp(settings)
         attempts.append(SetupAttempt(candidate, report))
@@ -131,7 +167,7 @@ def setup(
             smtp = settings
             break
     if want_imap:
-        for candidate in found.imap[:max_attempts]:
+        for candidate in imap_candidates[:max_attempts]:
             imap_settings = candidate.imap_settings(password, **options)
             report = probe_imap(imap_settings)
             attempts.append(SetupAttempt(candidate, report))
@@ -142,18 +178,26 @@ def setup(
     diagnosis = None
     if smtp is None:
         failure = _best_failure([a for a in attempts if a.candidate.protocol == "smtp"])
-        diagnosis = (
-            _provider_advice(failure, found.provider)
-            if failure
-            else Diagnosis(
+        if failure is not None:
+            diagnosis = _provider_advice(failure, found.provider)
+        elif found.smtp:
+            diagnosis = Diagnosis(
+                Category.HOST_NOT_FOUND,
+                f"Only unconfirmed server settings were found for {email}.",
+                tuple(
+                    f"Check and confirm: {c.host}:{c.port} ({c.explanation})"
+                    for c in found.smtp[:3]
+                ),
+            )
+        else:
+            diagnosis = Diagnosis(
                 Category.HOST_NOT_FOUND,
                 f"No mail server settings were found for {email}.",
                 (
-                    "Enter the SMTP server, port and security by hand (your provider's help pages "
-                    "list them).",
+                    "Enter the SMTP server, port and security by hand (your provider's help "
+                    "pages list them).",
                 ),
             )
-        )
     elif want_imap and found.imap and imap is None:
         failure = _best_failure([a for a in attempts if a.candidate.protocol == "imap"])
         diagnosis = _provider_advice(failure, found.provider) if failure else None
