@@ -342,3 +342,36 @@ def test_7_uppercase_macros_are_url_escaped_and_crt_only_in_exp() -> None:
     assert expand("%{c}", context, explanation=True) == IP4
     with pytest.raises(MacroError):
         expand("%{d0}", context)
+
+
+# -- findings of a review ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "v=spf1 ip4:192.0.2.3 ip4:10.0.0.0/40 -all",
+        "v=spf1 ip4:192.0.2.3 a/99 -all",
+        "v=spf1 ip4:192.0.2.3 exists:%{z}.example.com -all",
+        "v=spf1 ip4:192.0.2.3 include:nodot -all",
+        "v=spf1 ip4:192.0.2.3 ip6:2001:db8::/32//64 -all",
+    ],
+)
+def test_4_6_a_syntax_error_anywhere_is_permerror(dns_server: FakeDnsServer, record: str) -> None:
+    _spf(dns_server, "example.com", record)
+    assert _check(dns_server).result == SpfVerdict.PERMERROR
+
+
+def test_p_macro_lookups_are_not_void_lookups(dns_server: FakeDnsServer) -> None:
+    _spf(dns_server, "example.com", "v=spf1 exists:%{p}.allow.example.com ip4:192.0.2.4 -all")
+    assert _check(dns_server, ip="192.0.2.4").result == SpfVerdict.PASS
+
+
+def test_names_that_cannot_exist_are_not_crashes(dns_server: FakeDnsServer) -> None:
+    _spf(dns_server, "example.com", "v=spf1 include:a\\\\1.example.com -all")
+    assert _check(dns_server).result in (SpfVerdict.PERMERROR, SpfVerdict.FAIL)
+
+
+def test_no_record_is_cached_only_briefly(dns_server: FakeDnsServer) -> None:
+    result = _check(dns_server)
+    assert result.result == SpfVerdict.NONE and result.ttl <= 60

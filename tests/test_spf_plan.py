@@ -77,3 +77,10 @@ def test_record_that_would_exceed_ten_lookups(dns_server: FakeDnsServer) -> None
 def test_dns_error(dns_server: FakeDnsServer) -> None:
     dns_server.fail("tenant.example")
     assert _plan(dns_server).status == SpfPlanStatus.DNS_ERROR
+
+
+def test_an_include_after_all_does_not_count(dns_server: FakeDnsServer) -> None:
+    dns_server.add_record("tenant.example", "TXT", '"v=spf1 -all include:spf.app.example"')
+    plan = _plan(dns_server)
+    assert plan.status == SpfPlanStatus.UPDATE
+    assert plan.new_record == "v=spf1 include:spf.app.example -all include:spf.app.example"

@@ -34,6 +34,7 @@ MAX_VOID_LOOKUPS = 2
 MAX_MX_OR_PTR = 10
 DEFAULT_TIMEOUT = 20.0  # "at least 20 seconds" for the whole check (4.6.4)
 MAX_CACHE_TTL = 3600  # never trust a verdict longer than an hour
+NEGATIVE_CACHE_TTL = 60  # "no record yet" is rechecked soon
 
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 _MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
@@ -135,8 +136,18 @@ class _State:
             raise _Stop(
                 SpfVerdict.TEMPERROR, f"DNS lookup of {name} {rdtype} failed: {exc}"
             ) from None
-        except (dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.EmptyLabel):
-            records = []
+        except (
+            dns.name.LabelTooLong,
+            dns.name.NameTooLong,
+            dns.name.EmptyLabel,
+            dns.name.BadEscape,
+            dns.exception.SyntaxError,
+        ):
+            records = []  # a name that cannot exist (e.g. after macro expansion): nothing there
+        except dns.exception.DNSException as exc:
+            raise _Stop(
+                SpfVerdict.TEMPERROR, f"DNS lookup of {name} {rdtype} failed: {exc}"
+            ) from None
         else:
             records = list(answer.rrset) if answer.rrset else []
             if answer.rrset is not None:
@@ -208,11 +219,13 @@ def _address_type(ip: IPAddress) -> str:
     return "A" if ip.version == 4 else "AAAA"
 
 
-def _validated_names(state: _State, target: str | None) -> list[str]:
+def _validated_names(state: _State, target: str | None, *, counts_void: bool = True) -> list[str]:
     """Names from the PTR records of the IP that resolve back to it (RFC 7208 5.5)."""
     try:
         reverse = dns.reversename.from_address(str(state.ip)).to_text()
-        names = [rdata.target.to_text() for rdata in state.query(reverse, "PTR")]
+        names = [
+            rdata.target.to_text() for rdata in state.query(reverse, "PTR", counts_void=counts_void)
+        ]
     except _Stop as stop:
         if stop.verdict == SpfVerdict.TEMPERROR:
             return []  # a DNS error in the PTR lookup makes ptr not match
@@ -233,17 +246,28 @@ def _validated_names(state: _State, target: str | None) -> list[str]:
     return validated
 
 
+_SYNTAX_CONTEXT = MacroContext(
+    ipaddress.ip_address("192.0.2.1"), "postmaster@syntax.invalid", "syntax.invalid"
+)
+
+
 class _Evaluator:
     def __init__(self, state: _State) -> None:
         self.state = state
+        self._p_names: dict[str, str] = {}
 
     def context(self, domain: str) -> MacroContext:
         state = self.state
 
         def validated_name() -> str:
-            names = _validated_names(state, domain.lower())
-            names = names or _validated_names(state, None)
-            return names[0] if names else "unknown"
+            # %{p}: looked up once per domain and check, and (RFC 7208 4.6.4) not a "term",
+            # so its lookups count neither as terms nor as void lookups.
+            key = domain.lower()
+            if key not in self._p_names:
+                names = _validated_names(state, key, counts_void=False)
+                names = names or _validated_names(state, None, counts_void=False)
+                self._p_names[key] = names[0] if names else "unknown"
+            return self._p_names[key]
 
         return MacroContext(state.ip, state.sender, domain, state.helo, "unknown", validated_name)
 
@@ -345,8 +369,19 @@ class _Evaluator:
             or (cidr and not takes_cidr)
         ):
             raise _Stop(SpfVerdict.PERMERROR, f"invalid mechanism {text!r}")
-        if name == "ip4" and (cidr.startswith("//") or "//" in cidr):
-            raise _Stop(SpfVerdict.PERMERROR, f"invalid mechanism {text!r}")
+        if name in ("ip4", "ip6"):
+            limit = 32 if name == "ip4" else 128
+            match = re.fullmatch(r"(?:/(0|[1-9][0-9]{0,2}))?", cidr)
+            if not match or (match.group(1) and int(match.group(1)) > limit):
+                raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length in {text!r}")
+        elif cidr:
+            _cidr(cidr)  # a / mx: dual-cidr-length, checked before anything is evaluated
+        if value is not None and name not in ("ip4", "ip6"):
+            _check_domain_spec(value)
+            try:  # macros must be valid everywhere in the record (RFC 7208 4.6), not just
+                expand(value, _SYNTAX_CONTEXT)  # in the terms that get evaluated
+            except MacroError as exc:
+                raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
         if name in ("ip4", "ip6"):
             try:
                 address = ipaddress.ip_address(value or "")
@@ -450,4 +485,6 @@ def check_host(
     except _Stop as stop:
         result = SpfResult(stop.verdict, domain, stop.reason)
     ttl = 0 if result.result == SpfVerdict.TEMPERROR else state.ttl
+    if result.result == SpfVerdict.NONE:
+        ttl = min(ttl, NEGATIVE_CACHE_TTL)  # a record may be published any minute
     return attrs.evolve(result, domain=domain, lookups=state.terms, ttl=ttl)

@@ -134,9 +134,14 @@ def plan_include(
         current = records[0]
         terms = current.split()
         lookups = _count_lookups(current, resolver)
-        if any(_INCLUDE.match(t) and t.lstrip("+").lower() == term for t in terms[1:]):
+        before_all = []
+        for t in terms[1:]:
+            if t.lower().lstrip("+-~?") == "all":
+                break  # terms after "all" are never evaluated
+            before_all.append(t)
+        if any(_INCLUDE.match(t) and t.lstrip("+").lower() == term for t in before_all):
             return SpfPlan(domain, SpfPlanStatus.NOTHING_TO_DO, current, lookups=lookups)
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+    except dns.exception.DNSException as exc:
         return SpfPlan(
             domain,
             SpfPlanStatus.DNS_ERROR,
