@@ -74,3 +74,13 @@ def test_verification_email() -> None:
     assert "https://app.example/verify?t=abc" in email.rendered_body()
     assert email.rendered_subject() == "Please confirm your email address for Example App"
     assert [m.address for m in email.to] == ["a@acme.example"]
+
+
+def test_impossible_dates_and_bad_validity() -> None:
+    future = issue_token("a@acme.example", SECRET, clock=_at(T0 + dt.timedelta(days=365)))
+    with pytest.raises(TokenInvalid):
+        verify_token(future, SECRET, clock=_at(T0))
+    with pytest.raises(ConfigurationError, match="valid_for"):
+        issue_token("a@acme.example", SECRET, valid_for=dt.timedelta(days=10_000))
+    with pytest.raises(TokenInvalid):
+        verify_token(None, SECRET)  # type: ignore[arg-type]

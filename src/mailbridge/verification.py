@@ -26,6 +26,8 @@ __all__ = ["VerifiedSender", "issue_token", "verification_email", "verify_token"
 
 MIN_SECRET_BYTES = 16
 DEFAULT_VALIDITY = dt.timedelta(days=2)
+MAX_VALIDITY = dt.timedelta(days=30)
+CLOCK_SKEW = dt.timedelta(minutes=5)
 _PURPOSE = "mailbridge-sender-v1"
 
 
@@ -71,6 +73,8 @@ def issue_token(
 ) -> str:
     """A URL-safe token proving, until it expires, that a link was sent to `address`."""
     mailbox = parse_mailbox("address", address)
+    if not dt.timedelta(0) < valid_for <= MAX_VALIDITY:
+        raise ConfigurationError("valid_for", f"must be between 0 and {MAX_VALIDITY.days} days")
     now = _now(clock)
     payload = _b64(
         json.dumps(
@@ -94,6 +98,8 @@ def verify_token(
 ) -> VerifiedSender:
     """Check a token; raises `TokenInvalid`, `TokenExpired` or `TokenMismatch`."""
     key = _key(secret)
+    if not isinstance(token, str):
+        raise TokenInvalid("the verification link is not valid (no token)")
     payload, _, signature = token.strip().partition(".")
     if (
         not payload
@@ -110,7 +116,10 @@ def verify_token(
         )
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise TokenInvalid("the verification link is not valid (damaged)") from None
-    if _now(clock) >= verified.expires_at:
+    now = _now(clock)
+    if verified.issued_at > now + CLOCK_SKEW or verified.expires_at <= verified.issued_at:
+        raise TokenInvalid("the verification link is not valid (impossible dates)")
+    if now >= verified.expires_at:
         raise TokenExpired(verified.expires_at)
     if address is not None and parse_mailbox("address", address).address != verified.address:
         raise TokenMismatch(f"the verification link is for {verified.address}, not {address}")

@@ -31,6 +31,13 @@ DEFAULT_SIGNED_HEADERS = (
 )
 
 
+def _to_idna(value: str) -> str:
+    try:
+        return value.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ConfigurationError("domain", f"{value!r} is not a domain name") from None
+
+
 def _to_secret(value: Secret | str | bytes) -> Secret:
     if isinstance(value, Secret):
         return value
@@ -45,7 +52,7 @@ class DkimSigner:
     is kept as a `Secret` and never shown.
     """
 
-    domain: str
+    domain: str = attrs.field(converter=_to_idna)
     selector: str
     private_key: Secret = attrs.field(converter=_to_secret, repr=False)
     algorithm: str = "rsa-sha256"

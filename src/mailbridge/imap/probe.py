@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import attrs
+import imapclient.exceptions
 
 from ..diagnosis import Category, Diagnosis
 from ..diagnostics import security_label
@@ -71,6 +72,17 @@ def probe_imap(settings: ImapSettings, *, try_alternative: bool = True) -> Conne
         folder = settings.folder or find_sent_folder(client, folders)
         found = folder is not None and folder in {f.name for f in folders}
         steps.append(Step("folder", found, 0.0, folder or "no Sent folder found"))
+    except (imapclient.exceptions.IMAPClientError, OSError) as exc:
+        steps.append(Step("folder", False, 0.0, f"the server failed listing folders: {exc}"))
+        return ConnectionReport(
+            False,
+            tuple(steps),
+            Diagnosis(
+                Category.CONNECTION_LOST,
+                "The IMAP server failed while listing the folders.",
+                ("Try again; if it keeps happening, the server may be overloaded.",),
+            ),
+        )
     finally:
         close_imap(client)
     missing = (

@@ -30,8 +30,8 @@ def _lines(sock: socket.socket | ssl.SSLSocket, until: bytes, limit: int = 40) -
 
 def _smtp(sock: socket.socket, host: str, security: Security, context: ssl.SSLContext) -> bool:
     if security == Security.IMPLICIT_TLS:
-        tls = context.wrap_socket(sock, server_hostname=host)
-        return b"220" in _lines(tls, b"220 ")[:4]
+        with context.wrap_socket(sock, server_hostname=host) as tls:
+            return b"220" in _lines(tls, b"220 ")[:4]
     if not _lines(sock, b"220 ").startswith(b"220"):
         return False
     sock.sendall(b"EHLO [127.0.0.1]\r\n")
@@ -42,14 +42,14 @@ def _smtp(sock: socket.socket, host: str, security: Security, context: ssl.SSLCo
     sock.sendall(b"STARTTLS\r\n")
     if not _lines(sock, b"220").startswith(b"220"):
         return False
-    context.wrap_socket(sock, server_hostname=host)
-    return True
+    with context.wrap_socket(sock, server_hostname=host):
+        return True
 
 
 def _imap(sock: socket.socket, host: str, security: Security, context: ssl.SSLContext) -> bool:
     if security == Security.IMPLICIT_TLS:
-        tls = context.wrap_socket(sock, server_hostname=host)
-        return _lines(tls, b"* OK").startswith(b"* OK")
+        with context.wrap_socket(sock, server_hostname=host) as tls:
+            return _lines(tls, b"* OK").startswith(b"* OK")
     if not _lines(sock, b"* OK").startswith(b"* OK"):
         return False
     if security == Security.NONE:
@@ -60,8 +60,8 @@ def _imap(sock: socket.socket, host: str, security: Security, context: ssl.SSLCo
     sock.sendall(b"m2 STARTTLS\r\n")
     if b"m2 OK" not in _lines(sock, b"m2 "):
         return False
-    context.wrap_socket(sock, server_hostname=host)
-    return True
+    with context.wrap_socket(sock, server_hostname=host):
+        return True
 
 
 @attrs.frozen

@@ -12,6 +12,7 @@ import concurrent.futures
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -161,6 +162,11 @@ class _Context:
     tls_context: ssl.SSLContext
     guess_ports: dict[str, tuple[tuple[int, Security], ...]]
     ttls: list[int] = attrs.field(factory=list)  # TTLs of the DNS answers used
+    deadline: float = attrs.field(factory=lambda: time.monotonic() + 3600.0)
+
+    def remaining(self) -> float:
+        """Seconds left until the overall deadline (at least a sliver, for clean failures)."""
+        return max(0.05, min(self.timeout, self.deadline - time.monotonic()))
 
 
 def _from_provider(
@@ -209,7 +215,7 @@ def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
     resolver = ctx.resolver or dns.resolver.Resolver()
     try:
         answer = resolver.resolve(
-            name, rdtype, lifetime=ctx.timeout, raise_on_no_answer=False, search=False
+            name, rdtype, lifetime=ctx.remaining(), raise_on_no_answer=False, search=False
         )
     except (dns.resolver.NXDOMAIN, dns.exception.DNSException):
         return [], False
@@ -223,7 +229,7 @@ def _autoconfig_at(
     ctx: _Context, urls: Sequence[str], source: str, *, found_via_trusted: bool = True
 ) -> list[Candidate]:
     for url in urls:
-        body = ctx.fetcher.fetch(url, ctx.timeout)
+        body = ctx.fetcher.fetch(url, ctx.remaining())
         if body is None:
             continue
         try:
@@ -250,7 +256,7 @@ def _autoconfig_at(
 
 
 def _autoconfig_urls(domain: str, ctx: _Context) -> list[str]:
-    path = f"mail/config-v1.1.xml?emailaddress={ctx.email}"
+    path = "mail/config-v1.1.xml?" + urllib.parse.urlencode({"emailaddress": ctx.email})
     urls = [
         f"https://autoconfig.{domain}/{path}",
         f"https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml",
@@ -330,13 +336,15 @@ def _guess(ctx: _Context) -> list[Candidate]:
     for protocol, prefixes in (("smtp", ("smtp.", "mail.", "")), ("imap", ("imap.", "mail."))):
         for prefix in prefixes:
             host = prefix + ctx.domain
-            addresses = resolve_host(host, ctx.resolver, ctx.timeout)
+            if ctx.deadline - time.monotonic() < 0.5:
+                return []
+            addresses = resolve_host(host, ctx.resolver, ctx.remaining())
             if addresses:
                 targets += [
                     ProbeTarget(protocol, host, addresses[0], port, security)
                     for port, security in ctx.guess_ports[protocol]
                 ]
-    wait = min(ctx.timeout, 5.0)
+    wait = min(ctx.remaining(), 5.0)
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda t: probe_endpoint(t, ctx.tls_context, wait), targets))
     return [
@@ -402,8 +410,9 @@ def discover(
         ispdb_url,
         tls_context or ssl.create_default_context(),
         guess_ports or GUESS_PORTS,
+        deadline=time.monotonic() + timeout,
     )
-    deadline = time.monotonic() + timeout
+    deadline = ctx.deadline
     reports: list[SourceReport] = []
     candidates: list[Candidate] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(_SOURCES))

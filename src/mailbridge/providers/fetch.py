@@ -6,6 +6,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import time
 from typing import Protocol
 
 import dns.exception
@@ -100,14 +101,22 @@ class HttpsFetcher:
         if scheme not in ("https", "http"):
             return None
         host, _, path = rest.partition("/")
+        host, _, port_text = host.partition(":")
+        port = int(port_text) if port_text.isdigit() else None
+        deadline = time.monotonic() + timeout
         addresses = resolve_host(host, self.resolver, timeout)
         if not addresses:
             return None
         connection: http.client.HTTPConnection
+        remaining = max(0.05, deadline - time.monotonic())
         if scheme == "https":
-            connection = _Connection(host, addresses[0], self.port, timeout, self.ssl_context)
+            connection = _Connection(
+                host, addresses[0], port or self.port, remaining, self.ssl_context
+            )
         else:
-            connection = http.client.HTTPConnection(addresses[0], self.http_port, timeout=timeout)
+            connection = http.client.HTTPConnection(
+                addresses[0], port or self.http_port, timeout=remaining
+            )
         try:
             connection.request(
                 "GET", "/" + path, headers={"User-Agent": "mailbridge", "Host": host}
@@ -115,7 +124,14 @@ class HttpsFetcher:
             response = connection.getresponse()
             if response.status != 200:
                 return None
-            body = response.read(self.max_bytes + 1)
+            body = b""
+            while len(body) <= self.max_bytes:  # one deadline for the whole body
+                if time.monotonic() > deadline:
+                    return None
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                body += chunk
         except (OSError, http.client.HTTPException):
             return None
         finally:
