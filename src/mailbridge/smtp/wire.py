@@ -28,7 +28,10 @@ def frame_data(data: bytes) -> bytes:
     Bare CR and bare LF are turned into CRLF, so nothing on the wire can be
     read as an end of data by one server and not by another (SMTP smuggling).
     """
-    return _DOT_AT_LINE_START.sub(b"..", normalize_data(data)) + b".\r\n"
+    normalized = normalize_data(data)
+    if normalized.startswith(b".") or b"\n." in normalized:
+        normalized = _DOT_AT_LINE_START.sub(b"..", normalized)
+    return normalized + b".\r\n"
 
 
 def normalize_data(data: bytes) -> bytes:
@@ -36,7 +39,11 @@ def normalize_data(data: bytes) -> bytes:
 
     No dot-stuffing: BDAT counts octets, so no line can end the message early.
     """
-    normalized = _LINE_ENDINGS.sub(b"\r\n", data)
+    pairs = data.count(b"\r\n")
+    if data.count(b"\r") == pairs and data.count(b"\n") == pairs:
+        normalized = data  # already CRLF throughout (composed messages always are)
+    else:
+        normalized = _LINE_ENDINGS.sub(b"\r\n", data)
     if not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
     check_transmittable(normalized)
