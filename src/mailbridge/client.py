@@ -364,6 +364,8 @@ class DeliveryClient:
         with self._lock:
             self._closed = True
             self.transport.close()
+            if self._archiver is not None:
+                self._archiver.close()
 
     def __enter__(self) -> DeliveryClient:
         return self

@@ -6,6 +6,7 @@ import datetime as dt
 import email.utils
 import re
 import threading
+import time
 from collections.abc import Sequence
 
 import attrs
@@ -19,7 +20,6 @@ from .folders import find_sent_folder, list_folders
 
 __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
 
-LOCK_STRIPES = 64
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 _DATE = re.compile(rb"^Date:[ \t]*(.+?)\r?\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 # Submission servers that file a copy of what they relay in Sent themselves; archiving
@@ -72,60 +72,89 @@ class SentArchiver:
 
     The folder is the one in `ImapSettings.folder`, else the special-use
     `\\Sent` folder, else a well-known name. Before appending it looks for the
-    Message-ID, so a retried archive never stores a second copy. Failures are
-    returned as an `ArchiveOutcome`, never raised.
+    Message-ID, so a retried archive never stores a second copy. One IMAP
+    session is kept open between messages (checked with NOOP when idle, reopened
+    once when the server dropped it) and archives run one at a time, so the
+    look-up and the append of one message never interleave with another's.
+    Failures are returned as an `ArchiveOutcome`, never raised.
     """
 
-    def __init__(self, settings: ImapSettings) -> None:
+    def __init__(self, settings: ImapSettings, *, idle_check_after: float = 30.0) -> None:
         self.settings = settings
-        # Striped locks: the same Message-ID always maps to the same lock, memory stays fixed.
-        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self.idle_check_after = idle_check_after
+        self._lock = threading.Lock()
+        self._client: imapclient.IMAPClient | None = None
+        self._folder: str | None = None
+        self._last_used = 0.0
 
     def archive(self, data: bytes, *, message_id: str, bcc: Sequence[str] = ()) -> ArchiveOutcome:
-        """Store `data` (as transmitted) with \\Seen and the message's date.
+        """Store `data` (as transmitted) with \\Seen and the message's date."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    client, reused = self._session()
+                except DeliveryError as exc:
+                    return ArchiveOutcome(False, reason=f"the IMAP server could not be used: {exc}")
+                try:
+                    outcome = self._archive(client, data, message_id, bcc)
+                except (imapclient.exceptions.IMAPClientAbortError, OSError) as exc:
+                    self._drop()
+                    if attempt == 1 and reused:
+                        continue  # an idle session the server had closed: once more, fresh
+                    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                    return ArchiveOutcome(False, reason=f"the IMAP connection was lost ({detail})")
+                except imapclient.exceptions.IMAPClientError as exc:
+                    self._drop()
+                    return ArchiveOutcome(False, reason=f"the IMAP server refused: {exc}")
+                self._last_used = time.monotonic()
+                return outcome
+            raise AssertionError("unreachable")  # pragma: no cover
 
-        Two archives of the same message never run at once in this process, so
-        the look-up for its Message-ID and the append cannot interleave.
-        """
-        with self._lock_for(message_id):
-            return self._archive_locked(data, message_id, bcc)
+    def _session(self) -> tuple[imapclient.IMAPClient, bool]:
+        client = self._client
+        if client is not None and time.monotonic() - self._last_used > self.idle_check_after:
+            try:
+                client.noop()
+            except (imapclient.exceptions.IMAPClientError, OSError):
+                self._drop()
+                client = None
+        if client is not None:
+            return client, True
+        self._client = open_imap(self.settings)
+        self._folder = None
+        return self._client, False
 
-    def _lock_for(self, message_id: str) -> threading.Lock:
-        return self._locks[hash(message_id) % LOCK_STRIPES]
+    def _drop(self) -> None:
+        if self._client is not None:
+            close_imap(self._client)
+        self._client = None
+        self._folder = None
 
-    def _archive_locked(self, data: bytes, message_id: str, bcc: Sequence[str]) -> ArchiveOutcome:
-        try:
-            client = open_imap(self.settings)
-        except DeliveryError as exc:
-            return ArchiveOutcome(False, reason=f"the IMAP server could not be used: {exc}")
-        try:
-            return self._archive(client, data, message_id, bcc)
-        except imapclient.exceptions.IMAPClientAbortError as exc:
-            return ArchiveOutcome(False, reason=f"the IMAP connection was lost ({exc})")
-        except imapclient.exceptions.IMAPClientError as exc:
-            return ArchiveOutcome(False, reason=f"the IMAP server refused: {exc}")
-        except OSError as exc:
-            return ArchiveOutcome(
-                False, reason=f"the IMAP connection was lost ({exc.strerror or type(exc).__name__})"
-            )
-        finally:
-            close_imap(client)
+    def close(self) -> None:
+        """LOGOUT from the kept session, if any."""
+        with self._lock:
+            self._drop()
 
     def _archive(
         self, client: imapclient.IMAPClient, data: bytes, message_id: str, bcc: Sequence[str]
     ) -> ArchiveOutcome:
-        folders = list_folders(client)
-        folder = self.settings.folder
-        if folder is not None:
-            if folder not in {f.name for f in folders}:
-                return ArchiveOutcome(False, folder, reason=f"the folder {folder!r} does not exist")
-        else:
-            folder = find_sent_folder(client, folders)
-            if folder is None:
-                return ArchiveOutcome(
-                    False, reason="no Sent folder was found; choose the archive folder"
-                )
-        client.select_folder(folder)
+        folder = self._folder
+        if folder is None:
+            folders = list_folders(client)
+            folder = self.settings.folder
+            if folder is not None:
+                if folder not in {f.name for f in folders}:
+                    return ArchiveOutcome(
+                        False, folder, reason=f"the folder {folder!r} does not exist"
+                    )
+            else:
+                folder = find_sent_folder(client, folders)
+                if folder is None:
+                    return ArchiveOutcome(
+                        False, reason="no Sent folder was found; choose the archive folder"
+                    )
+            client.select_folder(folder)
+            self._folder = folder
         # Always a quoted string: imapclient leaves values like <a{3}b@x> unquoted.
         quoted = message_id.replace("\\", "\\\\").replace('"', '\\"')
         existing = client.search(f'HEADER Message-ID "{quoted}"'.encode())

@@ -19,6 +19,7 @@ MAX_REPLY_LINE = 4096  # RFC 5321 allows 512; be lenient but bounded
 MAX_REPLY_LINES = 200
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _DOT_AT_LINE_START = re.compile(rb"^\.", re.MULTILINE)
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _REPLY_LINE = re.compile(r"^[2-5][0-9][0-9](?:[ -]|$)", re.ASCII)
 
 
@@ -120,6 +121,9 @@ class Channel:
             if remaining <= 0:
                 raise timed_out(what, timeout)
             self.sock.settimeout(remaining)
+            if _QUICKACK is not None:  # ACK at once: a server's Nagle must not wait for us
+                with contextlib.suppress(OSError):
+                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             try:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
