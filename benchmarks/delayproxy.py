@@ -177,17 +177,30 @@ class DelayProxy:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             await asyncio.gather(
-                self._pipe(client_r, server_w, up=True),
-                self._pipe(server_r, client_w, up=False),
+                self._pipe(client_r, server_w, up=True, source=client_w),
+                self._pipe(server_r, client_w, up=False, source=server_w),
             )
         finally:
             server_w.transport.abort()
             self._writers.discard(server_w)
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        up: bool,
+        source: asyncio.StreamWriter,
     ) -> None:
-        """Read chunks as soon as they come; a second task writes each one `delay` later."""
+        """Read chunks as soon as they come; a second task writes each one `delay` later.
+
+        The proxy stands in for a wire, and a wire does not delay ACKs: after every
+        read it asks the kernel to ACK at once (TCP_QUICKACK), so that a peer's
+        Nagle algorithm does not wait 40 ms for the proxy's delayed ACK, which the
+        real other end would not have sent that late.
+        """
+        source_sock = source.get_extra_info("socket")
+        quickack = getattr(socket, "TCP_QUICKACK", None)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -212,6 +225,9 @@ class DelayProxy:
                     chunk = await reader.read(CHUNK_SIZE)
                 except OSError:
                     chunk = b""
+                if quickack is not None and source_sock is not None:
+                    with contextlib.suppress(OSError):
+                        source_sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
                 queue.put_nowait((loop.time() + self.delay, chunk))  # b"" marks the end
                 if not chunk:
                     break
