@@ -22,10 +22,10 @@ import dns.zone
 from ._dns_faults import _fault, _FaultKey, _has_fault, _key
 from ._dns_transport import _bind_pair, _format_error, _TcpProtocol, _UdpProtocol
 from ._dns_zone import _add_answer, _add_soa, _rdataset, _Zone
+from ._loop import STOP_TIMEOUT, start_loop_thread, stop_loop_thread
 
 __all__ = ["DnsQuery", "FakeDnsServer"]
 
-STOP_TIMEOUT = 5.0
 MAX_CNAME_CHAIN = 8
 DEFAULT_TTL = 300
 
@@ -374,18 +374,8 @@ class FakeDnsServer:
 
     def _start_thread(self) -> None:
         udp, tcp = _bind_pair(self.host)
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            ready.set()
-            loop.run_forever()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="FakeDnsServer", daemon=True)
-        self._thread.start()
-        ready.wait(STOP_TIMEOUT)
+        loop, thread = start_loop_thread("FakeDnsServer")
+        self._loop, self._thread = loop, thread
 
         async def listen() -> None:
             try:
@@ -410,24 +400,15 @@ class FakeDnsServer:
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None:
 
-            async def shutdown() -> None:
+            def close() -> None:
                 if self._udp is not None:
                     self._udp.close()
                 if self._tcp is not None:
                     self._tcp.close()
                 for transport in list(self._tcp_transports):
                     transport.close()
-                current = asyncio.current_task()
-                tasks = [task for task in asyncio.all_tasks() if task is not current]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await asyncio.sleep(0)  # let the transports' close callbacks run
 
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(STOP_TIMEOUT)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(STOP_TIMEOUT)
-            loop.close()
+            stop_loop_thread(loop, thread, close)
         self._loop = self._thread = self._udp = self._tcp = None
         self._tcp_transports.clear()
 

@@ -20,6 +20,7 @@ import trustme
 from ..settings import ImapSettings, Security
 from ._imap_protocol import Session
 from ._imap_store import LAYOUTS, SYSTEM_FLAGS, Folder, Store
+from ._loop import STOP_TIMEOUT, start_loop_thread, stop_loop_thread
 
 __all__ = ["FakeImapServer", "ImapMessage"]
 
@@ -30,7 +31,6 @@ _SECURITY: dict[str, Security] = {
     "starttls": Security.STARTTLS,
     "implicit": Security.IMPLICIT_TLS,
 }
-STOP_TIMEOUT = 5.0
 _T = TypeVar("_T")
 
 
@@ -289,18 +289,8 @@ class FakeImapServer:
         return self
 
     def _start_thread(self) -> None:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            ready.set()
-            loop.run_forever()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="FakeImapServer", daemon=True)
-        self._thread.start()
-        ready.wait(STOP_TIMEOUT)
+        loop, thread = start_loop_thread("FakeImapServer")
+        self._loop, self._thread = loop, thread
         ssl_context = self._server_context if self.tls == "implicit" else None
         future = asyncio.run_coroutine_threadsafe(
             loop.create_server(self._factory, self.host, 0, ssl=ssl_context), loop
@@ -313,22 +303,14 @@ class FakeImapServer:
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None:
 
-            async def shutdown() -> None:
+            def close() -> None:
                 if self._server is not None:
                     self._server.close()
                 for session in list(self._sessions):
                     if session.transport is not None:
                         session.transport.abort()
-                current = asyncio.current_task()
-                tasks = [task for task in asyncio.all_tasks() if task is not current]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
 
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(STOP_TIMEOUT)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(STOP_TIMEOUT)
-            loop.close()
+            stop_loop_thread(loop, thread, close)
         self._loop = self._thread = self._server = None
         self._sessions.clear()
         if self._directory is not None:

@@ -25,6 +25,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..settings import Security, SmtpSettings
+from ._loop import STOP_TIMEOUT, start_loop_thread, stop_loop_thread
 from ._sasl import xoauth2_user
 
 __all__ = ["FakeSmtpServer", "ReceivedMessage"]
@@ -35,7 +36,6 @@ _SECURITY: dict[str, Security] = {
     "starttls": Security.STARTTLS,
     "implicit": Security.IMPLICIT_TLS,
 }
-STOP_TIMEOUT = 5.0
 
 
 @attrs.frozen
@@ -407,18 +407,8 @@ class FakeSmtpServer:
         return self
 
     def _start_thread(self) -> None:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            ready.set()
-            loop.run_forever()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="FakeSmtpServer", daemon=True)
-        self._thread.start()
-        ready.wait(STOP_TIMEOUT)
+        loop, thread = start_loop_thread("FakeSmtpServer")
+        self._loop, self._thread = loop, thread
         ssl_context = self._server_context if self.tls == "implicit" else None
         future = asyncio.run_coroutine_threadsafe(
             loop.create_server(self._factory, self.host, 0, ssl=ssl_context), loop
@@ -431,22 +421,14 @@ class FakeSmtpServer:
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None:
 
-            async def shutdown() -> None:
+            def close() -> None:
                 if self._server is not None:
                     self._server.close()
                 for protocol in self._protocols:
                     if protocol.transport is not None:
                         protocol.transport.close()
-                current = asyncio.current_task()
-                tasks = [task for task in asyncio.all_tasks() if task is not current]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
 
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(STOP_TIMEOUT)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(STOP_TIMEOUT)
-            loop.close()
+            stop_loop_thread(loop, thread, close)
         self._loop = self._thread = self._server = None
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
