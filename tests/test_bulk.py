@@ -122,3 +122,28 @@ def test_concurrent_sends_use_separate_connections(smtp_server: FakeSmtpServer) 
     assert len(smtp_server.messages) == 3
     assert smtp_server.connections == 3
     assert PASSWORD  # the fixture's user logged in on every connection
+
+
+def test_stopping_early_drops_sends_not_yet_started(smtp_server: FakeSmtpServer) -> None:
+    smtp_server.stall_seconds = 0.1
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
+        stream = client.send_many(_emails(50), concurrency=2)
+        next(stream)
+        stream.close()  # the consumer gives up
+    assert len(smtp_server.messages) <= 6  # at most what was already running or queued
+
+
+def test_failing_input_still_reports_what_was_in_flight(smtp_server: FakeSmtpServer) -> None:
+    def broken():  # type: ignore[no-untyped-def]
+        yield from _emails(3)
+        raise RuntimeError("the database went away")
+
+    seen: list[int] = []
+
+    def consume(client: DeliveryClient) -> None:
+        seen.extend(outcome.index for outcome in client.send_many(broken(), concurrency=4))
+
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
+        with pytest.raises(RuntimeError, match="database"):
+            consume(client)
+    assert sorted(seen) == [0, 1, 2]

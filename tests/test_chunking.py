@@ -127,3 +127,46 @@ def test_postfix_takes_bdat_in_one_round_trip(
     assert raw.replace(b"\r\n", b"\n").endswith(
         BODY.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n")
     )
+
+
+def test_late_reply_after_bdat_is_outcome_unknown_and_never_resent(
+    chunking_server: FakeSmtpServer,
+) -> None:
+    import time
+
+    with DeliveryClient.own_smtp(USER, chunking_server.smtp_settings(data_timeout=0.5)) as client:
+        client.send(DocumentEmail(to="a@example.test", subject="first", body="b"))
+        chunking_server.stall_seconds = 1.5  # the server answers only after our patience ends
+        with pytest.raises(ConnectError) as info:
+            client.send(DocumentEmail(to="a@example.test", subject="second", body="b"))
+        assert info.value.diagnosis.category == Category.OUTCOME_UNKNOWN
+        assert not info.value.temporary
+    time.sleep(2)  # give a resend (there must be none) time to arrive
+    subjects = [m.message["Subject"] for m in chunking_server.messages]
+    assert subjects.count("second") <= 1  # never sent twice
+    assert chunking_server.connections == 1  # no second connection for a retry
+
+
+def test_explicit_421_with_bdat_is_a_temporary_refusal(chunking_server: FakeSmtpServer) -> None:
+    chunking_server.close_after = 0
+    with DeliveryClient.own_smtp(USER, chunking_server.smtp_settings()) as client:
+        with pytest.raises(ConnectError) as info:
+            client.send(DocumentEmail(to="a@example.test", subject="s", body="b"))
+    assert info.value.temporary
+    assert info.value.diagnosis.category == Category.SERVER_UNAVAILABLE
+    assert chunking_server.messages == []
+
+
+def test_a_bad_message_does_not_cost_the_connection(chunking_server: FakeSmtpServer) -> None:
+    from mailbridge import MessageError
+
+    with DeliveryClient.own_smtp(USER, chunking_server.smtp_settings()) as client:
+        client.send(DocumentEmail(to="a@example.test", subject="s", body="b"))
+        with pytest.raises(MessageError):
+            client.transport.deliver(  # type: ignore[attr-defined]
+                client.prepare(DocumentEmail(to="a@example.test", subject="s", body="b")).__class__(
+                    b"Subject: x\r\n\r\n" + b"x" * 2000, USER, ("a@example.test",), "<i@d>"
+                )
+            )
+        client.send(DocumentEmail(to="b@example.test", subject="s", body="b"))
+    assert chunking_server.connections == 1

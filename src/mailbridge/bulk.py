@@ -55,13 +55,26 @@ def send_many(
     Outcomes are yielded as messages complete (a progress bar can follow them);
     the input is read lazily and at most twice `concurrency` messages are in
     flight, so memory does not grow with the batch. How many connections each
-    server gets is bounded by its client's connection pool.
+    server gets is bounded by its client's connection pool. If you stop
+    iterating early, sends not yet started are dropped and those already
+    running finish without their outcome being reported; if the input raises,
+    the outcomes in flight are yielded first.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     pending: set[concurrent.futures.Future[BulkOutcome]] = set()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for index, (client, email) in enumerate(messages):
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
+    failure: BaseException | None = None
+    try:
+        iterator = enumerate(messages)
+        while True:
+            try:
+                index, (client, email) = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:  # the input failed: report what is in flight, then raise
+                failure = exc
+                break
             pending.add(pool.submit(_send, index, client, email))
             if len(pending) >= 2 * concurrency:
                 done, pending = concurrent.futures.wait(
@@ -73,3 +86,9 @@ def send_many(
                 pending, return_when=concurrent.futures.FIRST_COMPLETED
             )
             yield from (future.result() for future in done)
+    finally:
+        # Stopped early: queued sends that have not started are dropped; the ones
+        # already running finish (their messages may have gone out).
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failure is not None:
+        raise failure

@@ -86,10 +86,13 @@ class SentArchiver:
         self._client: imapclient.IMAPClient | None = None
         self._folder: str | None = None
         self._last_used = 0.0
+        self._closed = False
 
     def archive(self, data: bytes, *, message_id: str, bcc: Sequence[str] = ()) -> ArchiveOutcome:
         """Store `data` (as transmitted) with \\Seen and the message's date."""
         with self._lock:
+            if self._closed:
+                return ArchiveOutcome(False, reason="the archiver was closed")
             for attempt in (1, 2):
                 try:
                     client, reused = self._session()
@@ -131,8 +134,9 @@ class SentArchiver:
         self._folder = None
 
     def close(self) -> None:
-        """LOGOUT from the kept session, if any."""
+        """LOGOUT from the kept session; archiving afterwards is refused (no new session)."""
         with self._lock:
+            self._closed = True
             self._drop()
 
     def _archive(

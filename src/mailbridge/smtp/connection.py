@@ -17,6 +17,7 @@ from ..errors import (
     AuthenticationError,
     ConnectError,
     DeliveryError,
+    MessageError,
     ProtocolError,
     TlsError,
 )
@@ -404,6 +405,8 @@ class SmtpConnection:
         except DeliveryError:
             self.needs_reset = True
             raise
+        except MessageError:
+            raise  # refused while checking, before anything was written: the session is fine
         except BaseException:
             # Interrupted mid-transaction (a task time limit, KeyboardInterrupt, a bug):
             # unread replies would be taken for the next message's, so the session ends.

@@ -113,9 +113,10 @@ class ConnectionPool:
         )
         if keep:
             with self._lock:
-                slot.idle.append(connection)
-        else:
-            connection.quit()
+                if not self._closed:  # close() may have drained the pool meanwhile
+                    slot.idle.append(connection)
+                    return
+        connection.quit()
 
     def close(self) -> None:
         """Say QUIT on every idle connection; connections in use close when given back."""

@@ -94,17 +94,20 @@ def _chunked(
     for line in lines:
         log.debug("C: %s", line)
     wire = b"".join(check_command(line) for line in lines) + payload
+    # The whole message goes out with the envelope, and a pipelining server may hold
+    # every reply until it has queued it: from here on, a lost or late reply means
+    # the message may have been delivered, and nothing is retried automatically.
+    connection.data_started = True
     connection.write_bytes(wire, timeout=connection.settings.data_timeout)
     replies: list[SmtpReply] = []
-    for index, line in enumerate(lines):
+    for line in lines:
         try:
-            replies.append(_checked(connection.read_reply(f"the reply to {line.split(':')[0]}")))
+            reply = connection.read_reply(
+                f"the reply to {line.split(':')[0]}", connection.settings.data_timeout
+            )
         except ConnectError as exc:
-            if index == len(lines) - 1:
-                raise _outcome_unknown(exc) from None
-            raise
-        # Once the server has answered anything, the message may be processed.
-        connection.data_started = True
+            raise _outcome_unknown(exc) from None
+        replies.append(_checked(reply))  # an explicit 421 is a refusal: temporary
     if connection.needs_reset:
         replies.pop(0)
     mail_reply, rcpt_replies, final = replies[0], replies[1:-1], replies[-1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..composer import PreparedMessage
-from ..errors import ConnectError, DeliveryError, MailbridgeError
+from ..errors import ConnectError, DeliveryError, MailbridgeError, MessageError
 from ..settings import SmtpSettings
 from .connection import Transaction
 from .pool import ConnectionPool
@@ -62,7 +62,7 @@ class SmtpTransport:
                         if attempt == 1 and reused and not connection.data_started:
                             continue  # the server had dropped the idle connection: once more
                         raise
-                    except DeliveryError:
+                    except (DeliveryError, MessageError):
                         raise  # the session is in a known state and stays usable
                     except BaseException:
                         connection.close()  # unknown state: never reuse it

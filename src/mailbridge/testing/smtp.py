@@ -62,6 +62,14 @@ class _Smtp(SMTP):
 
     _chunks: list[bytes] | None = None
 
+    async def smtp_RSET(self, arg: str) -> None:
+        self._chunks = None
+        await super().smtp_RSET(arg)
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        self._chunks = None
+        await super().smtp_MAIL(arg)
+
     async def smtp_BDAT(self, arg: str) -> None:
         """RFC 3030 CHUNKING: the chunk is read (and discarded on error) in every case."""
         words = arg.split()
@@ -77,12 +85,19 @@ class _Smtp(SMTP):
         chunk = await self._reader.readexactly(size)
         envelope = self.envelope
         if envelope is None or not envelope.mail_from:
+            self._chunks = None
             await self.push("503 5.5.1 Error: need MAIL command")
             return
         if not envelope.rcpt_tos:
+            self._chunks = None
             await self.push("554 5.5.1 Error: no valid recipients")
             return
         self._chunks = [*(self._chunks or []), chunk]
+        if self.data_size_limit and sum(map(len, self._chunks)) > self.data_size_limit:
+            self._chunks = None
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push("552 5.3.4 Error: Too much mail data")
+            return
         if not last:
             await self.push(f"250 2.0.0 {size} octets received")
             return
