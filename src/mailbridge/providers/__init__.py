@@ -8,7 +8,7 @@ return a new registry and leave the default untouched.
 
 from .discovery import Candidate, DiscoveryCache, DiscoveryResult, SourceReport, discover
 from .fetch import Fetcher, HttpsFetcher
-from .registry import (
+from .models import (
     AUTH_METHODS,
     PLACEHOLDERS,
     USERNAME_FORMS,
@@ -16,11 +16,11 @@ from .registry import (
     Endpoint,
     OAuth2Info,
     Provider,
-    ProviderRegistry,
     UsernameForm,
     expand,
     normalize_domain,
 )
+from .registry import ProviderRegistry
 from .wizard import SetupAttempt, SetupResult, setup
 
 __all__ = [

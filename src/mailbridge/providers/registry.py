@@ -25,32 +25,9 @@ from pathlib import Path
 
 from ..errors import ConfigurationError
 from ._loading import _parse_toml, _read_path
-from .models import (
-    AUTH_METHODS,
-    PLACEHOLDERS,
-    USERNAME_FORMS,
-    AuthMethod,
-    Endpoint,
-    OAuth2Info,
-    Provider,
-    UsernameForm,
-    expand,
-    normalize_domain,
-)
+from .models import Provider, normalize_domain
 
-__all__ = [
-    "AUTH_METHODS",
-    "PLACEHOLDERS",
-    "USERNAME_FORMS",
-    "AuthMethod",
-    "Endpoint",
-    "OAuth2Info",
-    "Provider",
-    "ProviderRegistry",
-    "UsernameForm",
-    "expand",
-    "normalize_domain",
-]
+__all__ = ["ProviderRegistry"]
 
 
 class ProviderRegistry:

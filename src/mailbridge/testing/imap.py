@@ -5,32 +5,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import shutil
-import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import attrs
-import trustme
 
-from ..settings import ImapSettings, Security
+from ..settings import ImapSettings
 from ._imap_protocol import Session
 from ._imap_store import LAYOUTS, SYSTEM_FLAGS, Folder, Store
-from ._loop import STOP_TIMEOUT, start_loop_thread, stop_loop_thread
+from ._loop import STOP_TIMEOUT
+from ._tls_server import TlsMode, TlsServer
 
 __all__ = ["FakeImapServer", "ImapMessage"]
 
-TlsMode = Literal["none", "starttls", "implicit"]
 Layout = Literal["english", "german", "gmail", "dotted"]
-_SECURITY: dict[str, Security] = {
-    "none": Security.NONE,
-    "starttls": Security.STARTTLS,
-    "implicit": Security.IMPLICIT_TLS,
-}
 _T = TypeVar("_T")
 
 
@@ -44,7 +34,7 @@ class ImapMessage:
     data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
 
 
-class FakeImapServer:
+class FakeImapServer(TlsServer):
     """An in-memory IMAP4rev1 server on a free loopback port, run in a background thread.
 
     `tls` is "implicit" (default), "starttls" (LOGINDISABLED until STARTTLS) or "none";
@@ -65,6 +55,8 @@ class FakeImapServer:
     `drop_connections()`. `errors` collects tracebacks of server bugs (should stay empty).
     """
 
+    _name = "FakeImapServer"
+
     def __init__(
         self,
         *,
@@ -76,17 +68,13 @@ class FakeImapServer:
         max_literal: int = 50 * 1024 * 1024,
         host: str = "127.0.0.1",
     ) -> None:
-        if tls not in _SECURITY:
-            raise ValueError(f"tls must be one of {', '.join(_SECURITY)}")
+        super().__init__(tls=tls, host=host, certificate_hostnames=certificate_hostnames)
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
-        self.tls = tls
         self.users = dict(users if users is not None else {"alice@example.test": "alice-secret"})
         self.tokens = dict(tokens or {})
         self.layout = layout
         self.max_literal = max_literal
-        self.host = host
-        self.port = 0
         self.connections = 0
         self.autologout_seconds = 120.0
         self.errors: list[str] = []  # tracebacks of server bugs (each closed one connection)
@@ -100,29 +88,8 @@ class FakeImapServer:
         self._stores: dict[str, Store] = {}
         self._validity = itertools.count(int(time.time()) % 1_000_000_000 + 1)
         self._sessions: set[Session] = set()
-        self._directory: Path | None = None
-        self._ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-        self.ca_file = Path()  # written by start()
-        self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ca.issue_cert(*certificate_hostnames, key_type=trustme.KeyType.ECDSA).configure_cert(
-            self._server_context
-        )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
 
     # -- configuration helpers ---------------------------------------------------
-
-    @property
-    def security(self) -> Security:
-        """The `Security` a client must use for this server."""
-        return _SECURITY[self.tls]
-
-    def client_ssl_context(self) -> ssl.SSLContext:
-        """A verifying client context that trusts this server's certificate."""
-        context = ssl.create_default_context()
-        self._ca.configure_trust(context)
-        return context
 
     def imap_settings(
         self, username: str | None = None, password: str | None = None, **changes: Any
@@ -274,51 +241,8 @@ class FakeImapServer:
         self._sessions.add(session)
         return session
 
-    def start(self) -> FakeImapServer:
-        """Start listening; returns self. `port` is set afterwards."""
-        if self._thread is not None:
-            return self
-        self._directory = Path(tempfile.mkdtemp(prefix="mailbridge-fake-imap-"))
-        self.ca_file = self._directory / "ca.pem"
-        self._ca.cert_pem.write_to_path(str(self.ca_file))
-        try:
-            self._start_thread()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start_thread(self) -> None:
-        loop, thread = start_loop_thread("FakeImapServer")
-        self._loop, self._thread = loop, thread
-        ssl_context = self._server_context if self.tls == "implicit" else None
-        future = asyncio.run_coroutine_threadsafe(
-            loop.create_server(self._factory, self.host, 0, ssl=ssl_context), loop
-        )
-        self._server = future.result(STOP_TIMEOUT)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        """Close every connection, stop the thread and delete the certificates."""
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-
-            def close() -> None:
-                if self._server is not None:
-                    self._server.close()
-                for session in list(self._sessions):
-                    if session.transport is not None:
-                        session.transport.abort()
-
-            stop_loop_thread(loop, thread, close)
-        self._loop = self._thread = self._server = None
+    def _close_connections(self) -> None:
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.transport.abort()
         self._sessions.clear()
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
-
-    def __enter__(self) -> FakeImapServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

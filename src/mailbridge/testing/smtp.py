@@ -10,32 +10,21 @@ import email.policy
 import hmac
 import json
 import secrets
-import shutil
-import ssl
-import tempfile
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
-import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from ..settings import Security, SmtpSettings
-from ._loop import STOP_TIMEOUT, start_loop_thread, stop_loop_thread
+from ..settings import SmtpSettings
+from ._loop import STOP_TIMEOUT
 from ._sasl import xoauth2_user
+from ._tls_server import TlsMode, TlsServer
 
 __all__ = ["FakeSmtpServer", "ReceivedMessage"]
-
-TlsMode = Literal["none", "starttls", "implicit"]
-_SECURITY: dict[str, Security] = {
-    "none": Security.NONE,
-    "starttls": Security.STARTTLS,
-    "implicit": Security.IMPLICIT_TLS,
-}
 
 
 @attrs.frozen
@@ -234,7 +223,7 @@ class _Handler:
         return AuthResult(success=False, handled=False, message=self.server.login_reply)
 
 
-class FakeSmtpServer:
+class FakeSmtpServer(TlsServer):
     """An SMTP server on a free loopback port, run in a background thread.
 
     `tls` is "starttls" (default), "implicit" or "none"; certificates come from
@@ -246,6 +235,8 @@ class FakeSmtpServer:
     `auth_mechanisms` limits the AUTH mechanisms offered (default: PLAIN,
     LOGIN, CRAM-MD5 and XOAUTH2); `chunking=True` also offers BDAT (RFC 3030).
     """
+
+    _name = "FakeSmtpServer"
 
     def __init__(
         self,
@@ -263,9 +254,7 @@ class FakeSmtpServer:
         data_size_limit: int = 33_554_432,
         host: str = "127.0.0.1",
     ) -> None:
-        if tls not in _SECURITY:
-            raise ValueError(f"tls must be one of {', '.join(_SECURITY)}")
-        self.tls = tls
+        super().__init__(tls=tls, host=host, certificate_hostnames=certificate_hostnames)
         self.users = dict(users or {})
         self.tokens = dict(tokens or {})
         self.auth_required = (
@@ -279,8 +268,6 @@ class FakeSmtpServer:
         self.auth_mechanisms = (
             None if auth_mechanisms is None else {m.upper() for m in auth_mechanisms}
         )
-        self.host = host
-        self.port = 0
         self.messages: list[ReceivedMessage] = []
         self.connections = 0
         # Faults: set them before or while a test runs.
@@ -293,35 +280,14 @@ class FakeSmtpServer:
         self.drop_before_data_reply = False
 
         self._lock = threading.Lock()
-        self._directory: Path | None = None
-        self._ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-        self.ca_file = Path()  # written by start()
-        self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ca.issue_cert(*certificate_hostnames, key_type=trustme.KeyType.ECDSA).configure_cert(
-            self._server_context
-        )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
         self._protocols: list[SMTP] = []
 
     # -- configuration helpers ---------------------------------------------------
 
     @property
-    def security(self) -> Security:
-        """The `Security` a client must use for this server."""
-        return _SECURITY[self.tls]
-
-    @property
     def delivered_count(self) -> int:
         """How many messages were accepted so far."""
         return len(self.messages)
-
-    def client_ssl_context(self) -> ssl.SSLContext:
-        """A verifying client context that trusts this server's certificate."""
-        context = ssl.create_default_context()
-        self._ca.configure_trust(context)
-        return context
 
     def smtp_settings(
         self, username: str | None = None, password: str | None = None, **changes: Any
@@ -407,50 +373,7 @@ class FakeSmtpServer:
                 return AuthResult(success=True, auth_data=data)
         return AuthResult(success=False, handled=False)
 
-    def start(self) -> FakeSmtpServer:
-        """Start listening; returns self. `port` is set afterwards."""
-        if self._thread is not None:
-            return self
-        self._directory = Path(tempfile.mkdtemp(prefix="mailbridge-fake-smtp-"))
-        self.ca_file = self._directory / "ca.pem"
-        self._ca.cert_pem.write_to_path(str(self.ca_file))
-        try:
-            self._start_thread()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start_thread(self) -> None:
-        loop, thread = start_loop_thread("FakeSmtpServer")
-        self._loop, self._thread = loop, thread
-        ssl_context = self._server_context if self.tls == "implicit" else None
-        future = asyncio.run_coroutine_threadsafe(
-            loop.create_server(self._factory, self.host, 0, ssl=ssl_context), loop
-        )
-        self._server = future.result(STOP_TIMEOUT)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        """Close every connection, stop the thread and delete the certificates."""
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-
-            def close() -> None:
-                if self._server is not None:
-                    self._server.close()
-                for protocol in self._protocols:
-                    if protocol.transport is not None:
-                        protocol.transport.close()
-
-            stop_loop_thread(loop, thread, close)
-        self._loop = self._thread = self._server = None
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
-
-    def __enter__(self) -> FakeSmtpServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def _close_connections(self) -> None:
+        for protocol in self._protocols:
+            if protocol.transport is not None:
+                protocol.transport.close()
