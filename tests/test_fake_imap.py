@@ -16,6 +16,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbridge.settings import ImapSettings, Security
+from mailbridge.testing._imap_syntax import ParseError, tokenize
 from mailbridge.testing.imap import FakeImapServer, ImapMessage
 
 from .test_imap_conformance import RawImap
@@ -635,6 +636,8 @@ def test_bad_input_never_crashes_the_server(server: FakeImapServer) -> None:
         b'b3 SELECT "bad \\q escape"',
         b"b4 FETCH 1:* (BODY[HEADER.FIELDS)]",
         b"b5 IDLE",
+        b"b6 NOOP \rstray",  # bare CR, as in TLS bytes sent to a plaintext port
+        b"b7 SELECT (a\rb)",
     ):
         connection.send(line + b"\r\n")
         tag = line.split(b" ", 1)[0]
@@ -650,6 +653,17 @@ def test_bad_input_never_crashes_the_server(server: FakeImapServer) -> None:
     assert connection.command(b"NOOP")[1].startswith(b"OK")
     connection.close()
     assert server.errors == []
+
+
+def test_every_byte_after_a_command_ends_in_tokens_or_a_parse_error() -> None:
+    """No byte makes the tokenizer stand still (a bare CR once made it loop forever)."""
+    for byte in range(256):
+        for line in (b"a1 NOOP " + bytes([byte]) + b"x", b"a1 NOOP (" + bytes([byte]) + b")"):
+            try:
+                tokens = tokenize(line)
+            except ParseError:
+                continue
+            assert len(tokens) <= 4, (line, tokens)
 
 
 def test_size_limits() -> None:

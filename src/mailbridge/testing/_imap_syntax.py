@@ -67,6 +67,8 @@ def tokenize(data: bytes) -> list[Token]:
                     out.append(char)
                     pos += 1
             stack[-1].append(bytes(out))
+        elif char in b"\r\n":  # bare CR or LF outside a literal (e.g. TLS bytes)
+            raise ParseError("bare CR or LF in command")
         elif char == 0x7B:  # {
             match = re.compile(rb"\{(\d{1,10})\+?\}\r\n").match(data, pos)
             if match is None:
