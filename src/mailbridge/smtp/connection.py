@@ -17,14 +17,14 @@ from ..errors import (
     AuthenticationError,
     ConnectError,
     DeliveryError,
-    MessageError,
     ProtocolError,
     TlsError,
 )
 from ..reply import SmtpReply
 from ..settings import Security, SmtpSettings
 from .auth import authenticate, choose_mechanism
-from .transaction import run_transaction
+from .pipeline import Pipeline
+from .transaction import Attempt, plan_attempt
 from .wire import Channel, check_command
 
 __all__ = ["SmtpConnection", "Step", "Transaction"]
@@ -65,7 +65,10 @@ class SmtpConnection:
     """A connected, greeted, secured and (when credentials are set) authenticated session.
 
     Use `SmtpConnection.open(settings)`. `send()` runs one transaction; with
-    PIPELINING the whole envelope and DATA go out in one write.
+    PIPELINING the whole envelope and DATA go out in one write. Several threads
+    may call `send()` at once on a PIPELINING connection: their transactions
+    are pipelined one after another (see `pipeline.py`), each thread getting
+    its own result.
     """
 
     def __init__(self, settings: SmtpSettings, observer: Callable[[Step], None] | None = None):
@@ -77,8 +80,8 @@ class SmtpConnection:
         self.authenticated = False
         self.messages_sent = 0
         self.last_used = time.monotonic()
-        self.data_started = False  # True once message bytes of the current transaction went out
         self.needs_reset = False  # a failed transaction left state on the server: RSET first
+        self._pipeline = Pipeline(self)
 
     @classmethod
     def open(
@@ -375,6 +378,47 @@ class SmtpConnection:
         """NOOP: checks that the session is still alive."""
         return self.command("NOOP")
 
+    @property
+    def pipelining(self) -> bool:
+        """True when the server accepts commands ahead of replies (RFC 2920)."""
+        return "PIPELINING" in self.extensions
+
+    @property
+    def channel(self) -> Channel:
+        """The open channel; raises `ConnectError` when the connection is closed."""
+        return self._require_channel()
+
+    def check_in_step(self) -> None:
+        """Raise (and close) when the server sent replies nobody asked for."""
+        if self._channel is not None and self._channel.has_unread_data:
+            self.close()
+            raise ConnectError(
+                "the server sent unexpected data between transactions",
+                diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was out of step."),
+                temporary=True,
+            )
+
+    def prepare(
+        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
+    ) -> Attempt:
+        """Check and build one transaction without writing anything (see `run`).
+
+        Raises `MessageError`, or `UnsupportedByServer`/`MessageRejected` when the
+        message needs an extension the server lacks or exceeds its SIZE.
+        """
+        return plan_attempt(self, sender, recipients, data, smtputf8)
+
+    def run(self, attempt: Attempt) -> Transaction:
+        """Send a prepared transaction; raises if the sender or every recipient is refused.
+
+        `attempt.data_started` tells afterwards whether message bytes went out
+        (a lost connection after that may still have delivered the message).
+        """
+        self.last_used = time.monotonic()
+        result = self._pipeline.run(attempt)
+        self.last_used = time.monotonic()
+        return result
+
     def send(
         self,
         sender: str,
@@ -384,38 +428,7 @@ class SmtpConnection:
         smtputf8: bool = False,
     ) -> Transaction:
         """Run one mail transaction; raises if the sender or every recipient is refused."""
-        self.data_started = False
-        self.last_used = time.monotonic()
-        if self._channel is not None and self._channel.has_unread_data:
-            # Replies nobody asked for: the session is out of step and must not be used.
-            self.close()
-            raise ConnectError(
-                "the server sent unexpected data between transactions",
-                diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was out of step."),
-                temporary=True,
-            )
-        try:
-            result = run_transaction(
-                self,
-                sender,
-                recipients=recipients,
-                raw=data,
-                smtputf8=smtputf8,
-            )
-        except DeliveryError:
-            self.needs_reset = True
-            raise
-        except MessageError:
-            raise  # refused while checking, before anything was written: the session is fine
-        except BaseException:
-            # Interrupted mid-transaction (a task time limit, KeyboardInterrupt, a bug):
-            # unread replies would be taken for the next message's, so the session ends.
-            self.close()
-            raise
-        self.needs_reset = False
-        self.messages_sent += 1
-        self.last_used = time.monotonic()
-        return result
+        return self.run(self.prepare(sender, recipients, data, smtputf8=smtputf8))
 
     def quit(self) -> None:
         """Say QUIT politely and close; never raises."""
@@ -434,3 +447,4 @@ class SmtpConnection:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        self._pipeline.close()

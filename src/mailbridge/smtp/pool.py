@@ -15,28 +15,37 @@ __all__ = ["ConnectionPool"]
 
 
 class _Slot:
-    """The connections of one server + login: idle ones, and a bound on how many exist."""
+    """The connections of one server + login: idle ones, busy ones and their users."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self) -> None:
         self.idle: list[SmtpConnection] = []
-        self.capacity = threading.BoundedSemaphore(limit)
+        self.users: dict[SmtpConnection, int] = {}  # busy connections: threads using each
+        self.opening = 0  # connections being opened
+
+    @property
+    def count(self) -> int:
+        return len(self.idle) + len(self.users) + self.opening
 
 
 class ConnectionPool:
     """Keeps SMTP connections open between messages, at most `max_per_server` per server.
 
     Connections are keyed by the `SmtpSettings` (server and login), so clients
-    for the same account share them when they share the pool. A connection
-    idle for longer than `health_check_after` seconds is checked with NOOP
-    before reuse, one idle longer than `idle_timeout` is closed, and one that
-    has carried `max_messages_per_connection` messages is replaced (providers
-    limit both). Thread-safe; `close()` says QUIT on every idle connection.
+    for the same account share them when they share the pool. When every
+    connection a server may have is busy, up to `messages_in_flight` threads
+    share one that offers PIPELINING, their messages pipelined one after
+    another (1 turns this off). A connection idle for longer than
+    `health_check_after` seconds is checked with NOOP before reuse, one idle
+    longer than `idle_timeout` is closed, and one that has carried
+    `max_messages_per_connection` messages is replaced (providers limit both).
+    Thread-safe; `close()` says QUIT on every idle connection.
     """
 
     def __init__(
         self,
         *,
         max_per_server: int = 4,
+        messages_in_flight: int = 3,
         max_messages_per_connection: int = 100,
         health_check_after: float = 10.0,
         idle_timeout: float = 120.0,
@@ -44,21 +53,17 @@ class ConnectionPool:
     ) -> None:
         if max_per_server < 1:
             raise ValueError("max_per_server must be at least 1")
+        if messages_in_flight < 1:
+            raise ValueError("messages_in_flight must be at least 1")
         self.max_per_server = max_per_server
+        self.messages_in_flight = messages_in_flight
         self.max_messages_per_connection = max_messages_per_connection
         self.health_check_after = health_check_after
         self.idle_timeout = idle_timeout
         self._opener = opener
         self._slots: dict[SmtpSettings, _Slot] = {}
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._closed = False
-
-    def _slot(self, settings: SmtpSettings) -> _Slot:
-        with self._lock:
-            slot = self._slots.get(settings)
-            if slot is None:
-                slot = self._slots[settings] = _Slot(self.max_per_server)
-            return slot
 
     def _reusable(self, connection: SmtpConnection) -> bool:
         idle = time.monotonic() - connection.last_used
@@ -73,58 +78,102 @@ class ConnectionPool:
                 return False
         return True
 
-    def _take_idle(self, slot: _Slot) -> SmtpConnection | None:
+    def _shareable(self, connection: SmtpConnection, users: int) -> bool:
+        return (
+            users < self.messages_in_flight
+            and connection.is_open
+            and connection.pipelining
+            and connection.messages_sent + users < self.max_messages_per_connection
+        )
+
+    def _claim(self, slot: _Slot) -> tuple[str, SmtpConnection | None]:
+        """Under the lock: an idle connection, room for a new one, or a busy one to share."""
+        if slot.idle:
+            connection = slot.idle.pop()
+            slot.users[connection] = 1
+            return "idle", connection
+        if slot.count < self.max_per_server:
+            slot.opening += 1
+            return "new", None
+        shareable = [c for c, n in slot.users.items() if self._shareable(c, n)]
+        if shareable:
+            connection = min(shareable, key=lambda c: slot.users[c])
+            slot.users[connection] += 1
+            return "shared", connection
+        return "wait", None
+
+    def _acquire(self, settings: SmtpSettings) -> tuple[SmtpConnection, bool]:
         while True:
-            with self._lock:
-                if not slot.idle:
-                    return None
-                connection = slot.idle.pop()
-            if self._reusable(connection):
-                return connection
+            with self._changed:
+                if self._closed:
+                    raise RuntimeError("the connection pool is closed")
+                slot = self._slots.setdefault(settings, _Slot())
+                how, connection = self._claim(slot)
+                if how == "wait":
+                    self._changed.wait()
+                    continue
+            if how == "shared":
+                assert connection is not None
+                return connection, True
+            if how == "idle":
+                assert connection is not None
+                if self._reusable(connection):
+                    return connection, True
+                self._release(slot, connection, keep=False)
+                continue
+            try:
+                connection = self._opener(settings)
+            except BaseException:
+                with self._changed:
+                    slot.opening -= 1
+                    self._changed.notify_all()
+                raise
+            with self._changed:
+                slot.opening -= 1
+                slot.users[connection] = 1
+                self._changed.notify_all()  # it may take pipelined messages from waiters
+            return connection, False
+
+    def _release(self, slot: _Slot, connection: SmtpConnection, *, keep: bool = True) -> None:
+        with self._changed:
+            slot.users[connection] -= 1
+            if slot.users[connection]:
+                self._changed.notify_all()
+                return
+            del slot.users[connection]
+            keep = (
+                keep
+                and not self._closed
+                and connection.is_open
+                and connection.messages_sent < self.max_messages_per_connection
+            )
+            if keep:
+                slot.idle.append(connection)
+            self._changed.notify_all()
+        if not keep:
             connection.quit()
 
     @contextmanager
     def connection(self, settings: SmtpSettings) -> Iterator[tuple[SmtpConnection, bool]]:
-        """A connection for `settings` and whether it was reused; back to the pool afterwards.
+        """A connection for `settings` and whether it was used before; back to the pool after.
 
-        Waits while `max_per_server` connections to this server are in use.
+        Waits while every connection this server may have is busy and none can
+        take one more pipelined message.
         """
-        if self._closed:
-            raise RuntimeError("the connection pool is closed")
-        slot = self._slot(settings)
-        slot.capacity.acquire()
+        connection, reused = self._acquire(settings)
         try:
-            connection = self._take_idle(slot)
-            reused = connection is not None
-            if connection is None:
-                connection = self._opener(settings)
-            try:
-                yield connection, reused
-            finally:
-                self._give_back(slot, connection)
+            yield connection, reused
         finally:
-            slot.capacity.release()
-
-    def _give_back(self, slot: _Slot, connection: SmtpConnection) -> None:
-        keep = (
-            not self._closed
-            and connection.is_open
-            and connection.messages_sent < self.max_messages_per_connection
-        )
-        if keep:
-            with self._lock:
-                if not self._closed:  # close() may have drained the pool meanwhile
-                    slot.idle.append(connection)
-                    return
-        connection.quit()
+            self._release(self._slots[settings], connection)
 
     def close(self) -> None:
         """Say QUIT on every idle connection; connections in use close when given back."""
-        with self._lock:
+        with self._changed:
             self._closed = True
             idle = [c for slot in self._slots.values() for c in slot.idle]
             for slot in self._slots.values():
                 slot.idle.clear()
+            self._changed.notify_all()
         for connection in idle:
             connection.quit()
 

@@ -1,35 +1,174 @@
-"""One mail transaction: MAIL, RCPT, DATA, pipelined where the server allows (RFC 2920)."""
+"""One mail transaction: its commands, and how the server's replies to them are judged.
+
+The commands are built (and the message checked) before anything is written,
+so a message that cannot be sent never leaves half a transaction on the wire.
+How transactions are written and read, one at a time or several pipelined on
+one connection, is `pipeline.py`'s job.
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import attrs
+
 from .. import diagnostics
 from ..diagnosis import Category, Diagnosis
-from ..errors import ConnectError, MessageError, MessageRejected, UnsupportedByServer
+from ..errors import ConnectError, DeliveryError, MessageError, MessageRejected, UnsupportedByServer
 from ..reply import SmtpReply
 from .wire import check_command, frame_data, normalize_data
 
 if TYPE_CHECKING:
     from .connection import SmtpConnection, Transaction
 
-__all__ = ["run_transaction"]
+__all__ = ["Attempt", "Stage", "plan_attempt", "run_lockstep"]
 
 log = logging.getLogger("mailbridge.smtp")
 _BAD_PATH = re.compile(r"[<>\x00-\x20\x7f]")
 
 
-def _closing(reply: SmtpReply) -> ConnectError:
+class Stage(enum.Enum):
+    """How far one attempt has got on its connection."""
+
+    QUEUED = "queued"  # nothing written
+    ENVELOPE_SENT = "envelope sent"  # MAIL, RCPT and DATA written; waiting for the 354
+    MESSAGE_SENT = "message sent"  # the whole message written; waiting for the final reply
+    DONE = "done"  # `result` or `error` is set
+
+
+@attrs.define(eq=False)
+class Attempt:
+    """One message on its way through a connection.
+
+    `chunked` attempts send envelope and message in one write (BDAT n LAST);
+    the others send MAIL, RCPT and DATA, then the dot-stuffed message after
+    the 354. `data_started` turns true the moment message bytes are written:
+    from then on a lost reply means the message may have been delivered.
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+    mail: str
+    payload: bytes
+    chunked: bool
+    stage: Stage = Stage.QUEUED
+    reset: bool = False
+    data_started: bool = False
+    accepted: tuple[str, ...] = ()
+    refused: dict[str, SmtpReply] = attrs.Factory(dict)
+    result: Transaction | None = None
+    error: BaseException | None = None
+
+    @property
+    def head_commands(self) -> list[str]:
+        """The commands written together: [RSET,] MAIL, every RCPT, then DATA or BDAT."""
+        last = f"BDAT {len(self.payload)} LAST" if self.chunked else "DATA"
+        return [
+            *(["RSET"] if self.reset else []),
+            self.mail,
+            *(f"RCPT TO:<{recipient}>" for recipient in self.recipients),
+            last,
+        ]
+
+    def head_bytes(self) -> bytes:
+        """The bytes of the first write (with the message itself when chunked)."""
+        lines = self.head_commands
+        for line in lines:
+            log.debug("C: %s", line)
+        wire = b"".join(check_command(line) for line in lines)
+        return wire + self.payload if self.chunked else wire
+
+    def finish(self, result: Transaction | None = None, error: BaseException | None = None) -> None:
+        """Record the outcome; the attempt is done."""
+        self.result, self.error, self.stage = result, error, Stage.DONE
+
+    def outcome(self) -> Transaction:
+        """The transaction, or the error it met raised."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    def judge_envelope(self, replies: Sequence[SmtpReply]) -> DeliveryError | None:
+        """Check the replies to MAIL and RCPT (RSET's already dropped); None when sending may go on.
+
+        Records who was accepted and refused. A 421 anywhere raises: the server
+        is closing the connection.
+        """
+        for reply in replies:
+            check_not_closing(reply)
+        mail_reply, rcpt_replies = replies[0], replies[1 : 1 + len(self.recipients)]
+        self.accepted = tuple(
+            r for r, reply in zip(self.recipients, rcpt_replies, strict=False) if _ok(reply)
+        )
+        self.refused = {
+            r: reply
+            for r, reply in zip(self.recipients, rcpt_replies, strict=False)
+            if not _ok(reply)
+        }
+        if not _ok(mail_reply):
+            return diagnostics.sender_refused(mail_reply, self.sender)
+        if not self.accepted:
+            return diagnostics.recipients_refused(self.refused)
+        return None
+
+    def judge_final(self, final: SmtpReply) -> None:
+        """Record the outcome from the reply to the end of the message (or to BDAT LAST)."""
+        from .connection import Transaction
+
+        check_not_closing(final)
+        if final.code // 100 != 2:
+            self.finish(error=diagnostics.data_refused(final))
+        else:
+            self.finish(Transaction(accepted=self.accepted, refused=self.refused, reply=final))
+
+
+def check_not_closing(reply: SmtpReply) -> SmtpReply:
+    """Raise when `reply` is a 421: the server refuses and closes the session."""
+    if reply.closes_connection:
+        raise ConnectError(
+            "the server closed the session",
+            reply=reply,
+            diagnosis=Diagnosis(
+                Category.SERVER_UNAVAILABLE,
+                "The server is not accepting mail right now and closed the connection.",
+                ("Try again later; the server may be limiting how much is sent at once.",),
+            ),
+            temporary=True,
+        )
+    return reply
+
+
+def outcome_unknown(cause: DeliveryError) -> ConnectError:
+    """The error for a message whose bytes went out but whose final reply never came."""
     return ConnectError(
-        "the server closed the session",
-        reply=reply,
+        "the connection was lost after the whole message was sent; it may have been delivered",
+        reply=cause.reply,
         diagnosis=Diagnosis(
-            Category.SERVER_UNAVAILABLE,
-            "The server is not accepting mail right now and closed the connection.",
-            ("Try again later; the server may be limiting how much is sent at once.",),
+            Category.OUTCOME_UNKNOWN,
+            "The message was sent, but the server's answer never came.",
+            (
+                "It may have been delivered: check (e.g. the Sent folder or with the "
+                "recipient) before sending again, or it may arrive twice.",
+            ),
+        ),
+        temporary=False,
+    )
+
+
+def not_sent(cause: DeliveryError) -> ConnectError:
+    """The error for a message none of whose bytes reached a server that read them."""
+    return ConnectError(
+        "the connection ended before this message was sent",
+        reply=cause.reply,
+        diagnosis=Diagnosis(
+            Category.CONNECTION_LOST,
+            "The connection ended before the message was sent; it was not delivered.",
+            ("Sending it again is safe.",),
         ),
         temporary=True,
     )
@@ -46,88 +185,33 @@ def _check_path(field: str, address: str) -> None:
         raise MessageError(field, f"{address!r} cannot be used in the SMTP envelope")
 
 
-def _outcome_unknown(cause: ConnectError) -> ConnectError:
-    return ConnectError(
-        "the connection was lost after the whole message was sent; it may have been delivered",
-        reply=cause.reply,
-        diagnosis=Diagnosis(
-            Category.OUTCOME_UNKNOWN,
-            "The message was sent, but the server's answer never came.",
-            (
-                "It may have been delivered: check (e.g. the Sent folder or with the "
-                "recipient) before sending again, or it may arrive twice.",
-            ),
-        ),
-        temporary=False,
-    )
+def plan_attempt(
+    connection: SmtpConnection,
+    sender: str,
+    recipients: Sequence[str],
+    raw: bytes,
+    smtputf8: bool,
+) -> Attempt:
+    """Check the message against the envelope rules and the server's extensions; build it.
 
-
-def _check_envelope(sender: str, recipients: Sequence[str]) -> None:
+    Raises `MessageError` or `UnsupportedByServer`/`MessageRejected` (SIZE)
+    before anything is written.
+    """
     if not recipients:
         raise MessageError("to", "at least one recipient is needed")
     if sender:  # the null reverse-path <> is allowed (bounces)
         _check_path("sender", sender)
     for recipient in recipients:
         _check_path("to", recipient)
-
-
-def _chunked(
-    connection: SmtpConnection, sender: str, recipients: Sequence[str], raw: bytes, smtputf8: bool
-) -> Transaction:
-    """MAIL, every RCPT and `BDAT n LAST` with the message, in one write (RFC 3030 + 2920).
-
-    One round trip per message. The server reads the chunk whatever it thinks of
-    the envelope, and refuses it when no recipient was accepted.
-    """
-    from .connection import Transaction
-
-    _check_envelope(sender, recipients)
-    payload = normalize_data(raw)
-    mail = f"MAIL FROM:<{sender}>" + _mail_parameters(
-        connection.extensions, len(payload), raw, smtputf8
+        check_command(f"RCPT TO:<{recipient}>")
+    extensions = connection.extensions
+    chunked = (
+        "CHUNKING" in extensions and "PIPELINING" in extensions and connection.settings.chunking
     )
-    lines = (["RSET"] if connection.needs_reset else []) + [
-        mail,
-        *(f"RCPT TO:<{r}>" for r in recipients),
-        f"BDAT {len(payload)} LAST",
-    ]
-    for line in lines:
-        log.debug("C: %s", line)
-    wire = b"".join(check_command(line) for line in lines) + payload
-    # The whole message goes out with the envelope, and a pipelining server may hold
-    # every reply until it has queued it: from here on, a lost or late reply means
-    # the message may have been delivered, and nothing is retried automatically.
-    connection.data_started = True
-    connection.write_bytes(wire, timeout=connection.settings.data_timeout)
-    replies: list[SmtpReply] = []
-    for line in lines:
-        try:
-            reply = connection.read_reply(
-                f"the reply to {line.split(':')[0]}", connection.settings.data_timeout
-            )
-        except ConnectError as exc:
-            raise _outcome_unknown(exc) from None
-        replies.append(_checked(reply))  # an explicit 421 is a refusal: temporary
-    if connection.needs_reset:
-        replies.pop(0)
-    mail_reply, rcpt_replies, final = replies[0], replies[1:-1], replies[-1]
-    accepted = tuple(r for r, reply in zip(recipients, rcpt_replies, strict=True) if _ok(reply))
-    refused = {
-        r: reply for r, reply in zip(recipients, rcpt_replies, strict=True) if not _ok(reply)
-    }
-    if not _ok(mail_reply):
-        raise diagnostics.sender_refused(mail_reply, sender)
-    if not accepted:
-        raise diagnostics.recipients_refused(refused)
-    if final.code // 100 != 2:
-        raise diagnostics.data_refused(final)
-    return Transaction(accepted=accepted, refused=refused, reply=final)
-
-
-def _checked(reply: SmtpReply) -> SmtpReply:
-    if reply.closes_connection:
-        raise _closing(reply)
-    return reply
+    payload = normalize_data(raw) if chunked else frame_data(raw)
+    mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(payload), raw, smtputf8)
+    check_command(mail)
+    return Attempt(sender, tuple(recipients), mail, payload, chunked)
 
 
 def _mail_parameters(
@@ -179,78 +263,29 @@ def _mail_parameters(
     return "".join(" " + param for param in params)
 
 
-def _abort_data(connection: SmtpConnection) -> None:
-    """A 354 came although the envelope failed: end the empty message (RFC 2920 3.1)."""
-    connection.write_bytes(b".\r\n")
-    connection.read_reply("the reply to an aborted message")
+def run_lockstep(connection: SmtpConnection, attempt: Attempt) -> None:
+    """Send `attempt` one command at a time, for servers without PIPELINING.
 
-
-def run_transaction(
-    connection: SmtpConnection,
-    sender: str,
-    *,
-    recipients: Sequence[str],
-    raw: bytes,
-    smtputf8: bool,
-) -> Transaction:
-    """Send `raw` from `sender` to `recipients`, with BDAT or DATA as the server allows."""
-    from .connection import Transaction
-
-    extensions = connection.extensions
-    if "CHUNKING" in extensions and "PIPELINING" in extensions and connection.settings.chunking:
-        return _chunked(connection, sender, recipients, raw, smtputf8)
-    framed = frame_data(raw)
-
-    if not recipients:
-        raise MessageError("to", "at least one recipient is needed")
-    _check_envelope(sender, recipients)
-    mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(framed), raw, smtputf8)
-    rcpts = [f"RCPT TO:<{recipient}>" for recipient in recipients]
-    pipelined = "PIPELINING" in extensions
-
-    reset = connection.needs_reset
-    rcpt_replies: list[SmtpReply] = []
-    data_reply: SmtpReply | None = None
-    if pipelined:
-        lines = (["RSET"] if reset else []) + [mail, *rcpts, "DATA"]
-        for line in lines:
-            log.debug("C: %s", line)
-        connection.write_bytes(b"".join(check_command(line) for line in lines))
-        replies = [
-            _checked(connection.read_reply(f"the reply to {line.split(':')[0]}")) for line in lines
-        ]
-        if reset:
-            replies.pop(0)
-        mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
-    else:
-        if reset:
-            _checked(connection.command("RSET"))
-        mail_reply = _checked(connection.command(mail))
-        if _ok(mail_reply):
-            rcpt_replies = [_checked(connection.command(line)) for line in rcpts]
-            if any(_ok(reply) for reply in rcpt_replies):
-                data_reply = _checked(connection.command("DATA"))
-    accepted = tuple(r for r, reply in zip(recipients, rcpt_replies, strict=False) if _ok(reply))
-    refused = {
-        r: reply for r, reply in zip(recipients, rcpt_replies, strict=False) if not _ok(reply)
-    }
-
-    if not _ok(mail_reply) or not accepted:
-        if data_reply is not None and data_reply.code == 354:
-            _abort_data(connection)
-        if not _ok(mail_reply):
-            raise diagnostics.sender_refused(mail_reply, sender)
-        raise diagnostics.recipients_refused(refused)
-    assert data_reply is not None
+    Raises a `DeliveryError` when the connection fails; refusals are recorded
+    on the attempt.
+    """
+    if attempt.reset:
+        check_not_closing(connection.command("RSET"))
+    mail_reply = check_not_closing(connection.command(attempt.mail))
+    replies = [mail_reply]
+    if _ok(mail_reply):
+        for recipient in attempt.recipients:
+            replies.append(check_not_closing(connection.command(f"RCPT TO:<{recipient}>")))
+    refusal = attempt.judge_envelope(replies)
+    if refusal is not None:
+        attempt.finish(error=refusal)
+        return
+    data_reply = check_not_closing(connection.command("DATA"))
     if data_reply.code != 354:
-        raise diagnostics.data_refused(data_reply)
-
-    connection.data_started = True
-    connection.write_bytes(framed, timeout=connection.settings.data_timeout)
-    try:
-        final = connection.read_reply("the reply to the message", connection.settings.data_timeout)
-    except ConnectError as exc:
-        raise _outcome_unknown(exc) from None
-    if _checked(final).code // 100 != 2:
-        raise diagnostics.data_refused(final)
-    return Transaction(accepted=accepted, refused=refused, reply=final)
+        attempt.finish(error=diagnostics.data_refused(data_reply))
+        return
+    attempt.data_started = True
+    connection.write_bytes(attempt.payload, timeout=connection.settings.data_timeout)
+    attempt.stage = Stage.MESSAGE_SENT
+    final = connection.read_reply("the reply to the message", connection.settings.data_timeout)
+    attempt.judge_final(final)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..composer import PreparedMessage
-from ..errors import ConnectError, DeliveryError, MailbridgeError, MessageError
+from ..errors import ConnectError, MailbridgeError
 from ..settings import SmtpSettings
 from .connection import Transaction
 from .pool import ConnectionPool
@@ -35,9 +35,11 @@ class SmtpTransport:
 
     Give several transports the same `ConnectionPool` to share connections
     (e.g. many tenants on one provider); by default each transport has its own
-    pool of up to four connections. A stale pooled connection found while
-    sending the envelope is replaced once; nothing is ever retried once the
-    server may have taken the message, so a message is never sent twice.
+    pool of up to four connections. Threads sending through one transport at
+    once pipeline their messages over the pooled connections. A message whose
+    reused connection failed before any of its bytes went out is sent once
+    more on another; nothing is ever retried once the server may have taken
+    the message, so a message is never sent twice.
     """
 
     def __init__(self, settings: SmtpSettings, *, pool: ConnectionPool | None = None) -> None:
@@ -47,25 +49,20 @@ class SmtpTransport:
 
     def deliver(self, message: PreparedMessage) -> Transaction:
         """Send `message`; see the class docstring for reuse and retry rules."""
-        for attempt in (1, 2):
+        for round_ in (1, 2):
             try:
                 with self.pool.connection(self.settings) as (connection, reused):
+                    attempt = connection.prepare(
+                        message.envelope_sender,
+                        message.recipients,
+                        message.data,
+                        smtputf8=message.smtputf8,
+                    )
                     try:
-                        return connection.send(
-                            message.envelope_sender,
-                            message.recipients,
-                            message.data,
-                            smtputf8=message.smtputf8,
-                        )
+                        return connection.run(attempt)
                     except ConnectError:
-                        connection.close()
-                        if attempt == 1 and reused and not connection.data_started:
-                            continue  # the server had dropped the idle connection: once more
-                        raise
-                    except (DeliveryError, MessageError):
-                        raise  # the session is in a known state and stays usable
-                    except BaseException:
-                        connection.close()  # unknown state: never reuse it
+                        if round_ == 1 and reused and not attempt.data_started:
+                            continue  # a stale or shared connection failed before our message
                         raise
             except RuntimeError as exc:
                 raise MailbridgeError(str(exc)) from None

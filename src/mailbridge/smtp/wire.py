@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import socket
 import ssl
 import time
@@ -167,6 +168,21 @@ class Channel:
             "the server sent a reply with too many lines",
             diagnosis=Diagnosis(Category.PROTOCOL, "The server broke the SMTP protocol."),
         )
+
+    def wait_readable(self, other: socket.socket, timeout: float) -> bool | None:
+        """Wait until reply bytes can be read (True) or `other` is readable first (False).
+
+        None when neither happened within `timeout` seconds.
+        """
+        if self._buffer or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+            return True
+        try:
+            ready, _, _ = select.select([self.sock, other], [], [], timeout)
+        except (OSError, ValueError):  # closed meanwhile: let the read report it
+            return True
+        if self.sock in ready:
+            return True
+        return False if ready else None
 
     @property
     def has_unread_data(self) -> bool:
