@@ -1,0 +1,186 @@
+"""Archiving many messages at once: one SEARCH and one MULTIAPPEND per batch, one copy each."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+
+import pytest
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from mailbridge import ImapSettings
+from mailbridge.imap import ArchiveOutcome, SentArchiver
+from mailbridge.testing import FakeImapServer
+from mailbridge.testing.realservers import RealMailServers
+
+from .conftest import USER
+
+
+def _message(n: int, run: str) -> tuple[bytes, str]:
+    message_id = f"<{run}.{n}@acme.example>"
+    data = (
+        f"From: billing@acme.example\r\nTo: c{n}@customer.example\r\n"
+        f"Subject: Invoice {n}\r\nDate: Fri, 20 Nov 2026 16:30:00 +0000\r\n"
+        f"Message-ID: {message_id}\r\n\r\nInvoice {n}\r\n"
+    ).encode()
+    return data, message_id
+
+
+def _archive_all(
+    archiver: SentArchiver, messages: list[tuple[bytes, str]], threads: int = 8
+) -> list[ArchiveOutcome]:
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = [
+            pool.submit(archiver.archive, data, message_id=message_id)
+            for data, message_id in messages
+        ]
+        return [future.result(timeout=30) for future in futures]
+
+
+@pytest.fixture
+def appends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the MULTIAPPEND batches (1 for each single APPEND)."""
+    sizes: list[int] = []
+    multiappend, append = IMAPClient.multiappend, IMAPClient.append
+
+    def counting_multiappend(self: IMAPClient, folder: str, msgs: object) -> object:
+        items = list(msgs)  # type: ignore[call-overload]
+        result = multiappend(self, folder, items)
+        sizes.append(len(items))
+        return result
+
+    def counting_append(self: IMAPClient, *args: object, **kwargs: object) -> object:
+        result = append(self, *args, **kwargs)  # type: ignore[arg-type]
+        sizes.append(1)
+        return result
+
+    monkeypatch.setattr(IMAPClient, "multiappend", counting_multiappend)
+    monkeypatch.setattr(IMAPClient, "append", counting_append)
+    return sizes
+
+
+def _stored_ids(server: FakeImapServer) -> dict[int, bytes]:
+    stored = {}
+    for message in server.messages("Sent", user=USER):
+        header = message.data.split(b"\r\n\r\n", 1)[0]
+        (line,) = [h for h in header.split(b"\r\n") if h.startswith(b"Message-ID: ")]
+        stored[message.uid] = line.removeprefix(b"Message-ID: ")
+    return stored
+
+
+@pytest.mark.parametrize("multiappend", [True, False], ids=["multiappend", "append"])
+def test_concurrent_archives_are_stored_together_once_each(
+    multiappend: bool, appends: list[int]
+) -> None:
+    run = uuid.uuid4().hex
+    with FakeImapServer(users={USER: "pw"}) as server:
+        if not multiappend:
+            server.omit_capabilities = {"MULTIAPPEND"}
+        server.stall_seconds = 0.02  # batches form while one is being stored
+        archiver = SentArchiver(server.imap_settings())
+        messages = [_message(n, run) for n in range(24)]
+        outcomes = _archive_all(archiver, messages)
+        archiver.close()
+        stored = _stored_ids(server)
+    assert all(o.archived and not o.already_there for o in outcomes)
+    assert len(stored) == 24
+    for (_, message_id), outcome in zip(messages, outcomes, strict=True):
+        assert outcome.uid is not None
+        assert stored[outcome.uid] == message_id.encode()  # each UID is its own message's
+    assert sum(appends) == 24
+    if multiappend:
+        assert max(appends) > 1  # at least one batch went out as one MULTIAPPEND
+    else:
+        assert appends == [1] * 24
+
+
+def test_messages_already_archived_are_found_in_the_same_batch(appends: list[int]) -> None:
+    run = uuid.uuid4().hex
+    with FakeImapServer(users={USER: "pw"}) as server:
+        archiver = SentArchiver(server.imap_settings())
+        messages = [_message(n, run) for n in range(10)]
+        first = [archiver.archive(data, message_id=mid) for data, mid in messages[::2]]
+        server.stall_seconds = 0.02
+        again = _archive_all(archiver, messages + messages[:3])
+        archiver.close()
+        stored = _stored_ids(server)
+    assert len(stored) == 10  # nothing twice, whatever the order and overlap
+    for n, outcome in enumerate(again[:10]):
+        assert outcome.archived
+        if n % 2 == 0:
+            assert outcome.already_there and outcome.uid == first[n // 2].uid
+    for n, outcome in enumerate(again):
+        assert outcome.uid is not None
+        assert stored[outcome.uid] == messages[n % 10][1].encode()
+
+
+def test_a_refused_multiappend_falls_back_to_single_appends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: IMAPClient, folder: str, msgs: object) -> object:
+        raise IMAPClientError("APPEND command error: NO [LIMIT] too many messages")
+
+    monkeypatch.setattr(IMAPClient, "multiappend", refuse)
+    run = uuid.uuid4().hex
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.stall_seconds = 0.02
+        archiver = SentArchiver(server.imap_settings())
+        outcomes = _archive_all(archiver, [_message(n, run) for n in range(12)])
+        archiver.close()
+        assert len(server.messages("Sent", user=USER)) == 12
+    assert all(o.archived and o.uid is not None for o in outcomes)
+
+
+def test_one_refused_message_does_not_fail_its_batch(appends: list[int]) -> None:
+    run = uuid.uuid4().hex
+    with FakeImapServer(users={USER: "pw"}, max_literal=4096) as server:
+        server.omit_capabilities = {"MULTIAPPEND", "LITERAL+"}
+        server.stall_seconds = 0.02
+        archiver = SentArchiver(server.imap_settings())
+        messages = [_message(n, run) for n in range(8)]
+        big = messages[3][0].replace(b"Invoice 3\r\n", b"x" * 5000 + b"\r\n")
+        messages[3] = (big, messages[3][1])
+        outcomes = _archive_all(archiver, messages)
+        archiver.close()
+        assert len(server.messages("Sent", user=USER)) == 7
+    assert not outcomes[3].archived and "refused" in (outcomes[3].reason or "")
+    assert all(o.archived for n, o in enumerate(outcomes) if n != 3)
+
+
+def test_closing_settles_waiting_requests() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        archiver = SentArchiver(server.imap_settings())
+        archiver.close()
+        outcome = archiver.archive(*_message(0, "x")[:1], message_id="<0.x@acme.example>")
+    assert not outcome.archived and outcome.reason == "the archiver was closed"
+
+
+@pytest.mark.realserver
+def test_dovecot_stores_a_concurrent_batch_once_each(
+    mta: RealMailServers, appends: list[int]
+) -> None:
+    settings = ImapSettings(
+        mta.host,
+        mta.imaps_port,
+        "implicit_tls",
+        username="alice@example.test",
+        password="alice-Secret-1",
+        ca_file=mta.ca_file,
+    )
+    run = uuid.uuid4().hex
+    messages = [_message(n, run) for n in range(30)]
+    archiver = SentArchiver(settings)
+    try:
+        first = archiver.archive(*messages[0][:1], message_id=messages[0][1])
+        outcomes = _archive_all(archiver, messages, threads=10)
+    finally:
+        archiver.close()
+    assert outcomes[0].already_there and outcomes[0].uid == first.uid
+    assert all(o.archived for o in outcomes)
+    assert max(appends) > 1  # Dovecot offers MULTIAPPEND (and LITERAL+)
+    with IMAPClient(mta.host, mta.imaps_port, ssl=True, ssl_context=mta.client_ssl_context()) as c:
+        c.login("alice@example.test", "alice-Secret-1")
+        c.select_folder("Sent", readonly=True)
+        for (_, message_id), outcome in zip(messages, outcomes, strict=True):
+            assert c.search(["HEADER", "Message-ID", message_id]) == [outcome.uid]
