@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -81,6 +82,9 @@ class SmtpConnection:
         self.messages_sent = 0
         self.last_used = time.monotonic()
         self.needs_reset = False  # a failed transaction left state on the server: RSET first
+        # Whether other threads may queue messages while one waits for a reply (the pool
+        # says no when it never shares); waits then also watch for them.
+        self.shareable = True
         self._pipeline = Pipeline(self)
 
     @classmethod
@@ -388,15 +392,29 @@ class SmtpConnection:
         """The open channel; raises `ConnectError` when the connection is closed."""
         return self._require_channel()
 
-    def check_in_step(self) -> None:
-        """Raise (and close) when the server sent replies nobody asked for."""
-        if self._channel is not None and self._channel.has_unread_data:
+    def check_in_step(self, *, quiet: bool) -> None:
+        """Raise `ConnectError` when the connection is closed, or (`quiet`) when the
+        server sent replies nobody asked for (the session is out of step: closed)."""
+        channel = self._require_channel()
+        if quiet and channel.has_unread_data:
             self.close()
             raise ConnectError(
                 "the server sent unexpected data between transactions",
                 diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was out of step."),
                 temporary=True,
             )
+
+    @property
+    def settled(self) -> bool:
+        """True when no transaction is queued or in flight on this connection."""
+        return self._pipeline.settled
+
+    def shutdown(self) -> None:
+        """End the connection at once, also for a thread blocked reading or writing it."""
+        channel = self._channel
+        if channel is not None:
+            with contextlib.suppress(OSError):
+                channel.sock.shutdown(socket.SHUT_RDWR)
 
     def prepare(
         self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False

@@ -14,13 +14,19 @@ round trip. With BDAT the envelope and message go out together and several
 messages may be in flight. A transaction written while an earlier one is
 still unanswered starts with RSET, so it never depends on how the earlier one
 ended. Servers without PIPELINING get one command at a time.
+
+A thread interrupted while its message is on the wire (KeyboardInterrupt, a
+task time limit) ends the connection: nobody would be left to read its
+replies, and they must never be taken for another message's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import socket
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -53,9 +59,17 @@ class Pipeline:
         self._queued: deque[Attempt] = deque()
         self._in_flight: deque[Attempt] = deque()  # in the order their replies will come
         self._driving = False
+        self._shared = False  # a second thread has joined: waits also watch for joiners
         # Joiners nudge a driver that waits for a reply, so their messages go out at once.
         self._wake_reader: socket.socket | None = None
         self._wake_writer: socket.socket | None = None
+        self._waiting_for: tuple[Attempt, Stage, float] | None = None  # reply deadline
+
+    @property
+    def settled(self) -> bool:
+        """True when nothing is queued, in flight or being driven."""
+        with self._changed:
+            return not (self._queued or self._in_flight or self._driving)
 
     def close(self) -> None:
         """Release the wake-up socket pair (the connection is closing)."""
@@ -65,86 +79,108 @@ class Pipeline:
                     sock.close()
             self._wake_reader = self._wake_writer = None
 
-    def _wake_driver(self) -> None:
-        """Under the lock: tell a driver waiting for a reply that a message was queued."""
-        if self._wake_writer is not None:
-            with contextlib.suppress(OSError):  # full (already woken) or closed
-                self._wake_writer.send(b"!")
-
     def run(self, attempt: Attempt) -> Transaction:
         """Queue `attempt`, drive the connection when it is this thread's turn; its result."""
-        with self._changed:
-            self._queued.append(attempt)
-            if self._driving:
-                self._wake_driver()
-            try:
-                while self._driving and attempt.stage is not Stage.DONE:
-                    self._changed.wait()
-            except BaseException:  # interrupted while waiting: withdraw what was not written
-                if attempt in self._queued:
-                    self._queued.remove(attempt)
-                raise
-            if attempt.stage is Stage.DONE:
-                return attempt.outcome()
-            self._driving = True
+        driving = False
         try:
-            self._drive(attempt)
-        except DeliveryError as exc:
+            with self._changed:
+                self._queued.append(attempt)
+                if self._driving:
+                    self._shared = True
+                    if self._wake_writer is not None:
+                        with contextlib.suppress(OSError):  # full (already woken) or closed
+                            self._wake_writer.send(b"!")
+                while self._driving and not _done(attempt):
+                    self._changed.wait()
+                if not _done(attempt):  # else settled by another thread's driving
+                    self._driving = driving = True
+            if driving:
+                self._drive(attempt)
+        except DeliveryError as exc:  # only _drive raises these
             self._fail_all(exc)
         except BaseException as exc:
-            # Interrupted mid-transaction (a task time limit, KeyboardInterrupt, a bug):
-            # unread replies would be taken for the next message's, so the session ends.
-            self._fail_all(_interrupted(), interrupted=exc)
+            if driving:
+                # Interrupted mid-transaction (a task time limit, KeyboardInterrupt, a
+                # bug): unread replies would be taken for the next message's.
+                self._fail_all(_interrupted(), interrupted=exc)
+            else:
+                self._abandon(attempt)
             raise
         finally:
-            with self._changed:
-                self._driving = False
-                self._changed.notify_all()
+            if driving:
+                with self._changed:
+                    self._driving = False
+                    self._changed.notify_all()
         return attempt.outcome()
+
+    def _abandon(self, attempt: Attempt) -> None:
+        """A waiting thread was interrupted: withdraw its message, or end the connection."""
+        with self._changed:
+            if attempt in self._queued:
+                self._queued.remove(attempt)  # never written: as if never sent
+                return
+            if _done(attempt):
+                return
+        # On the wire already: the driver's next read or write fails, and it settles
+        # every attempt by how far it got. shutdown() is safe while another thread
+        # is inside a read or write of this socket; close() would not be.
+        self.connection.shutdown()
 
     # -- driving (one thread at a time) ------------------------------------------
 
     def _drive(self, mine: Attempt) -> None:
-        while mine.stage is not Stage.DONE:
-            self._write_ahead()
+        while not _done(mine):
+            self._write_ahead(mine)
             if _done(mine):  # sent one command at a time
                 return
+            if not self._in_flight:
+                raise RuntimeError("an attempt was lost from the pipeline")  # a bug
             oldest = self._in_flight[0]
-            envelope = oldest.stage is Stage.ENVELOPE_SENT
-            settings = self.connection.settings
-            timeout = settings.command_timeout if envelope else settings.data_timeout
-            if not self._reply_comes_first(timeout):
+            if not self._reply_comes_first(oldest):
                 continue  # a message was queued meanwhile: write it before waiting on
-            if envelope:
+            if oldest.stage is Stage.ENVELOPE_SENT:
                 self._read_envelope(oldest)
             else:
                 self._read_final(oldest)
 
-    def _joiner_waiting(self) -> bool:
-        with self._changed:
-            return bool(self._queued) and self._may_write()
+    def _reply_comes_first(self, oldest: Attempt) -> bool:
+        """Wait for `oldest`'s next reply; False when a queued message may be written first.
 
-    def _reply_comes_first(self, timeout: float) -> bool:
-        """Wait for the next reply; False when a queued message may be written first."""
+        However often joiners wake it, the wait for one reply ends at one
+        deadline (the command or data time-out).
+        """
         connection = self.connection
-        if not connection.pipelining:
-            return True
+        settings = connection.settings
+        envelope = oldest.stage is Stage.ENVELOPE_SENT
+        timeout = settings.command_timeout if envelope else settings.data_timeout
+        now = time.monotonic()
+        if self._waiting_for is None or self._waiting_for[:2] != (oldest, oldest.stage):
+            self._waiting_for = (oldest, oldest.stage, now + timeout)
+        remaining = self._waiting_for[2] - now
         with self._changed:
             if self._queued and self._may_write():
                 return False
+            if not (self._shared or self.connection.shareable):
+                return True  # nobody else uses this connection: just read
             if self._wake_reader is None:
-                self._wake_reader, self._wake_writer = socket.socketpair()
+                try:
+                    self._wake_reader, self._wake_writer = socket.socketpair()
+                except OSError:  # out of descriptors: read without watching for joiners
+                    return True
                 self._wake_reader.setblocking(False)
                 self._wake_writer.setblocking(False)
             wake = self._wake_reader
-        readable = connection.channel.wait_readable(wake, timeout)
+        if remaining <= 0:
+            raise timed_out("the server's reply", timeout)
+        readable = connection.channel.wait_readable(wake, remaining)
         if readable is None:
             raise timed_out("the server's reply", timeout)
         if not readable:
             with contextlib.suppress(OSError):
                 while wake.recv(4096):
                     pass
-            return not self._joiner_waiting()
+            with self._changed:
+                return not (self._queued and self._may_write())
         return True
 
     def _may_write(self) -> bool:
@@ -153,26 +189,32 @@ class Pipeline:
         # DATA must end its group: nothing more until its 354 has come and the message gone.
         return self._in_flight[-1].stage is not Stage.ENVELOPE_SENT
 
-    def _write_ahead(self) -> None:
+    def _write_ahead(self, mine: Attempt) -> None:
         connection = self.connection
         while True:
             with self._changed:
                 if not self._queued or not self._may_write():
                     return
                 attempt = self._queued.popleft()
+                self._in_flight.append(attempt)  # from here on, a failure settles it
             if not connection.pipelining:
+                # One transaction at a time, in the order they were queued.
+                connection.check_in_step(quiet=True)
                 attempt.reset = connection.needs_reset
-                self._in_flight.append(attempt)
                 run_lockstep(connection, attempt)
                 self._settle(attempt)
-                return
+                if _done(mine):
+                    return
+                continue
             # An unanswered BDAT transaction may still be open on the server (its recipients
             # all refused): RSET makes this one independent of how that one ends. A message
             # sent after DATA's 354 always ends its transaction, answered either way.
-            attempt.reset = connection.needs_reset or any(a.chunked for a in self._in_flight)
-            self._in_flight.append(attempt)  # from here on, a failure settles it
-            if len(self._in_flight) == 1:
-                connection.check_in_step()
+            attempt.reset = connection.needs_reset or any(
+                a.chunked for a in self._in_flight if a is not attempt
+            )
+            connection.check_in_step(quiet=len(self._in_flight) == 1)
+            if attempt.reset:
+                connection.needs_reset = False  # the RSET clears what was left open
             if attempt.chunked:
                 # The whole message goes out with the envelope, and a pipelining server may
                 # hold every reply until it has queued it: from here on a lost or late reply
@@ -257,7 +299,7 @@ class Pipeline:
                 if attempt.data_started and (interrupted is not None or not refused_by_server):
                     attempt.finish(error=outcome_unknown(cause))
                 elif position == 0 and interrupted is None:
-                    attempt.finish(error=cause)
+                    attempt.finish(error=copy.copy(cause))
                 else:
                     # Never read by a server that had closed the session: safe to send again.
                     attempt.data_started = False

@@ -20,7 +20,7 @@ class _Slot:
     def __init__(self) -> None:
         self.idle: list[SmtpConnection] = []
         self.users: dict[SmtpConnection, int] = {}  # busy connections: threads using each
-        self.opening = 0  # connections being opened
+        self.opening = 0  # connections being opened or health-checked: not shareable yet
 
     @property
     def count(self) -> int:
@@ -90,7 +90,7 @@ class ConnectionPool:
         """Under the lock: an idle connection, room for a new one, or a busy one to share."""
         if slot.idle:
             connection = slot.idle.pop()
-            slot.users[connection] = 1
+            slot.opening += 1  # until its health check passes, nobody may share it
             return "idle", connection
         if slot.count < self.max_per_server:
             slot.opening += 1
@@ -117,32 +117,46 @@ class ConnectionPool:
                 return connection, True
             if how == "idle":
                 assert connection is not None
-                if self._reusable(connection):
+                try:
+                    usable = self._reusable(connection)
+                except BaseException:
+                    self._settle_opening(slot, None)
+                    connection.close()
+                    raise
+                self._settle_opening(slot, connection if usable else None)
+                if usable:
                     return connection, True
-                self._release(slot, connection, keep=False)
+                connection.quit()
                 continue
             try:
                 connection = self._opener(settings)
             except BaseException:
-                with self._changed:
-                    slot.opening -= 1
-                    self._changed.notify_all()
+                self._settle_opening(slot, None)
                 raise
-            with self._changed:
-                slot.opening -= 1
-                slot.users[connection] = 1
-                self._changed.notify_all()  # it may take pipelined messages from waiters
+            connection.shareable = self.messages_in_flight > 1
+            self._settle_opening(slot, connection)
             return connection, False
 
-    def _release(self, slot: _Slot, connection: SmtpConnection, *, keep: bool = True) -> None:
+    def _settle_opening(self, slot: _Slot, connection: SmtpConnection | None) -> None:
+        """A connection opened or checked is now in use (or, None, gone); waiters re-check."""
+        with self._changed:
+            slot.opening -= 1
+            if connection is not None:
+                slot.users[connection] = 1
+            self._changed.notify_all()  # it may take pipelined messages, or room was freed
+
+    def _release(self, slot: _Slot, connection: SmtpConnection) -> None:
         with self._changed:
             slot.users[connection] -= 1
             if slot.users[connection]:
                 self._changed.notify_all()
                 return
             del slot.users[connection]
+            # A message left on the wire by an interrupted thread: the replies still
+            # due would be read as the next message's, so the connection ends.
+            settled = connection.settled
             keep = (
-                keep
+                settled
                 and not self._closed
                 and connection.is_open
                 and connection.messages_sent < self.max_messages_per_connection
@@ -150,8 +164,12 @@ class ConnectionPool:
             if keep:
                 slot.idle.append(connection)
             self._changed.notify_all()
-        if not keep:
+        if keep:
+            return
+        if settled:
             connection.quit()
+        else:
+            connection.close()
 
     @contextmanager
     def connection(self, settings: SmtpSettings) -> Iterator[tuple[SmtpConnection, bool]]:
@@ -179,4 +197,5 @@ class ConnectionPool:
 
     def reopen(self) -> None:
         """Allow use again after `close()`."""
-        self._closed = False
+        with self._changed:
+            self._closed = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..composer import PreparedMessage
+from ..diagnosis import Category
 from ..errors import ConnectError, MailbridgeError
 from ..settings import SmtpSettings
 from .connection import Transaction
@@ -60,9 +61,12 @@ class SmtpTransport:
                     )
                     try:
                         return connection.run(attempt)
-                    except ConnectError:
-                        if round_ == 1 and reused and not attempt.data_started:
-                            continue  # a stale or shared connection failed before our message
+                    except ConnectError as exc:
+                        # Nothing of the message went out: once more on another connection
+                        # when this one was stale (reused) or failed by another message.
+                        lost = exc.diagnosis.category == Category.CONNECTION_LOST
+                        if round_ == 1 and not attempt.data_started and (reused or lost):
+                            continue
                         raise
             except RuntimeError as exc:
                 raise MailbridgeError(str(exc)) from None
