@@ -354,13 +354,17 @@ class SmtpConnection:
             self.close()
         return reply
 
-    def write_bytes(self, data: bytes, timeout: float | None = None) -> None:
-        """Write raw bytes; a failure closes this connection."""
+    def write_bytes(
+        self, data: bytes, timeout: float | None = None, *, keep_open: bool = False
+    ) -> None:
+        """Write raw bytes; a failure closes this connection (unless `keep_open`, so that
+        replies which already arrived can still be read)."""
         channel = self._require_channel()
         try:
             channel.write(data, timeout or self.settings.command_timeout)
         except DeliveryError:
-            self.close()
+            if not keep_open:
+                self.close()
             raise
 
     def _exchange(self, line: str, secret: bool) -> SmtpReply:

@@ -64,6 +64,9 @@ class Pipeline:
         self._wake_reader: socket.socket | None = None
         self._wake_writer: socket.socket | None = None
         self._waiting_for: tuple[Attempt, Stage, float] | None = None  # reply deadline
+        # A write failed: nothing more is written, but replies that already arrived
+        # are still read (a 421 sent before the server hung up settles who was refused).
+        self._broken: DeliveryError | None = None
 
     @property
     def settled(self) -> bool:
@@ -134,6 +137,8 @@ class Pipeline:
             if _done(mine):  # sent one command at a time
                 return
             if not self._in_flight:
+                if self._broken is not None:
+                    raise self._broken  # what is left was never written
                 raise RuntimeError("an attempt was lost from the pipeline")  # a bug
             oldest = self._in_flight[0]
             if not self._reply_comes_first(oldest):
@@ -150,6 +155,8 @@ class Pipeline:
         deadline (the command or data time-out).
         """
         connection = self.connection
+        if self._broken is not None:
+            return True  # only reading from here on
         settings = connection.settings
         envelope = oldest.stage is Stage.ENVELOPE_SENT
         timeout = settings.command_timeout if envelope else settings.data_timeout
@@ -191,7 +198,7 @@ class Pipeline:
 
     def _write_ahead(self, mine: Attempt) -> None:
         connection = self.connection
-        while True:
+        while self._broken is None:
             with self._changed:
                 if not self._queued or not self._may_write():
                     return
@@ -221,10 +228,16 @@ class Pipeline:
                 # means the message may have been delivered, and nothing is retried.
                 attempt.data_started = True
                 attempt.stage = Stage.MESSAGE_SENT
-                connection.write_bytes(attempt.head_bytes(), connection.settings.data_timeout)
+                self._write(attempt.head_bytes(), connection.settings.data_timeout)
             else:
                 attempt.stage = Stage.ENVELOPE_SENT
-                connection.write_bytes(attempt.head_bytes())
+                self._write(attempt.head_bytes(), connection.settings.command_timeout)
+
+    def _write(self, data: bytes, timeout: float) -> None:
+        try:
+            self.connection.write_bytes(data, timeout, keep_open=True)
+        except DeliveryError as exc:
+            self._broken = exc
 
     def _read_envelope(self, attempt: Attempt) -> None:
         """The replies to [RSET,] MAIL, RCPT and DATA; then the message, or the attempt ends."""
@@ -235,15 +248,20 @@ class Pipeline:
         if refusal is None and data_reply.code != 354:
             refusal = diagnostics.data_refused(data_reply)
         if refusal is not None:
-            if data_reply.code == 354:  # the envelope failed but DATA went on: end it empty
+            if data_reply.code == 354 and self._broken is None:
+                # The envelope failed but DATA went on: end it empty (RFC 2920 3.1).
                 connection.write_bytes(b".\r\n")
                 connection.read_reply("the reply to an aborted message")
             attempt.finish(error=refusal)
             self._settle(attempt)
             return
+        if self._broken is not None:  # the message cannot follow: it was never sent
+            attempt.finish(error=not_sent(self._broken))
+            self._settle(attempt)
+            return
         attempt.data_started = True
         attempt.stage = Stage.MESSAGE_SENT
-        connection.write_bytes(attempt.payload, connection.settings.data_timeout)
+        self._write(attempt.payload, connection.settings.data_timeout)
 
     def _read_final(self, attempt: Attempt) -> None:
         connection = self.connection

@@ -177,12 +177,20 @@ class Channel:
         if self._buffer or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
             return True
         try:
-            ready, _, _ = select.select([self.sock, other], [], [], timeout)
+            if hasattr(select, "poll"):  # no FD_SETSIZE limit (select() fails at fd 1024)
+                poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+                poller.register(other, select.POLLIN)
+                ready = {fd for fd, _ in poller.poll(max(0, int(timeout * 1000)))}
+                mine, theirs = self.sock.fileno() in ready, other.fileno() in ready
+            else:
+                readable, _, _ = select.select([self.sock, other], [], [], timeout)
+                mine, theirs = self.sock in readable, other in readable
         except (OSError, ValueError):  # closed meanwhile: let the read report it
             return True
-        if self.sock in ready:
+        if mine:
             return True
-        return False if ready else None
+        return False if theirs else None
 
     @property
     def has_unread_data(self) -> bool:
