@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 import uuid
 
 import pytest
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
 
 from mailbridge import ImapSettings
 from mailbridge.imap import ArchiveOutcome, SentArchiver
@@ -115,35 +115,159 @@ def test_messages_already_archived_are_found_in_the_same_batch(appends: list[int
         assert stored[outcome.uid] == messages[n % 10][1].encode()
 
 
+def _queued_behind_a_slow_leader(
+    archiver: SentArchiver, server: FakeImapServer, batch: list[tuple[bytes, str]]
+) -> list[ArchiveOutcome]:
+    """Archive `batch` while another archive holds the session: it forms one batch."""
+    server.stall_seconds = 0.15
+    leader = concurrent.futures.ThreadPoolExecutor(1)
+    data, message_id = _message(999, uuid.uuid4().hex)
+    first = leader.submit(archiver.archive, data, message_id=message_id)
+    time.sleep(0.1)  # the leader is inside its SEARCH now
+    outcomes = _archive_all(archiver, batch, threads=len(batch))
+    first.result(timeout=30)
+    leader.shutdown()
+    server.stall_seconds = 0.0
+    return outcomes
+
+
+def test_a_multiappend_answered_no_stores_nothing_and_says_so() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        archiver = SentArchiver(server.imap_settings())
+        archiver.archive(*_message(0, "warm")[:1], message_id="<warm@x>")
+        server.append_reply = "NO [OVERQUOTA] Quota exceeded"
+        outcomes = _queued_behind_a_slow_leader(
+            archiver, server, [_message(n, uuid.uuid4().hex) for n in range(3)]
+        )
+        archiver.close()
+        assert len(server.messages("Sent", user=USER)) == 1  # the warm-up only
+    for outcome in outcomes:
+        assert not outcome.archived and "Quota exceeded" in (outcome.reason or "")
+
+
 def test_a_refused_multiappend_falls_back_to_single_appends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def refuse(self: IMAPClient, folder: str, msgs: object) -> object:
-        raise IMAPClientError("APPEND command error: NO [LIMIT] too many messages")
+        return ("NO", [b"[LIMIT] too many messages at once"])  # as imaplib returns a NO
 
     monkeypatch.setattr(IMAPClient, "multiappend", refuse)
     run = uuid.uuid4().hex
     with FakeImapServer(users={USER: "pw"}) as server:
-        server.stall_seconds = 0.02
         archiver = SentArchiver(server.imap_settings())
-        outcomes = _archive_all(archiver, [_message(n, run) for n in range(12)])
+        outcomes = _queued_behind_a_slow_leader(
+            archiver, server, [_message(n, run) for n in range(6)]
+        )
         archiver.close()
-        assert len(server.messages("Sent", user=USER)) == 12
-    assert all(o.archived and o.uid is not None for o in outcomes)
+        stored = _stored_ids(server)
+    assert len(stored) == 7
+    for n, outcome in enumerate(outcomes):
+        assert outcome.archived and stored[outcome.uid] == f"<{run}.{n}@acme.example>".encode()  # type: ignore[index]
 
 
-def test_one_refused_message_does_not_fail_its_batch(appends: list[int]) -> None:
+def test_twins_in_one_batch_share_one_copy(appends: list[int]) -> None:
+    run = uuid.uuid4().hex
+    a, b = _message(1, run), _message(2, run)
+    with FakeImapServer(users={USER: "pw"}) as server:
+        archiver = SentArchiver(server.imap_settings())
+        outcomes = _queued_behind_a_slow_leader(archiver, server, [a, a, b, a])
+        archiver.close()
+        stored = _stored_ids(server)
+    assert sorted(stored.values()).count(a[1].encode()) == 1
+    assert sorted(stored.values()).count(b[1].encode()) == 1
+    uid_a = next(uid for uid, mid in stored.items() if mid == a[1].encode())
+    assert [o.uid for o, m in zip(outcomes, [a, a, b, a], strict=True) if m is a] == [uid_a] * 3
+    assert sum(not o.already_there for o in outcomes) == 2  # a and b stored once each
+    assert appends == [1, 2]  # the leader, then one MULTIAPPEND of a and b
+
+
+@pytest.mark.parametrize(
+    ("uid_set", "want"),
+    [
+        (b"9:7", [7, 8, 9]),
+        (b"7,5,6", [5, 6, 7]),
+        (b"5:6,9", [5, 6, 9]),
+        (b"5,,6", [None] * 3),
+        (b"1:4000000000", [None] * 3),
+        (b"5:6", [None] * 3),
+    ],
+)
+def test_appenduid_sets_are_read_defensively(uid_set: bytes, want: list[int | None]) -> None:
+    from mailbridge.imap.archiver import _appended_uids
+
+    response = ("OK", [b"[APPENDUID 38505 " + uid_set + b"] APPEND completed"])
+    assert _appended_uids(response, 3) == want
+
+
+def test_only_an_exact_message_id_counts_as_already_archived() -> None:
+    run = uuid.uuid4().hex
+    upper = f"<{run}.1@ACME.example>"
+    folded = f"<{run}.2@acme.example>"
+    with FakeImapServer(users={USER: "pw"}) as server:
+        with IMAPClient(
+            server.host, server.port, ssl=True, ssl_context=server.client_ssl_context()
+        ) as c:
+            c.login(USER, "pw")
+            c.append("Sent", f"Message-ID: {upper}\r\n\r\nx\r\n".encode())
+            c.append("Sent", f"Message-ID:\r\n\t{folded}\r\n\r\nx\r\n".encode())
+        archiver = SentArchiver(server.imap_settings())
+        lower = archiver.archive(*_message(1, run)[:1], message_id=upper.lower())
+        again = archiver.archive(*_message(2, run)[:1], message_id=folded)
+        archiver.close()
+        assert len(server.messages("Sent", user=USER)) == 3
+    assert lower.archived and not lower.already_there  # another message's ID, by case
+    assert again.already_there and again.uid == 2  # a folded header is still found
+
+
+def test_a_connection_lost_during_multiappend_is_reported_then_retried_once() -> None:
+    run = uuid.uuid4().hex
+    messages = [_message(n, run) for n in range(4)]
+    with FakeImapServer(users={USER: "pw"}) as server:
+        archiver = SentArchiver(server.imap_settings())
+        archiver.archive(*_message(0, "warm")[:1], message_id="<warm@x>")
+        server.drop_on = "APPEND"
+        outcomes = _queued_behind_a_slow_leader(archiver, server, messages)
+        assert all(not o.archived for o in outcomes)
+        assert all("archive it again" in (o.reason or "") for o in outcomes)
+        server.drop_on = None
+        retried = _archive_all(archiver, messages)
+        archiver.close()
+        stored = _stored_ids(server)
+    assert all(o.archived for o in retried)
+    for _, message_id in messages:  # exactly one copy each after the retry
+        assert list(stored.values()).count(message_id.encode()) == 1
+
+
+def test_close_settles_waiting_archives_without_hanging() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        archiver = SentArchiver(server.imap_settings())
+        server.stall_seconds = 0.2
+        pool = concurrent.futures.ThreadPoolExecutor(4)
+        futures = [
+            pool.submit(archiver.archive, *_message(n, "c")[:1], message_id=f"<c{n}@x>")
+            for n in range(4)
+        ]
+        time.sleep(0.1)
+        archiver.close()
+        outcomes = [f.result(timeout=30) for f in futures]
+        pool.shutdown()
+    closed = [o for o in outcomes if not o.archived]
+    assert closed and all(o.reason == "the archiver was closed" for o in closed)
+
+
+@pytest.mark.parametrize("multiappend", [True, False], ids=["multiappend", "append"])
+def test_one_refused_message_does_not_fail_its_batch(multiappend: bool) -> None:
     run = uuid.uuid4().hex
     with FakeImapServer(users={USER: "pw"}, max_literal=4096) as server:
-        server.omit_capabilities = {"MULTIAPPEND", "LITERAL+"}
-        server.stall_seconds = 0.02
+        # Without LITERAL+ the server can refuse an oversized literal with NO.
+        server.omit_capabilities = {"LITERAL+"} | (set() if multiappend else {"MULTIAPPEND"})
         archiver = SentArchiver(server.imap_settings())
-        messages = [_message(n, run) for n in range(8)]
+        messages = [_message(n, run) for n in range(6)]
         big = messages[3][0].replace(b"Invoice 3\r\n", b"x" * 5000 + b"\r\n")
         messages[3] = (big, messages[3][1])
-        outcomes = _archive_all(archiver, messages)
+        outcomes = _queued_behind_a_slow_leader(archiver, server, messages)
         archiver.close()
-        assert len(server.messages("Sent", user=USER)) == 7
+        assert len(server.messages("Sent", user=USER)) == 6  # the leader's and five
     assert not outcomes[3].archived and "refused" in (outcomes[3].reason or "")
     assert all(o.archived for n, o in enumerate(outcomes) if n != 3)
 

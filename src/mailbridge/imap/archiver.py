@@ -24,6 +24,7 @@ __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([\d:,]+)\]", re.IGNORECASE)
 _MESSAGE_ID = re.compile(rb"^Message-ID:([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_FOLDING = re.compile(rb"\r?\n[ \t]+")
 MAX_BATCH = 32  # messages archived together (one SEARCH, one MULTIAPPEND)
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 _DATE = re.compile(rb"^Date:[ \t]*(.+?)\r?\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL)
@@ -82,33 +83,60 @@ class _Request:
     outcome: ArchiveOutcome | None = None
 
 
-def _uid_set(text: bytes) -> list[int]:
-    """The UIDs of an APPENDUID uid-set such as b"5:7,9", in order (RFC 4315)."""
-    uids: list[int] = []
-    for part in text.split(b","):
-        first, _, last = part.partition(b":")
-        low, high = int(first), int(last or first)
-        step = 1 if high >= low else -1
-        uids.extend(range(low, high + step, step))
-    return uids
-
-
 def _appended_uids(response: Any, count: int) -> list[int | None]:
+    """The UIDs an APPENDUID response code gives `count` messages, in order (RFC 4315).
+
+    A uid-range means every UID between its ends in either order, and UIDs are
+    assigned in ascending order as the messages are appended; anything
+    unexpected gives None for each.
+    """
     if isinstance(response, tuple):  # multiappend: (typ, [data, ...])
         raw = b" ".join(item for item in response[1] if isinstance(item, bytes))
     else:
         raw = bytes(response)
     match = _APPENDUID.search(raw)
-    if match is not None:
-        uids = _uid_set(match.group(2))
-        if len(uids) == count:
-            return list(uids)
-    return [None] * count
+    if match is None:
+        return [None] * count
+    try:
+        ranges = []
+        total = 0
+        for part in match.group(2).split(b","):
+            first, _, last = part.partition(b":")
+            low, high = sorted((int(first), int(last or first)))
+            total += high - low + 1
+            if total > count:  # never expand a hostile 1:4000000000
+                return [None] * count
+            ranges.append((low, high))
+    except ValueError:
+        return [None] * count
+    uids = sorted({uid for low, high in ranges for uid in range(low, high + 1)})
+    return list(uids) if len(uids) == count else [None] * count
 
 
 def _quoted(message_id: str) -> bytes:
     # Always a quoted string: imapclient leaves values like <a{3}b@x> unquoted.
     return b'"' + message_id.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
+
+
+class _LiteralRefused(Exception):
+    """The server answered a message's literal with NO instead of asking for it.
+
+    Nothing was stored. `requests` empty: a MULTIAPPEND was refused as a whole.
+    """
+
+    def __init__(self, requests: list[_Request], detail: str) -> None:
+        super().__init__(detail)
+        self.requests = requests
+
+
+class _Closed(Exception):
+    """The archiver was closed while a batch still needed a new session."""
+
+
+def _refused_literal(exc: BaseException) -> bool:
+    # imapclient (without LITERAL+) raises this when the server answers the literal's
+    # announcement with a tagged NO instead of "+": the command is over, nothing stored.
+    return str(exc).startswith("unexpected response while waiting for continuation")
 
 
 class SentArchiver:
@@ -147,6 +175,7 @@ class SentArchiver:
         self._folder: str | None = None
         self._last_used = 0.0
         self._closed = False
+        self._appending: list[_Request] = []  # the requests of the APPEND under way
 
     def archive(self, data: bytes, *, message_id: str, bcc: Sequence[str] = ()) -> ArchiveOutcome:
         """Store `data` (as transmitted) with \\Seen and the message's date."""
@@ -169,10 +198,16 @@ class SentArchiver:
         try:
             while request.outcome is None:
                 batch = self._take_batch()
+                if not batch:  # cannot happen: our own request is pending until stored
+                    request.outcome = ArchiveOutcome(False, reason="the request was lost")
+                    break
                 self._store(batch)
                 with self._changed:
                     self._changed.notify_all()
         except BaseException:
+            with self._changed:
+                if request in self._pending:
+                    self._pending.remove(request)
             for waiting in batch:  # interrupted: nobody else would settle these
                 if waiting.outcome is None:
                     waiting.outcome = ArchiveOutcome(False, reason="archiving was interrupted")
@@ -199,38 +234,62 @@ class SentArchiver:
             return batch
 
     def _store(self, batch: list[_Request]) -> None:
-        """Archive `batch`, settling every request in it; never raises an IMAP error."""
+        """Archive `batch`, settling every request in it; never raises an IMAP error.
 
-        def settle(reason: str) -> None:
-            for request in batch:
+        A lost connection settles the messages whose APPEND was under way as not
+        archived (the server may still be storing them; `archive()` again looks
+        them up first) and tries the others once more on a new session.
+        """
+
+        def settle(reason: str, requests: Sequence[_Request] = batch) -> None:
+            for request in requests:
                 if request.outcome is None:
                     request.outcome = ArchiveOutcome(False, reason=reason)
 
-        for attempt in (1, 2):
-            if all(request.outcome is not None for request in batch):
+        single_only = False
+        losses = 0
+        for _ in range(len(batch) + 3):  # each round settles one, or changes how
+            open_requests = [r for r in batch if r.outcome is None]
+            if not open_requests:
                 return
             try:
-                client, reused = self._session()
+                client = self._session()
+                self._archive(client, open_requests, single_only=single_only)
+            except _Closed:
+                settle("the archiver was closed")
             except DeliveryError as exc:
                 settle(f"the IMAP server could not be used: {exc}")
-                return
-            try:
-                self._archive(client, [r for r in batch if r.outcome is None])
-            except (imapclient.exceptions.IMAPClientAbortError, OSError) as exc:
+            except _LiteralRefused as exc:
                 self._drop()
-                if attempt == 1 and reused:
-                    continue  # an idle session the server had closed: once more, fresh
+                if exc.requests:
+                    settle(f"the IMAP server refused: {exc}", exc.requests)
+                single_only = True
+                continue
+            except (imapclient.exceptions.IMAPClientAbortError, OSError) as exc:
+                in_progress, self._appending = self._appending, []
+                self._drop()
                 detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                settle(
+                    f"the IMAP connection was lost while storing the message ({detail}); "
+                    "archive it again to check",
+                    in_progress,
+                )
+                losses += 1
+                if losses < 2:
+                    continue  # a stale session or a passing failure: once more, fresh
                 settle(f"the IMAP connection was lost ({detail})")
-                return
             except imapclient.exceptions.IMAPClientError as exc:
                 self._drop()
                 settle(f"the IMAP server refused: {exc}")
-                return
-            self._last_used = time.monotonic()
+            except Exception as exc:  # a malformed answer imapclient could not parse
+                self._drop()
+                settle(f"the IMAP server's answer could not be understood ({type(exc).__name__})")
+            else:
+                self._last_used = time.monotonic()
             return
+        settle("archiving gave up after repeated refusals")
 
-    def _session(self) -> tuple[imapclient.IMAPClient, bool]:
+    def _session(self) -> imapclient.IMAPClient:
         client = self._client
         if client is not None and time.monotonic() - self._last_used > self.idle_check_after:
             try:
@@ -239,10 +298,12 @@ class SentArchiver:
                 self._drop()
                 client = None
         if client is not None:
-            return client, True
+            return client
+        if self._closed:
+            raise _Closed
         self._client = open_imap(self.settings)
         self._folder = None
-        return self._client, False
+        return self._client
 
     def _drop(self) -> None:
         if self._client is not None:
@@ -280,69 +341,106 @@ class SentArchiver:
         self._folder = folder
         return folder, None
 
-    def _archive(self, client: imapclient.IMAPClient, batch: list[_Request]) -> None:
+    def _archive(
+        self, client: imapclient.IMAPClient, batch: list[_Request], *, single_only: bool
+    ) -> None:
         folder, problem = self._open_folder(client)
         if folder is None:
             for request in batch:
                 request.outcome = ArchiveOutcome(False, self.settings.folder, reason=problem)
             return
-        found = self._find(client, sorted({r.message_id for r in batch}))
-        todo: list[_Request] = []
+        firsts: dict[str, _Request] = {}  # one request per Message-ID; twins copy it
         for request in batch:
-            uid = found.get(request.message_id)
+            firsts.setdefault(request.message_id, request)
+        found = self._find(client, list(firsts))
+        todo = []
+        for message_id, request in firsts.items():
+            uid = found.get(message_id)
             if uid is not None:
                 request.outcome = ArchiveOutcome(True, folder, uid, already_there=True)
-            elif any(r.message_id == request.message_id for r in todo):
-                request.outcome = ArchiveOutcome(True, folder, None, already_there=True)
             else:
                 todo.append(request)
-        if len(todo) > 1 and client.has_capability("MULTIAPPEND"):
+        self._append(client, folder, todo, single_only=single_only)
+        for request in batch:  # a twin of a message in this batch: the same copy
+            twin = firsts[request.message_id].outcome
+            if request.outcome is None and twin is not None:
+                request.outcome = attrs.evolve(twin, already_there=twin.archived)
+
+    def _append(
+        self,
+        client: imapclient.IMAPClient,
+        folder: str,
+        todo: list[_Request],
+        *,
+        single_only: bool,
+    ) -> None:
+        if len(todo) > 1 and not single_only and client.has_capability("MULTIAPPEND"):
+            self._appending = todo
             try:
                 response = client.multiappend(folder, [_append_item(r) for r in todo])
-            except imapclient.exceptions.IMAPClientAbortError:
+            except imapclient.exceptions.IMAPClientAbortError as exc:
+                if _refused_literal(exc):
+                    raise _LiteralRefused([], str(exc)) from None
                 raise
-            except imapclient.exceptions.IMAPClientError:
-                pass  # refused as a whole (RFC 3502: none stored): one by one below
-            else:
+            self._appending = []
+            if isinstance(response, tuple) and response[0] == "OK":
                 for request, uid in zip(todo, _appended_uids(response, len(todo)), strict=True):
                     request.outcome = ArchiveOutcome(True, folder, uid)
                 return
+            # NO: refused as a whole, and by RFC 3502 nothing was stored: one by one.
         for request in todo:
+            self._appending = [request]
             try:
                 response = client.append(
                     folder, request.data, flags=(imapclient.SEEN,), msg_time=request.date
                 )
-            except imapclient.exceptions.IMAPClientAbortError:
+            except imapclient.exceptions.IMAPClientAbortError as exc:
+                if _refused_literal(exc):
+                    raise _LiteralRefused([request], str(exc)) from None
                 raise
             except imapclient.exceptions.IMAPClientError as exc:
                 request.outcome = ArchiveOutcome(
                     False, folder, reason=f"the IMAP server refused: {exc}"
                 )
                 continue
+            finally:
+                self._appending = []
             (uid,) = _appended_uids(response, 1)
             request.outcome = ArchiveOutcome(True, folder, uid)
 
     def _find(self, client: imapclient.IMAPClient, message_ids: list[str]) -> dict[str, int]:
-        """UIDs of messages already in the folder, by Message-ID: one SEARCH for all."""
+        """UIDs of messages already in the folder, by Message-ID: one SEARCH for all.
+
+        SEARCH matches substrings and ignores case, so every hit's Message-ID is
+        read back and compared exactly; a hit that cannot be read raises rather
+        than risk a second copy.
+        """
         criteria = b"HEADER Message-ID " + _quoted(message_ids[-1])
         for message_id in reversed(message_ids[:-1]):
             criteria = b"OR HEADER Message-ID " + _quoted(message_id) + b" " + criteria
         uids = sorted(int(uid) for uid in client.search(criteria))
         if not uids:
             return {}
-        if len(message_ids) == 1:
-            return {message_ids[0]: uids[-1]}
-        # HEADER matches substrings: read the Message-IDs back to pair them exactly.
         wanted = set(message_ids)
         found: dict[str, int] = {}
-        section = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
         fetched = client.fetch(uids, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
         for uid in uids:
-            header = fetched.get(uid, {}).get(section, b"") or b""
-            match = _MESSAGE_ID.search(bytes(header).replace(b"\r\n ", b" "))
+            sections = fetched.get(uid, {})
+            header = next(
+                (v for k, v in sections.items() if bytes(k).startswith(b"BODY[HEADER.FIELDS")),
+                None,
+            )
+            if header is None:
+                if uid in fetched or not fetched:  # expunged meanwhile, or nothing came
+                    raise imapclient.exceptions.IMAPClientError(
+                        "the server did not return the Message-ID of a matching message"
+                    )
+                continue
+            unfolded = _FOLDING.sub(b" ", bytes(header))
+            match = _MESSAGE_ID.search(unfolded)
             value = match.group(1).strip().decode("ascii", "replace") if match else ""
             if value in wanted:
-                found[value] = uid
+                found[value] = max(uid, found.get(value, 0))
         return found
 
 
