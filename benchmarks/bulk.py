@@ -560,7 +560,7 @@ def loopback(args: argparse.Namespace, attachment: bytes) -> list[str]:
         for name, values in results.items():
             rate, cpu_ms = max(values)  # best of two
             lines.append(
-                f"  {name:14} {rate:8.1f} msg/s   client CPU {cpu_ms:.2f} ms/msg (best of 2)"
+                f"  {name:18} {rate:8.1f} msg/s   client CPU {cpu_ms:.2f} ms/msg (best of 2)"
             )
         ratio = max(results[f"{MB1} send()"])[0] / max(results[SMTPLIB])[0]
         lines.append(f"  mailbridge/smtplib: {ratio:.2f}x")
