@@ -7,9 +7,11 @@ TLS, the way its documentation shows:
 
 * imaplib: `IMAP4_SSL(...).append()` in a loop on one connection (it waits for the
   server's "+" before each message: two round trips per message);
-* imapclient: `IMAPClient.append()` in a loop (LITERAL+: one round trip per message);
+* imapclient: `IMAPClient.append()` in a loop (it, too, waits for the "+": two round
+  trips, although Dovecot offers LITERAL+);
 * mailbridge, 1 thread: `SentArchiver.archive()` in a loop; each message is first looked
-  up by Message-ID so that a retry never stores it twice (two round trips);
+  up by Message-ID so that a retry never stores it twice, then appended with LITERAL+
+  (two round trips);
 * mailbridge, N threads: `SentArchiver.archive()` from N threads (as `send_many` calls
   it): requests that arrive together share one SEARCH and one MULTIAPPEND.
 

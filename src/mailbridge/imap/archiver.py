@@ -374,7 +374,9 @@ class SentArchiver:
         *,
         single_only: bool,
     ) -> None:
-        if len(todo) > 1 and not single_only and client.has_capability("MULTIAPPEND"):
+        # MULTIAPPEND also for one message: imapclient sends its literal with LITERAL+
+        # there (one round trip), while its append() waits for the server's "+" (two).
+        if todo and not single_only and client.has_capability("MULTIAPPEND"):
             self._appending = todo
             try:
                 response = client.multiappend(folder, [_append_item(r) for r in todo])
