@@ -374,15 +374,22 @@ class SentArchiver:
         *,
         single_only: bool,
     ) -> None:
-        # MULTIAPPEND also for one message: imapclient sends its literal with LITERAL+
-        # there (one round trip), while its append() waits for the server's "+" (two).
-        if todo and not single_only and client.has_capability("MULTIAPPEND"):
+        # MULTIAPPEND also for one message where LITERAL+ is offered: imapclient sends
+        # the literal at once there (one round trip); its append() waits for "+" (two).
+        multiappend = client.has_capability("MULTIAPPEND") and not single_only
+        if todo and multiappend and (len(todo) > 1 or client.has_capability("LITERAL+")):
+            # `_appending` stays set only when the connection is lost mid-command: then
+            # these messages may or may not have been stored.
             self._appending = todo
             try:
                 response = client.multiappend(folder, [_append_item(r) for r in todo])
             except imapclient.exceptions.IMAPClientAbortError as exc:
                 if _refused_literal(exc):
-                    raise _LiteralRefused([], str(exc)) from None
+                    self._appending = []
+                    raise _LiteralRefused(todo if len(todo) == 1 else [], str(exc)) from None
+                raise
+            except imapclient.exceptions.IMAPClientError:
+                self._appending = []  # BAD: refused, nothing stored
                 raise
             self._appending = []
             if isinstance(response, tuple) and response[0] == "OK":
@@ -398,15 +405,16 @@ class SentArchiver:
                 )
             except imapclient.exceptions.IMAPClientAbortError as exc:
                 if _refused_literal(exc):
+                    self._appending = []
                     raise _LiteralRefused([request], str(exc)) from None
-                raise
+                raise  # lost mid-command: `_appending` tells _store which one
             except imapclient.exceptions.IMAPClientError as exc:
+                self._appending = []
                 request.outcome = ArchiveOutcome(
                     False, folder, reason=f"the IMAP server refused: {exc}"
                 )
                 continue
-            finally:
-                self._appending = []
+            self._appending = []
             (uid,) = _appended_uids(response, 1)
             request.outcome = ArchiveOutcome(True, folder, uid)
 

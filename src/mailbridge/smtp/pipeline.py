@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeline"]
 
+BROKEN_READ_TIMEOUT = 5.0  # seconds per reply once a write has failed
+
 
 class Pipeline:
     """The attempts queued and in flight on one connection, and who drives it."""
@@ -96,7 +98,8 @@ class Pipeline:
                 while self._driving and not _done(attempt):
                     self._changed.wait()
                 if not _done(attempt):  # else settled by another thread's driving
-                    self._driving = driving = True
+                    driving = True
+                    self._driving = True
             if driving:
                 self._drive(attempt)
         except DeliveryError as exc:  # only _drive raises these
@@ -111,6 +114,8 @@ class Pipeline:
             raise
         finally:
             if driving:
+                if self._broken is not None and not self._in_flight:
+                    self._fail_all(self._broken)  # settled by replies: never reuse it
                 with self._changed:
                     self._driving = False
                     self._changed.notify_all()
@@ -121,13 +126,11 @@ class Pipeline:
         with self._changed:
             if attempt in self._queued:
                 self._queued.remove(attempt)  # never written: as if never sent
-                return
-            if _done(attempt):
-                return
-        # On the wire already: the driver's next read or write fails, and it settles
-        # every attempt by how far it got. shutdown() is safe while another thread
-        # is inside a read or write of this socket; close() would not be.
-        self.connection.shutdown()
+            elif not _done(attempt):
+                # On the wire already: the driver's next read or write fails, and it
+                # settles every attempt by how far it got. shutdown() is safe while
+                # another thread is inside a read or write of this socket.
+                self.connection.shutdown()
 
     # -- driving (one thread at a time) ------------------------------------------
 
@@ -248,12 +251,13 @@ class Pipeline:
         if refusal is None and data_reply.code != 354:
             refusal = diagnostics.data_refused(data_reply)
         if refusal is not None:
-            if data_reply.code == 354 and self._broken is None:
-                # The envelope failed but DATA went on: end it empty (RFC 2920 3.1).
-                connection.write_bytes(b".\r\n")
-                connection.read_reply("the reply to an aborted message")
             attempt.finish(error=refusal)
             self._settle(attempt)
+            if data_reply.code == 354 and self._broken is None:
+                # The envelope failed but DATA went on: end it empty (RFC 2920 3.1).
+                # A failure here fails the others; this one keeps its refusal.
+                connection.write_bytes(b".\r\n")
+                connection.read_reply("the reply to an aborted message")
             return
         if self._broken is not None:  # the message cannot follow: it was never sent
             attempt.finish(error=not_sent(self._broken))
@@ -274,14 +278,21 @@ class Pipeline:
             else:
                 attempt.judge_final(replies[-1])
         else:
-            attempt.judge_final(connection.read_reply("the reply to the message", timeout))
+            final = connection.read_reply("the reply to the message", self._timeout(timeout))
+            attempt.judge_final(final)
         self._settle(attempt)
+
+    def _timeout(self, timeout: float) -> float:
+        # After a failed write, only replies already on their way are worth waiting for.
+        return min(timeout, BROKEN_READ_TIMEOUT) if self._broken is not None else timeout
 
     def _read_replies(self, attempt: Attempt, timeout: float) -> list[SmtpReply]:
         """One reply per command of the attempt's first write, without RSET's; a 421 raises."""
         replies = [
             check_not_closing(
-                self.connection.read_reply(f"the reply to {line.split(':')[0]}", timeout)
+                self.connection.read_reply(
+                    f"the reply to {line.split(':')[0]}", self._timeout(timeout)
+                )
             )
             for line in attempt.head_commands
         ]
