@@ -108,3 +108,11 @@ def test_reply_deadline_covers_the_whole_reply() -> None:
         thread.join(5)
         channel.close()
         right.close()
+
+
+@pytest.mark.parametrize("padding", [0, 5 * 1024 * 1024], ids=["small", "over-4-MiB"])
+def test_line_length_is_checked_in_small_and_large_messages(padding: int) -> None:
+    body = (b"x" * 76 + b"\r\n") * (padding // 78)
+    frame_data(body + b"a" * 998 + b"\r\n" + body)  # 998 octets: allowed
+    with pytest.raises(MessageFormatError, match="999 octets long"):
+        frame_data(body + b"a" * 999 + b"\r\nend")

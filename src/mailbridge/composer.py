@@ -172,10 +172,15 @@ def compose(
     )
 
 
+_SPLIT_UP_TO = 4 * 1024 * 1024  # beyond this, do not copy the whole message into lines
+
+
 def _longest_line(data: bytes) -> int:
     """Length of the longest CRLF-separated line, without splitting unless it could matter."""
     if len(data) <= MAX_LINE_OCTETS:
         return len(data)
+    if len(data) <= _SPLIT_UP_TO:  # split() runs in C: ~20x faster than the loop below
+        return max(map(len, data.split(b"\r\n")))
     longest = 0
     start = 0
     while True:  # bounded: every round moves past one CRLF
