@@ -11,11 +11,30 @@ from pathlib import Path
 
 import pytest
 
+from mailbridge import ImapSettings, SmtpSettings
 from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
 from mailbridge.testing.realservers import RealMailServers, availability
 
 # The plugin's smtp_server fixture logs in with these (checked never to leak).
 USER, PASSWORD = FAKE_USER, FAKE_PASSWORD
+ALICE, ALICE_PASSWORD = "alice@example.test", "alice-Secret-1"  # a user of the real servers
+
+
+def alice_smtp(servers: RealMailServers, **changes: object) -> SmtpSettings:
+    """Submission (STARTTLS + AUTH) to the real Postfix as alice."""
+    return SmtpSettings(
+        servers.host, servers.submission_port, "starttls", username=ALICE,
+        password=ALICE_PASSWORD, ca_file=servers.ca_file, **changes,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def alice_imap(servers: RealMailServers) -> ImapSettings:
+    """IMAP over implicit TLS to the real Dovecot as alice."""
+    return ImapSettings(
+        servers.host, servers.imaps_port, "implicit_tls", username=ALICE,
+        password=ALICE_PASSWORD, ca_file=servers.ca_file,
+    )  # fmt: skip
+
 
 # A minimal, valid one-page PDF, as an invoicing application would attach.
 INVOICE_PDF = (
@@ -51,7 +70,7 @@ def real_servers() -> Iterator[RealMailServers]:
     try:
         with RealMailServers(
             directory,
-            users={"alice@example.test": "alice-Secret-1", "bob@example.test": "bob-Secret-2"},
+            users={ALICE: ALICE_PASSWORD, "bob@example.test": "bob-Secret-2"},
         ) as servers:
             yield servers
     finally:

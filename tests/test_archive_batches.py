@@ -9,12 +9,11 @@ import uuid
 import pytest
 from imapclient import IMAPClient
 
-from mailbridge import ImapSettings
 from mailbridge.imap import ArchiveOutcome, SentArchiver
 from mailbridge.testing import FakeImapServer
 from mailbridge.testing.realservers import RealMailServers
 
-from .conftest import USER
+from .conftest import ALICE, ALICE_PASSWORD, USER, alice_imap
 
 
 def _message(n: int, run: str) -> tuple[bytes, str]:
@@ -193,10 +192,10 @@ def test_twins_in_one_batch_share_one_copy(appends: list[int]) -> None:
     ],
 )
 def test_appenduid_sets_are_read_defensively(uid_set: bytes, want: list[int | None]) -> None:
-    from mailbridge.imap.archiver import _appended_uids
+    from mailbridge.imap.copies import appended_uids
 
     response = ("OK", [b"[APPENDUID 38505 " + uid_set + b"] APPEND completed"])
-    assert _appended_uids(response, 3) == want
+    assert appended_uids(response, 3) == want
 
 
 def test_only_an_exact_message_id_counts_as_already_archived() -> None:
@@ -284,14 +283,7 @@ def test_closing_settles_waiting_requests() -> None:
 def test_dovecot_stores_a_concurrent_batch_once_each(
     mta: RealMailServers, appends: list[int]
 ) -> None:
-    settings = ImapSettings(
-        mta.host,
-        mta.imaps_port,
-        "implicit_tls",
-        username="alice@example.test",
-        password="alice-Secret-1",
-        ca_file=mta.ca_file,
-    )
+    settings = alice_imap(mta)
     run = uuid.uuid4().hex
     messages = [_message(n, run) for n in range(30)]
     archiver = SentArchiver(settings)
@@ -304,7 +296,7 @@ def test_dovecot_stores_a_concurrent_batch_once_each(
     assert all(o.archived for o in outcomes)
     assert max(appends) > 1  # Dovecot offers MULTIAPPEND (and LITERAL+)
     with IMAPClient(mta.host, mta.imaps_port, ssl=True, ssl_context=mta.client_ssl_context()) as c:
-        c.login("alice@example.test", "alice-Secret-1")
+        c.login(ALICE, ALICE_PASSWORD)
         c.select_folder("Sent", readonly=True)
         for (_, message_id), outcome in zip(messages, outcomes, strict=True):
             assert c.search(["HEADER", "Message-ID", message_id]) == [outcome.uid]

@@ -147,3 +147,21 @@ def test_failing_input_still_reports_what_was_in_flight(smtp_server: FakeSmtpSer
         with pytest.raises(RuntimeError, match="database"):
             consume(client)
     assert sorted(seen) == [0, 1, 2]
+
+
+def test_bad_arguments_name_the_field() -> None:
+    from mailbridge import ConfigurationError, ImapSettings
+    from mailbridge.imap import SentArchiver
+
+    for make, field in (
+        (lambda: ConnectionPool(max_per_server=0), "max_per_server"),
+        (lambda: ConnectionPool(messages_in_flight=0), "messages_in_flight"),
+        (
+            lambda: SentArchiver(ImapSettings("imap.example.test", 993, "ssl"), max_batch=0),
+            "max_batch",
+        ),
+        (lambda: list(send_many([], concurrency=0)), "concurrency"),
+    ):
+        with pytest.raises(ConfigurationError) as info:
+            make()
+        assert info.value.field == field

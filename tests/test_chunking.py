@@ -17,7 +17,7 @@ from mailbridge.smtp.wire import Channel
 from mailbridge.testing import FakeSmtpServer
 from mailbridge.testing.realservers import RealMailServers
 
-from .conftest import PASSWORD, USER
+from .conftest import PASSWORD, USER, alice_smtp
 
 BODY = b"Subject: chunked\r\n\r\n.\r\n..leading dots stay as they are\r\nend\r\n"
 
@@ -101,17 +101,7 @@ def test_chunking_can_be_switched_off(
 def test_postfix_takes_bdat_in_one_round_trip(
     mta: RealMailServers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailbridge import SmtpSettings
-
-    settings = SmtpSettings(
-        mta.host,
-        mta.submission_port,
-        "starttls",
-        username="alice@example.test",
-        password="alice-Secret-1",
-        ca_file=mta.ca_file,
-    )
-    connection = SmtpConnection.open(settings)
+    connection = SmtpConnection.open(alice_smtp(mta))
     try:
         assert "CHUNKING" in connection.extensions
         writes = _count_writes(monkeypatch)

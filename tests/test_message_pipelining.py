@@ -33,7 +33,7 @@ from mailbridge.smtp import ConnectionPool, SmtpConnection, SmtpTransport
 from mailbridge.testing import FakeSmtpServer
 from mailbridge.testing.realservers import RealMailServers
 
-from .conftest import PASSWORD, USER
+from .conftest import PASSWORD, USER, alice_smtp
 
 SENDER = "billing@example.test"
 
@@ -526,16 +526,8 @@ def _patched(owner: object, name: str, value: object) -> Iterator[None]:
 
 @pytest.fixture
 def postfix_client(mta: RealMailServers) -> Iterator[tuple[DeliveryClient, ConnectionPool]]:
-    settings = SmtpSettings(
-        mta.host,
-        mta.submission_port,
-        "starttls",
-        username="alice@example.test",
-        password="alice-Secret-1",
-        ca_file=mta.ca_file,
-    )
     pool = ConnectionPool(max_per_server=1, messages_in_flight=4)
-    yield _client(settings, pool), pool
+    yield _client(alice_smtp(mta), pool), pool
     pool.close()
 
 

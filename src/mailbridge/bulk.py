@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from .errors import ConfigurationError
+
 if TYPE_CHECKING:
     from .client import DeliveryClient, SendResult
     from .composer import PreparedMessage
@@ -61,7 +63,7 @@ def send_many(
     the outcomes in flight are yielded first.
     """
     if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
+        raise ConfigurationError("concurrency", "must be at least 1")
     pending: set[concurrent.futures.Future[BulkOutcome]] = set()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
     failure: BaseException | None = None

@@ -360,3 +360,57 @@ def data_refused(reply: SmtpReply) -> MessageRejected:
             else ("The server's reply says why; spam filters and policy rules are common causes.",),
         ),
     )
+
+
+def server_closed(reply: SmtpReply) -> ConnectError:
+    """A 421: the server refuses for now and closes the session; nothing was taken."""
+    return ConnectError(
+        "the server closed the session",
+        reply=reply,
+        diagnosis=Diagnosis(
+            Category.SERVER_UNAVAILABLE,
+            "The server is not accepting mail right now and closed the connection.",
+            ("Try again later; the server may be limiting how much is sent at once.",),
+        ),
+        temporary=True,
+    )
+
+
+def outcome_unknown(cause: DeliveryError) -> ConnectError:
+    """A message whose bytes went out but whose final reply never came."""
+    return ConnectError(
+        "the connection was lost after the whole message was sent; it may have been delivered",
+        reply=cause.reply,
+        diagnosis=Diagnosis(
+            Category.OUTCOME_UNKNOWN,
+            "The message was sent, but the server's answer never came.",
+            (
+                "It may have been delivered: check (e.g. the Sent folder or with the "
+                "recipient) before sending again, or it may arrive twice.",
+            ),
+        ),
+        temporary=False,
+    )
+
+
+def not_sent(cause: DeliveryError) -> ConnectError:
+    """A message none of whose bytes reached a server that read them: safe to resend."""
+    return ConnectError(
+        "the connection ended before this message was sent",
+        reply=cause.reply,
+        diagnosis=Diagnosis(
+            Category.CONNECTION_LOST,
+            "The connection ended before the message was sent; it was not delivered.",
+            ("Sending it again is safe.",),
+        ),
+        temporary=True,
+    )
+
+
+def interrupted() -> ConnectError:
+    """The thread driving a shared connection was interrupted, so the connection ended."""
+    return ConnectError(
+        "the connection was closed because the thread driving it was interrupted",
+        diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was interrupted."),
+        temporary=True,
+    )

@@ -15,16 +15,14 @@ import attrs
 import imapclient
 import imapclient.exceptions
 
-from ..errors import DeliveryError
+from ..errors import ConfigurationError, DeliveryError
 from ..settings import ImapSettings
 from .connection import close_imap, open_imap
+from .copies import appended_uids, find_by_message_id, refused_literal
 from .folders import find_sent_folder, list_folders
 
 __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
 
-_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([\d:,]+)\]", re.IGNORECASE)
-_MESSAGE_ID = re.compile(rb"^Message-ID:([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
-_FOLDING = re.compile(rb"\r?\n[ \t]+")
 MAX_BATCH = 32  # messages archived together (one SEARCH, one MULTIAPPEND)
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 _DATE = re.compile(rb"^Date:[ \t]*(.+?)\r?\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL)
@@ -83,41 +81,6 @@ class _Request:
     outcome: ArchiveOutcome | None = None
 
 
-def _appended_uids(response: Any, count: int) -> list[int | None]:
-    """The UIDs an APPENDUID response code gives `count` messages, in order (RFC 4315).
-
-    A uid-range means every UID between its ends in either order, and UIDs are
-    assigned in ascending order as the messages are appended; anything
-    unexpected gives None for each.
-    """
-    if isinstance(response, tuple):  # multiappend: (typ, [data, ...])
-        raw = b" ".join(item for item in response[1] if isinstance(item, bytes))
-    else:
-        raw = bytes(response)
-    match = _APPENDUID.search(raw)
-    if match is None:
-        return [None] * count
-    try:
-        ranges = []
-        total = 0
-        for part in match.group(2).split(b","):
-            first, _, last = part.partition(b":")
-            low, high = sorted((int(first), int(last or first)))
-            total += high - low + 1
-            if total > count:  # never expand a hostile 1:4000000000
-                return [None] * count
-            ranges.append((low, high))
-    except ValueError:
-        return [None] * count
-    uids = sorted({uid for low, high in ranges for uid in range(low, high + 1)})
-    return list(uids) if len(uids) == count else [None] * count
-
-
-def _quoted(message_id: str) -> bytes:
-    # Always a quoted string: imapclient leaves values like <a{3}b@x> unquoted.
-    return b'"' + message_id.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
-
-
 class _LiteralRefused(Exception):
     """The server answered a message's literal with NO instead of asking for it.
 
@@ -131,12 +94,6 @@ class _LiteralRefused(Exception):
 
 class _Closed(Exception):
     """The archiver was closed while a batch still needed a new session."""
-
-
-def _refused_literal(exc: BaseException) -> bool:
-    # imapclient (without LITERAL+) raises this when the server answers the literal's
-    # announcement with a tagged NO instead of "+": the command is over, nothing stored.
-    return str(exc).startswith("unexpected response while waiting for continuation")
 
 
 class SentArchiver:
@@ -164,7 +121,7 @@ class SentArchiver:
         max_batch: int = MAX_BATCH,
     ) -> None:
         if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+            raise ConfigurationError("max_batch", "must be at least 1")
         self.settings = settings
         self.idle_check_after = idle_check_after
         self.max_batch = max_batch
@@ -352,7 +309,7 @@ class SentArchiver:
         firsts: dict[str, _Request] = {}  # one request per Message-ID; twins copy it
         for request in batch:
             firsts.setdefault(request.message_id, request)
-        found = self._find(client, list(firsts))
+        found = find_by_message_id(client, list(firsts))
         todo = []
         for message_id, request in firsts.items():
             uid = found.get(message_id)
@@ -384,7 +341,7 @@ class SentArchiver:
             try:
                 response = client.multiappend(folder, [_append_item(r) for r in todo])
             except imapclient.exceptions.IMAPClientAbortError as exc:
-                if _refused_literal(exc):
+                if refused_literal(exc):
                     self._appending = []
                     raise _LiteralRefused(todo if len(todo) == 1 else [], str(exc)) from None
                 raise
@@ -393,7 +350,7 @@ class SentArchiver:
                 raise
             self._appending = []
             if isinstance(response, tuple) and response[0] == "OK":
-                for request, uid in zip(todo, _appended_uids(response, len(todo)), strict=True):
+                for request, uid in zip(todo, appended_uids(response, len(todo)), strict=True):
                     request.outcome = ArchiveOutcome(True, folder, uid)
                 return
             # NO: refused as a whole, and by RFC 3502 nothing was stored: one by one.
@@ -404,7 +361,7 @@ class SentArchiver:
                     folder, request.data, flags=(imapclient.SEEN,), msg_time=request.date
                 )
             except imapclient.exceptions.IMAPClientAbortError as exc:
-                if _refused_literal(exc):
+                if refused_literal(exc):
                     self._appending = []
                     raise _LiteralRefused([request], str(exc)) from None
                 raise  # lost mid-command: `_appending` tells _store which one
@@ -415,43 +372,8 @@ class SentArchiver:
                 )
                 continue
             self._appending = []
-            (uid,) = _appended_uids(response, 1)
+            (uid,) = appended_uids(response, 1)
             request.outcome = ArchiveOutcome(True, folder, uid)
-
-    def _find(self, client: imapclient.IMAPClient, message_ids: list[str]) -> dict[str, int]:
-        """UIDs of messages already in the folder, by Message-ID: one SEARCH for all.
-
-        SEARCH matches substrings and ignores case, so every hit's Message-ID is
-        read back and compared exactly; a hit that cannot be read raises rather
-        than risk a second copy.
-        """
-        criteria = b"HEADER Message-ID " + _quoted(message_ids[-1])
-        for message_id in reversed(message_ids[:-1]):
-            criteria = b"OR HEADER Message-ID " + _quoted(message_id) + b" " + criteria
-        uids = sorted(int(uid) for uid in client.search(criteria))
-        if not uids:
-            return {}
-        wanted = set(message_ids)
-        found: dict[str, int] = {}
-        fetched = client.fetch(uids, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-        for uid in uids:
-            sections = fetched.get(uid, {})
-            header = next(
-                (v for k, v in sections.items() if bytes(k).startswith(b"BODY[HEADER.FIELDS")),
-                None,
-            )
-            if header is None:
-                if uid in fetched or not fetched:  # expunged meanwhile, or nothing came
-                    raise imapclient.exceptions.IMAPClientError(
-                        "the server did not return the Message-ID of a matching message"
-                    )
-                continue
-            unfolded = _FOLDING.sub(b" ", bytes(header))
-            match = _MESSAGE_ID.search(unfolded)
-            value = match.group(1).strip().decode("ascii", "replace") if match else ""
-            if value in wanted:
-                found[value] = max(uid, found.get(value, 0))
-        return found
 
 
 def _append_item(request: _Request) -> dict[str, Any]:

@@ -31,16 +31,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .. import diagnostics
-from ..diagnosis import Category, Diagnosis
-from ..errors import ConnectError, DeliveryError
-from .transaction import (
-    Attempt,
-    Stage,
-    check_not_closing,
-    not_sent,
-    outcome_unknown,
-    run_lockstep,
-)
+from ..errors import DeliveryError
+from .transaction import Attempt, Stage, check_not_closing, run_lockstep
 from .wire import timed_out
 
 if TYPE_CHECKING:
@@ -61,7 +53,6 @@ class Pipeline:
         self._queued: deque[Attempt] = deque()
         self._in_flight: deque[Attempt] = deque()  # in the order their replies will come
         self._driving = False
-        self._shared = False  # a second thread has joined: waits also watch for joiners
         # Joiners nudge a driver that waits for a reply, so their messages go out at once.
         self._wake_reader: socket.socket | None = None
         self._wake_writer: socket.socket | None = None
@@ -90,11 +81,9 @@ class Pipeline:
         try:
             with self._changed:
                 self._queued.append(attempt)
-                if self._driving:
-                    self._shared = True
-                    if self._wake_writer is not None:
-                        with contextlib.suppress(OSError):  # full (already woken) or closed
-                            self._wake_writer.send(b"!")
+                if self._driving and self._wake_writer is not None:
+                    with contextlib.suppress(OSError):  # full (already woken) or closed
+                        self._wake_writer.send(b"!")
                 while self._driving and not _done(attempt):
                     self._changed.wait()
                 if not _done(attempt):  # else settled by another thread's driving
@@ -108,7 +97,7 @@ class Pipeline:
             if driving:
                 # Interrupted mid-transaction (a task time limit, KeyboardInterrupt, a
                 # bug): unread replies would be taken for the next message's.
-                self._fail_all(_interrupted(), interrupted=exc)
+                self._fail_all(diagnostics.interrupted(), interrupted=exc)
             else:
                 self._abandon(attempt)
             raise
@@ -170,7 +159,7 @@ class Pipeline:
         with self._changed:
             if self._queued and self._may_write():
                 return False
-            if not (self._shared or self.connection.shareable):
+            if not self.connection.shareable:
                 return True  # nobody else uses this connection: just read
             if self._wake_reader is None:
                 try:
@@ -260,7 +249,7 @@ class Pipeline:
                 connection.read_reply("the reply to an aborted message")
             return
         if self._broken is not None:  # the message cannot follow: it was never sent
-            attempt.finish(error=not_sent(self._broken))
+            attempt.finish(error=diagnostics.not_sent(self._broken))
             self._settle(attempt)
             return
         attempt.data_started = True
@@ -326,23 +315,15 @@ class Pipeline:
                 if attempt.stage is Stage.DONE:
                     continue
                 if attempt.data_started and (interrupted is not None or not refused_by_server):
-                    attempt.finish(error=outcome_unknown(cause))
+                    attempt.finish(error=diagnostics.outcome_unknown(cause))
                 elif position == 0 and interrupted is None:
                     attempt.finish(error=copy.copy(cause))
                 else:
                     # Never read by a server that had closed the session: safe to send again.
                     attempt.data_started = False
-                    attempt.finish(error=not_sent(cause))
+                    attempt.finish(error=diagnostics.not_sent(cause))
             self._changed.notify_all()
 
 
 def _done(attempt: Attempt) -> bool:
     return attempt.stage is Stage.DONE
-
-
-def _interrupted() -> ConnectError:
-    return ConnectError(
-        "the connection was closed because the thread driving it was interrupted",
-        diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was interrupted."),
-        temporary=True,
-    )

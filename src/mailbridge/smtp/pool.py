@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ..errors import DeliveryError
+from ..errors import ConfigurationError, DeliveryError
 from ..settings import SmtpSettings
 from .connection import SmtpConnection
 
@@ -52,9 +52,9 @@ class ConnectionPool:
         opener: Callable[[SmtpSettings], SmtpConnection] = SmtpConnection.open,
     ) -> None:
         if max_per_server < 1:
-            raise ValueError("max_per_server must be at least 1")
+            raise ConfigurationError("max_per_server", "must be at least 1")
         if messages_in_flight < 1:
-            raise ValueError("messages_in_flight must be at least 1")
+            raise ConfigurationError("messages_in_flight", "must be at least 1")
         self.max_per_server = max_per_server
         self.messages_in_flight = messages_in_flight
         self.max_messages_per_connection = max_messages_per_connection

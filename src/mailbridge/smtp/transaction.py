@@ -18,7 +18,7 @@ import attrs
 
 from .. import diagnostics
 from ..diagnosis import Category, Diagnosis
-from ..errors import ConnectError, DeliveryError, MessageError, MessageRejected, UnsupportedByServer
+from ..errors import DeliveryError, MessageError, MessageRejected, UnsupportedByServer
 from ..reply import SmtpReply
 from .wire import check_command, frame_data, normalize_data
 
@@ -130,48 +130,8 @@ class Attempt:
 def check_not_closing(reply: SmtpReply) -> SmtpReply:
     """Raise when `reply` is a 421: the server refuses and closes the session."""
     if reply.closes_connection:
-        raise ConnectError(
-            "the server closed the session",
-            reply=reply,
-            diagnosis=Diagnosis(
-                Category.SERVER_UNAVAILABLE,
-                "The server is not accepting mail right now and closed the connection.",
-                ("Try again later; the server may be limiting how much is sent at once.",),
-            ),
-            temporary=True,
-        )
+        raise diagnostics.server_closed(reply)
     return reply
-
-
-def outcome_unknown(cause: DeliveryError) -> ConnectError:
-    """The error for a message whose bytes went out but whose final reply never came."""
-    return ConnectError(
-        "the connection was lost after the whole message was sent; it may have been delivered",
-        reply=cause.reply,
-        diagnosis=Diagnosis(
-            Category.OUTCOME_UNKNOWN,
-            "The message was sent, but the server's answer never came.",
-            (
-                "It may have been delivered: check (e.g. the Sent folder or with the "
-                "recipient) before sending again, or it may arrive twice.",
-            ),
-        ),
-        temporary=False,
-    )
-
-
-def not_sent(cause: DeliveryError) -> ConnectError:
-    """The error for a message none of whose bytes reached a server that read them."""
-    return ConnectError(
-        "the connection ended before this message was sent",
-        reply=cause.reply,
-        diagnosis=Diagnosis(
-            Category.CONNECTION_LOST,
-            "The connection ended before the message was sent; it was not delivered.",
-            ("Sending it again is safe.",),
-        ),
-        temporary=True,
-    )
 
 
 def _ok(reply: SmtpReply) -> bool:
