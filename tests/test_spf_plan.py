@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mailbridge.dnsauth import SpfPlanStatus, SpfVerdict, check_host, plan_include
@@ -84,3 +86,31 @@ def test_an_include_after_all_does_not_count(dns_server: FakeDnsServer) -> None:
     plan = _plan(dns_server)
     assert plan.status == SpfPlanStatus.UPDATE
     assert plan.new_record == "v=spf1 include:spf.app.example -all include:spf.app.example"
+
+
+def test_a_record_check_host_rejects_must_be_fixed_first(dns_server: FakeDnsServer) -> None:
+    # A tab between terms: receivers give permerror (RFC 7208 4.6.1), even though the
+    # include is there, so "nothing to do" would be wrong.
+    dns_server.add_record("tenant.example", "TXT", r'"v=spf1 include:spf.app.example\009-all"')
+    plan = _plan(dns_server)
+    assert plan.status == SpfPlanStatus.FIX_FIRST
+    assert "'\\t'" in plan.instructions and "Retype it" in plan.instructions
+    verdict = check_host("192.0.2.9", "tenant.example", "x@tenant.example", resolver=_r(dns_server))
+    assert verdict.result == SpfVerdict.PERMERROR
+
+
+def test_all_of_a_plans_queries_end_by_its_timeout(dns_server: FakeDnsServer) -> None:
+    includes = " ".join(f"include:s{n}.other.example" for n in range(5))
+    dns_server.add_record("tenant.example", "TXT", f'"v=spf1 {includes} -all"')
+    for n in range(5):
+        dns_server.add_record(f"s{n}.other.example", "TXT", '"v=spf1 a -all"')
+        dns_server.delay(f"s{n}.other.example", 0.8)  # five of them: 4 s one after another
+    started = time.monotonic()
+    plan = plan_include("tenant.example", INCLUDE, resolver=_r(dns_server), timeout=1.5)
+    assert time.monotonic() - started < 1.5 + 1
+    assert plan.status == SpfPlanStatus.DNS_ERROR
+    assert "try again later" in plan.instructions
+
+
+def _r(server: FakeDnsServer):  # type: ignore[no-untyped-def]
+    return server.resolver(timeout=2)

@@ -10,7 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailbridge.dnsauth import SpfPlanStatus, plan_include
-from mailbridge.dnsauth.spf_macros import MacroContext, MacroError, expand
+from mailbridge.dnsauth.spf_macros import (
+    MacroContext,
+    MacroError,
+    expand,
+    expand_domain,
+    truncate_domain,
+)
 from mailbridge.testing import FakeDnsServer
 
 LABEL = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
@@ -116,3 +122,39 @@ def test_plan_keeps_every_term_and_still_parses(
         assert new_terms[:2] == ["v=spf1", "include:spf.app.example"]
         assert new_terms[2:] == record.split()[1:]  # every old term, in order
         assert plan.lookups <= 10
+
+
+def _naive_truncate(name: str) -> str:
+    name = name.rstrip(".")
+    while len(name) > 253 and "." in name:
+        name = name.split(".", 1)[1]
+    return name
+
+
+NAME_PARTS = st.lists(st.from_regex(r"[a-z0-9]{0,70}", fullmatch=True), max_size=12)
+
+
+@given(labels=NAME_PARTS, dots=st.integers(min_value=0, max_value=3))
+def test_truncation_is_the_label_by_label_rule(labels: list[str], dots: int) -> None:
+    name = ".".join(labels) + "." * dots
+    assert truncate_domain(name) == _naive_truncate(name)
+
+
+MACRO_TOKEN = st.sampled_from(
+    ["%{d}", "%{o}", "%{l}", "%{s}", "%{i}", "%{ir}", "%{d2}", "%{D}", "%{l1r-}", "%%", "%-"]
+)
+DOMAIN_TOKEN = st.one_of(MACRO_TOKEN, LITERAL, st.just("."))
+
+
+@given(
+    tokens=st.lists(DOMAIN_TOKEN, max_size=40),
+    labels=st.lists(st.from_regex(r"[a-z]{1,63}", fullmatch=True), min_size=2, max_size=5),
+    ip=IP,
+)
+def test_domain_expansion_from_the_right_equals_expanding_then_truncating(
+    tokens: list[str], labels: list[str], ip: object
+) -> None:
+    domain = ".".join(labels)
+    context = MacroContext(ip, f"strong-bad@{domain}", domain)  # type: ignore[arg-type]
+    text = "".join(tokens)
+    assert expand_domain(text, context) == truncate_domain(expand(text, context))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 import time
@@ -21,7 +22,7 @@ import dns.resolver
 
 from .addresses import Mailbox, parse_mailbox
 from .dnsauth.dmarc import DmarcAlignment, dmarc_alignment
-from .dnsauth.spf import SpfResult, SpfVerdict, check_host
+from .dnsauth.spf import DEFAULT_TIMEOUT, SpfResult, SpfVerdict, check_host
 from .dnsauth.spf_plan import plan_include
 from .errors import ConfigurationError, MessageError, SenderNotAuthorized
 from .headersafety import has_line_break
@@ -172,6 +173,14 @@ class RelayIdentity:
         return Addressing(author, reply_to, self.relay.envelope_sender(message_id), self.mode)
 
 
+def _within(resolver: dns.resolver.Resolver | None, seconds: float) -> dns.resolver.Resolver:
+    """A copy of `resolver` (or of the system's) whose queries end within `seconds`."""
+    bounded = copy.copy(resolver or dns.resolver.get_default_resolver())
+    bounded.lifetime = min(bounded.lifetime, seconds)
+    bounded.timeout = min(bounded.timeout, bounded.lifetime)
+    return bounded
+
+
 @attrs.frozen
 class SenderAuthorization:
     """Whether the tenant's SPF record lets the platform's relay send as the tenant.
@@ -194,6 +203,9 @@ class SpfIdentity:
     The check runs before sending and is cached for the records' TTL. When it
     fails, `fallback=True` sends in relay mode instead (the result's `note` says
     why); otherwise `SenderNotAuthorized` is raised with the record to publish.
+    `timeout` bounds the whole check (every relay IP, then DMARC): a tenant's
+    record cannot hold a send longer, and sends that wait for a check running
+    in another thread share its answer instead of repeating it.
     """
 
     tenant: Mailbox
@@ -202,9 +214,11 @@ class SpfIdentity:
     fallback: bool = True
     resolver: dns.resolver.Resolver | None = None
     clock: Callable[[], float] = time.monotonic
+    timeout: float = DEFAULT_TIMEOUT
     mode: str = "spf_imitation"
     _cached: tuple[float, SenderAuthorization] | None = attrs.field(default=None, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _checks: int = attrs.field(default=0, init=False)  # checks completed so far
 
     @property
     def message_id_domain(self) -> str:
@@ -212,34 +226,59 @@ class SpfIdentity:
         return self.tenant.envelope_address.rpartition("@")[2]
 
     def authorization(self, *, refresh: bool = False) -> SenderAuthorization:
-        """Check (or reuse a cached check of) the tenant's SPF record for every relay IP."""
+        """Check (or reuse a cached check of) the tenant's SPF record for every relay IP.
+
+        Takes at most `timeout` seconds, plus the wait for a check that another
+        thread is running (whose answer is then returned).
+        """
+        checks_before = self._checks
         with self._lock:
-            if not refresh and self._cached is not None and self.clock() < self._cached[0]:
+            if self._cached is not None and (
+                self._checks != checks_before  # checked while this call waited: share it
+                or (not refresh and self.clock() < self._cached[0])
+            ):
                 return self._cached[1]
-            domain = self.message_id_domain
-            results = tuple(
-                check_host(ip, domain, self.tenant.envelope_address, resolver=self.resolver)
-                for ip in self.relay.sending_ips
-            )
-            failed = [r for r in results if r.result != SpfVerdict.PASS]
-            if not results:
-                reason = "the relay lists no sending IPs, so nothing can be checked"
-                authorization = SenderAuthorization(False, reason)
-                self._cached = (self.clock(), authorization)  # not cached: check again next time
-                return authorization
-            if failed:
-                reason = (
-                    f"SPF of {domain} gives {failed[0].result} for the relay: {failed[0].reason}"
-                )
-            else:
-                reason = f"SPF of {domain} authorises the relay"
-            dmarc = dmarc_alignment(
-                domain, spf_domain=domain, spf_pass=not failed, resolver=self.resolver
-            )
-            authorization = SenderAuthorization(not failed, reason, results, dmarc)
-            ttl = min((r.ttl for r in results), default=0)
+            authorization, ttl = self._check()
             self._cached = (self.clock() + ttl, authorization)
+            self._checks += 1
             return authorization
+
+    def _check(self) -> tuple[SenderAuthorization, float]:
+        """One check of every relay IP and of DMARC, within `timeout`; and its TTL."""
+        deadline = time.monotonic() + self.timeout
+        domain = self.message_id_domain
+        results = tuple(
+            check_host(
+                ip,
+                domain,
+                self.tenant.envelope_address,
+                resolver=self.resolver,
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+            for ip in self.relay.sending_ips
+        )
+        if not results:
+            reason = "the relay lists no sending IPs, so nothing can be checked"
+            return SenderAuthorization(False, reason), 0  # not cached: check again next time
+        failed = [r for r in results if r.result != SpfVerdict.PASS]
+        if failed:
+            reason = f"SPF of {domain} gives {failed[0].result} for the relay: {failed[0].reason}"
+        else:
+            reason = f"SPF of {domain} authorises the relay"
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            dmarc = dmarc_alignment(
+                domain,
+                spf_domain=domain,
+                spf_pass=not failed,
+                resolver=_within(self.resolver, remaining / 2),  # up to two lookups
+            )
+        else:
+            dmarc = DmarcAlignment(
+                False, f"the DMARC policy of {domain} was not read: the check ran out of time"
+            )
+        ttl = min((r.ttl for r in results), default=0)
+        return SenderAuthorization(not failed, reason, results, dmarc), ttl
 
     def addressing(self, email: DocumentEmail, message_id: str) -> Addressing:
         """The tenant's address everywhere when authorised; else fall back or raise."""

@@ -3,8 +3,9 @@
 `check_host(ip, domain, sender)` answers whether `ip` may send mail for
 `domain`, with the RFC's seven results. Every DNS query is bounded: at most
 10 terms that cause lookups, 2 void lookups, 10 MX and 10 PTR names per
-term, and an overall deadline; DNS time-outs and server failures are
-`temperror`.
+term; DNS time-outs and server failures are `temperror`. The overall
+deadline covers the whole evaluation, CPU included: parsing, macro expansion
+and every loop look at it, and the check ends with `temperror` when it passes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from .spf_macros import MacroContext, MacroError, expand
+from .spf_macros import (
+    MAX_EXPLANATION,
+    MacroContext,
+    MacroError,
+    MacroString,
+    MacroTimeout,
+    expand,
+    expand_domain,
+    parse_macro_string,
+)
 
 __all__ = ["SpfResult", "SpfVerdict", "check_host"]
 
@@ -40,11 +50,15 @@ _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 _MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
 _TERM = re.compile(
     r"^(?P<qualifier>[-+~?]?)(?P<name>[A-Za-z][A-Za-z0-9\-_.]*)"
-    r"(?:(?P<sep>[:=])(?P<value>.*?))?(?P<cidr>(?:/\d+)?(?://\d+)?)$",
+    r"(?:(?P<sep>[:=])(?P<value>.*?))?(?P<cidr>(?:/\d+)?(?://\d+)?)\Z",
     re.DOTALL,
 )
-_MODIFIER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.]*$")
-_TOPLABEL = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+_MODIFIER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9\-_.]*\Z")
+# toplabel = ( *alphanum ALPHA *alphanum ) / ( 1*alphanum "-" *( alphanum / "-" ) alphanum )
+_TOPLABEL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9]")
+# A record is 7-bit ASCII (RFC 7208 3.1) whose terms are separated by SP only (4.6.1).
+_NOT_VISIBLE_OR_SP = re.compile(r"[^\x20-\x7e]")
+_TOO_LONG = "the SPF check took too long"
 
 
 class SpfVerdict(enum.StrEnum):
@@ -85,6 +99,7 @@ class _Directive:
     value: str | None
     cidr: str
     text: str
+    spec: MacroString | None = None  # the parsed domain-spec, for terms that have one
 
 
 class _Stop(Exception):  # ends the evaluation with a verdict (control flow)
@@ -117,11 +132,16 @@ class _State:
                 SpfVerdict.PERMERROR, f"more than {MAX_VOID_LOOKUPS} void DNS lookups ({name})"
             )
 
+    def check_deadline(self) -> None:
+        """Stop with temperror once the deadline has passed."""
+        if time.monotonic() >= self.deadline:
+            raise _Stop(SpfVerdict.TEMPERROR, _TOO_LONG)
+
     def query(self, name: str, rdtype: str, *, counts_void: bool = True) -> list[Any]:
         """Answer rdatas, [] for NXDOMAIN/NODATA (a void lookup); temperror on DNS failure."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise _Stop(SpfVerdict.TEMPERROR, "the SPF check took too long")
+            raise _Stop(SpfVerdict.TEMPERROR, _TOO_LONG)
         try:
             answer = self.resolver.resolve(
                 name,
@@ -171,28 +191,31 @@ def _valid_domain(domain: str) -> bool:
     return all(0 < len(label) <= 63 for label in labels)
 
 
-def _truncate(domain: str) -> str:
-    """RFC 7208 7.3: cut labels from the left until the name fits in 253 characters."""
-    domain = domain.rstrip(".")
-    while len(domain) > 253 and "." in domain:
-        domain = domain.split(".", 1)[1]
-    return domain
+def _macro_string(text: str, deadline: float) -> MacroString:
+    """A term's macro-string, parsed; invalid syntax is permerror."""
+    try:
+        return parse_macro_string(text, deadline=deadline)
+    except MacroError as exc:
+        raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
 
 
-def _check_domain_spec(spec: str) -> None:
-    """domain-end: a toplabel after the last dot, or a macro (RFC 7208 7.1)."""
-    if spec.endswith("}"):
-        return
-    last = spec.rstrip(".").rsplit(".", 1)
-    if len(last) < 2 or not _TOPLABEL.match(last[1]):
-        raise _Stop(SpfVerdict.PERMERROR, f"{spec!r} is not a valid domain-spec")
+def _domain_spec(spec: str, deadline: float) -> MacroString:
+    """A parsed domain-spec: a macro-string ending in a macro or "." toplabel ["."] (7.1)."""
+    parsed = _macro_string(spec, deadline)
+    if not parsed.ends_with_macro:
+        tail = parsed.tail[:-1] if parsed.tail.endswith(".") else parsed.tail
+        _, dot, toplabel = tail.rpartition(".")
+        if not dot or not _TOPLABEL.fullmatch(toplabel):
+            raise _Stop(SpfVerdict.PERMERROR, f"{spec!r} is not a valid domain-spec")
+    return parsed
 
 
 def _cidr(text: str) -> tuple[int, int]:
     v4, v6 = 32, 128
     if text:
-        match = re.fullmatch(r"(?:/(\d+))?(?://(\d+))?", text)
-        if not match or (match.group(1) and match.group(1) != str(int(match.group(1)))):
+        # ip4-cidr-length / ip6-cidr-length: "0" or up to three digits without a leading zero
+        match = re.fullmatch(r"(?:/(0|[1-9][0-9]{0,2}))?(?://(0|[1-9][0-9]{0,2}))?", text)
+        if not match:
             raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length {text!r}")
         if match.group(1):
             v4 = int(match.group(1))
@@ -246,11 +269,6 @@ def _validated_names(state: _State, target: str | None, *, counts_void: bool = T
     return validated
 
 
-_SYNTAX_CONTEXT = MacroContext(
-    ipaddress.ip_address("192.0.2.1"), "postmaster@syntax.invalid", "syntax.invalid"
-)
-
-
 class _Evaluator:
     def __init__(self, state: _State) -> None:
         self.state = state
@@ -271,24 +289,38 @@ class _Evaluator:
 
         return MacroContext(state.ip, state.sender, domain, state.helo, "unknown", validated_name)
 
-    def target(self, spec: str | None, domain: str) -> str:
-        if not spec:
+    def target(self, spec: MacroString | None, domain: str) -> str:
+        """The name a term queries: its domain-spec expanded (RFC 7208 7.3), else <domain>."""
+        if spec is None:
             return domain
-        _check_domain_spec(spec)
-        try:
-            return _truncate(expand(spec, self.context(domain)))
-        except MacroError as exc:
-            raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
+        return expand_domain(spec, self.context(domain), deadline=self.state.deadline)
 
     def record(self, domain: str) -> str | None:
+        """The one SPF record of `domain` (RFC 7208 4.5), None when there is none."""
         records = []
         for rdata in self.state.query(domain, "TXT", counts_void=False):
-            joined = b"".join(rdata.strings).decode("utf-8", "replace")
-            if joined.lower() == "v=spf1" or joined.lower().startswith("v=spf1 "):
+            joined = b"".join(rdata.strings)
+            if joined[:6].lower() == b"v=spf1" and joined[6:7] in (b"", b" "):
                 records.append(joined)
         if len(records) > 1:
             raise _Stop(SpfVerdict.PERMERROR, f"{domain} publishes {len(records)} SPF records")
-        return records[0] if records else None
+        if not records:
+            return None
+        try:
+            record = records[0].decode("ascii")
+        except UnicodeDecodeError:
+            raise _Stop(
+                SpfVerdict.PERMERROR,
+                f"the SPF record of {domain} holds bytes outside 7-bit ASCII (RFC 7208 3.1)",
+            ) from None
+        bad = _NOT_VISIBLE_OR_SP.search(record)
+        if bad:
+            raise _Stop(
+                SpfVerdict.PERMERROR,
+                f"the SPF record of {domain} holds {bad.group()!r}: terms are separated by "
+                "spaces only (RFC 7208 4.6.1)",
+            )
+        return record
 
     def check(self, domain: str, depth: int = 0) -> SpfResult:
         if not _valid_domain(domain):
@@ -299,6 +331,7 @@ class _Evaluator:
         terms = record.split(" ")[1:]
         directives, redirect, exp = self.parse(terms)
         for directive in directives:
+            self.state.check_deadline()
             text = directive.text
             if self.matches(directive, domain, depth):
                 verdict = SpfVerdict(_QUALIFIERS[directive.qualifier or "+"])
@@ -317,10 +350,15 @@ class _Evaluator:
             SpfVerdict.NEUTRAL, domain, "no mechanism matched", None, None, record, self.state.terms
         )
 
-    def parse(self, terms: Sequence[str]) -> tuple[list[_Directive], str | None, str | None]:
+    def parse(
+        self, terms: Sequence[str]
+    ) -> tuple[list[_Directive], MacroString | None, MacroString | None]:
+        """Every term, checked before any is evaluated: a syntax error is permerror (4.6)."""
+        deadline = self.state.deadline
         directives = []
-        modifiers: dict[str, str] = {}
+        modifiers: dict[str, MacroString] = {}
         for text in terms:
+            self.state.check_deadline()
             if not text:
                 continue
             match = _TERM.match(text)
@@ -339,26 +377,21 @@ class _Evaluator:
                         raise _Stop(SpfVerdict.PERMERROR, f"{lower}= appears twice")
                     if not value:
                         raise _Stop(SpfVerdict.PERMERROR, f"{lower}= needs a domain")
-                    _check_domain_spec(value)
-                    modifiers[lower] = value
-                else:  # unknown modifiers are ignored, but their macros must be valid
-                    try:
-                        expand(
-                            value,
-                            MacroContext(self.state.ip, self.state.sender, "x.invalid"),
-                            explanation=True,
-                        )
-                    except MacroError as exc:
-                        raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
+                    modifiers[lower] = _domain_spec(value, deadline)
+                else:  # unknown modifiers are ignored, but must be valid macro-strings
+                    _macro_string(value, deadline)
                 continue
             if lower not in _MECHANISMS:
                 raise _Stop(SpfVerdict.PERMERROR, f"unknown mechanism {name!r}")
-            self.check_syntax(lower, sep, value, cidr, text)
-            directives.append(_Directive(qualifier, lower, value, cidr, text))
+            spec = self.check_syntax(lower, sep, value, cidr, text, deadline=deadline)
+            directives.append(_Directive(qualifier, lower, value, cidr, text, spec))
         return directives, modifiers.get("redirect"), modifiers.get("exp")
 
     @staticmethod
-    def check_syntax(name: str, sep: str | None, value: str | None, cidr: str, text: str) -> None:
+    def check_syntax(
+        name: str, sep: str | None, value: str | None, cidr: str, text: str, *, deadline: float
+    ) -> MacroString | None:
+        """Permerror unless the mechanism is well-formed; its parsed domain-spec, if any."""
         needs_value = name in ("include", "exists", "ip4", "ip6")
         takes_value = name != "all"
         takes_cidr = name in ("a", "mx", "ip4", "ip6")
@@ -376,12 +409,6 @@ class _Evaluator:
                 raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length in {text!r}")
         elif cidr:
             _cidr(cidr)  # a / mx: dual-cidr-length, checked before anything is evaluated
-        if value is not None and name not in ("ip4", "ip6"):
-            _check_domain_spec(value)
-            try:  # macros must be valid everywhere in the record (RFC 7208 4.6), not just
-                expand(value, _SYNTAX_CONTEXT)  # in the terms that get evaluated
-            except MacroError as exc:
-                raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
         if name in ("ip4", "ip6"):
             try:
                 address = ipaddress.ip_address(value or "")
@@ -389,37 +416,35 @@ class _Evaluator:
                 raise _Stop(SpfVerdict.PERMERROR, f"invalid address in {text!r}") from None
             if address.version != (4 if name == "ip4" else 6):
                 raise _Stop(SpfVerdict.PERMERROR, f"invalid address in {text!r}")
+            return None
+        # Macros must be valid everywhere in the record (RFC 7208 4.6), not just in the
+        # terms that get evaluated: parsed here, once.
+        return None if value is None else _domain_spec(value, deadline)
 
     def matches(self, directive: _Directive, domain: str, depth: int) -> bool:
-        name, value, cidr, text = directive.name, directive.value, directive.cidr, directive.text
+        name, value, cidr, spec = directive.name, directive.value, directive.cidr, directive.spec
         state = self.state
         ip = state.ip
         if name == "all":
             return True
-        if name in ("ip4", "ip6"):
-            length = cidr.lstrip("/")
-            if length and (not length.isdigit() or length != str(int(length))):
-                raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length in {text!r}")
-            limit = 32 if name == "ip4" else 128
-            prefix = int(length) if length else limit
-            if prefix > limit:
-                raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length in {text!r}")
+        if name in ("ip4", "ip6"):  # the CIDR length was checked with the syntax
+            prefix = int(cidr[1:]) if cidr else (32 if name == "ip4" else 128)
             lengths = (prefix, 128) if name == "ip4" else (32, prefix)
             return _in_network(ip, value or "", lengths)
         state.count_term(name)
         if name == "include":
-            target = self.target(value, domain)
+            target = self.target(spec, domain)
             result = self.check(target, depth + 1)
             if result.result in (SpfVerdict.PERMERROR, SpfVerdict.NONE):
                 raise _Stop(SpfVerdict.PERMERROR, f"include:{target}: {result.reason}")
             return result.result == SpfVerdict.PASS
         if name == "exists":
-            return bool(state.query(self.target(value, domain), "A"))
+            return bool(state.query(self.target(spec, domain), "A"))
         if name == "ptr":
-            target = self.target(value, domain).lower()
+            target = self.target(spec, domain).lower()
             return bool(_validated_names(state, target))
         lengths = _cidr(cidr)
-        target = self.target(value, domain)
+        target = self.target(spec, domain)
         if name == "a":
             return any(
                 _in_network(ip, a.address, lengths) for a in state.query(target, _address_type(ip))
@@ -436,20 +461,24 @@ class _Evaluator:
                 return True
         return False
 
-    def explain(self, exp: str | None, domain: str) -> str | None:
+    def explain(self, exp: MacroString | None, domain: str) -> str | None:
+        """The exp= text (RFC 7208 6.2); any problem with it means no explanation."""
         if exp is None:
             return None
         try:
             target = self.target(exp, domain)
             texts = self.state.query(target, "TXT", counts_void=False)
-        except _Stop:
-            return None
-        if len(texts) != 1:
-            return None
-        raw = b"".join(texts[0].strings).decode("utf-8", "replace")
-        try:
-            return expand(raw, self.context(domain), explanation=True)
-        except MacroError:
+            if len(texts) != 1:
+                return None
+            raw = b"".join(texts[0].strings).decode("ascii")  # 7-bit ASCII only
+            return expand(
+                raw,
+                self.context(domain),
+                explanation=True,
+                limit=MAX_EXPLANATION,
+                deadline=self.state.deadline,
+            )
+        except (_Stop, MacroError, MacroTimeout, UnicodeDecodeError):
             return None
 
 
@@ -484,6 +513,8 @@ def check_host(
         result = _Evaluator(state).check(domain)
     except _Stop as stop:
         result = SpfResult(stop.verdict, domain, stop.reason)
+    except MacroTimeout:
+        result = SpfResult(SpfVerdict.TEMPERROR, domain, _TOO_LONG)
     ttl = 0 if result.result == SpfVerdict.TEMPERROR else state.ttl
     if result.result == SpfVerdict.NONE:
         ttl = min(ttl, NEGATIVE_CACHE_TTL)  # a record may be published any minute

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 
 import attrs
 import dns.exception
@@ -17,6 +18,8 @@ _INCLUDE = re.compile(r"^[-+~?]?include:(.+)$", re.IGNORECASE)
 _REDIRECT = re.compile(r"^redirect=(.+)$", re.IGNORECASE)
 _MAX_DEPTH = 10
 MAX_QUERIES = 40  # records fetched to count lookups, in all
+DEFAULT_TIMEOUT = 20.0  # seconds for all of a plan's DNS queries
+_NOT_VISIBLE_OR_SP = re.compile(r"[^\x20-\x7e]")
 
 
 class SpfPlanStatus(enum.StrEnum):
@@ -59,9 +62,18 @@ class SpfPlan:
         return " ".join(self.problems)
 
 
-def _spf_records(domain: str, resolver: dns.resolver.Resolver) -> list[str]:
+def _spf_records(domain: str, resolver: dns.resolver.Resolver, deadline: float) -> list[str]:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise dns.exception.Timeout  # the plan's time is up
     try:
-        answer = resolver.resolve(domain, "TXT", raise_on_no_answer=False, search=False)
+        answer = resolver.resolve(
+            domain,
+            "TXT",
+            raise_on_no_answer=False,
+            search=False,
+            lifetime=min(resolver.lifetime, remaining),
+        )
     except dns.resolver.NXDOMAIN:
         return []
     records = []
@@ -75,6 +87,8 @@ def _spf_records(domain: str, resolver: dns.resolver.Resolver) -> list[str]:
 def _count_lookups(
     record: str,
     resolver: dns.resolver.Resolver,
+    deadline: float,
+    *,
     depth: int = 0,
     seen: frozenset[str] = frozenset(),
     budget: list[int] | None = None,
@@ -98,26 +112,34 @@ def _count_lookups(
         if "%" in target or target in seen:
             continue
         budget[0] -= 1
-        records = _spf_records(target, resolver)
+        records = _spf_records(target, resolver, deadline)
         if len(records) == 1:
-            total += _count_lookups(records[0], resolver, depth + 1, seen | {target}, budget)
+            total += _count_lookups(
+                records[0], resolver, deadline, depth=depth + 1, seen=seen | {target}, budget=budget
+            )
     return total
 
 
 def plan_include(
-    domain: str, include: str, *, resolver: dns.resolver.Resolver | None = None
+    domain: str,
+    include: str,
+    *,
+    resolver: dns.resolver.Resolver | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> SpfPlan:
     """Read `domain`'s SPF record and say what to publish so that it includes `include`.
 
-    The include is inserted right after `v=spf1`, everything else is kept.
+    The include is inserted right after `v=spf1`, everything else is kept. All
+    DNS queries together take at most `timeout` seconds (else `DNS_ERROR`).
     """
     resolver = resolver or dns.resolver.Resolver()
+    deadline = time.monotonic() + timeout
     domain = domain.rstrip(".").lower()
     include = include.rstrip(".").lower()
     term = f"include:{include}"
     try:
-        records = _spf_records(domain, resolver)
-        added = _count_lookups(f"v=spf1 {term}", resolver)
+        records = _spf_records(domain, resolver, deadline)
+        added = _count_lookups(f"v=spf1 {term}", resolver, deadline)
         if not records:
             record = f"v=spf1 {term} ~all"
             return SpfPlan(domain, SpfPlanStatus.CREATE, None, record, lookups=added)
@@ -132,8 +154,16 @@ def plan_include(
                 ),
             )
         current = records[0]
+        bad = _NOT_VISIBLE_OR_SP.search(current)
+        if bad:
+            problem = (
+                f"The SPF record of {domain} contains {bad.group()!r}: SPF records may hold only "
+                "printable ASCII characters, with terms separated by spaces (RFC 7208), so "
+                "receivers reject this one. Retype it first."
+            )
+            return SpfPlan(domain, SpfPlanStatus.FIX_FIRST, current, problems=(problem,))
         terms = current.split()
-        lookups = _count_lookups(current, resolver)
+        lookups = _count_lookups(current, resolver, deadline)
         before_all = []
         for t in terms[1:]:
             if t.lower().lstrip("+-~?") == "all":
