@@ -302,7 +302,10 @@ class SpfIdentity:
         plan = None
         if self.relay.spf_include:
             plan = plan_include(
-                self.message_id_domain, self.relay.spf_include, resolver=self.resolver
+                self.message_id_domain,
+                self.relay.spf_include,
+                resolver=self.resolver,
+                timeout=self.timeout,
             )
         message = authorization.reason + (f". {plan.instructions}" if plan else "")
         raise SenderNotAuthorized(message, plan=plan, results=authorization.results)
