@@ -44,6 +44,8 @@ def _check(
 def test_4_3_a_domain_that_is_not_a_domain_name_is_none(dns_server: FakeDnsServer) -> None:
     assert _check(dns_server, domain="localhost").result == SpfVerdict.NONE
     assert _check(dns_server, domain="a..example.com").result == SpfVerdict.NONE
+    assert _check(dns_server, domain="[192.0.2.3]").result == SpfVerdict.NONE  # a literal
+    assert _check(dns_server, domain="exa mple.com").result == SpfVerdict.NONE
 
 
 def test_4_3_empty_local_part_means_postmaster(dns_server: FakeDnsServer) -> None:

@@ -59,6 +59,7 @@ _TOPLABEL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-
 # A record is 7-bit ASCII (RFC 7208 3.1) whose terms are separated by SP only (4.6.1).
 _NOT_VISIBLE_OR_SP = re.compile(r"[^\x20-\x7e]")
 _TOO_LONG = "the SPF check took too long"
+_NOT_A_NAME = re.compile(r"[\x00-\x20\x7f\[\]@\\]")  # "[192.0.2.1]", "a b.example", ...
 
 
 class SpfVerdict(enum.StrEnum):
@@ -185,8 +186,9 @@ def _ip(value: str | IPAddress) -> IPAddress:
 
 
 def _valid_domain(domain: str) -> bool:
+    """RFC 7208 4.3: a multi-label name, labels of 1 to 63 characters, not a domain literal."""
     labels = domain.rstrip(".").split(".")
-    if len(labels) < 2 or len(domain) > 253:
+    if len(labels) < 2 or len(domain) > 253 or _NOT_A_NAME.search(domain):
         return False
     return all(0 < len(label) <= 63 for label in labels)
 
