@@ -14,7 +14,6 @@ import enum
 import ipaddress
 import re
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -24,6 +23,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from ._spf_syntax import Directive, SpfSyntaxError, cidr_lengths, parse_terms
 from .spf_macros import (
     MAX_EXPLANATION,
     MacroContext,
@@ -32,7 +32,6 @@ from .spf_macros import (
     MacroTimeout,
     expand,
     expand_domain,
-    parse_macro_string,
 )
 
 __all__ = ["SpfResult", "SpfVerdict", "check_host"]
@@ -47,15 +46,6 @@ MAX_CACHE_TTL = 3600  # never trust a verdict longer than an hour
 NEGATIVE_CACHE_TTL = 60  # "no record yet" is rechecked soon
 
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
-_MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
-_TERM = re.compile(
-    r"^(?P<qualifier>[-+~?]?)(?P<name>[A-Za-z][A-Za-z0-9\-_.]*)"
-    r"(?:(?P<sep>[:=])(?P<value>.*?))?(?P<cidr>(?:/\d+)?(?://\d+)?)\Z",
-    re.DOTALL,
-)
-_MODIFIER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9\-_.]*\Z")
-# toplabel = ( *alphanum ALPHA *alphanum ) / ( 1*alphanum "-" *( alphanum / "-" ) alphanum )
-_TOPLABEL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9]")
 # A record is 7-bit ASCII (RFC 7208 3.1) whose terms are separated by SP only (4.6.1).
 _NOT_VISIBLE_OR_SP = re.compile(r"[^\x20-\x7e]")
 _TOO_LONG = "the SPF check took too long"
@@ -91,16 +81,6 @@ class SpfResult:
     record: str | None = None
     lookups: int = 0
     ttl: int = 0  # seconds the answer may be cached: the shortest TTL of the records used
-
-
-@attrs.frozen
-class _Directive:
-    qualifier: str
-    name: str
-    value: str | None
-    cidr: str
-    text: str
-    spec: MacroString | None = None  # the parsed domain-spec, for terms that have one
 
 
 class _Stop(Exception):  # ends the evaluation with a verdict (control flow)
@@ -191,41 +171,6 @@ def _valid_domain(domain: str) -> bool:
     if len(labels) < 2 or len(domain) > 253 or _NOT_A_NAME.search(domain):
         return False
     return all(0 < len(label) <= 63 for label in labels)
-
-
-def _macro_string(text: str, deadline: float) -> MacroString:
-    """A term's macro-string, parsed; invalid syntax is permerror."""
-    try:
-        return parse_macro_string(text, deadline=deadline)
-    except MacroError as exc:
-        raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
-
-
-def _domain_spec(spec: str, deadline: float) -> MacroString:
-    """A parsed domain-spec: a macro-string ending in a macro or "." toplabel ["."] (7.1)."""
-    parsed = _macro_string(spec, deadline)
-    if not parsed.ends_with_macro:
-        tail = parsed.tail[:-1] if parsed.tail.endswith(".") else parsed.tail
-        _, dot, toplabel = tail.rpartition(".")
-        if not dot or not _TOPLABEL.fullmatch(toplabel):
-            raise _Stop(SpfVerdict.PERMERROR, f"{spec!r} is not a valid domain-spec")
-    return parsed
-
-
-def _cidr(text: str) -> tuple[int, int]:
-    v4, v6 = 32, 128
-    if text:
-        # ip4-cidr-length / ip6-cidr-length: "0" or up to three digits without a leading zero
-        match = re.fullmatch(r"(?:/(0|[1-9][0-9]{0,2}))?(?://(0|[1-9][0-9]{0,2}))?", text)
-        if not match:
-            raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length {text!r}")
-        if match.group(1):
-            v4 = int(match.group(1))
-        if match.group(2):
-            v6 = int(match.group(2))
-        if v4 > 32 or v6 > 128:
-            raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length {text!r}")
-    return v4, v6
 
 
 def _in_network(ip: IPAddress, address: str, lengths: tuple[int, int]) -> bool:
@@ -330,8 +275,15 @@ class _Evaluator:
         record = self.record(domain)
         if record is None:
             return SpfResult(SpfVerdict.NONE, domain, f"{domain} publishes no SPF record")
-        terms = record.split(" ")[1:]
-        directives, redirect, exp = self.parse(terms)
+        try:  # every term checked before any is evaluated: a syntax error is permerror (4.6)
+            parsed = parse_terms(
+                record.split(" ")[1:],
+                deadline=self.state.deadline,
+                check_deadline=self.state.check_deadline,
+            )
+        except SpfSyntaxError as exc:
+            raise _Stop(SpfVerdict.PERMERROR, str(exc)) from None
+        directives, redirect, exp = parsed.directives, parsed.redirect, parsed.exp
         for directive in directives:
             self.state.check_deadline()
             text = directive.text
@@ -352,78 +304,7 @@ class _Evaluator:
             SpfVerdict.NEUTRAL, domain, "no mechanism matched", None, None, record, self.state.terms
         )
 
-    def parse(
-        self, terms: Sequence[str]
-    ) -> tuple[list[_Directive], MacroString | None, MacroString | None]:
-        """Every term, checked before any is evaluated: a syntax error is permerror (4.6)."""
-        deadline = self.state.deadline
-        directives = []
-        modifiers: dict[str, MacroString] = {}
-        for text in terms:
-            self.state.check_deadline()
-            if not text:
-                continue
-            match = _TERM.match(text)
-            if not match:
-                raise _Stop(SpfVerdict.PERMERROR, f"invalid term {text!r}")
-            qualifier, name, sep, value, cidr = match.group(
-                "qualifier", "name", "sep", "value", "cidr"
-            )
-            lower = name.lower()
-            if sep == "=":
-                if qualifier or not _MODIFIER_NAME.match(name):
-                    raise _Stop(SpfVerdict.PERMERROR, f"invalid modifier {text!r}")
-                value = (value or "") + (cidr or "")
-                if lower in ("redirect", "exp"):
-                    if lower in modifiers:
-                        raise _Stop(SpfVerdict.PERMERROR, f"{lower}= appears twice")
-                    if not value:
-                        raise _Stop(SpfVerdict.PERMERROR, f"{lower}= needs a domain")
-                    modifiers[lower] = _domain_spec(value, deadline)
-                else:  # unknown modifiers are ignored, but must be valid macro-strings
-                    _macro_string(value, deadline)
-                continue
-            if lower not in _MECHANISMS:
-                raise _Stop(SpfVerdict.PERMERROR, f"unknown mechanism {name!r}")
-            spec = self.check_syntax(lower, sep, value, cidr, text, deadline=deadline)
-            directives.append(_Directive(qualifier, lower, value, cidr, text, spec))
-        return directives, modifiers.get("redirect"), modifiers.get("exp")
-
-    @staticmethod
-    def check_syntax(
-        name: str, sep: str | None, value: str | None, cidr: str, text: str, *, deadline: float
-    ) -> MacroString | None:
-        """Permerror unless the mechanism is well-formed; its parsed domain-spec, if any."""
-        needs_value = name in ("include", "exists", "ip4", "ip6")
-        takes_value = name != "all"
-        takes_cidr = name in ("a", "mx", "ip4", "ip6")
-        if (
-            (needs_value and not value)
-            or (value is not None and not takes_value)
-            or (sep == ":" and not value)
-            or (cidr and not takes_cidr)
-        ):
-            raise _Stop(SpfVerdict.PERMERROR, f"invalid mechanism {text!r}")
-        if name in ("ip4", "ip6"):
-            limit = 32 if name == "ip4" else 128
-            match = re.fullmatch(r"(?:/(0|[1-9][0-9]{0,2}))?", cidr)
-            if not match or (match.group(1) and int(match.group(1)) > limit):
-                raise _Stop(SpfVerdict.PERMERROR, f"invalid CIDR length in {text!r}")
-        elif cidr:
-            _cidr(cidr)  # a / mx: dual-cidr-length, checked before anything is evaluated
-        if name in ("ip4", "ip6"):
-            try:
-                address = ipaddress.ip_address(value or "")
-            except ValueError:
-                raise _Stop(SpfVerdict.PERMERROR, f"invalid address in {text!r}") from None
-            if address.version != (4 if name == "ip4" else 6):
-                raise _Stop(SpfVerdict.PERMERROR, f"invalid address in {text!r}")
-            return None
-        # Macros must be valid everywhere in the record (RFC 7208 4.6), not just in the
-        # terms that get evaluated: parsed here, once.
-        return None if value is None else _domain_spec(value, deadline)
-
-    def matches(self, directive: _Directive, domain: str, depth: int) -> bool:
+    def matches(self, directive: Directive, domain: str, depth: int) -> bool:
         name, value, cidr, spec = directive.name, directive.value, directive.cidr, directive.spec
         state = self.state
         ip = state.ip
@@ -445,7 +326,7 @@ class _Evaluator:
         if name == "ptr":
             target = self.target(spec, domain).lower()
             return bool(_validated_names(state, target))
-        lengths = _cidr(cidr)
+        lengths = cidr_lengths(cidr)  # valid: checked with the syntax
         target = self.target(spec, domain)
         if name == "a":
             return any(
