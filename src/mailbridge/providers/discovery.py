@@ -21,8 +21,8 @@ import dns.exception
 import dns.flags
 import dns.resolver
 
+from .._psl import registered_domain
 from ..addresses import parse_mailbox
-from ..dnsauth.dmarc import organizational_domain
 from ..errors import AutoconfigError
 from ..settings import ImapSettings, Security, SmtpSettings
 from ._probe import ProbeTarget, probe_endpoint
@@ -292,8 +292,11 @@ def _mx(ctx: _Context) -> list[Candidate]:
             mx_host=mx_host,
             trusted=authenticated,
         )
-    # The MX host's parent and its registered domain; never a public suffix such as co.uk.
-    base = organizational_domain(mx_host)
+    # The MX host's parent and its registered domain (by the Public Suffix List); never a
+    # public suffix such as co.uk, co.id or com.de, nor a platform's suffix such as github.io.
+    base = registered_domain(mx_host)
+    if base is None:
+        return []
     parents = [
         p
         for p in dict.fromkeys([mx_host.partition(".")[2], base])
