@@ -9,6 +9,7 @@ by probing common host names runs only when all of them found nothing.
 from __future__ import annotations
 
 import concurrent.futures
+import queue
 import ssl
 import threading
 import time
@@ -25,15 +26,25 @@ from .._psl import registered_domain
 from ..addresses import parse_mailbox
 from ..errors import AutoconfigError
 from ..settings import ImapSettings, Security, SmtpSettings
+from ._hosts import checked_addresses
 from ._probe import ProbeTarget, probe_endpoint
 from .autoconfig import parse_autoconfig
-from .fetch import Fetcher, HttpsFetcher, resolve_host
+from .fetch import Fetcher, HttpsFetcher
 from .models import Provider
 from .registry import ProviderRegistry
 
-__all__ = ["Candidate", "DiscoveryCache", "DiscoveryResult", "SourceReport", "discover"]
+__all__ = [
+    "Candidate",
+    "DiscoveryCache",
+    "DiscoveryProgress",
+    "DiscoveryResult",
+    "SourceReport",
+    "discover",
+]
 
 DEFAULT_CACHE_TTL = 300.0  # for results that used no DNS record (the registry, HTTPS)
+PROGRESS_INTERVAL = 1.0  # seconds between progress calls while sources are pending
+DEADLINE_SLACK = 0.25  # an empty answer this close to the deadline counts as timed out
 
 PRIORITY = {"registry": 0, "mx": 1, "autoconfig": 2, "ispdb": 3, "srv": 4, "guess": 5}
 _SRV = (
@@ -95,6 +106,16 @@ class SourceReport:
     found: int
     seconds: float
     error: str | None = None
+    timed_out: bool = False  # no answer before the deadline (e.g. an unreachable resolver)
+
+
+@attrs.frozen
+class DiscoveryProgress:
+    """Passed to `discover(progress=...)`: a source finished, or a reminder of who is pending."""
+
+    finished: SourceReport | None
+    pending: tuple[str, ...]
+    elapsed: float
 
 
 @attrs.frozen
@@ -118,7 +139,14 @@ class DiscoveryResult:
                 )
         if not (self.smtp or self.imap):
             lines.append("  nothing found")
+        if self.timed_out:
+            lines.append(f"  no answer in time from: {', '.join(self.timed_out)}")
         return "\n".join(lines)
+
+    @property
+    def timed_out(self) -> tuple[str, ...]:
+        """The sources that did not answer before the deadline."""
+        return tuple(s.name for s in self.sources if s.timed_out)
 
 
 class DiscoveryCache:
@@ -161,12 +189,20 @@ class _Context:
     ispdb_url: str | None
     tls_context: ssl.SSLContext
     guess_ports: dict[str, tuple[tuple[int, Security], ...]]
+    allow_private: bool = False
     ttls: list[int] = attrs.field(factory=list)  # TTLs of the DNS answers used
     deadline: float = attrs.field(factory=lambda: time.monotonic() + 3600.0)
 
     def remaining(self) -> float:
         """Seconds left until the overall deadline (at least a sliver, for clean failures)."""
         return max(0.05, min(self.timeout, self.deadline - time.monotonic()))
+
+    def acceptable(self, candidate: Candidate) -> bool:
+        """False for a host that is no DNS name, or that leads to an internal address."""
+        _, refused = checked_addresses(
+            candidate.host, self.resolver, self.remaining(), allow_private=self.allow_private
+        )
+        return refused is None
 
 
 def _from_provider(
@@ -217,7 +253,9 @@ def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
         answer = resolver.resolve(
             name, rdtype, lifetime=ctx.remaining(), raise_on_no_answer=False, search=False
         )
-    except (dns.resolver.NXDOMAIN, dns.exception.DNSException):
+    except dns.exception.Timeout:
+        raise TimeoutError(f"no DNS answer for {name} {rdtype}") from None
+    except dns.exception.DNSException:
         return [], False
     authenticated = bool(answer.response.flags & dns.flags.AD)
     if answer.rrset is not None:
@@ -309,7 +347,10 @@ def _mx(ctx: _Context) -> list[Candidate]:
 
 def _srv(ctx: _Context) -> list[Candidate]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(_SRV)) as pool:
-        answers = list(pool.map(lambda entry: _query(ctx, f"{entry[1]}.{ctx.domain}", "SRV"), _SRV))
+        futures = [pool.submit(_query, ctx, f"{entry[1]}.{ctx.domain}", "SRV") for entry in _SRV]
+    if all(isinstance(f.exception(), TimeoutError) for f in futures):
+        raise TimeoutError(f"no DNS answer for the SRV records of {ctx.domain}")
+    answers = [([], False) if f.exception() else f.result() for f in futures]
     found = []
     for (protocol, service, security), (records, authenticated) in zip(_SRV, answers, strict=True):
         for record in sorted(records, key=lambda r: (r.priority, -r.weight)):
@@ -341,14 +382,18 @@ def _guess(ctx: _Context) -> list[Candidate]:
             host = prefix + ctx.domain
             if ctx.deadline - time.monotonic() < 0.5:
                 return []
-            addresses = resolve_host(host, ctx.resolver, ctx.remaining())
-            if addresses:
+            addresses, _ = checked_addresses(
+                host, ctx.resolver, ctx.remaining(), allow_private=ctx.allow_private
+            )
+            if addresses:  # never knock on internal addresses unless allowed
                 targets += [
                     ProbeTarget(protocol, host, addresses[0], port, security)
                     for port, security in ctx.guess_ports[protocol]
                 ]
+    if not targets:
+        return []
     wait = min(ctx.remaining(), 5.0)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
         answers = list(pool.map(lambda t: probe_endpoint(t, ctx.tls_context, wait), targets))
     return [
         Candidate(
@@ -368,12 +413,71 @@ def _guess(ctx: _Context) -> list[Candidate]:
 
 
 _SOURCES: dict[str, Callable[[_Context], list[Candidate]]] = {
-    "registry": _registry,
     "mx": _mx,
     "autoconfig": _autoconfig,
     "ispdb": _ispdb,
     "srv": _srv,
 }
+
+
+def _run(ctx: _Context, source: Callable[[_Context], list[Candidate]]) -> Any:
+    """Run one source; its candidates, filtered by the host policy, or the exception."""
+    try:
+        return [c for c in source(ctx) if ctx.acceptable(c)]
+    except Exception as exc:  # reported in the source's SourceReport, never raised
+        return exc
+
+
+def _gather(
+    ctx: _Context, progress: Callable[[DiscoveryProgress], None] | None
+) -> tuple[list[SourceReport], list[Candidate]]:
+    """Run the internet sources in daemon threads until they finish or the deadline passes.
+
+    Threads still running at the deadline are left behind: their DNS queries
+    and fetches are bounded by the same deadline, so they end moments later.
+    """
+    results: queue.Queue[tuple[str, Any, float]] = queue.Queue()
+    started = time.monotonic()
+    for name, source in _SOURCES.items():
+
+        def work(name: str = name, source: Callable[[_Context], list[Candidate]] = source) -> None:
+            outcome = _run(ctx, source)
+            results.put((name, outcome, time.monotonic() - started))
+
+        threading.Thread(target=work, name=f"mailbridge-discover-{name}", daemon=True).start()
+    pending = dict.fromkeys(_SOURCES)
+    reports: list[SourceReport] = []
+    candidates: list[Candidate] = []
+    while pending:
+        left = ctx.deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            name, outcome, seconds = results.get(timeout=min(left, PROGRESS_INTERVAL))
+        except queue.Empty:
+            if progress is not None:
+                progress(DiscoveryProgress(None, tuple(pending), time.monotonic() - started))
+            continue
+        del pending[name]
+        if isinstance(outcome, TimeoutError):
+            report = SourceReport(name, 0, seconds, str(outcome), timed_out=True)
+        elif isinstance(outcome, Exception):
+            report = SourceReport(name, 0, seconds, f"{type(outcome).__name__}: {outcome}")
+        else:
+            # An empty answer that took the whole time budget is a time-out too.
+            late = not outcome and seconds >= ctx.timeout - DEADLINE_SLACK
+            report = SourceReport(name, len(outcome), seconds, timed_out=late)
+            candidates += outcome
+        reports.append(report)
+        if progress is not None:
+            progress(DiscoveryProgress(report, tuple(pending), time.monotonic() - started))
+        if any(c.source == "mx" and c.trusted for c in candidates):
+            break  # a DNSSEC-authenticated MX match: the best answer the rest could give
+    reports += [
+        SourceReport(name, 0, time.monotonic() - started, "no answer in time", timed_out=True)
+        for name in pending
+    ]
+    return reports, candidates
 
 
 def discover(
@@ -389,17 +493,29 @@ def discover(
     guess_ports: dict[str, tuple[tuple[int, Security], ...]] | None = None,
     tls_context: ssl.SSLContext | None = None,
     cache: DiscoveryCache | None = None,
+    allow_private: bool = False,
+    progress: Callable[[DiscoveryProgress], None] | None = None,
 ) -> DiscoveryResult:
     """Find SMTP and IMAP settings for `email`, ranked and explained.
 
-    Every DNS query goes through `resolver`, every HTTPS request through
-    `fetcher` (by default an `HttpsFetcher` on the same resolver), so the whole
-    chain can run offline. All sources share the `timeout` deadline. With a
-    `cache`, results are reused for the TTL of the DNS answers they came from.
+    A domain in the provider registry is answered at once, without DNS.
+    Otherwise every DNS query goes through `resolver`, every HTTPS request
+    through `fetcher` (by default an `HttpsFetcher` on the same resolver), so
+    the whole chain can run offline. All sources share the `timeout` deadline;
+    sources that did not answer in time are named in `result.timed_out`.
+    `progress` is called as each source finishes and about once a second
+    while some are pending. With a `cache`, results are reused for the TTL of
+    the DNS answers they came from.
+
+    Host names from the internet (autoconfig documents, SRV targets, MX-based
+    and guessed names) must be DNS names or plain IP literals, and must not
+    lead to loopback, private, link-local or other non-global addresses
+    unless `allow_private` is set; others are dropped, and guessing never
+    connects to them.
     """
     mailbox = parse_mailbox("email", email)
     domain = (mailbox.ascii_address or mailbox.address).rpartition("@")[2].lower()
-    cache_key = f"{mailbox.address.casefold()}|{guess}|{allow_http}|{ispdb_url}"
+    cache_key = f"{mailbox.address.casefold()}|{guess}|{allow_http}|{ispdb_url}|{allow_private}"
     if cache is not None and (cached := cache.get(cache_key)) is not None:
         return cached
     ctx = _Context(
@@ -407,45 +523,30 @@ def discover(
         domain,
         registry or ProviderRegistry.default(),
         resolver,
-        fetcher or HttpsFetcher(resolver=resolver, ssl_context=tls_context),
+        fetcher
+        or HttpsFetcher(resolver=resolver, ssl_context=tls_context, allow_private=allow_private),
         timeout,
         allow_http,
         ispdb_url,
         tls_context or ssl.create_default_context(),
         guess_ports or GUESS_PORTS,
+        allow_private,
         deadline=time.monotonic() + timeout,
     )
-    deadline = ctx.deadline
-    reports: list[SourceReport] = []
-    candidates: list[Candidate] = []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(_SOURCES))
     started = time.monotonic()
-    futures = {pool.submit(source, ctx): name for name, source in _SOURCES.items()}
-    try:
-        for future in concurrent.futures.as_completed(futures, timeout=timeout):
-            name = futures[future]
-            error = None
-            try:
-                found = future.result()
-            except Exception as exc:
-                found, error = [], f"{type(exc).__name__}: {exc}"
-            reports.append(SourceReport(name, len(found), time.monotonic() - started, error))
-            candidates += found
-            done = {futures[f] for f in futures if f.done()}
-            if (
-                any(c.source in ("registry", "mx") and c.trusted for c in candidates)
-                and {"registry", "mx"} <= done
-            ):
-                break  # the highest-priority answers are in: the rest is not needed
-    except concurrent.futures.TimeoutError:
-        reports += [
-            SourceReport(n, 0, timeout, "deadline") for f, n in futures.items() if not f.done()
-        ]
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    if not candidates and guess and time.monotonic() < deadline:
-        found = _guess(ctx)
-        reports.append(SourceReport("guess", len(found), time.monotonic() - started))
+    candidates = _registry(ctx)
+    reports = [SourceReport("registry", len(candidates), time.monotonic() - started)]
+    if progress is not None:
+        progress(DiscoveryProgress(reports[0], (), reports[0].seconds))
+    if not candidates:  # the registry knows the domain: nothing on the internet can do better
+        more_reports, found = _gather(ctx, progress)
+        reports += more_reports
+        candidates += found
+    if not candidates and guess and ctx.deadline - time.monotonic() > 0.5:
+        outcome = _run(ctx, _guess)
+        found = outcome if isinstance(outcome, list) else []
+        error = None if isinstance(outcome, list) else f"{type(outcome).__name__}: {outcome}"
+        reports.append(SourceReport("guess", len(found), time.monotonic() - started, error))
         candidates += found
     best: dict[tuple[str, str, int, Security], Candidate] = {}
     for candidate in sorted(candidates, key=lambda c: c.rank_key):
