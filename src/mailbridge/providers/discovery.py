@@ -438,14 +438,15 @@ def _gather(
     """
     results: queue.Queue[tuple[str, Any, float]] = queue.Queue()
     started = time.monotonic()
-    for name, source in _SOURCES.items():
+    sources = {n: s for n, s in _SOURCES.items() if n != "ispdb" or ctx.ispdb_url}
+    for name, source in sources.items():
 
         def work(name: str = name, source: Callable[[_Context], list[Candidate]] = source) -> None:
             outcome = _run(ctx, source)
             results.put((name, outcome, time.monotonic() - started))
 
         threading.Thread(target=work, name=f"mailbridge-discover-{name}", daemon=True).start()
-    pending = dict.fromkeys(_SOURCES)
+    pending = dict.fromkeys(sources)
     reports: list[SourceReport] = []
     candidates: list[Candidate] = []
     while pending:
@@ -455,7 +456,7 @@ def _gather(
         try:
             name, outcome, seconds = results.get(timeout=min(left, PROGRESS_INTERVAL))
         except queue.Empty:
-            if progress is not None:
+            if progress is not None and time.monotonic() < ctx.deadline:
                 progress(DiscoveryProgress(None, tuple(pending), time.monotonic() - started))
             continue
         del pending[name]
@@ -473,10 +474,13 @@ def _gather(
             progress(DiscoveryProgress(report, tuple(pending), time.monotonic() - started))
         if any(c.source == "mx" and c.trusted for c in candidates):
             break  # a DNSSEC-authenticated MX match: the best answer the rest could give
-    reports += [
-        SourceReport(name, 0, time.monotonic() - started, "no answer in time", timed_out=True)
-        for name in pending
-    ]
+    for name in pending:
+        report = SourceReport(
+            name, 0, time.monotonic() - started, "no answer in time", timed_out=True
+        )
+        reports.append(report)
+        if progress is not None:
+            progress(DiscoveryProgress(report, (), report.seconds))
     return reports, candidates
 
 
@@ -537,7 +541,8 @@ def discover(
     candidates = _registry(ctx)
     reports = [SourceReport("registry", len(candidates), time.monotonic() - started)]
     if progress is not None:
-        progress(DiscoveryProgress(reports[0], (), reports[0].seconds))
+        pending = () if candidates else tuple(n for n in _SOURCES if n != "ispdb" or ispdb_url)
+        progress(DiscoveryProgress(reports[0], pending, reports[0].seconds))
     if not candidates:  # the registry knows the domain: nothing on the internet can do better
         more_reports, found = _gather(ctx, progress)
         reports += more_reports
