@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from mailbridge.providers import HttpsFetcher, discover
-from mailbridge.providers import discovery as discovery_module
+from mailbridge.providers import _sources as discovery_module
 from mailbridge.settings import SmtpSettings
 from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer
 from mailbridge.testing.autoconfig import client_config_xml
