@@ -250,9 +250,24 @@ def test_wizard_connects_to_the_address_it_checked(dns_server: FakeDnsServer) ->
         assert result.ok, str(result)
         assert result.smtp is not None and result.smtp.host == "mail.shop.example"
         assert result.imap is not None and result.imap.host == "mail.shop.example"
-        wrong_name = setup(  # the certificate is still checked against the name
+
+
+@pytest.mark.dns_server(
+    zones={"shop.example": {"autoconfig": {"A": "127.0.0.1"}, "mail": {"A": "127.0.0.1"}}}
+)
+def test_the_certificate_must_name_the_host_not_the_address(dns_server: FakeDnsServer) -> None:
+    # The server's certificate names 127.0.0.1 (the address connected to), not the host.
+    with (
+        FakeSmtpServer(tls="implicit", users={EMAIL: PASSWORD}) as smtp,
+        FakeAutoconfigServer(certificate_hostnames=["autoconfig.shop.example"]) as autoconfig,
+    ):
+        autoconfig.add_config(
+            "shop.example", _autoconfig_xml("mail.shop.example", smtp.port, smtp.port)
+        )
+        result = setup(
             EMAIL,
             PASSWORD,
+            want_imap=False,
             resolver=dns_server.resolver(timeout=0.5),
             fetcher=HttpsFetcher(
                 resolver=dns_server.resolver(timeout=0.5),
@@ -262,7 +277,11 @@ def test_wizard_connects_to_the_address_it_checked(dns_server: FakeDnsServer) ->
             ),
             guess=False,
             timeout=5,
+            ssl_context=_trusting(smtp),
             allow_private=True,
             command_timeout=3,
         )
-        assert not wrong_name.ok  # the system trust store does not know the test CA
+        assert smtp.messages == [] and not result.ok
+    (attempt,) = result.attempts
+    assert attempt.candidate.host == "mail.shop.example"
+    assert [step.name for step in attempt.report.steps if not step.ok] == ["tls"]
