@@ -55,6 +55,7 @@ class _Context:
     guess_ports: dict[str, tuple[tuple[int, Security], ...]]
     allow_private: bool = False
     ttls: list[int] = attrs.field(factory=list)  # TTLs of the DNS answers used
+    verdicts: dict[str, bool] = attrs.field(factory=dict)  # host -> acceptable, asked once
     deadline: float = attrs.field(factory=lambda: time.monotonic() + 3600.0)
 
     def remaining(self) -> float:
@@ -63,10 +64,13 @@ class _Context:
 
     def acceptable(self, candidate: Candidate) -> bool:
         """False for a host that is no DNS name, or that leads to an internal address."""
-        _, refused = checked_addresses(
-            candidate.host, self.resolver, self.remaining(), allow_private=self.allow_private
-        )
-        return refused is None
+        host = candidate.host.lower()
+        if host not in self.verdicts:
+            _, refused = checked_addresses(
+                host, self.resolver, self.remaining(), allow_private=self.allow_private
+            )
+            self.verdicts[host] = refused is None
+        return self.verdicts[host]
 
 
 def _from_provider(

@@ -174,7 +174,7 @@ def _gather(
         if progress is not None:
             progress(DiscoveryProgress(report, tuple(pending), time.monotonic() - started))
         if any(c.source == "mx" and c.trusted for c in candidates):
-            break  # a DNSSEC-authenticated MX match: the best answer the rest could give
+            return reports, candidates  # a DNSSEC-authenticated MX match: the best answer
     for name in pending:
         report = SourceReport(
             name, 0, time.monotonic() - started, "no answer in time", timed_out=True
