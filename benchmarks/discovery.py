@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from mailbridge.providers import HttpsFetcher, discover
-from mailbridge.providers import discovery as discovery_module
+from mailbridge.providers import _sources as discovery_module
 from mailbridge.settings import SmtpSettings
 from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer
 from mailbridge.testing.autoconfig import client_config_xml
@@ -38,13 +38,19 @@ def sequential(email: str, **kwargs: object) -> float:
     """The same sources as discover(), called one after the other."""
     started = time.perf_counter()
     original = discovery_module.concurrent.futures.ThreadPoolExecutor
+    sources = dict(discovery_module._SOURCES)
     try:
         discovery_module.concurrent.futures.ThreadPoolExecutor = (  # type: ignore[misc]
             lambda max_workers=None: original(max_workers=1)
         )
-        discover(email, **kwargs)  # type: ignore[arg-type]
+        for name, source in sources.items():  # one source per call, one call after another
+            discovery_module._SOURCES.clear()
+            discovery_module._SOURCES[name] = source
+            discover(email, **kwargs)  # type: ignore[arg-type]
     finally:
         discovery_module.concurrent.futures.ThreadPoolExecutor = original  # type: ignore[misc]
+        discovery_module._SOURCES.clear()
+        discovery_module._SOURCES.update(sources)
     return time.perf_counter() - started
 
 
@@ -75,9 +81,11 @@ def main() -> int:
                 resolver=dns.resolver(timeout=5),
                 ssl_context=autoconfig.client_ssl_context(),
                 port=autoconfig.port,
+                allow_private=True,  # the fake autoconfig server is on loopback
             ),
             "guess": False,
             "timeout": 20.0,
+            "allow_private": True,
         }
         concurrent_times, sequential_times = [], []
         for _ in range(args.runs):

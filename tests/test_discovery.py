@@ -39,6 +39,7 @@ def _fetcher(dns: FakeDnsServer, autoconfig: FakeAutoconfigServer | None = None)
         resolver=dns.resolver(timeout=0.5),
         ssl_context=autoconfig.client_ssl_context(),
         port=autoconfig.port,
+        allow_private=True,  # the fake server is on loopback
     )
 
 
@@ -102,6 +103,7 @@ def test_autoconfig_document_over_https(
         fetcher=_fetcher(dns_server, autoconfig),
         guess=False,
         timeout=5,
+        allow_private=True,  # the document names loopback-resolving test hosts
     )
     assert next((c.host, c.port, c.source, c.trusted) for c in result.smtp) == (
         "mail.shop.example",
@@ -146,6 +148,7 @@ def test_guessing_probes_common_names_with_verified_tls(dns_server: FakeDnsServe
             fetcher=_fetcher(dns_server),
             timeout=5,
             tls_context=context,
+            allow_private=True,  # the guessed names resolve to loopback
             guess_ports={
                 "smtp": ((smtp.port, Security.IMPLICIT_TLS),),
                 "imap": ((imap.port, Security.IMPLICIT_TLS),),
@@ -189,3 +192,69 @@ def test_results_are_cached_for_the_dns_ttl(dns_server: FakeDnsServer) -> None:
     now[0] += 121  # the MX record's TTL has passed
     assert discover("billing@acme.example", **options) is not first  # type: ignore[arg-type]
     assert dns_server.query_count > 0
+
+
+PRIVATE_ZONES = {
+    "hostile.example": {
+        "_submissions._tcp": {"SRV": "0 1 465 0x7f000001."},
+        "_submission._tcp": {"SRV": "0 1 587 inside.hostile.example."},
+        "_imaps._tcp": {"SRV": "0 1 993 2130706433."},
+        "_imap._tcp": {"SRV": "0 1 143 mail.public.example."},
+        "inside": {"A": "10.0.0.7"},
+    },
+    "guess.example": {"smtp": {"A": "127.0.0.1"}, "imap": {"A": "127.0.0.1"}},
+    "shop.example": {"autoconfig": {"A": "127.0.0.1"}},
+}
+
+
+@pytest.mark.dns_server(zones=PRIVATE_ZONES)
+def test_srv_targets_must_be_names_that_lead_outside(dns_server: FakeDnsServer) -> None:
+    options = {"resolver": dns_server.resolver(timeout=0.5), "guess": False, "timeout": 3}
+    result = discover("x@hostile.example", fetcher=_fetcher(dns_server), **options)  # type: ignore[arg-type]
+    assert [c.host for c in result.smtp + result.imap] == ["mail.public.example"]
+    allowed = discover(
+        "x@hostile.example",
+        fetcher=_fetcher(dns_server),
+        allow_private=True,
+        **options,  # type: ignore[arg-type]
+    )
+    # allow_private admits the internal name, never the numeric forms.
+    assert sorted(c.host for c in allowed.smtp + allowed.imap) == [
+        "inside.hostile.example",
+        "mail.public.example",
+    ]
+
+
+@pytest.mark.dns_server(zones=PRIVATE_ZONES)
+def test_guessing_never_knocks_on_internal_addresses(dns_server: FakeDnsServer) -> None:
+    with FakeSmtpServer(tls="implicit") as smtp:
+        result = discover(
+            "x@guess.example",
+            resolver=dns_server.resolver(timeout=0.5),
+            fetcher=_fetcher(dns_server),
+            timeout=3,
+            guess_ports={
+                "smtp": ((smtp.port, Security.IMPLICIT_TLS),),
+                "imap": ((smtp.port, Security.IMPLICIT_TLS),),
+            },
+        )
+        assert smtp.connections == 0
+    assert result.smtp == () and result.imap == ()
+
+
+@pytest.mark.dns_server(zones=PRIVATE_ZONES)
+def test_autoconfig_is_not_fetched_from_internal_addresses(
+    dns_server: FakeDnsServer, autoconfig: FakeAutoconfigServer
+) -> None:
+    autoconfig.add_config("shop.example", "<clientConfig/>")
+    fetcher = HttpsFetcher(
+        resolver=dns_server.resolver(timeout=0.5),
+        ssl_context=autoconfig.client_ssl_context(),
+        port=autoconfig.port,
+    )  # allow_private is off by default
+    discover("anna@shop.example", resolver=dns_server.resolver(timeout=0.5), fetcher=fetcher,
+             guess=False, timeout=3)  # fmt: skip
+    assert autoconfig.requests == []
+    fetcher.allow_private = True
+    assert fetcher.fetch("https://autoconfig.shop.example/x", 2) is None  # 404, but asked
+    assert len(autoconfig.requests) == 1

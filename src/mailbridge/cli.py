@@ -80,11 +80,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress goes to stderr when it is a terminal, or with --progress."""
+    return bool(args.progress) or sys.stderr.isatty()
+
+
 def _cmd_test_connection(args: argparse.Namespace) -> int:
+    from .smtp import probe_smtp
+    from .smtp.connection import Step
+
     settings = _settings(args)
-    sender = args.user if args.user and "@" in args.user else "postmaster@example.com"
-    with DeliveryClient.own_smtp(sender, settings) as client:
-        report = client.test_connection()
+
+    def show(step: Step) -> None:
+        mark = "ok  " if step.ok else "FAIL"
+        print(f"{mark} {step.name} ({step.seconds * 1000:.0f} ms)", file=sys.stderr, flush=True)
+
+    if _show_progress(args):
+        print(f"testing {settings.host}:{settings.port} ...", file=sys.stderr, flush=True)
+    report = probe_smtp(settings, observer=show if _show_progress(args) else None)
     print(report)
     if report.alternative is not None:
         print(f"Working setting: --security {report.alternative.security.value}")
@@ -167,11 +180,33 @@ def _cmd_dmarc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _discovery_progress(event: Any) -> None:
+    finished = event.finished
+    if finished is None:
+        line = f"  waiting for {', '.join(event.pending)} ({event.elapsed:.0f} s)"
+    elif finished.timed_out:
+        line = f"  {finished.name}: no answer in time ({finished.seconds:.1f} s)"
+    elif finished.error:
+        line = f"  {finished.name}: {finished.error}"
+    else:
+        line = f"  {finished.name}: {finished.found} found ({finished.seconds:.1f} s)"
+    print(line, file=sys.stderr, flush=True)
+
+
 def _cmd_discover(args: argparse.Namespace) -> int:
     from .providers import discover
 
     resolver = _resolver(args) if args.nameserver else None
-    result = discover(args.email, resolver=resolver, timeout=args.timeout, guess=not args.no_guess)
+    progress = _discovery_progress if _show_progress(args) else None
+    if progress is not None:
+        print(f"discovering settings for {args.email} ...", file=sys.stderr, flush=True)
+    result = discover(
+        args.email,
+        resolver=resolver,
+        timeout=args.timeout,
+        guess=not args.no_guess,
+        progress=progress,
+    )
     if args.json:
         import json
 
@@ -194,6 +229,17 @@ def _cmd_discover(args: argparse.Namespace) -> int:
                     "provider": result.provider.id if result.provider else None,
                     "smtp": [candidate(c) for c in result.smtp],
                     "imap": [candidate(c) for c in result.imap],
+                    "sources": [
+                        {
+                            "name": s.name,
+                            "found": s.found,
+                            "seconds": round(s.seconds, 3),
+                            "error": s.error,
+                            "timed_out": s.timed_out,
+                        }
+                        for s in result.sources
+                    ],
+                    "timed_out": list(result.timed_out),
                 },
                 indent=2,
             )
@@ -261,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = commands.add_parser("test-connection", help="check SMTP settings step by step")
     _add_server_options(test)
+    test.add_argument(
+        "--progress", action="store_true", help="show each step on stderr as it happens"
+    )
     test.set_defaults(handler=_cmd_test_connection)
 
     send = commands.add_parser("send", help="send one email")
@@ -301,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--json", action="store_true", help="machine-readable output")
     find.add_argument("--no-guess", action="store_true", help="do not probe common host names")
     find.add_argument("--timeout", type=float, default=10.0)
+    find.add_argument(
+        "--progress", action="store_true", help="show each source on stderr as it answers"
+    )
     _add_dns_options(find)
     find.set_defaults(handler=_cmd_discover)
 

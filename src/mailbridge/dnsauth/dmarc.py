@@ -6,6 +6,8 @@ import attrs
 import dns.exception
 import dns.resolver
 
+from .._psl import registered_domain
+
 __all__ = [
     "DmarcAlignment",
     "DmarcPolicy",
@@ -13,45 +15,6 @@ __all__ = [
     "lookup_dmarc",
     "organizational_domain",
 ]
-
-# Public suffixes with two labels that businesses commonly register under. Without the
-# full Public Suffix List this is a heuristic; it decides only which _dmarc record is
-# consulted when the exact domain has none.
-_TWO_LABEL_SUFFIXES = frozenset(
-    {
-        "co.uk",
-        "org.uk",
-        "ac.uk",
-        "gov.uk",
-        "me.uk",
-        "ltd.uk",
-        "plc.uk",
-        "com.au",
-        "net.au",
-        "org.au",
-        "co.nz",
-        "org.nz",
-        "co.jp",
-        "ne.jp",
-        "or.jp",
-        "co.za",
-        "com.br",
-        "com.mx",
-        "com.ar",
-        "com.tr",
-        "com.cn",
-        "com.tw",
-        "com.hk",
-        "co.in",
-        "co.il",
-        "co.kr",
-        "com.sg",
-        "com.my",
-        "co.at",
-        "or.at",
-        "com.pl",
-    }
-)
 
 
 @attrs.frozen
@@ -86,10 +49,13 @@ class DmarcAlignment:
 
 
 def organizational_domain(domain: str) -> str:
-    """The registered domain of `domain` (heuristic: see `_TWO_LABEL_SUFFIXES`)."""
-    labels = domain.rstrip(".").lower().split(".")
-    keep = 3 if ".".join(labels[-2:]) in _TWO_LABEL_SUFFIXES else 2
-    return ".".join(labels[-keep:])
+    """The organisational domain of `domain` (RFC 7489 3.2), by the Public Suffix List.
+
+    The list's ICANN and private sections both count (see `mailbridge._psl`).
+    A name that is itself a public suffix, or a single label, is its own
+    organisational domain.
+    """
+    return registered_domain(domain) or domain.rstrip(".").lower()
 
 
 def _record(name: str, resolver: dns.resolver.Resolver) -> str | None:

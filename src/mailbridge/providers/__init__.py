@@ -6,7 +6,14 @@ look a provider up by address domain (`by_domain`), by MX host of a custom domai
 return a new registry and leave the default untouched.
 """
 
-from .discovery import Candidate, DiscoveryCache, DiscoveryResult, SourceReport, discover
+from .discovery import (
+    Candidate,
+    DiscoveryCache,
+    DiscoveryProgress,
+    DiscoveryResult,
+    SourceReport,
+    discover,
+)
 from .fetch import Fetcher, HttpsFetcher
 from .models import (
     AUTH_METHODS,
@@ -30,6 +37,7 @@ __all__ = [
     "AuthMethod",
     "Candidate",
     "DiscoveryCache",
+    "DiscoveryProgress",
     "DiscoveryResult",
     "Endpoint",
     "Fetcher",

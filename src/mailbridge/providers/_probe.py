@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 
 import attrs
 
 from ..settings import Security
+from ._deadline import SocketDeadline
 
 __all__ = ["ProbeTarget", "probe_endpoint"]
 
@@ -79,16 +81,18 @@ def probe_endpoint(target: ProbeTarget, context: ssl.SSLContext, timeout: float)
     """True when `host` (reached at `address`) speaks `protocol` with `security` on `port`.
 
     TLS certificates are verified against `host`. Nothing is sent but
-    EHLO/CAPABILITY and STARTTLS; no login is tried.
+    EHLO/CAPABILITY and STARTTLS; no login is tried. `timeout` bounds the
+    whole probe, however slowly the server answers.
     """
+    deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((target.address, target.port), timeout=timeout)
     except OSError:
         return False
     try:
-        sock.settimeout(timeout)
-        speak = _smtp if target.protocol == "smtp" else _imap
-        return speak(sock, target.host, target.security, context)
+        with SocketDeadline(sock, deadline) as cutoff:
+            speak = _smtp if target.protocol == "smtp" else _imap
+            return speak(sock, target.host, target.security, context) and not cutoff.expired
     except (OSError, ssl.SSLError, ValueError):
         return False
     finally:

@@ -8,83 +8,38 @@ by probing common host names runs only when all of them found nothing.
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
 import ssl
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import attrs
-import dns.exception
-import dns.flags
 import dns.resolver
 
 from ..addresses import parse_mailbox
-from ..dnsauth.dmarc import organizational_domain
-from ..errors import AutoconfigError
-from ..settings import ImapSettings, Security, SmtpSettings
-from ._probe import ProbeTarget, probe_endpoint
-from .autoconfig import parse_autoconfig
-from .fetch import Fetcher, HttpsFetcher, resolve_host
+from ..settings import Security
+from ._candidates import PRIORITY, Candidate
+from ._sources import _SOURCES, GUESS_PORTS, _Context, _guess, _registry
+from .fetch import Fetcher, HttpsFetcher
 from .models import Provider
 from .registry import ProviderRegistry
 
-__all__ = ["Candidate", "DiscoveryCache", "DiscoveryResult", "SourceReport", "discover"]
+__all__ = [
+    "GUESS_PORTS",
+    "PRIORITY",
+    "Candidate",
+    "DiscoveryCache",
+    "DiscoveryProgress",
+    "DiscoveryResult",
+    "SourceReport",
+    "discover",
+]
 
 DEFAULT_CACHE_TTL = 300.0  # for results that used no DNS record (the registry, HTTPS)
-
-PRIORITY = {"registry": 0, "mx": 1, "autoconfig": 2, "ispdb": 3, "srv": 4, "guess": 5}
-_SRV = (
-    ("smtp", "_submissions._tcp", Security.IMPLICIT_TLS),
-    ("smtp", "_submission._tcp", Security.STARTTLS),
-    ("imap", "_imaps._tcp", Security.IMPLICIT_TLS),
-    ("imap", "_imap._tcp", Security.STARTTLS),
-)
-GUESS_PORTS: dict[str, tuple[tuple[int, Security], ...]] = {
-    "smtp": ((465, Security.IMPLICIT_TLS), (587, Security.STARTTLS), (25, Security.STARTTLS)),
-    "imap": ((993, Security.IMPLICIT_TLS), (143, Security.STARTTLS)),
-}
-
-
-@attrs.frozen
-class Candidate:
-    """One way to reach the server, where it came from, and whether to trust it."""
-
-    protocol: str  # "smtp" or "imap"
-    host: str
-    port: int
-    security: Security
-    username: str | None
-    auth_methods: tuple[str, ...]
-    source: str
-    trusted: bool
-    explanation: str
-    provider_id: str | None = None  # set when the candidate comes from the registry
-
-    @property
-    def rank_key(self) -> tuple[int, int, int]:
-        """Encrypted first, then by source priority, then implicit TLS before STARTTLS."""
-        return (
-            self.security == Security.NONE,
-            PRIORITY.get(self.source, 9),
-            self.security != Security.IMPLICIT_TLS,
-        )
-
-    def smtp_settings(self, password: str | None = None, **changes: Any) -> SmtpSettings:
-        """`SmtpSettings` for this candidate (with the user name it found)."""
-        username = self.username if password is not None else None
-        return SmtpSettings(
-            self.host, self.port, self.security, username=username, password=password, **changes
-        )
-
-    def imap_settings(self, password: str | None = None, **changes: Any) -> ImapSettings:
-        """`ImapSettings` for this candidate."""
-        username = self.username if password is not None else None
-        return ImapSettings(
-            self.host, self.port, self.security, username=username, password=password, **changes
-        )
+PROGRESS_INTERVAL = 1.0  # seconds between progress calls while sources are pending
+DEADLINE_SLACK = 0.25  # an empty answer this close to the deadline counts as timed out
 
 
 @attrs.frozen
@@ -95,6 +50,16 @@ class SourceReport:
     found: int
     seconds: float
     error: str | None = None
+    timed_out: bool = False  # no answer before the deadline (e.g. an unreachable resolver)
+
+
+@attrs.frozen
+class DiscoveryProgress:
+    """Passed to `discover(progress=...)`: a source finished, or a reminder of who is pending."""
+
+    finished: SourceReport | None
+    pending: tuple[str, ...]
+    elapsed: float
 
 
 @attrs.frozen
@@ -118,7 +83,14 @@ class DiscoveryResult:
                 )
         if not (self.smtp or self.imap):
             lines.append("  nothing found")
+        if self.timed_out:
+            lines.append(f"  no answer in time from: {', '.join(self.timed_out)}")
         return "\n".join(lines)
+
+    @property
+    def timed_out(self) -> tuple[str, ...]:
+        """The sources that did not answer before the deadline."""
+        return tuple(s.name for s in self.sources if s.timed_out)
 
 
 class DiscoveryCache:
@@ -149,228 +121,68 @@ class DiscoveryCache:
             self._entries[key] = (self.clock() + min(ttl, self.max_ttl), result)
 
 
-@attrs.frozen
-class _Context:
-    email: str
-    domain: str
-    registry: ProviderRegistry
-    resolver: dns.resolver.Resolver | None
-    fetcher: Fetcher
-    timeout: float
-    allow_http: bool
-    ispdb_url: str | None
-    tls_context: ssl.SSLContext
-    guess_ports: dict[str, tuple[tuple[int, Security], ...]]
-    ttls: list[int] = attrs.field(factory=list)  # TTLs of the DNS answers used
-    deadline: float = attrs.field(factory=lambda: time.monotonic() + 3600.0)
-
-    def remaining(self) -> float:
-        """Seconds left until the overall deadline (at least a sliver, for clean failures)."""
-        return max(0.05, min(self.timeout, self.deadline - time.monotonic()))
-
-
-def _from_provider(
-    ctx: _Context,
-    provider: Provider,
-    source: str,
-    why: str,
-    *,
-    mx_host: str | None = None,
-    trusted: bool = True,
-) -> list[Candidate]:
-    found = []
-    for protocol, endpoints in (("smtp", provider.smtp), ("imap", provider.imap)):
-        for endpoint in endpoints:
-            try:
-                host = endpoint.host_for(ctx.email, mx_host=mx_host)
-            except ValueError:
-                continue
-            found.append(
-                Candidate(
-                    protocol,
-                    host,
-                    endpoint.port,
-                    endpoint.security,
-                    endpoint.username_for(ctx.email),
-                    tuple(provider.auth),
-                    source,
-                    trusted,
-                    why,
-                    provider.id,
-                )
-            )
-    return found
-
-
-def _registry(ctx: _Context) -> list[Candidate]:
-    provider = ctx.registry.by_domain(ctx.domain)
-    if provider is None:
-        return []
-    return _from_provider(
-        ctx, provider, "registry", f"{provider.name}, from mailbridge's provider list"
-    )
-
-
-def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
-    resolver = ctx.resolver or dns.resolver.Resolver()
+def _run(ctx: _Context, source: Callable[[_Context], list[Candidate]]) -> Any:
+    """Run one source; its candidates, filtered by the host policy, or the exception."""
     try:
-        answer = resolver.resolve(
-            name, rdtype, lifetime=ctx.remaining(), raise_on_no_answer=False, search=False
-        )
-    except (dns.resolver.NXDOMAIN, dns.exception.DNSException):
-        return [], False
-    authenticated = bool(answer.response.flags & dns.flags.AD)
-    if answer.rrset is not None:
-        ctx.ttls.append(answer.rrset.ttl)
-    return list(answer.rrset or ()), authenticated
+        return [c for c in source(ctx) if ctx.acceptable(c)]
+    except Exception as exc:  # reported in the source's SourceReport, never raised
+        return exc
 
 
-def _autoconfig_at(
-    ctx: _Context, urls: Sequence[str], source: str, *, found_via_trusted: bool = True
-) -> list[Candidate]:
-    for url in urls:
-        body = ctx.fetcher.fetch(url, ctx.remaining())
-        if body is None:
-            continue
+def _gather(
+    ctx: _Context, progress: Callable[[DiscoveryProgress], None] | None
+) -> tuple[list[SourceReport], list[Candidate]]:
+    """Run the internet sources in daemon threads until they finish or the deadline passes.
+
+    Threads still running at the deadline are left behind: their DNS queries
+    and fetches are bounded by the same deadline, so they end moments later.
+    """
+    results: queue.Queue[tuple[str, Any, float]] = queue.Queue()
+    started = time.monotonic()
+    sources = {n: s for n, s in _SOURCES.items() if n != "ispdb" or ctx.ispdb_url}
+    for name, source in sources.items():
+
+        def work(name: str = name, source: Callable[[_Context], list[Candidate]] = source) -> None:
+            outcome = _run(ctx, source)
+            results.put((name, outcome, time.monotonic() - started))
+
+        threading.Thread(target=work, name=f"mailbridge-discover-{name}", daemon=True).start()
+    pending = dict.fromkeys(sources)
+    reports: list[SourceReport] = []
+    candidates: list[Candidate] = []
+    while pending:
+        left = ctx.deadline - time.monotonic()
+        if left <= 0:
+            break
         try:
-            parsed = parse_autoconfig(body, ctx.email)
-        except AutoconfigError:
+            name, outcome, seconds = results.get(timeout=min(left, PROGRESS_INTERVAL))
+        except queue.Empty:
+            if progress is not None and time.monotonic() < ctx.deadline:
+                progress(DiscoveryProgress(None, tuple(pending), time.monotonic() - started))
             continue
-        trusted = url.startswith("https://") and found_via_trusted
-        return [
-            Candidate(
-                c.protocol,
-                c.host,
-                c.port,
-                c.security,
-                c.username,
-                tuple(c.auth_methods),
-                source,
-                trusted,
-                f"autoconfig document at {url}",
-            )
-            for c in parsed
-            if c.protocol in ("smtp", "imap")
-        ]
-    return []
-
-
-def _autoconfig_urls(domain: str, ctx: _Context) -> list[str]:
-    path = "mail/config-v1.1.xml?" + urllib.parse.urlencode({"emailaddress": ctx.email})
-    urls = [
-        f"https://autoconfig.{domain}/{path}",
-        f"https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml",
-    ]
-    if ctx.allow_http:
-        urls.append(f"http://autoconfig.{domain}/{path}")
-    return urls
-
-
-def _autoconfig(ctx: _Context) -> list[Candidate]:
-    return _autoconfig_at(ctx, _autoconfig_urls(ctx.domain, ctx), "autoconfig")
-
-
-def _ispdb(ctx: _Context) -> list[Candidate]:
-    if not ctx.ispdb_url:
-        return []
-    return _autoconfig_at(ctx, [f"{ctx.ispdb_url.rstrip('/')}/{ctx.domain}"], "ispdb")
-
-
-def _mx(ctx: _Context) -> list[Candidate]:
-    records, authenticated = _query(ctx, ctx.domain, "MX")
-    if not records:
-        return []
-    best = min(records, key=lambda r: r.preference)
-    mx_host = best.exchange.to_text().rstrip(".").lower()
-    provider = ctx.registry.by_mx(mx_host)
-    if provider is not None:
-        return _from_provider(
-            ctx,
-            provider,
-            "mx",
-            f"found via MX {mx_host} → {provider.name}",
-            mx_host=mx_host,
-            trusted=authenticated,
+        del pending[name]
+        if isinstance(outcome, TimeoutError):
+            report = SourceReport(name, 0, seconds, str(outcome), timed_out=True)
+        elif isinstance(outcome, Exception):
+            report = SourceReport(name, 0, seconds, f"{type(outcome).__name__}: {outcome}")
+        else:
+            # An empty answer that took the whole time budget is a time-out too.
+            late = not outcome and seconds >= ctx.timeout - DEADLINE_SLACK
+            report = SourceReport(name, len(outcome), seconds, timed_out=late)
+            candidates += outcome
+        reports.append(report)
+        if progress is not None:
+            progress(DiscoveryProgress(report, tuple(pending), time.monotonic() - started))
+        if any(c.source == "mx" and c.trusted for c in candidates):
+            return reports, candidates  # a DNSSEC-authenticated MX match: the best answer
+    for name in pending:
+        report = SourceReport(
+            name, 0, time.monotonic() - started, "no answer in time", timed_out=True
         )
-    # The MX host's parent and its registered domain; never a public suffix such as co.uk.
-    base = organizational_domain(mx_host)
-    parents = [
-        p
-        for p in dict.fromkeys([mx_host.partition(".")[2], base])
-        if p == base or p.endswith("." + base)
-    ]
-    urls = [url for parent in parents for url in _autoconfig_urls(parent, ctx)[:1]]
-    # Found through an unauthenticated MX answer: HTTPS alone does not make it trusted.
-    return _autoconfig_at(ctx, urls, "mx", found_via_trusted=authenticated)
-
-
-def _srv(ctx: _Context) -> list[Candidate]:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(_SRV)) as pool:
-        answers = list(pool.map(lambda entry: _query(ctx, f"{entry[1]}.{ctx.domain}", "SRV"), _SRV))
-    found = []
-    for (protocol, service, security), (records, authenticated) in zip(_SRV, answers, strict=True):
-        for record in sorted(records, key=lambda r: (r.priority, -r.weight)):
-            target = record.target.to_text().rstrip(".").lower()
-            if not target:  # "." : the service is decidedly not offered
-                break
-            inside = target == ctx.domain or target.endswith("." + ctx.domain)
-            why = f"DNS SRV {service}.{ctx.domain} → {target}:{record.port}"
-            found.append(
-                Candidate(
-                    protocol,
-                    target,
-                    record.port,
-                    security,
-                    ctx.email,
-                    ("password",),
-                    "srv",
-                    authenticated and inside,
-                    why if inside else why + " (outside the domain)",
-                )
-            )
-    return found
-
-
-def _guess(ctx: _Context) -> list[Candidate]:
-    targets = []
-    for protocol, prefixes in (("smtp", ("smtp.", "mail.", "")), ("imap", ("imap.", "mail."))):
-        for prefix in prefixes:
-            host = prefix + ctx.domain
-            if ctx.deadline - time.monotonic() < 0.5:
-                return []
-            addresses = resolve_host(host, ctx.resolver, ctx.remaining())
-            if addresses:
-                targets += [
-                    ProbeTarget(protocol, host, addresses[0], port, security)
-                    for port, security in ctx.guess_ports[protocol]
-                ]
-    wait = min(ctx.remaining(), 5.0)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda t: probe_endpoint(t, ctx.tls_context, wait), targets))
-    return [
-        Candidate(
-            t.protocol,
-            t.host,
-            t.port,
-            t.security,
-            ctx.email,
-            ("password",),
-            "guess",
-            False,
-            f"guessed: {t.host}:{t.port} answered with {t.security.value}",
-        )
-        for t, ok in zip(targets, answers, strict=True)
-        if ok
-    ]
-
-
-_SOURCES: dict[str, Callable[[_Context], list[Candidate]]] = {
-    "registry": _registry,
-    "mx": _mx,
-    "autoconfig": _autoconfig,
-    "ispdb": _ispdb,
-    "srv": _srv,
-}
+        reports.append(report)
+        if progress is not None:
+            progress(DiscoveryProgress(report, (), report.seconds))
+    return reports, candidates
 
 
 def discover(
@@ -386,17 +198,29 @@ def discover(
     guess_ports: dict[str, tuple[tuple[int, Security], ...]] | None = None,
     tls_context: ssl.SSLContext | None = None,
     cache: DiscoveryCache | None = None,
+    allow_private: bool = False,
+    progress: Callable[[DiscoveryProgress], None] | None = None,
 ) -> DiscoveryResult:
     """Find SMTP and IMAP settings for `email`, ranked and explained.
 
-    Every DNS query goes through `resolver`, every HTTPS request through
-    `fetcher` (by default an `HttpsFetcher` on the same resolver), so the whole
-    chain can run offline. All sources share the `timeout` deadline. With a
-    `cache`, results are reused for the TTL of the DNS answers they came from.
+    A domain in the provider registry is answered at once, without DNS.
+    Otherwise every DNS query goes through `resolver`, every HTTPS request
+    through `fetcher` (by default an `HttpsFetcher` on the same resolver), so
+    the whole chain can run offline. All sources share the `timeout` deadline;
+    sources that did not answer in time are named in `result.timed_out`.
+    `progress` is called as each source finishes and about once a second
+    while some are pending. With a `cache`, results are reused for the TTL of
+    the DNS answers they came from.
+
+    Host names from the internet (autoconfig documents, SRV targets, MX-based
+    and guessed names) must be DNS names or plain IP literals, and must not
+    lead to loopback, private, link-local or other non-global addresses
+    unless `allow_private` is set; others are dropped, and guessing never
+    connects to them.
     """
     mailbox = parse_mailbox("email", email)
     domain = (mailbox.ascii_address or mailbox.address).rpartition("@")[2].lower()
-    cache_key = f"{mailbox.address.casefold()}|{guess}|{allow_http}|{ispdb_url}"
+    cache_key = f"{mailbox.address.casefold()}|{guess}|{allow_http}|{ispdb_url}|{allow_private}"
     if cache is not None and (cached := cache.get(cache_key)) is not None:
         return cached
     ctx = _Context(
@@ -404,45 +228,31 @@ def discover(
         domain,
         registry or ProviderRegistry.default(),
         resolver,
-        fetcher or HttpsFetcher(resolver=resolver, ssl_context=tls_context),
+        fetcher
+        or HttpsFetcher(resolver=resolver, ssl_context=tls_context, allow_private=allow_private),
         timeout,
         allow_http,
         ispdb_url,
         tls_context or ssl.create_default_context(),
         guess_ports or GUESS_PORTS,
+        allow_private,
         deadline=time.monotonic() + timeout,
     )
-    deadline = ctx.deadline
-    reports: list[SourceReport] = []
-    candidates: list[Candidate] = []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(_SOURCES))
     started = time.monotonic()
-    futures = {pool.submit(source, ctx): name for name, source in _SOURCES.items()}
-    try:
-        for future in concurrent.futures.as_completed(futures, timeout=timeout):
-            name = futures[future]
-            error = None
-            try:
-                found = future.result()
-            except Exception as exc:
-                found, error = [], f"{type(exc).__name__}: {exc}"
-            reports.append(SourceReport(name, len(found), time.monotonic() - started, error))
-            candidates += found
-            done = {futures[f] for f in futures if f.done()}
-            if (
-                any(c.source in ("registry", "mx") and c.trusted for c in candidates)
-                and {"registry", "mx"} <= done
-            ):
-                break  # the highest-priority answers are in: the rest is not needed
-    except concurrent.futures.TimeoutError:
-        reports += [
-            SourceReport(n, 0, timeout, "deadline") for f, n in futures.items() if not f.done()
-        ]
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    if not candidates and guess and time.monotonic() < deadline:
-        found = _guess(ctx)
-        reports.append(SourceReport("guess", len(found), time.monotonic() - started))
+    candidates = _registry(ctx)
+    reports = [SourceReport("registry", len(candidates), time.monotonic() - started)]
+    if progress is not None:
+        pending = () if candidates else tuple(n for n in _SOURCES if n != "ispdb" or ispdb_url)
+        progress(DiscoveryProgress(reports[0], pending, reports[0].seconds))
+    if not candidates:  # the registry knows the domain: nothing on the internet can do better
+        more_reports, found = _gather(ctx, progress)
+        reports += more_reports
+        candidates += found
+    if not candidates and guess and ctx.deadline - time.monotonic() > 0.5:
+        outcome = _run(ctx, _guess)
+        found = outcome if isinstance(outcome, list) else []
+        error = None if isinstance(outcome, list) else f"{type(outcome).__name__}: {outcome}"
+        reports.append(SourceReport("guess", len(found), time.monotonic() - started, error))
         candidates += found
     best: dict[tuple[str, str, int, Security], Candidate] = {}
     for candidate in sorted(candidates, key=lambda c: c.rank_key):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -13,8 +13,8 @@ from ..errors import MailbridgeError
 from ..imap.probe import probe_imap
 from ..settings import ImapSettings, SmtpSettings
 from ..smtp.probe import ConnectionReport, probe_smtp
+from ._hosts import checked_addresses
 from .discovery import Candidate, DiscoveryResult, discover
-from .fetch import resolve_host
 from .models import Provider
 
 if TYPE_CHECKING:
@@ -89,21 +89,44 @@ def _provider_advice(diagnosis: Diagnosis, provider: Provider | None) -> Diagnos
     return attrs.evolve(diagnosis, summary=f"{provider.name}: {diagnosis.summary}", hints=hints)
 
 
-def _internal(host: str, resolver: Any, timeout: float) -> bool:
-    """True when `host` is or resolves to a loopback, private, link-local or reserved address."""
-    addresses = ["127.0.0.1"] if host == "localhost" else resolve_host(host, resolver, timeout)
-    for address in addresses:
-        ip = ipaddress.ip_address(address)
-        if (
-            ip.is_loopback
-            or ip.is_private
-            or ip.is_link_local
-            or ip.is_reserved
-            or ip.is_multicast
-            or ip.is_unspecified
-        ):
-            return True
-    return False
+class _NamedContext(ssl.SSLContext):
+    """Hands every handshake to `inner`, verifying the certificate against `name`.
+
+    The wizard connects to the address it checked (the settings' host is that
+    address), while the certificate must still name the server.
+    """
+
+    inner: ssl.SSLContext
+    name: str
+
+    def wrap_socket(  # noqa: PLR0917 (the signature of SSLContext.wrap_socket)
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        return self.inner.wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=self.name,
+            session=session,
+        )
+
+
+_Settings = TypeVar("_Settings", SmtpSettings, ImapSettings)
+
+
+def _pinned(settings: _Settings, address: str) -> _Settings:
+    """`settings` that connect to `address` and verify TLS against `settings.host`."""
+    context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.inner = settings.create_ssl_context()
+    context.name = settings.host
+    return attrs.evolve(settings, host=address, ssl_context=context)
 
 
 def _best_failure(attempts: list[SetupAttempt]) -> Diagnosis | None:
@@ -140,8 +163,13 @@ def setup(
     the others to the tenant for confirmation instead — and never to loopback,
     private or link-local addresses unless `allow_private` is set, so a
     hostile DNS record cannot aim logins at the platform's own network.
+    Host names must be DNS names or plain IP literals (numeric forms such as
+    ``0x7f000001`` are refused); each is resolved once, and the connection
+    goes to the address that was checked, with TLS verified against the name.
     """
-    found = discover(email, tls_context=ssl_context, **discover_options)
+    found = discover(
+        email, tls_context=ssl_context, allow_private=allow_private, **discover_options
+    )
     options: dict[str, Any] = {
         "connect_timeout": connect_timeout,
         "command_timeout": command_timeout,
@@ -152,24 +180,35 @@ def setup(
     smtp = imap = None
     resolver = discover_options.get("resolver")
 
-    def allowed(candidate: Candidate) -> bool:
+    def address(candidate: Candidate) -> str | None:
+        """The checked address to connect to, or None when the candidate is refused."""
         if not candidate.trusted and not try_untrusted:
-            return False
-        return allow_private or not _internal(candidate.host, resolver, connect_timeout)
+            return None
+        # Resolved once: the connection goes to the address that was checked.
+        addresses, refused = checked_addresses(
+            candidate.host, resolver, connect_timeout, allow_private=allow_private
+        )
+        return None if refused or not addresses else addresses[0]
 
-    smtp_candidates = [c for c in found.smtp if allowed(c)]
-    imap_candidates = [c for c in found.imap if allowed(c)]
-    for candidate in smtp_candidates[:max_attempts]:
+    for candidate in found.smtp:
+        if sum(a.candidate.protocol == "smtp" for a in attempts) >= max_attempts:
+            break
+        if (pin := address(candidate)) is None:
+            continue
         settings = candidate.smtp_settings(password, **options)
-        report = probe_smtp(settings)
+        report = probe_smtp(_pinned(settings, pin))
         attempts.append(SetupAttempt(candidate, report))
         if report.ok:
             smtp = settings
             break
     if want_imap:
-        for candidate in imap_candidates[:max_attempts]:
+        for candidate in found.imap:
+            if sum(a.candidate.protocol == "imap" for a in attempts) >= max_attempts:
+                break
+            if (pin := address(candidate)) is None:
+                continue
             imap_settings = candidate.imap_settings(password, **options)
-            report = probe_imap(imap_settings)
+            report = probe_imap(_pinned(imap_settings, pin))
             attempts.append(SetupAttempt(candidate, report))
             if report.ok:
                 imap = imap_settings

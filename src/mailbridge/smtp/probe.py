@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from ..diagnosis import Category, Diagnosis
@@ -54,13 +56,27 @@ def _reached_smtp_over_tls(report: ConnectionReport, security: Security) -> bool
     return "ehlo" in names and (security != Security.STARTTLS or "starttls" in names)
 
 
-def probe_smtp(settings: SmtpSettings, *, try_alternative: bool = True) -> ConnectionReport:
-    """Open a connection step by step, log in, say QUIT, and report what happened."""
+def probe_smtp(
+    settings: SmtpSettings,
+    *,
+    try_alternative: bool = True,
+    observer: Callable[[Step], None] | None = None,
+) -> ConnectionReport:
+    """Open a connection step by step, log in, say QUIT, and report what happened.
+
+    `observer` is called with each step as it ends (a CLI shows progress with it).
+    """
     steps: list[Step] = []
+
+    def record(step: Step) -> None:
+        steps.append(step)
+        if observer is not None:
+            observer(step)
+
     try:
         connection = SmtpConnection.open(
             settings,
-            observer=steps.append,
+            observer=record,
             greeting_timeout=min(settings.command_timeout, PROBE_GREETING_TIMEOUT),
         )
     except DeliveryError as exc:
@@ -76,7 +92,7 @@ def probe_smtp(settings: SmtpSettings, *, try_alternative: bool = True) -> Conne
                 else (Security.IMPLICIT_TLS)
             )
             candidate = attrs.evolve(settings, security=other)
-            result = probe_smtp(candidate, try_alternative=False)
+            result = probe_smtp(candidate, try_alternative=False, observer=observer)
             if _reached_smtp_over_tls(result, other):
                 alternative = candidate
                 label = security_label(other)
