@@ -227,7 +227,7 @@ def _cli(*args: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProce
     )
 
 
-def _send_args(server: FakeSmtpServer, *extra: str) -> list[str]:
+def _send_args(server: FakeSmtpServer, *extra: str, to: str = "jane@customer.example") -> list[str]:
     return [
         "send",
         "--host",
@@ -239,7 +239,7 @@ def _send_args(server: FakeSmtpServer, *extra: str) -> list[str]:
         "--from",
         "billing@acme.example",
         "--to",
-        "jane@customer.example",
+        to,
         "--subject",
         "s",
         *extra,
@@ -379,3 +379,20 @@ def test_os_error_about_a_file_is_a_usage_error(
     monkeypatch.setattr(cli, "_cmd_providers", unreadable)
     assert main(["providers"]) == 2
     assert capsys.readouterr().err == "mailbridge: /srv/registry.toml: Permission denied\n"
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        '"=?utf-8?q?ACME=0D=0AReply-To:_x@evil.example=0D=0A?=" <jane@customer.example>',
+        "=?utf-8?q?b=C3=BCro=0D=0A?=@acme.example",
+    ],
+    ids=["display-name", "local-part"],
+)
+def test_encoded_line_breaks_in_to_are_a_usage_error(smtp_server: FakeSmtpServer, to: str) -> None:
+    """On Debian's Python 3.11.2 the first printed a ValueError traceback."""
+    run = _cli(*_send_args(smtp_server, "--body", "b", to=to))
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(("mailbridge: to: ", "mailbridge: message: line breaks"))
+    assert "Traceback" not in run.stderr
+    assert smtp_server.messages == []

@@ -125,6 +125,9 @@ def test_real_venv_without_the_extra(tmp_path: Path) -> None:
         _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], tmp_path, **clean)
     )
 
+    version = _run([venv / "bin" / "mailbridge", "--version"], tmp_path, **clean)
+    assert version.stdout == "mailbridge 0.1.0.dev0\n", version.stderr  # pyproject's version
+
     imported = _run(
         [python, "-c", "from mailbridge.testing import FakeSmtpServer"], tmp_path, **clean
     )
