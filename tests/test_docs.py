@@ -60,3 +60,46 @@ def test_page_examples_run(
 def test_readme_example_compiles() -> None:
     (example,) = _blocks(ROOT / "README.md")
     compile(example, "README.md", "exec")
+
+
+LINKED_PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *PAGES]
+_FENCED = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_LINK_TARGETS = (
+    re.compile(r"\[[^\]\n]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)"),  # [text](target)
+    re.compile(r"<([A-Za-z][A-Za-z0-9+.-]*:[^>\s]*)>"),  # <https://...>
+    re.compile(r"^\s*\[[^\]\n]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE),  # [ref]: target
+)
+_SCHEME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
+
+
+def _link_targets(page: Path) -> list[str]:
+    text = _INLINE_CODE.sub("", _FENCED.sub("", page.read_text(encoding="utf-8")))
+    return [target for pattern in _LINK_TARGETS for target in pattern.findall(text)]
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=[str(p.relative_to(ROOT)) for p in LINKED_PAGES])
+def test_links_stay_in_the_repository(page: Path) -> None:
+    """Everything the project needs is in it: no link to the web or outside the checkout."""
+    for target in _link_targets(page):
+        assert not _SCHEME.match(target), f"{page.name} links outside the repository: {target}"
+        path = target.partition("#")[0]
+        if not path:
+            continue  # an anchor on the same page
+        resolved = (page.parent / path).resolve()
+        assert resolved.is_relative_to(ROOT), f"{page.name} links outside the repository: {target}"
+        assert resolved.exists(), f"{page.name} links to a missing file: {target}"
+
+
+def test_link_check_sees_every_kind_of_link(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        '[a](docs/x.md#part) <https://example.com> [b](http://x.example "t")\n'
+        "[ref]: ../outside.md\n`[not](a-link)`\n```\n[nor](this)\n```\n"
+    )
+    assert _link_targets(page) == [
+        "docs/x.md#part",
+        "http://x.example",
+        "https://example.com",
+        "../outside.md",
+    ]

@@ -15,8 +15,9 @@ from mailbridge import (
     MessageError,
     MissingPlaceholder,
 )
-from mailbridge.addresses import parse_mailbox, parse_mailbox_list
+from mailbridge.addresses import Mailbox, parse_mailbox, parse_mailbox_list
 from mailbridge.composer import compose
+from mailbridge.errors import MessageFormatError
 from mailbridge.message import render_placeholders
 
 from .conftest import INVOICE_PDF
@@ -314,3 +315,67 @@ def test_long_message_ids_in_references_stay_intact() -> None:
 def test_message_ids_follow_rfc_5322(message_id: str) -> None:
     with pytest.raises(MessageError):
         DocumentEmail(to="a@x.example", subject="s", body="b", message_id=message_id)
+
+
+ENCODED_LOCAL = "=?utf-8?q?b=C3=BCro=0D=0A?=@acme.example"
+
+
+@pytest.mark.parametrize("field", ["to", "cc", "bcc", "reply_to", "from_override"])
+@pytest.mark.parametrize("form", ["{}", "Büro <{}>", "{} (Büro)"])
+def test_encoded_word_in_an_address_is_refused(field: str, form: str) -> None:
+    """RFC 2047 section 5: no encoded word in an addr-spec, in any address field."""
+    fields: dict[str, object] = {"to": "x@y.example", field: form.format(ENCODED_LOCAL)}
+    with pytest.raises(InvalidAddress) as info:
+        DocumentEmail(subject="s", body="b", **fields)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert "encoded word" in str(info.value)
+
+
+def test_encoded_word_is_refused_in_the_envelope_and_direct_mailboxes() -> None:
+    with pytest.raises(InvalidAddress):
+        parse_mailbox("sender", "=?us-ascii?q?a?=@acme.example")
+    with pytest.raises(InvalidAddress):  # a Mailbox built by hand is checked too
+        Mailbox(address=ENCODED_LOCAL, ascii_address=ENCODED_LOCAL)
+    assert parse_mailbox("to", "a=b?c@x.example").address == "a=b?c@x.example"
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "expected", "field"),
+    [
+        # Debian's 3.11.2 re-reads the encoded CR LF of a display name and refuses it so.
+        (
+            "email.parser.BytesParser.parsebytes",
+            ValueError("invalid arguments; address parts cannot contain CR or LF"),
+            HeaderInjection,
+            "message",
+        ),
+        ("email.message.MIMEPart.__setitem__", ValueError("no"), MessageFormatError, "from"),
+        (
+            "email.message.MIMEPart.set_content",
+            LookupError("unknown"),
+            MessageFormatError,
+            "message",
+        ),
+    ],
+)
+def test_stdlib_errors_while_composing_are_typed(
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    error: Exception,
+    expected: type[MessageError],
+    field: str,
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(target, refuse)
+    with pytest.raises(expected) as info:
+        _compose()
+    assert info.value.field == field
+
+
+def test_missing_placeholder_in_the_body_stays_itself() -> None:
+    email_ = DocumentEmail(to="a@x.example", subject="s", body="b")
+    object.__setattr__(email_, "body", "{missing}")
+    with pytest.raises(MissingPlaceholder):
+        compose(email_, sender=SENDER, author=AUTHOR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import email_validator
@@ -18,6 +19,28 @@ __all__ = ["Mailbox", "parse_mailbox", "parse_mailbox_list"]
 _ANGLE_ADDR = re.compile(r"^(.*?)<([^<>]*)>$", re.DOTALL)
 
 
+def _check_no_encoded_word(field: str, address: str) -> None:
+    """Refuse an RFC 2047 encoded word ("=?charset?q?text?=") in the local part.
+
+    RFC 2047 section 5 forbids them in an addr-spec, and the email package would
+    decode one (line breaks included); anything a lenient decoder might take for
+    one ("=?" followed by "?=") is refused.
+    """
+    local = address.rpartition("@")[0]
+    start = local.find("=?")
+    if start != -1 and local.find("?=", start + 2) != -1:
+        raise InvalidAddress(
+            field,
+            address,
+            "an address may not contain an RFC 2047 encoded word (=?...?=), RFC 2047 section 5",
+        )
+
+
+def _no_encoded_word(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, str):
+        _check_no_encoded_word(attribute.name, value)
+
+
 @attrs.frozen
 class Mailbox:
     """A validated address with an optional display name.
@@ -27,8 +50,8 @@ class Mailbox:
     when the local part itself is not ASCII (such an address needs SMTPUTF8).
     """
 
-    address: str
-    ascii_address: str | None
+    address: str = attrs.field(validator=_no_encoded_word)
+    ascii_address: str | None = attrs.field(validator=_no_encoded_word)
     display_name: str = ""
 
     @property
@@ -131,6 +154,7 @@ def parse_mailbox(field: str, value: str | Mailbox) -> Mailbox:
                 field, value.strip(), "two addresses in one entry; separate them with commas"
             )
         text = angle.group(2).strip()
+    _check_no_encoded_word(field, text)
     try:
         valid = email_validator.validate_email(
             text,

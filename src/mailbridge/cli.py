@@ -1,13 +1,16 @@
-"""The `mailbridge` command: demo, test-connection and send.
+"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup.
 
 Exit codes: 0 success, 1 delivery or connection failed, 2 bad usage or
-settings, 3 sent but some recipients were refused.
+settings, 3 sent but some recipients were refused, 70 internal error (a bug:
+`--debug` or MAILBRIDGE_DEBUG=1 shows its traceback), 130 interrupted.
+No other error shows a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -24,12 +27,15 @@ from . import (
     MessageError,
     SmtpSettings,
 )
+from ._distribution import version
 from .errors import ConfigurationError
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130  # sysexits.h EX_SOFTWARE; 128 + SIGINT
 DEFAULT_PASSWORD_ENV = "MAILBRIDGE_PASSWORD"  # noqa: S105 (the name of a variable)
+DEBUG_ENV = "MAILBRIDGE_DEBUG"
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -104,12 +110,19 @@ def _cmd_test_connection(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _read_body(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigurationError("body_file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError("body_file", f"{path} is not UTF-8 text") from None
+
+
 def _cmd_send(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    body = args.body
-    if args.body_file:
-        with open(args.body_file, encoding="utf-8") as handle:
-            body = handle.read()
+    body = _read_body(args.body_file) if args.body_file else args.body
     email = DocumentEmail(
         to=args.to,
         cc=args.cc or (),
@@ -289,6 +302,13 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 or IPv6 address: {text!r}") from None
+
+
 def _add_dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nameserver", help="ask this DNS server instead of the system's")
     parser.add_argument("--dns-port", type=int, default=53)
@@ -299,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `mailbridge` command."""
     parser = argparse.ArgumentParser(
         prog="mailbridge", description="Send documents by email on behalf of your customers."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=bool(os.environ.get(DEBUG_ENV)),
+        help=f"show the traceback of an internal error (also: {DEBUG_ENV}=1)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -321,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--bcc")
     send.add_argument("--reply-to")
     send.add_argument("--subject", required=True)
-    send.add_argument("--body", help="plain-text body")
-    send.add_argument("--body-file", help="read the body from this UTF-8 file")
+    body = send.add_mutually_exclusive_group()
+    body.add_argument("--body", help="plain-text body")
+    body.add_argument("--body-file", help="read the body from this UTF-8 file")
     send.add_argument("--attach", action="append", metavar="FILE", help="attach a file (repeat)")
     send.set_defaults(handler=_cmd_send)
 
@@ -330,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     spf_commands = spf.add_subparsers(dest="spf_command", required=True)
     check = spf_commands.add_parser("check", help="RFC 7208 check_host() for an IP")
     check.add_argument("domain")
-    check.add_argument("--ip", required=True, help="the sending IP address")
+    check.add_argument("--ip", required=True, type=_ip_address, help="the sending IP address")
     check.add_argument("--sender", help="the envelope sender (default: the domain)")
     _add_dns_options(check)
     check.set_defaults(handler=_cmd_spf_check)
@@ -376,10 +404,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code. No error shows a traceback but a bug's.
+
+    A `MailbridgeError` or a file that cannot be read is explained in one line;
+    an interrupt exits with 130 and a closed pipe (`mailbridge providers | head`)
+    quietly; anything else is a bug, reported in one line, with its traceback
+    under `--debug` or MAILBRIDGE_DEBUG=1.
+    """
     args = build_parser().parse_args(argv)
     try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_FAILED
+    except Exception as exc:
+        if args.debug:
+            raise
+        # Only the type: the text of an unexpected error might hold anything, secrets too.
+        print(
+            f"mailbridge: internal error ({type(exc).__name__}); this is a bug. Run again "
+            f"with --debug or {DEBUG_ENV}=1 to see the traceback and report it.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
     except (ConfigurationError, MessageError) as exc:
         print(f"mailbridge: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -389,9 +444,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MailbridgeError as exc:
         print(f"mailbridge: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a file the user named: a bug or an untyped network error
+        print(f"mailbridge: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     return code
+
+
+def _discard_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so that the flush at exit cannot fail again.
+
+    As the Python documentation recommends (signal module, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (e.g. captured in a test)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.errors
+import email.header
 import email.parser
 import email.policy
 import email.utils
@@ -15,12 +17,15 @@ from email.message import MIMEPart
 import attrs
 
 from .addresses import Mailbox
-from .errors import HeaderInjection, MessageError, MessageFormatError
+from .errors import HeaderInjection, MailbridgeError, MessageError, MessageFormatError
 from .headersafety import has_line_break
 from .message import DocumentEmail
 
 __all__ = ["PreparedMessage", "check_transmittable", "compose", "new_message_id"]
 
+# What the email package raises for input it cannot represent (HeaderParseError and the
+# other email.errors are MessageError subclasses; UnicodeError is a ValueError).
+_STDLIB_ERRORS = (ValueError, LookupError, email.errors.MessageError)
 MAX_LINE_OCTETS = 998  # RFC 5322 section 2.1.1, without the CRLF
 _PART_HEADERS = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
 
@@ -57,9 +62,31 @@ def _set(part: MIMEPart, field: str, name: str, value: object) -> None:
     (`=?utf-8?q?=0D=0A?=`) and writes decoded line breaks out unencoded, so
     the check must look at the decoded value, not only at the input.
     """
-    part[name] = value
-    if has_line_break(str(part[name])):
+    try:
+        part[name] = value
+        written = str(part[name])
+    except _STDLIB_ERRORS as exc:
+        # Python versions differ in where they refuse a decoded line break (Debian's
+        # 3.11.2 raises ValueError); either way it is the caller's input, not a bug.
+        raise _typed_error(field, value, exc) from None
+    if has_line_break(written):
         raise HeaderInjection(field)
+
+
+def _typed_error(field: str, value: object, exc: Exception) -> MessageError:
+    """The typed error for what the email package refused in `field`."""
+    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    if has_line_break(_decoded(text)) or "CR or LF" in str(exc):
+        return HeaderInjection(field)
+    return MessageFormatError(field, f"cannot be written as a header: {exc}")
+
+
+def _decoded(text: str) -> str:
+    """`text` with RFC 2047 encoded words decoded, as the email package would read it."""
+    try:
+        return text + str(email.header.make_header(email.header.decode_header(text)))
+    except _STDLIB_ERRORS:
+        return text
 
 
 def _fold(name: str, value: str, width: int = 78) -> str:
@@ -84,15 +111,21 @@ def _text_cte(text: str) -> str | None:
 
 def _check_structure(data: bytes, expected: list[str]) -> None:
     """Re-read the message: exactly the headers we set, and no line breaks in any value."""
-    parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
-    names = [name.lower() for name in parsed]
+    try:
+        parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+        names = [name.lower() for name in parsed]
+        parts = [
+            (part, [(name, str(value)) for name, value in part.items()]) for part in parsed.walk()
+        ]
+    except _STDLIB_ERRORS as exc:
+        raise _typed_error("message", "", exc) from None
     if names != expected:
         raise HeaderInjection("message")
-    for part in parsed.walk():
-        for name, value in part.items():
-            if has_line_break(str(value)):
+    for part, headers in parts:
+        for name, value in headers:
+            if has_line_break(value):
                 raise HeaderInjection(name)
-        if part is not parsed and not {n.lower() for n in part} <= _PART_HEADERS:
+        if part is not parsed and not {n.lower() for n, _ in headers} <= _PART_HEADERS:
             raise HeaderInjection("attachments")
 
 
@@ -137,8 +170,12 @@ def compose(
         if value.isascii():
             # Verbatim, folded only at spaces: the email package would turn a long token
             # such as a Message-ID in References into an encoded word and break threading.
-            msg.set_raw(name, _fold(name, value))
-            if has_line_break(str(msg[name])):
+            try:
+                msg.set_raw(name, _fold(name, value))
+                written = str(msg[name])
+            except _STDLIB_ERRORS as exc:
+                raise _typed_error(f"headers[{name}]", value, exc) from None
+            if has_line_break(written):
                 raise HeaderInjection(f"headers[{name}]")
         else:
             _set(msg, f"headers[{name}]", name, value)
@@ -156,10 +193,14 @@ def compose(
                 attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
             )
         data = msg.as_bytes(policy=policy)
+    except MailbridgeError:
+        raise
     except UnicodeError:
         raise MessageError(
             "message", "contains characters that cannot be encoded (e.g. unpaired surrogates)"
         ) from None
+    except _STDLIB_ERRORS as exc:
+        raise MessageFormatError("message", f"cannot be composed: {exc}") from None
     _check_structure(data, [name.lower() for name in msg])
     check_transmittable(data)
     return PreparedMessage(

@@ -44,8 +44,8 @@ def run_demo(echo: Callable[[str], None] = print) -> int:
     """Start a local SMTP server, test the connection, send an invoice, show what arrived."""
     try:
         from .testing import FakeSmtpServer
-    except ImportError:  # pragma: no cover - depends on the installation
-        echo("The demo needs the testing extra: pip install 'mailbridge[testing]'")
+    except ImportError as exc:  # without the testing extra
+        echo(f"The demo runs a local SMTP server: {exc}")
         return 2
     from . import Attachment, DeliveryClient, DocumentEmail
 

@@ -1,4 +1,4 @@
-"""Who a message says it is from, in each delivery mode (DESIGN.md, "Who uses it").
+"""Who a message says it is from, in each delivery mode (see docs/design.md).
 
 * own SMTP: From is the tenant's address (or the email's `from_override`).
 * relay: From is the platform's no-reply address with the tenant's name first

@@ -185,9 +185,15 @@ class ServerSettings:
         """The verifying TLS context used for this server (TLS 1.2 or newer)."""
         if self.ssl_context is not None:
             return self.ssl_context
-        context = ssl.create_default_context(
-            cafile=str(self.ca_file) if self.ca_file is not None else None
-        )
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+        except OSError as exc:  # ssl.SSLError too: not PEM, no certificate, unreadable
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
+            raise ConfigurationError(
+                "ca_file", f"{self.ca_file} holds no usable PEM certificate ({reason or exc})"
+            ) from None
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
 

@@ -1,4 +1,4 @@
-"""DKIM signing (RFC 6376) with dkimpy: the optional extra `mailbridge[dkim]`.
+"""DKIM signing (RFC 6376) with dkimpy: the optional extra `mailbridge-documents[dkim]`.
 
 In SPF-imitation mode the tenant publishes a CNAME from
 `<selector>._domainkey.<tenant domain>` to the platform's key record; the
@@ -63,7 +63,8 @@ class DkimSigner:
             import dkim  # noqa: F401
         except ImportError:
             raise ConfigurationError(
-                "dkim", "DKIM signing needs the dkim extra: pip install 'mailbridge[dkim]'"
+                "dkim",
+                "DKIM signing needs the dkim extra: pip install 'mailbridge-documents[dkim]'",
             ) from None
         if "BEGIN" not in self.private_key.reveal():
             raise ConfigurationError("private_key", "give the PEM text of the private key")

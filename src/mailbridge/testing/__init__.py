@@ -1,4 +1,4 @@
-"""Test helpers for applications that use mailbridge (needs the `testing` extra).
+"""Test helpers for applications that use mailbridge.
 
 `FakeSmtpServer` is a real SMTP server (aiosmtpd) on loopback with TLS, AUTH,
 PIPELINING and fault injection; `FakeDnsServer` is an authoritative DNS
@@ -9,12 +9,25 @@ documents over HTTPS; `RealMailServers` (in `mailbridge.testing.realservers`)
 starts Postfix and Dovecot (Debian packages) for integration tests. The pytest
 plugin provides the fixtures `smtp_server`, `imap_server`, `dns_server`,
 `autoconfig_server` and `delivery_client`.
+
+All but `FakeDnsServer` need the `testing` extra (aiosmtpd, trustme). The names
+are imported on first use, so that the pytest plugin loads without the extra;
+without it, using one raises an `ImportError` that says what to install.
 """
 
-from .autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
-from .dns import DnsQuery, FakeDnsServer
-from .imap import FakeImapServer, ImapMessage
-from .smtp import FakeSmtpServer, ReceivedMessage
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .._distribution import install_hint
+
+if TYPE_CHECKING:
+    from .autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
+    from .dns import DnsQuery, FakeDnsServer
+    from .imap import FakeImapServer, ImapMessage
+    from .smtp import FakeSmtpServer, ReceivedMessage
 
 __all__ = [
     "AutoconfigRequest",
@@ -27,3 +40,44 @@ __all__ = [
     "ReceivedMessage",
     "client_config_xml",
 ]
+
+_MODULES = {
+    "AutoconfigRequest": "autoconfig",
+    "FakeAutoconfigServer": "autoconfig",
+    "client_config_xml": "autoconfig",
+    "DnsQuery": "dns",
+    "FakeDnsServer": "dns",
+    "FakeImapServer": "imap",
+    "ImapMessage": "imap",
+    "FakeSmtpServer": "smtp",
+    "ReceivedMessage": "smtp",
+}
+# The distributions of the `testing` extra, by their import names.
+_EXTRA_MODULES = frozenset({"aiosmtpd", "trustme"})
+
+
+def import_helper(module: str) -> ModuleType:
+    """Import `mailbridge.testing.<module>`; without the extra, ImportError says what to install."""
+    try:
+        return importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _EXTRA_MODULES:
+            raise
+        raise ImportError(
+            f"mailbridge.testing.{module} needs the testing extra ({exc.name} is missing): "
+            f"{install_hint('testing')}",
+            name=f"{__name__}.{module}",
+        ) from exc
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_helper(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

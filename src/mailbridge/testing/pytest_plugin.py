@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import import_helper
+
 if TYPE_CHECKING:
     from ..client import DeliveryClient
     from .autoconfig import FakeAutoconfigServer
@@ -50,6 +52,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}(**kwargs): {help_text}")
 
 
+def _helper(module: str, name: str) -> Any:
+    """`name` from `mailbridge.testing.<module>`; fails the test with an install hint."""
+    try:
+        return getattr(import_helper(module), name)
+    except ImportError as exc:
+        problem = str(exc)  # failed outside the except block: no chained traceback
+    pytest.fail(problem, pytrace=False)
+
+
 def _options(request: pytest.FixtureRequest, name: str, **defaults: Any) -> dict[str, Any]:
     marker = request.node.get_closest_marker(name)
     options = dict(defaults)
@@ -67,10 +78,8 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
     `smtp_server.smtp_settings()` gives matching `SmtpSettings`;
     `smtp_server.messages` holds what arrived.
     """
-    from .smtp import FakeSmtpServer
-
     options = _options(request, "smtp_server", users={FAKE_USER: FAKE_PASSWORD})
-    with FakeSmtpServer(**options) as server:
+    with _helper("smtp", "FakeSmtpServer")(**options) as server:
         yield server
 
 
@@ -80,28 +89,24 @@ def imap_server(request: pytest.FixtureRequest) -> Iterator[FakeImapServer]:
 
     `imap_server.imap_settings()` gives matching `ImapSettings`.
     """
-    from .imap import FakeImapServer
-
     options = _options(request, "imap_server", users={FAKE_USER: FAKE_PASSWORD})
-    with FakeImapServer(**options) as server:
+    with _helper("imap", "FakeImapServer")(**options) as server:
         yield server
 
 
 @pytest.fixture
 def dns_server(request: pytest.FixtureRequest) -> Iterator[FakeDnsServer]:
     """A `FakeDnsServer` (zones from the marker, e.g. `zones={...}`); `dns_server.resolver()`."""
-    from .dns import FakeDnsServer
-
-    with FakeDnsServer(**_options(request, "dns_server")) as server:
+    with _helper("dns", "FakeDnsServer")(**_options(request, "dns_server")) as server:
         yield server
 
 
 @pytest.fixture
 def autoconfig_server(request: pytest.FixtureRequest) -> Iterator[FakeAutoconfigServer]:
     """A `FakeAutoconfigServer` over HTTPS; add documents with `add_config()`."""
-    from .autoconfig import FakeAutoconfigServer
-
-    with FakeAutoconfigServer(**_options(request, "autoconfig_server")) as server:
+    with _helper("autoconfig", "FakeAutoconfigServer")(
+        **_options(request, "autoconfig_server")
+    ) as server:
         yield server
 
 
