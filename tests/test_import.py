@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from email.message import EmailMessage
 
 import pytest
 
@@ -12,16 +13,17 @@ from mailbridge import (
     DocumentEmail,
     DocumentKind,
     ImapSettings,
+    ImportBatch,
     InboxImporter,
     SmtpSettings,
 )
 from mailbridge.addresses import parse_mailbox
 from mailbridge.composer import compose
-from mailbridge.imap import detect_kind
+from mailbridge.imap import close_imap, detect_kind, open_imap
 from mailbridge.testing import FakeImapServer
 from mailbridge.testing.realservers import RealMailServers
 
-from .conftest import INVOICE_PDF, USER
+from .conftest import INVOICE_PDF, USER, alice_imap
 
 UBL = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Invoice xmlns="urn:oasis:names:specification:'
@@ -229,28 +231,52 @@ def test_oversized_parts_are_reported_not_silently_dropped() -> None:
     assert any("over the limit" in text for _, text in batch.problems)
 
 
-def test_bodystructure_walk_enters_forwarded_messages() -> None:
-    from mailbridge.imap.importer import _parts
+def _forwarded(depth: int = 1) -> bytes:
+    """An invoice forwarded `depth` times, each time as a message/rfc822 attachment."""
+    message = EmailMessage()
+    message["From"] = "invoices@supplier.example"
+    message["Subject"] = "Invoice R-21"
+    message.set_content("The invoice is attached.")
+    message.add_attachment(INVOICE_PDF, maintype="application", subtype="pdf", filename="R-21.pdf")
+    for n in range(depth):
+        outer = EmailMessage()
+        outer["From"] = "Boss <boss@acme.example>"
+        outer["Subject"] = "Fwd: " * (n + 1) + "Invoice R-21"
+        outer.set_content("Please book this.")
+        outer.add_attachment(message)
+        message = outer
+    return message.as_bytes().replace(b"\n", b"\r\n")
 
-    pdf = (
-        b"application",
-        b"pdf",
-        None,
-        None,
-        None,
-        b"base64",
-        120,
-        None,
-        (b"attachment", (b"filename", b"R-21.pdf")),
-        None,
-        None,
-    )
-    text = (b"text", b"plain", (b"charset", b"utf-8"), None, None, b"7bit", 10, 1)
-    inner = ([text, pdf], b"mixed")
-    rfc822 = (b"message", b"rfc822", None, None, None, b"7bit", 900, None, inner, 30)
-    outer = ([text, rfc822], b"mixed")
-    parts = {p.section: p.filename for p in _parts(outer)}
-    assert parts == {"1": None, "2.1": None, "2.2": "R-21.pdf"}
+
+def _check_forwarded(batch: ImportBatch) -> None:
+    assert batch.problems == ()
+    assert [(d.filename, d.kind, d.content) for d in batch.documents] == [
+        ("R-21.pdf", DocumentKind.PDF, INVOICE_PDF),
+        ("R-21.pdf", DocumentKind.PDF, INVOICE_PDF),
+    ]
+    assert {d.subject for d in batch.documents} == {"Fwd: Invoice R-21", "Fwd: Fwd: Invoice R-21"}
+
+
+def test_pdfs_in_forwarded_messages_are_imported_from_the_fake() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", _forwarded(1), user=USER)
+        server.seed("INBOX", _forwarded(2), user=USER)
+        _check_forwarded(InboxImporter(server.imap_settings()).fetch())
+
+
+@pytest.mark.realserver
+def test_pdfs_in_forwarded_messages_are_imported_from_dovecot(
+    real_servers: RealMailServers,
+) -> None:
+    real_servers.clear_mailboxes()
+    settings = alice_imap(real_servers)
+    client = open_imap(settings)
+    try:
+        client.append("INBOX", _forwarded(1))
+        client.append("INBOX", _forwarded(2))
+    finally:
+        close_imap(client)
+    _check_forwarded(InboxImporter(settings).fetch())
 
 
 def test_commit_after_a_uidvalidity_change_refuses() -> None:
