@@ -31,7 +31,8 @@ def _uids(text: bytes) -> list[int]:
 class ScriptedImap:
     """`structures[uid]`: the FETCH items after UID for BODYSTRUCTURE requests (raw bytes);
     `bodies[(uid, section)]`: part contents; `select_lines`: untagged SELECT lines;
-    `append_reply`: the tagged reply to APPEND; `on_idle`: bytes sent before "+" to IDLE.
+    `append_reply`: the tagged reply to APPEND; `on_idle`: bytes sent before "+" to IDLE
+    (and `delivered_on_idle` the UIDs that arrive then).
     `appends` counts the message literals received; `sent_body_bytes` the part bytes sent.
     """
 
@@ -43,6 +44,7 @@ class ScriptedImap:
         self.search_uids: list[int] = []
         self.append_reply = b"OK [APPENDUID 7 1] done"
         self.on_idle = b""
+        self.delivered_on_idle: list[int] = []  # UIDs SEARCH finds once IDLE was sent
         self.appends = 0
         self.sent_body_bytes = 0
         self.requests: list[bytes] = []
@@ -160,6 +162,8 @@ class ScriptedImap:
         return tag + b" " + self.append_reply + b"\r\n"
 
     def _idle(self, tag: bytes, conn: socket.socket) -> bytes:
+        self.search_uids += self.delivered_on_idle
+        self.delivered_on_idle = []
         conn.sendall(self.on_idle + b"+ idling\r\n")
         return b""  # DONE comes as the next "command"; answered below
 

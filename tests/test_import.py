@@ -208,6 +208,35 @@ def test_watch_imports_new_mail_as_it_arrives() -> None:
         timer.join()
 
 
+def test_watch_sees_mail_that_arrived_between_fetch_and_idle() -> None:
+    """Mail delivered right after a fetch, before IDLE starts, wakes the watch at once."""
+    import threading
+
+    class ArrivingAfterFetch(InboxImporter):
+        fetches = 0
+
+        def fetch(self, checkpoint: Checkpoint | None = None) -> ImportBatch:
+            batch = super().fetch(checkpoint)
+            self.fetches += 1
+            if self.fetches == 1:  # the window: after the SEARCH, before the next SELECT
+                server.seed("INBOX", _mail("Gap", Attachment("G.pdf", INVOICE_PDF)), user=USER)
+            return batch
+
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", MIXED[0], user=USER)
+        importer = ArrivingAfterFetch(server.imap_settings())
+        stop = threading.Event()
+        batches = importer.watch(stop=stop, max_seconds=20, idle_seconds=8)
+        assert len(next(batches).documents) == 2
+        started = time.monotonic()
+        second = next(batches)
+        waited = time.monotonic() - started
+        stop.set()
+        assert list(batches) == []
+    assert [d.filename for d in second.documents] == ["G.pdf"]
+    assert waited < 3  # at once, not after idle_seconds
+
+
 def test_a_broken_message_is_reported_not_blocking() -> None:
     broken = (
         b"From: x@y.example\r\nSubject: =?utf-8?b?a?=\r\nMIME-Version: 1.0\r\n"

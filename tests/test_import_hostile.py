@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
 import pytest
 
@@ -124,3 +126,20 @@ def test_max_part_bytes_is_enforced_before_downloading(declared: str) -> None:
         assert sent == 0  # refused from BODYSTRUCTURE's size alone
     else:
         assert sent <= 100_000 * 4 // 3 * 78 // 76 + 4096 + 8  # at most one base64 limit
+
+
+def test_exists_announced_before_the_idle_continuation_wakes_the_watch() -> None:
+    with ScriptedImap() as server:
+        server.select_lines = [b"* 0 EXISTS", b"* OK [UIDVALIDITY 7] ok", b"* OK [UIDNEXT 1] ok"]
+        server.on_idle = b"* 1 EXISTS\r\n"  # the new mail, reported before "+ idling"
+        server.delivered_on_idle = [1]
+        _good(server, 1)
+        stop = threading.Event()
+        batches = InboxImporter(server.settings()).watch(stop=stop, max_seconds=20, idle_seconds=8)
+        started = time.monotonic()
+        batch = next(batches)
+        waited = time.monotonic() - started
+        stop.set()
+        assert list(batches) == []
+    assert [d.filename for d in batch.documents] == ["R-1.pdf"]
+    assert waited < 3  # not after a reconnect pause, nor after idle_seconds
