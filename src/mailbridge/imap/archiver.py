@@ -18,7 +18,13 @@ import imapclient.exceptions
 from ..errors import ConfigurationError, DeliveryError
 from ..settings import ImapSettings
 from .connection import close_imap, open_imap
-from .copies import appended_uids, find_by_message_id, refused_literal
+from .copies import (
+    appended_uids,
+    find_by_message_id,
+    refusal_is_final,
+    refused_literal,
+    reply_text,
+)
 from .folders import find_sent_folder, list_folders
 
 __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
@@ -334,27 +340,10 @@ class SentArchiver:
         # MULTIAPPEND also for one message where LITERAL+ is offered: imapclient sends
         # the literal at once there (one round trip); its append() waits for "+" (two).
         multiappend = client.has_capability("MULTIAPPEND") and not single_only
-        if todo and multiappend and (len(todo) > 1 or client.has_capability("LITERAL+")):
-            # `_appending` stays set only when the connection is lost mid-command: then
-            # these messages may or may not have been stored.
-            self._appending = todo
-            try:
-                response = client.multiappend(folder, [_append_item(r) for r in todo])
-            except imapclient.exceptions.IMAPClientAbortError as exc:
-                if refused_literal(exc):
-                    self._appending = []
-                    raise _LiteralRefused(todo if len(todo) == 1 else [], str(exc)) from None
-                raise
-            except imapclient.exceptions.IMAPClientError:
-                self._appending = []  # BAD: refused, nothing stored
-                raise
-            self._appending = []
-            if isinstance(response, tuple) and response[0] == "OK":
-                for request, uid in zip(todo, appended_uids(response, len(todo)), strict=True):
-                    request.outcome = ArchiveOutcome(True, folder, uid)
-                return
-            # NO: refused as a whole, and by RFC 3502 nothing was stored: one by one.
-        for request in todo:
+        worth_it = len(todo) > 1 or client.has_capability("LITERAL+")
+        if todo and multiappend and worth_it and self._multiappend(client, folder, todo):
+            return
+        for request in todo:  # one APPEND each: a NO here is final for that message
             self._appending = [request]
             try:
                 response = client.append(
@@ -374,6 +363,46 @@ class SentArchiver:
             self._appending = []
             (uid,) = appended_uids(response, 1)
             request.outcome = ArchiveOutcome(True, folder, uid)
+
+    def _multiappend(
+        self, client: imapclient.IMAPClient, folder: str, todo: list[_Request]
+    ) -> bool:
+        """One MULTIAPPEND for `todo`; False when it must be retried as single APPENDs.
+
+        By RFC 3502 a refused MULTIAPPEND stored nothing. A refusal is final (no
+        second upload) for a single message (the command is exactly an APPEND) and
+        for a refusal that concerns the folder (over quota, no permission, ...);
+        only a batch refused for its form (MULTIAPPEND not understood, a limit, an
+        unexplained NO hiding which message failed) is tried again one by one.
+        """
+        # `_appending` stays set only when the connection is lost mid-command: then
+        # these messages may or may not have been stored.
+        self._appending = todo
+        try:
+            response = client.multiappend(folder, [_append_item(r) for r in todo])
+        except imapclient.exceptions.IMAPClientAbortError as exc:
+            if refused_literal(exc):
+                self._appending = []
+                raise _LiteralRefused(todo if len(todo) == 1 else [], str(exc)) from None
+            raise
+        except imapclient.exceptions.IMAPClientError:  # BAD: refused, nothing stored
+            self._appending = []
+            if len(todo) == 1:
+                raise
+            return False  # the batch's form was not understood: one APPEND each
+        self._appending = []
+        if isinstance(response, tuple) and response[0] == "OK":
+            for request, uid in zip(todo, appended_uids(response, len(todo)), strict=True):
+                request.outcome = ArchiveOutcome(True, folder, uid)
+            return True
+        reason = reply_text(response)
+        if len(todo) > 1 and not refusal_is_final(reason):
+            return False
+        for request in todo:
+            request.outcome = ArchiveOutcome(
+                False, folder, reason=f"the IMAP server refused: {reason}"
+            )
+        return True
 
 
 def _append_item(request: _Request) -> dict[str, Any]:
