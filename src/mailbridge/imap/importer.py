@@ -182,6 +182,8 @@ class InboxImporter:
         A batch is committed (marked) when you ask for the next one: store its
         documents before continuing the loop. Stopping the loop early leaves the
         last batch unmarked, so it comes again (at least once, never lost).
+        Mail that arrives between a fetch and the start of IDLE is noticed
+        before idling (UIDNEXT, then SEARCH), so it is imported at once.
         Bounded: ends after `max_seconds`, or as soon as `stop` is set (checked
         at least every `idle_seconds`, which stays under the 29 minutes after
         which servers may drop an idle client); a dropped connection is reopened.
