@@ -42,6 +42,8 @@ class ScriptedImap:
         self.bodies: dict[tuple[int, str], bytes] = {}
         self.select_lines = [b"* 3 EXISTS", b"* OK [UIDVALIDITY 7] ok", b"* OK [UIDNEXT 100] ok"]
         self.search_uids: list[int] = []
+        self.search_line: bytes | None = None  # replaces "* SEARCH <search_uids>"
+        self.drop_on: bytes | None = None  # a command (b"UID FETCH") that closes the connection
         self.append_reply = b"OK [APPENDUID 7 1] done"
         self.on_idle = b""
         self.delivered_on_idle: list[int] = []  # UIDs SEARCH finds once IDLE was sent
@@ -125,6 +127,8 @@ class ScriptedImap:
                     continue
                 if rest.upper() == b"IDLE":
                     idle_tag = tag
+                if self.drop_on is not None and rest.upper().startswith(self.drop_on):
+                    return
                 reply = self._answer(tag, rest, literals, conn)
                 conn.sendall(reply)
                 if rest.upper().startswith(b"LOGOUT"):
@@ -143,9 +147,7 @@ class ScriptedImap:
             b"LOGIN": lambda: done,
             b"SELECT": lambda: b"".join(line + b"\r\n" for line in self.select_lines) + done,
             b"EXAMINE": lambda: b"".join(line + b"\r\n" for line in self.select_lines) + done,
-            b"UID SEARCH": lambda: (
-                b"* SEARCH " + b" ".join(b"%d" % uid for uid in self.search_uids) + b"\r\n" + done
-            ),
+            b"UID SEARCH": lambda: self._search() + done,
             b"UID FETCH": lambda: self._fetch(rest) + done,
             b"APPEND": lambda: self._append(tag, literals),
             b"LIST": lambda: b'* LIST (\\Sent) "/" "Sent"\r\n' + done,
@@ -156,6 +158,11 @@ class ScriptedImap:
             if upper.startswith(name):
                 return handler()
         return done
+
+    def _search(self) -> bytes:
+        if self.search_line is not None:
+            return self.search_line + b"\r\n"
+        return b"* SEARCH " + b" ".join(b"%d" % uid for uid in self.search_uids) + b"\r\n"
 
     def _append(self, tag: bytes, literals: int) -> bytes:
         self.appends += literals

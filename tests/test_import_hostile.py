@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mailbridge import InboxImporter, MailbridgeError, ProtocolError
+from mailbridge import ConnectError, InboxImporter, MailbridgeError, ProtocolError
 from mailbridge.imap._bodystructure import MAX_MIME_DEPTH
 
 from ._scripted_imap import ScriptedImap
@@ -143,3 +143,21 @@ def test_exists_announced_before_the_idle_continuation_wakes_the_watch() -> None
         assert list(batches) == []
     assert [d.filename for d in batch.documents] == ["R-1.pdf"]
     assert waited < 3  # not after a reconnect pause, nor after idle_seconds
+
+
+def test_an_unreadable_search_answer_is_a_typed_error() -> None:
+    with ScriptedImap() as server:
+        server.search_line = b"* SEARCH 1 (2 3"
+        with pytest.raises(ProtocolError, match="SEARCH"):
+            InboxImporter(server.settings()).fetch()
+
+
+@pytest.mark.parametrize("command", [b"UID SEARCH", b"UID FETCH"])
+def test_a_connection_lost_mid_import_is_a_typed_error(command: bytes) -> None:
+    with ScriptedImap() as server:
+        server.search_uids = [1]
+        _good(server, 1)
+        server.drop_on = command
+        with pytest.raises(ConnectError) as caught:
+            InboxImporter(server.settings()).fetch()
+    assert caught.value.temporary
