@@ -33,7 +33,7 @@ class Part:
     content_type: str
     encoding: str
     filename: str | None
-    size: int = 0  # encoded size as the server declared it; 0 when unknown
+    size: int | None = None  # encoded size as the server declared it; None when not given
 
 
 def text(value: Any) -> str:
@@ -110,7 +110,7 @@ def _leaf(node: Sequence[Any], section: str) -> Part:
     for extra in node[7:]:  # the disposition is among the extension data
         if isinstance(extra, (tuple, list)) and len(extra) == 2 and isinstance(extra[0], bytes):
             filename = params(extra[1]).get("filename") or filename
-    size = node[6] if isinstance(node[6], int) and node[6] >= 0 else 0
+    size = node[6] if isinstance(node[6], int) and node[6] >= 0 else None
     return Part(section, f"{maintype}/{subtype}", text(node[5]).lower(), filename, size)
 
 

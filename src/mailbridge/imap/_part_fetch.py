@@ -98,7 +98,7 @@ def _decode(data: bytes, encoding: str) -> bytes | None:
 
 def _request(part: Part, limit: int) -> int:
     """How many bytes to ask for: the limit, or less when the server declared a smaller size."""
-    return min(limit, 2 * part.size + _SLACK) if part.size else limit
+    return limit if part.size is None else min(limit, 2 * part.size + _SLACK)
 
 
 def _groups(parts: Sequence[Part], limits: dict[str, int]) -> Iterator[list[Part]]:
@@ -137,7 +137,7 @@ def read_parts(
     over = f"over the limit of {max_bytes} bytes"
     fetchable = []
     for part in parts:
-        if part.size > limits[part.section]:
+        if part.size is not None and part.size > limits[part.section]:
             report(part, f"{part.size} bytes declared, {over}")
         else:
             fetchable.append(part)
