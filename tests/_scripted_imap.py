@@ -17,7 +17,7 @@ from typing import Any
 from mailbridge import ImapSettings
 
 _LITERAL = re.compile(rb"\{(\d+)(\+?)\}\r\n$")
-_PARTIAL = re.compile(rb"BODY\.PEEK\[([\d.]+)\](?:<0\.(\d+)>)?", re.IGNORECASE)
+_PARTIAL = re.compile(rb"BODY\.PEEK\[([\d.]+)\](?:<(\d+)\.(\d+)>)?", re.IGNORECASE)
 
 
 def _uids(text: bytes) -> list[int]:
@@ -183,12 +183,12 @@ class ScriptedImap:
                     out += b"* %d FETCH (UID %d %s)\r\n" % (uid, uid, self.structures[uid])
                 continue
             items = b""
-            for section, length in _PARTIAL.findall(rest):
+            for section, start, length in _PARTIAL.findall(rest):
                 data = self.bodies.get((uid, section.decode()), b"")
                 if length:
-                    data = data[: int(length)]
+                    data = data[int(start) : int(start) + int(length)]
                 self.sent_body_bytes += len(data)
-                label = b"BODY[%s]<0>" % section if length else b"BODY[%s]" % section
+                label = b"BODY[%s]<%s>" % (section, start) if length else b"BODY[%s]" % section
                 items += b" %s {%d}\r\n%s" % (label, len(data), data)
             out += b"* %d FETCH (UID %d%s)\r\n" % (uid, uid, items)
         return out

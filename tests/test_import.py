@@ -253,6 +253,19 @@ def test_a_broken_message_is_reported_not_blocking() -> None:
     assert batch.messages_scanned == 2
 
 
+def test_a_large_document_arrives_whole_in_windows() -> None:
+    """Parts over one FETCH window (4 MiB) are read in several partial FETCHes."""
+    from mailbridge.imap._part_fetch import WINDOW
+
+    big = INVOICE_PDF + bytes(range(256)) * (WINDOW // 128)  # about 11 MiB in base64
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", _mail("Big", Attachment("big.pdf", big)), user=USER)
+        batch = InboxImporter(server.imap_settings()).fetch()
+    assert batch.problems == ()
+    ((name, content),) = [(d.filename, d.content) for d in batch.documents]
+    assert name == "big.pdf" and content == big
+
+
 def test_oversized_parts_are_reported_not_silently_dropped() -> None:
     with FakeImapServer(users={USER: "pw"}) as server:
         server.seed("INBOX", MIXED[0], user=USER)

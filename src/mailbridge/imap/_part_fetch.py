@@ -1,8 +1,9 @@
 """Reading messages' descriptions and attachment parts from an untrusted IMAP server.
 
-Each part is requested as a partial FETCH (``BODY.PEEK[2]<0.n>``) no longer than a
-part within the caller's limit can be, so an oversized or lying part costs at most
-that many bytes (the connection's own literal cap is the second line). A message
+Each part is requested as partial FETCHes (``BODY.PEEK[2]<0.n>``) no longer in all
+than a part within the caller's limit can be, and at most WINDOW bytes each, so an
+oversized or lying part costs at most that many bytes and no literal is larger than
+a window (the connection's own literal cap is the second line). A message
 whose description cannot be parsed costs only that message, never its batch.
 """
 
@@ -20,7 +21,7 @@ import imapclient.exceptions
 from ..errors import MailbridgeError
 from ._bodystructure import Part
 
-__all__ = ["PARSE_ERRORS", "describe", "encoded_limit", "read_parts"]
+__all__ = ["PARSE_ERRORS", "WINDOW", "describe", "encoded_limit", "read_parts"]
 
 _ITEMS = ["BODYSTRUCTURE", "ENVELOPE"]
 # What imapclient's parser raises on malformed or hostile answers (RecursionError on
@@ -35,6 +36,7 @@ PARSE_ERRORS: tuple[type[Exception], ...] = (
     RecursionError,
 )
 _SLACK = 4096  # bytes beyond a declared size still accepted (servers that count loosely)
+WINDOW = 4 * 1024 * 1024  # bytes asked for in one FETCH: larger parts come in windows
 
 Report = Callable[[int, str], None]
 
@@ -85,7 +87,7 @@ def encoded_limit(max_bytes: int, encoding: str) -> int:
     return max_bytes
 
 
-def _decode(data: bytes, encoding: str) -> bytes | None:
+def _decode(data: bytes | bytearray, encoding: str) -> bytes | None:
     try:
         if encoding == "base64":
             return base64.b64decode(data)
@@ -93,7 +95,7 @@ def _decode(data: bytes, encoding: str) -> bytes | None:
             return quopri.decodestring(data)
     except (binascii.Error, ValueError):
         return None
-    return data
+    return bytes(data)
 
 
 def _request(part: Part, limit: int) -> int:
@@ -101,28 +103,58 @@ def _request(part: Part, limit: int) -> int:
     return limit if part.size is None else min(limit, 2 * part.size + _SLACK)
 
 
-def _groups(parts: Sequence[Part], limits: dict[str, int]) -> Iterator[list[Part]]:
-    """Parts to fetch together: at most one full-size part's worth of bytes per FETCH."""
-    budget = max(limits.values(), default=0)
+def _plan(parts: Sequence[Part], requests: dict[str, int]) -> Iterator[list[Part]]:
+    """Small parts grouped up to WINDOW bytes per FETCH; a larger part alone."""
     group: list[Part] = []
     used = 0
     for part in parts:
-        size = _request(part, limits[part.section])
-        if group and used + size > budget:
+        size = requests[part.section] + 1
+        if group and (size > WINDOW or used + size > WINDOW):
             yield group
             group, used = [], 0
+        if size > WINDOW:
+            yield [part]
+            continue
         group.append(part)
         used += size
     if group:
         yield group
 
 
-def _body(bodies: dict[Any, Any], section: str) -> Any:
-    for key in (f"BODY[{section}]<0>", f"BODY[{section}]"):
+def _fetch_ranges(
+    client: imapclient.IMAPClient, uid: int, ranges: Sequence[tuple[str, int, int]]
+) -> dict[Any, Any]:
+    keys = [f"BODY.PEEK[{section}]<{start}.{length}>" for section, start, length in ranges]
+    answer = client.fetch([uid], keys).get(uid, {})
+    return answer if isinstance(answer, dict) else {}
+
+
+def _slice(bodies: dict[Any, Any], section: str, start: int) -> bytes | None:
+    """The bytes of `section` from `start`; also when the server ignored the range."""
+    for key in (f"BODY[{section}]<{start}>", f"BODY[{section}]"):
         value = bodies.get(key.encode())
-        if value is not None:
+        if isinstance(value, bytes):
             return value
     return None
+
+
+def _read_windows(
+    client: imapclient.IMAPClient, uid: int, part: Part, request: int
+) -> bytearray | None:
+    """A large part, WINDOW bytes per FETCH, until it ends or passes `request` bytes."""
+    data = bytearray()
+    for _ in range(request // WINDOW + 2):  # each round adds WINDOW bytes, or ends
+        length = min(WINDOW, request + 1 - len(data))
+        start = len(data)
+        chunk = _slice(
+            _fetch_ranges(client, uid, [(part.section, start, length)]), part.section, start
+        )
+        if chunk is None:
+            return None
+        data += chunk
+        if len(chunk) < length or len(data) > request:
+            break
+    return data
 
 
 def read_parts(
@@ -141,11 +173,19 @@ def read_parts(
             report(part, f"{part.size} bytes declared, {over}")
         else:
             fetchable.append(part)
-    for group in _groups(fetchable, limits):
-        requests = {part.section: _request(part, limits[part.section]) for part in group}
-        keys = [f"BODY.PEEK[{section}]<0.{size + 1}>" for section, size in requests.items()]
+    requests = {part.section: _request(part, limits[part.section]) for part in fetchable}
+    for group in _plan(fetchable, requests):
         try:
-            bodies = client.fetch([uid], keys).get(uid, {})
+            if requests[group[0].section] + 1 > WINDOW:
+                raws: dict[str, bytes | bytearray | None] = {
+                    group[0].section: _read_windows(
+                        client, uid, group[0], requests[group[0].section]
+                    )
+                }
+            else:
+                ranges = [(part.section, 0, requests[part.section] + 1) for part in group]
+                bodies = _fetch_ranges(client, uid, ranges)
+                raws = {part.section: _slice(bodies, part.section, 0) for part in group}
         except PARSE_ERRORS as exc:
             if _lost(exc):
                 raise
@@ -153,8 +193,8 @@ def read_parts(
                 report(part, f"could not be read ({type(exc).__name__})")
             continue
         for part in group:
-            raw = _body(bodies, part.section) if isinstance(bodies, dict) else None
-            if not isinstance(raw, bytes):
+            raw = raws[part.section]
+            if raw is None:
                 report(part, "the server did not return it")
                 continue
             if len(raw) > requests[part.section]:
