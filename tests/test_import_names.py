@@ -7,11 +7,13 @@ import unicodedata
 
 import pytest
 
-from mailbridge import InboxImporter
+from mailbridge import ImportBatch, InboxImporter
+from mailbridge.imap import close_imap, open_imap
 from mailbridge.imap._filenames import MAX_FILENAME_BYTES, safe_filename
 from mailbridge.testing import FakeImapServer
+from mailbridge.testing.realservers import RealMailServers
 
-from .conftest import INVOICE_PDF, USER
+from .conftest import INVOICE_PDF, USER, alice_imap
 
 HOSTILE_NAMES = {
     "../../../etc/cron.d/x": "x",
@@ -60,26 +62,19 @@ def _mail(disposition: str) -> bytes:
     )
 
 
-CASES = [
-    ('Content-Disposition: attachment; filename="../../../etc/cron.d/x"', "x"),
-    ('Content-Disposition: attachment; filename="..\\\\..\\\\boot.ini"', "boot.ini"),
-    ("Content-Disposition: attachment; filename*=utf-8''..%2F..%2Frechnung%E2%80%AE.pdf", None),
-    (
-        "Content-Disposition: attachment;\r\n filename*0*=utf-8''Rechnung%20M%C3%A4rz;"
-        '\r\n filename*1="-2026.pdf"',
-        "Rechnung März-2026.pdf",
-    ),
-    ('Content-Disposition: attachment; filename="=?utf-8?q?Gutschrift_=C3=BC.pdf?="', None),
-    ('Content-Disposition: attachment; filename="=?utf-8?q?=2E=2E=2Fx=0D=0A.pdf?="', "x.pdf"),
-    ("Content-Disposition: attachment", None),
+DISPOSITIONS = [
+    'Content-Disposition: attachment; filename="../../../etc/cron.d/x"',
+    'Content-Disposition: attachment; filename="..\\\\..\\\\boot.ini"',
+    "Content-Disposition: attachment; filename*=utf-8''..%2F..%2Frechnung%E2%80%AE.pdf",
+    "Content-Disposition: attachment;\r\n filename*0*=utf-8''Rechnung%20M%C3%A4rz;"
+    '\r\n filename*1="-2026.pdf"',
+    'Content-Disposition: attachment; filename="=?utf-8?q?Gutschrift_=C3=BC.pdf?="',
+    'Content-Disposition: attachment; filename="=?utf-8?q?=2E=2E=2Fx=0D=0A.pdf?="',
+    "Content-Disposition: attachment",
 ]
 
 
-def test_imported_documents_carry_a_safe_name_and_the_original() -> None:
-    with FakeImapServer(users={USER: "pw"}) as server:
-        for disposition, _ in CASES:
-            server.seed("INBOX", _mail(disposition), user=USER)
-        batch = InboxImporter(server.imap_settings()).fetch()
+def _check_names(batch: ImportBatch) -> None:
     assert batch.problems == ()
     names = [(d.filename, d.original_filename) for d in batch.documents]
     assert names[0] == ("x", "../../../etc/cron.d/x")
@@ -93,3 +88,23 @@ def test_imported_documents_carry_a_safe_name_and_the_original() -> None:
     for document in batch.documents:
         assert "/" not in document.filename and "\\" not in document.filename
         assert not document.filename.startswith(".")
+
+
+def test_imported_documents_carry_a_safe_name_and_the_original() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        for disposition in DISPOSITIONS:
+            server.seed("INBOX", _mail(disposition), user=USER)
+        _check_names(InboxImporter(server.imap_settings()).fetch())
+
+
+@pytest.mark.realserver
+def test_names_as_dovecot_describes_them(real_servers: RealMailServers) -> None:
+    real_servers.clear_mailboxes()
+    settings = alice_imap(real_servers)
+    client = open_imap(settings)
+    try:
+        for disposition in DISPOSITIONS:
+            client.append("INBOX", _mail(disposition))
+    finally:
+        close_imap(client)
+    _check_names(InboxImporter(settings).fetch())
