@@ -171,9 +171,7 @@ class SentArchiver:
         try:
             while request.outcome is None:
                 batch = self._take_batch()
-                if not batch:  # cannot happen: our own request is pending until stored
-                    request.outcome = ArchiveOutcome(False, reason="the request was lost")
-                    break
+                assert batch, "a request stays pending until a batch takes it"
                 self._store(batch)
                 with self._changed:
                     self._changed.notify_all()
