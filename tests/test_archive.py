@@ -8,7 +8,8 @@ import pytest
 from imapclient import IMAPClient
 
 from mailbridge import Category, DeliveryClient, DocumentEmail, ImapSettings
-from mailbridge.imap import files_own_sent_copy
+from mailbridge.imap import SentArchiver, files_own_sent_copy
+from mailbridge.providers import ProviderRegistry
 from mailbridge.testing import FakeImapServer, FakeSmtpServer
 from mailbridge.testing.realservers import RealMailServers
 
@@ -106,8 +107,6 @@ def test_archive_failures_are_reported_not_raised(
 def test_servers_that_file_their_own_copy_are_skipped(
     smtp_server: FakeSmtpServer, imap_server: FakeImapServer
 ) -> None:
-    assert files_own_sent_copy("smtp.gmail.com") and files_own_sent_copy("smtp.office365.com")
-    assert not files_own_sent_copy("mail.acme.example")
     with DeliveryClient.own_smtp(
         USER, smtp_server.smtp_settings(), imap=imap_server.imap_settings(), archive_sent=False
     ) as client:
@@ -115,6 +114,41 @@ def test_servers_that_file_their_own_copy_are_skipped(
     assert result.archived is None
     assert "files its own copy" in (result.archive_reason or "")
     assert imap_server.messages("Sent", user=USER) == []
+
+
+ACME = """
+[[provider]]
+id = "acme"
+name = "Acme Mail"
+smtp = [{ host = "smtp.acme.example", port = 587, security = "starttls" }]
+imap = [{ host = "localhost", port = 993, security = "implicit_tls" }]
+files_sent_copy = true
+sent_folder = "Postausgang"
+"""
+
+
+def test_the_provider_registry_decides_who_files_its_own_copy() -> None:
+    assert files_own_sent_copy("smtp.gmail.com") and files_own_sent_copy("SMTP.Office365.com.")
+    assert files_own_sent_copy("smtp-mail.outlook.com")
+    assert not files_own_sent_copy("mail.acme.example")
+    acme = ProviderRegistry.from_toml(ACME)
+    assert files_own_sent_copy("smtp.acme.example", acme)
+    assert not files_own_sent_copy("smtp.gmail.com", acme)  # no host list besides the registry
+
+
+@pytest.mark.parametrize("registry", ["acme", "default"])
+def test_the_providers_sent_folder_name_is_used(registry: str) -> None:
+    """A provider whose Sent folder has an unusual name and no special-use flag."""
+    with FakeImapServer(layout="german", users={USER: "pw"}) as server:
+        server.create_folder("Postausgang", user=USER)
+        archiver = SentArchiver(
+            server.imap_settings(host="localhost"),
+            registry=ProviderRegistry.from_toml(ACME) if registry == "acme" else None,
+        )
+        outcome = archiver.archive(b"Subject: x\r\n\r\nx\r\n", message_id="<p@acme.example>")
+        archiver.close()
+    assert outcome.archived
+    assert outcome.folder == ("Postausgang" if registry == "acme" else "Gesendet")
 
 
 def test_list_folders_and_connection_test(

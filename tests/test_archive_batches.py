@@ -8,11 +8,13 @@ import uuid
 
 import pytest
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 
 from mailbridge.imap import ArchiveOutcome, SentArchiver
 from mailbridge.testing import FakeImapServer
 from mailbridge.testing.realservers import RealMailServers
 
+from ._scripted_imap import ScriptedImap
 from .conftest import ALICE, ALICE_PASSWORD, USER, alice_imap
 
 
@@ -39,20 +41,18 @@ def _archive_all(
 
 @pytest.fixture
 def appends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of the MULTIAPPEND batches (1 for each single APPEND)."""
+    """Sizes of the MULTIAPPEND batches sent (1 for each single APPEND), refused ones too."""
     sizes: list[int] = []
     multiappend, append = IMAPClient.multiappend, IMAPClient.append
 
     def counting_multiappend(self: IMAPClient, folder: str, msgs: object) -> object:
         items = list(msgs)  # type: ignore[call-overload]
-        result = multiappend(self, folder, items)
         sizes.append(len(items))
-        return result
+        return multiappend(self, folder, items)
 
     def counting_append(self: IMAPClient, *args: object, **kwargs: object) -> object:
-        result = append(self, *args, **kwargs)  # type: ignore[arg-type]
         sizes.append(1)
-        return result
+        return append(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(IMAPClient, "multiappend", counting_multiappend)
     monkeypatch.setattr(IMAPClient, "append", counting_append)
@@ -130,7 +130,7 @@ def _queued_behind_a_slow_leader(
     return outcomes
 
 
-def test_a_multiappend_answered_no_stores_nothing_and_says_so() -> None:
+def test_a_multiappend_answered_no_stores_nothing_and_says_so(appends: list[int]) -> None:
     with FakeImapServer(users={USER: "pw"}) as server:
         archiver = SentArchiver(server.imap_settings())
         archiver.archive(*_message(0, "warm")[:1], message_id="<warm@x>")
@@ -142,17 +142,44 @@ def test_a_multiappend_answered_no_stores_nothing_and_says_so() -> None:
         assert len(server.messages("Sent", user=USER)) == 1  # the warm-up only
     for outcome in outcomes:
         assert not outcome.archived and "Quota exceeded" in (outcome.reason or "")
+    assert sum(appends) == 1 + 1 + 3  # warm-up, leader, the three: each uploaded once
 
 
-def test_a_refused_multiappend_falls_back_to_single_appends(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "capabilities",
+    ["IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS", "IMAP4rev1 MULTIAPPEND UIDPLUS", "IMAP4rev1"],
+    ids=["multiappend-literal+", "multiappend", "append"],
+)
+def test_a_refused_message_is_uploaded_once(capabilities: str) -> None:
+    """Cyrus answered a one-message MULTIAPPEND "NO [OVERQUOTA]": the same upload came again."""
+    with ScriptedImap(capabilities) as server:
+        server.append_reply = b"NO [OVERQUOTA] Over quota"
+        archiver = SentArchiver(server.settings())
+        outcome = archiver.archive(b"x" * 274_000, message_id="<big@acme.example>")
+        archiver.close()
+        uploads = server.appends
+    assert uploads == 1
+    assert not outcome.archived
+    assert (outcome.reason or "").startswith("the IMAP server refused: ")
+    assert (outcome.reason or "").endswith("[OVERQUOTA] Over quota")
+
+
+def _no_limit(self: IMAPClient, folder: str, msgs: object) -> object:
+    return ("NO", [b"[LIMIT] too many messages at once"])  # as imaplib returns a NO
+
+
+def _bad(self: IMAPClient, folder: str, msgs: object) -> object:
+    raise IMAPClientError("APPEND command error: BAD [b'MULTIAPPEND is not supported']")
+
+
+@pytest.mark.parametrize("refuse", [_no_limit, _bad], ids=["no-limit", "bad"])
+def test_a_batch_refused_for_its_form_falls_back_to_single_appends(
+    monkeypatch: pytest.MonkeyPatch, refuse: object
 ) -> None:
-    def refuse(self: IMAPClient, folder: str, msgs: object) -> object:
-        return ("NO", [b"[LIMIT] too many messages at once"])  # as imaplib returns a NO
-
     monkeypatch.setattr(IMAPClient, "multiappend", refuse)
     run = uuid.uuid4().hex
     with FakeImapServer(users={USER: "pw"}) as server:
+        server.omit_capabilities = {"LITERAL+"}  # the leader's one message: a plain APPEND
         archiver = SentArchiver(server.imap_settings())
         outcomes = _queued_behind_a_slow_leader(
             archiver, server, [_message(n, run) for n in range(6)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from email.message import EmailMessage
 
 import pytest
 
@@ -12,16 +13,17 @@ from mailbridge import (
     DocumentEmail,
     DocumentKind,
     ImapSettings,
+    ImportBatch,
     InboxImporter,
     SmtpSettings,
 )
 from mailbridge.addresses import parse_mailbox
 from mailbridge.composer import compose
-from mailbridge.imap import detect_kind
+from mailbridge.imap import close_imap, detect_kind, open_imap
 from mailbridge.testing import FakeImapServer
 from mailbridge.testing.realservers import RealMailServers
 
-from .conftest import INVOICE_PDF, USER
+from .conftest import INVOICE_PDF, USER, alice_imap
 
 UBL = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Invoice xmlns="urn:oasis:names:specification:'
@@ -206,6 +208,35 @@ def test_watch_imports_new_mail_as_it_arrives() -> None:
         timer.join()
 
 
+def test_watch_sees_mail_that_arrived_between_fetch_and_idle() -> None:
+    """Mail delivered right after a fetch, before IDLE starts, wakes the watch at once."""
+    import threading
+
+    class ArrivingAfterFetch(InboxImporter):
+        fetches = 0
+
+        def fetch(self, checkpoint: Checkpoint | None = None) -> ImportBatch:
+            batch = super().fetch(checkpoint)
+            self.fetches += 1
+            if self.fetches == 1:  # the window: after the SEARCH, before the next SELECT
+                server.seed("INBOX", _mail("Gap", Attachment("G.pdf", INVOICE_PDF)), user=USER)
+            return batch
+
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", MIXED[0], user=USER)
+        importer = ArrivingAfterFetch(server.imap_settings())
+        stop = threading.Event()
+        batches = importer.watch(stop=stop, max_seconds=20, idle_seconds=8)
+        assert len(next(batches).documents) == 2
+        started = time.monotonic()
+        second = next(batches)
+        waited = time.monotonic() - started
+        stop.set()
+        assert list(batches) == []
+    assert [d.filename for d in second.documents] == ["G.pdf"]
+    assert waited < 3  # at once, not after idle_seconds
+
+
 def test_a_broken_message_is_reported_not_blocking() -> None:
     broken = (
         b"From: x@y.example\r\nSubject: =?utf-8?b?a?=\r\nMIME-Version: 1.0\r\n"
@@ -222,6 +253,19 @@ def test_a_broken_message_is_reported_not_blocking() -> None:
     assert batch.messages_scanned == 2
 
 
+def test_a_large_document_arrives_whole_in_windows() -> None:
+    """Parts over one FETCH window (4 MiB) are read in several partial FETCHes."""
+    from mailbridge.imap._part_fetch import WINDOW
+
+    big = INVOICE_PDF + bytes(range(256)) * (WINDOW // 128)  # about 11 MiB in base64
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", _mail("Big", Attachment("big.pdf", big)), user=USER)
+        batch = InboxImporter(server.imap_settings()).fetch()
+    assert batch.problems == ()
+    ((name, content),) = [(d.filename, d.content) for d in batch.documents]
+    assert name == "big.pdf" and content == big
+
+
 def test_oversized_parts_are_reported_not_silently_dropped() -> None:
     with FakeImapServer(users={USER: "pw"}) as server:
         server.seed("INBOX", MIXED[0], user=USER)
@@ -229,28 +273,52 @@ def test_oversized_parts_are_reported_not_silently_dropped() -> None:
     assert any("over the limit" in text for _, text in batch.problems)
 
 
-def test_bodystructure_walk_enters_forwarded_messages() -> None:
-    from mailbridge.imap.importer import _parts
+def _forwarded(depth: int = 1) -> bytes:
+    """An invoice forwarded `depth` times, each time as a message/rfc822 attachment."""
+    message = EmailMessage()
+    message["From"] = "invoices@supplier.example"
+    message["Subject"] = "Invoice R-21"
+    message.set_content("The invoice is attached.")
+    message.add_attachment(INVOICE_PDF, maintype="application", subtype="pdf", filename="R-21.pdf")
+    for n in range(depth):
+        outer = EmailMessage()
+        outer["From"] = "Boss <boss@acme.example>"
+        outer["Subject"] = "Fwd: " * (n + 1) + "Invoice R-21"
+        outer.set_content("Please book this.")
+        outer.add_attachment(message)
+        message = outer
+    return message.as_bytes().replace(b"\n", b"\r\n")
 
-    pdf = (
-        b"application",
-        b"pdf",
-        None,
-        None,
-        None,
-        b"base64",
-        120,
-        None,
-        (b"attachment", (b"filename", b"R-21.pdf")),
-        None,
-        None,
-    )
-    text = (b"text", b"plain", (b"charset", b"utf-8"), None, None, b"7bit", 10, 1)
-    inner = ([text, pdf], b"mixed")
-    rfc822 = (b"message", b"rfc822", None, None, None, b"7bit", 900, None, inner, 30)
-    outer = ([text, rfc822], b"mixed")
-    parts = {p.section: p.filename for p in _parts(outer)}
-    assert parts == {"1": None, "2.1": None, "2.2": "R-21.pdf"}
+
+def _check_forwarded(batch: ImportBatch) -> None:
+    assert batch.problems == ()
+    assert [(d.filename, d.kind, d.content) for d in batch.documents] == [
+        ("R-21.pdf", DocumentKind.PDF, INVOICE_PDF),
+        ("R-21.pdf", DocumentKind.PDF, INVOICE_PDF),
+    ]
+    assert {d.subject for d in batch.documents} == {"Fwd: Invoice R-21", "Fwd: Fwd: Invoice R-21"}
+
+
+def test_pdfs_in_forwarded_messages_are_imported_from_the_fake() -> None:
+    with FakeImapServer(users={USER: "pw"}) as server:
+        server.seed("INBOX", _forwarded(1), user=USER)
+        server.seed("INBOX", _forwarded(2), user=USER)
+        _check_forwarded(InboxImporter(server.imap_settings()).fetch())
+
+
+@pytest.mark.realserver
+def test_pdfs_in_forwarded_messages_are_imported_from_dovecot(
+    real_servers: RealMailServers,
+) -> None:
+    real_servers.clear_mailboxes()
+    settings = alice_imap(real_servers)
+    client = open_imap(settings)
+    try:
+        client.append("INBOX", _forwarded(1))
+        client.append("INBOX", _forwarded(2))
+    finally:
+        close_imap(client)
+    _check_forwarded(InboxImporter(settings).fetch())
 
 
 def test_commit_after_a_uidvalidity_change_refuses() -> None:

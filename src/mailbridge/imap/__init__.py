@@ -1,5 +1,6 @@
 """IMAP: archiving sent mail into the tenant's Sent folder, importing incoming invoices."""
 
+from ._filenames import safe_filename
 from .archiver import ArchiveOutcome, SentArchiver, files_own_sent_copy
 from .connection import close_imap, open_imap
 from .documents import DocumentKind, detect_kind
@@ -24,4 +25,5 @@ __all__ = [
     "list_folders",
     "open_imap",
     "probe_imap",
+    "safe_filename",
 ]

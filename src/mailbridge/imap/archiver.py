@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import imapclient
@@ -18,28 +18,40 @@ import imapclient.exceptions
 from ..errors import ConfigurationError, DeliveryError
 from ..settings import ImapSettings
 from .connection import close_imap, open_imap
-from .copies import appended_uids, find_by_message_id, refused_literal
-from .folders import find_sent_folder, list_folders
+from .copies import (
+    appended_uids,
+    find_by_message_id,
+    refusal_is_final,
+    refused_literal,
+    reply_text,
+)
+from .folders import Folder, find_sent_folder, list_folders
+
+if TYPE_CHECKING:
+    from ..providers.registry import ProviderRegistry
 
 __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
 
 MAX_BATCH = 32  # messages archived together (one SEARCH, one MULTIAPPEND)
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 _DATE = re.compile(rb"^Date:[ \t]*(.+?)\r?\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL)
-# Submission servers that file a copy of what they relay in Sent themselves; archiving
-# there would store every message twice.
-_SELF_FILING_HOSTS = (
-    "smtp.gmail.com",
-    "smtp.googlemail.com",
-    "smtp.office365.com",
-    "smtp-mail.outlook.com",
-    "outlook.office365.com",
-)
 
 
-def files_own_sent_copy(smtp_host: str) -> bool:
-    """True for submission servers that put sent mail into Sent by themselves (Gmail, M365)."""
-    return smtp_host.lower().rstrip(".") in _SELF_FILING_HOSTS
+def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
+    # Imported here: providers' set-up wizard uses this package's probe.
+    from ..providers.registry import ProviderRegistry
+
+    return registry if registry is not None else ProviderRegistry.default()
+
+
+def files_own_sent_copy(smtp_host: str, registry: ProviderRegistry | None = None) -> bool:
+    """True when the provider of `smtp_host` files what it relays in Sent itself.
+
+    Decided by the provider registry (`Provider.files_sent_copy`; the built-in
+    presets by default): Gmail, Google Workspace, Microsoft 365, Outlook.com.
+    """
+    provider = _registry(registry).by_server(smtp_host)
+    return provider is not None and provider.files_sent_copy
 
 
 @attrs.frozen
@@ -100,8 +112,10 @@ class SentArchiver:
     """Appends sent messages to the archive folder of one IMAP account.
 
     The folder is the one in `ImapSettings.folder`, else the special-use
-    `\\Sent` folder, else a well-known name. Before appending it looks for the
-    Message-ID, so a retried archive never stores a second copy. One IMAP
+    `\\Sent` folder, else the provider's own name for it (`Provider.sent_folder`
+    of the provider in `registry` whose IMAP host this is), else a well-known name.
+    Before appending it looks for the Message-ID, so a retried archive never
+    stores a second copy. One IMAP
     session is kept open between messages (checked with NOOP when idle, reopened
     once when the server dropped it).
 
@@ -119,12 +133,14 @@ class SentArchiver:
         *,
         idle_check_after: float = 30.0,
         max_batch: int = MAX_BATCH,
+        registry: ProviderRegistry | None = None,
     ) -> None:
         if max_batch < 1:
             raise ConfigurationError("max_batch", "must be at least 1")
         self.settings = settings
         self.idle_check_after = idle_check_after
         self.max_batch = max_batch
+        self.registry = registry
         self._changed = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._busy = False  # a thread is storing a batch
@@ -155,9 +171,7 @@ class SentArchiver:
         try:
             while request.outcome is None:
                 batch = self._take_batch()
-                if not batch:  # cannot happen: our own request is pending until stored
-                    request.outcome = ArchiveOutcome(False, reason="the request was lost")
-                    break
+                assert batch, "a request stays pending until a batch takes it"
                 self._store(batch)
                 with self._changed:
                     self._changed.notify_all()
@@ -291,12 +305,21 @@ class SentArchiver:
             if folder not in {f.name for f in folders}:
                 return None, f"the folder {folder!r} does not exist"
         else:
-            folder = find_sent_folder(client, folders)
+            folder = self._providers_sent_folder(folders) or find_sent_folder(client, folders)
             if folder is None:
                 return None, "no Sent folder was found; choose the archive folder"
         client.select_folder(folder)
         self._folder = folder
         return folder, None
+
+    def _providers_sent_folder(self, folders: list[Folder]) -> str | None:
+        """The registry's Sent folder name for this IMAP host, unless a folder is flagged."""
+        if any((f.special_use or "").lower() == "\\sent" and f.selectable for f in folders):
+            return None  # the server's own flag is more reliable than a preset name
+        provider = _registry(self.registry).by_server(self.settings.host)
+        name = provider.sent_folder if provider is not None else None
+        selectable = {f.name for f in folders if f.selectable}
+        return name if name in selectable else None
 
     def _archive(
         self, client: imapclient.IMAPClient, batch: list[_Request], *, single_only: bool
@@ -334,27 +357,10 @@ class SentArchiver:
         # MULTIAPPEND also for one message where LITERAL+ is offered: imapclient sends
         # the literal at once there (one round trip); its append() waits for "+" (two).
         multiappend = client.has_capability("MULTIAPPEND") and not single_only
-        if todo and multiappend and (len(todo) > 1 or client.has_capability("LITERAL+")):
-            # `_appending` stays set only when the connection is lost mid-command: then
-            # these messages may or may not have been stored.
-            self._appending = todo
-            try:
-                response = client.multiappend(folder, [_append_item(r) for r in todo])
-            except imapclient.exceptions.IMAPClientAbortError as exc:
-                if refused_literal(exc):
-                    self._appending = []
-                    raise _LiteralRefused(todo if len(todo) == 1 else [], str(exc)) from None
-                raise
-            except imapclient.exceptions.IMAPClientError:
-                self._appending = []  # BAD: refused, nothing stored
-                raise
-            self._appending = []
-            if isinstance(response, tuple) and response[0] == "OK":
-                for request, uid in zip(todo, appended_uids(response, len(todo)), strict=True):
-                    request.outcome = ArchiveOutcome(True, folder, uid)
-                return
-            # NO: refused as a whole, and by RFC 3502 nothing was stored: one by one.
-        for request in todo:
+        worth_it = len(todo) > 1 or client.has_capability("LITERAL+")
+        if todo and multiappend and worth_it and self._multiappend(client, folder, todo):
+            return
+        for request in todo:  # one APPEND each: a NO here is final for that message
             self._appending = [request]
             try:
                 response = client.append(
@@ -374,6 +380,46 @@ class SentArchiver:
             self._appending = []
             (uid,) = appended_uids(response, 1)
             request.outcome = ArchiveOutcome(True, folder, uid)
+
+    def _multiappend(
+        self, client: imapclient.IMAPClient, folder: str, todo: list[_Request]
+    ) -> bool:
+        """One MULTIAPPEND for `todo`; False when it must be retried as single APPENDs.
+
+        By RFC 3502 a refused MULTIAPPEND stored nothing. A refusal is final (no
+        second upload) for a single message (the command is exactly an APPEND) and
+        for a refusal that concerns the folder (over quota, no permission, ...);
+        only a batch refused for its form (MULTIAPPEND not understood, a limit, an
+        unexplained NO hiding which message failed) is tried again one by one.
+        """
+        # `_appending` stays set only when the connection is lost mid-command: then
+        # these messages may or may not have been stored.
+        self._appending = todo
+        try:
+            response = client.multiappend(folder, [_append_item(r) for r in todo])
+        except imapclient.exceptions.IMAPClientAbortError as exc:
+            if refused_literal(exc):
+                self._appending = []
+                raise _LiteralRefused(todo if len(todo) == 1 else [], str(exc)) from None
+            raise
+        except imapclient.exceptions.IMAPClientError:  # BAD: refused, nothing stored
+            self._appending = []
+            if len(todo) == 1:
+                raise
+            return False  # the batch's form was not understood: one APPEND each
+        self._appending = []
+        if isinstance(response, tuple) and response[0] == "OK":
+            for request, uid in zip(todo, appended_uids(response, len(todo)), strict=True):
+                request.outcome = ArchiveOutcome(True, folder, uid)
+            return True
+        reason = reply_text(response)
+        if len(todo) > 1 and not refusal_is_final(reason):
+            return False
+        for request in todo:
+            request.outcome = ArchiveOutcome(
+                False, folder, reason=f"the IMAP server refused: {reason}"
+            )
+        return True
 
 
 def _append_item(request: _Request) -> dict[str, Any]:

@@ -11,11 +11,37 @@ from typing import Any
 import imapclient
 import imapclient.exceptions
 
-__all__ = ["appended_uids", "find_by_message_id", "quoted", "refused_literal"]
+__all__ = [
+    "appended_uids",
+    "find_by_message_id",
+    "quoted",
+    "refusal_is_final",
+    "refused_literal",
+    "reply_text",
+]
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([\d:,]+)\]", re.IGNORECASE)
 _MESSAGE_ID = re.compile(rb"^Message-ID:([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 _FOLDING = re.compile(rb"\r?\n[ \t]+")
+_CODE = re.compile(r"^\s*\[([A-Za-z-]+)")
+# Response codes (RFC 5530, RFC 3501) that concern the folder or the account, so
+# sending the same messages again one by one would be refused just the same.
+_FINAL_CODES = frozenset(
+    {
+        "OVERQUOTA",
+        "NOPERM",
+        "TRYCREATE",
+        "NONEXISTENT",
+        "CANNOT",
+        "CONTACTADMIN",
+        "AUTHORIZATIONFAILED",
+        "EXPIRED",
+        "PRIVACYREQUIRED",
+        "UNAVAILABLE",
+        "INUSE",
+        "SERVERBUG",
+    }
+)
 
 
 def appended_uids(response: Any, count: int) -> list[int | None]:
@@ -51,6 +77,25 @@ def appended_uids(response: Any, count: int) -> list[int | None]:
 def quoted(message_id: str) -> bytes:
     # Always a quoted string: imapclient leaves values like <a{3}b@x> unquoted.
     return b'"' + message_id.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
+
+
+def reply_text(response: Any) -> str:
+    """The text of an APPEND's tagged reply as imaplib returns it, for people to read."""
+    data = response[1] if isinstance(response, tuple) and len(response) > 1 else response
+    items = data if isinstance(data, list) else [data]
+    parts = [i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i) for i in items]
+    return " ".join(part for part in parts if part).strip() or "no reason given"
+
+
+def refusal_is_final(text: str) -> bool:
+    """True when a refused MULTIAPPEND's reply concerns the folder, not the batch's form.
+
+    Such a refusal (over quota, no permission, no such folder, ...) would meet every
+    one of the messages again; any other (MULTIAPPEND not supported, LIMIT, TOOBIG,
+    a NO without a code that hides which message failed) is not.
+    """
+    code = _CODE.match(text)
+    return code is not None and code.group(1).upper() in _FINAL_CODES
 
 
 def refused_literal(exc: BaseException) -> bool:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import contextlib
 import datetime as dt
-import email.errors
-import email.header
-import quopri
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,15 +13,18 @@ import attrs
 import imapclient
 import imapclient.exceptions
 
-from ..errors import DeliveryError, UidValidityChanged
+from .. import diagnostics
+from ..errors import ConfigurationError, DeliveryError, UidValidityChanged
 from ..settings import ImapSettings
+from ._bodystructure import Part, text, walk
+from ._filenames import safe_filename
+from ._part_fetch import PARSE_ERRORS, describe, read_parts
 from .connection import close_imap, open_imap
 from .documents import DocumentKind, detect_kind
 
 __all__ = ["Checkpoint", "ImportBatch", "ImportedDocument", "InboxImporter"]
 
 IMPORTED_KEYWORD = "$Imported"
-MAX_MIME_DEPTH = 10
 DOCUMENT_TYPES = frozenset(
     {
         "application/pdf",
@@ -60,7 +58,14 @@ class Checkpoint:
 
 @attrs.frozen
 class ImportedDocument:
-    """One document attached to an incoming message."""
+    """One document attached to an incoming message.
+
+    `filename` is safe to use as a file name in a directory of yours: one name
+    without path, control or bidi characters, leading dots or Windows device names,
+    at most 200 bytes (see docs/security.md), or ``document-<uid>-<n>.pdf`` when the
+    sender gave none. `original_filename` is the name as the sender wrote it
+    (RFC 2231/2047 decoded), for display only.
+    """
 
     filename: str
     content_type: str
@@ -73,6 +78,7 @@ class ImportedDocument:
     folder: str
     uidvalidity: int
     uid: int
+    original_filename: str | None = None
 
 
 @attrs.frozen
@@ -83,95 +89,14 @@ class ImportBatch:
     checkpoint: Checkpoint
     uids: tuple[int, ...] = ()  # the messages scanned, marked by `commit()`
     uidvalidity_changed: bool = False
-    problems: tuple[tuple[int, str], ...] = ()  # (UID, what could not be imported and why)
+    # (UID, what could not be imported and why): unreadable descriptions, parts over
+    # max_part_bytes, attachments that are no document, structures too deep to walk
+    problems: tuple[tuple[int, str], ...] = ()
 
     @property
     def messages_scanned(self) -> int:
         """How many new messages were looked at."""
         return len(self.uids)
-
-
-@attrs.frozen
-class _Part:
-    section: str
-    content_type: str
-    encoding: str
-    filename: str | None
-    size: int = 0  # encoded size, from BODYSTRUCTURE
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    try:
-        return str(email.header.make_header(email.header.decode_header(raw)))
-    except (UnicodeError, ValueError, LookupError, email.errors.MessageError):
-        return raw  # a broken encoded word in someone's mail: keep the raw text
-
-
-def _params(value: Any) -> dict[str, str]:
-    """BODYSTRUCTURE parameters; RFC 2231 `filename*=utf-8''...` values are decoded."""
-    if not isinstance(value, (tuple, list)):
-        return {}
-    items = list(value)
-    params = {}
-    for key, raw in zip(items[::2], items[1::2], strict=False):
-        name, text = _text(key).lower(), _text(raw)
-        if name.endswith("*"):
-            name = name.rstrip("*")
-            charset, _, rest = text.partition("'")
-            _, _, encoded = rest.partition("'")
-            try:
-                text = urllib.parse.unquote(
-                    encoded or text, encoding=charset or "utf-8", errors="replace"
-                )
-            except LookupError:  # an unknown charset named by the sender
-                text = urllib.parse.unquote(encoded or text, errors="replace")
-        params[name] = text
-    return params
-
-
-def _parts(structure: Any, prefix: str = "", depth: int = 0) -> Iterator[_Part]:
-    """Leaf parts of a BODYSTRUCTURE with their section numbers ("1", "2.1", ...).
-
-    Forwarded messages (message/rfc822) are entered, so an invoice forwarded as
-    an attachment is found too.
-    """
-    if depth > MAX_MIME_DEPTH:
-        return
-    if isinstance(structure[0], list):  # multipart: (children, subtype, ...)
-        for number, child in enumerate(structure[0], start=1):
-            yield from _parts(child, f"{prefix}{number}.", depth + 1)
-        return
-    maintype, subtype = _text(structure[0]).lower(), _text(structure[1]).lower()
-    section = prefix.rstrip(".") or "1"
-    if (maintype, subtype) == ("message", "rfc822") and len(structure) > 8:
-        inner = structure[8]
-        if isinstance(inner[0], list):
-            yield from _parts(inner, f"{section}.", depth + 1)
-        else:
-            yield from _parts(inner, f"{section}.1.", depth + 1)
-        return
-    params = _params(structure[2])
-    filename = params.get("name")
-    for extra in structure[7:]:  # the disposition is among the extension data
-        if isinstance(extra, (tuple, list)) and len(extra) == 2 and isinstance(extra[0], bytes):
-            filename = _params(extra[1]).get("filename") or filename
-    encoding = _text(structure[5]).lower()
-    size = structure[6] if isinstance(structure[6], int) else 0
-    yield _Part(section, f"{maintype}/{subtype}", encoding, filename, size)
-
-
-def _decode(data: bytes, encoding: str) -> bytes | None:
-    try:
-        if encoding == "base64":
-            return base64.b64decode(data)
-        if encoding == "quoted-printable":
-            return quopri.decodestring(data)
-    except (binascii.Error, ValueError):
-        return None
-    return data
 
 
 class InboxImporter:
@@ -196,6 +121,10 @@ class InboxImporter:
         batch_size: int = 100,
         max_part_bytes: int = 25 * 1024 * 1024,
     ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError("batch_size", "must be at least 1")
+        if max_part_bytes < 1:
+            raise ConfigurationError("max_part_bytes", "must be at least 1")
         self.settings = settings
         self.folder = folder
         self.mark = mark
@@ -204,10 +133,15 @@ class InboxImporter:
         self.max_part_bytes = max_part_bytes
 
     def fetch(self, checkpoint: Checkpoint | None = None) -> ImportBatch:
-        """The documents that arrived since `checkpoint`; changes nothing on the server."""
+        """The documents that arrived since `checkpoint`; changes nothing on the server.
+
+        Raises a `DeliveryError` when the server cannot be used; a message that
+        cannot be read is reported in `ImportBatch.problems` instead.
+        """
         client = open_imap(self.settings)
         try:
-            return self._fetch(client, checkpoint)
+            with _answer("FETCH", parsing=False):
+                return self._fetch(client, checkpoint)
         finally:
             close_imap(client)
 
@@ -215,14 +149,16 @@ class InboxImporter:
         """Mark the messages of `batch` as imported; returns the checkpoint to persist."""
         client = open_imap(self.settings)
         try:
-            selected = client.select_folder(self.folder)
-            if int(selected[b"UIDVALIDITY"]) != batch.checkpoint.uidvalidity:
+            with _answer("SELECT"):
+                selected = client.select_folder(self.folder)
+            if _uidvalidity(selected, self.folder) != batch.checkpoint.uidvalidity:
                 raise UidValidityChanged(
                     f"the UIDs of {self.folder} changed since the fetch; nothing was marked. "
                     "Fetch again: messages already marked are not imported twice."
                 )
             for start in range(0, len(batch.uids), self.batch_size):
-                self._mark_done(client, batch.uids[start : start + self.batch_size])
+                with _answer("STORE"):
+                    self._mark_done(client, batch.uids[start : start + self.batch_size])
         finally:
             close_imap(client)
         return batch.checkpoint
@@ -246,6 +182,8 @@ class InboxImporter:
         A batch is committed (marked) when you ask for the next one: store its
         documents before continuing the loop. Stopping the loop early leaves the
         last batch unmarked, so it comes again (at least once, never lost).
+        Mail that arrives between a fetch and the start of IDLE is noticed
+        before idling (UIDNEXT, then SEARCH), so it is imported at once.
         Bounded: ends after `max_seconds`, or as soon as `stop` is set (checked
         at least every `idle_seconds`, which stays under the 29 minutes after
         which servers may drop an idle client); a dropped connection is reopened.
@@ -258,42 +196,77 @@ class InboxImporter:
                 yield batch
                 self.commit(batch)  # the consumer asked for more: it has stored this one
             checkpoint = batch.checkpoint
+            wait = min(idle_seconds, max(0.0, deadline - time.monotonic()))
             try:
-                self._wait_for_mail(stop, min(idle_seconds, max(0.0, deadline - time.monotonic())))
-            except (DeliveryError, imapclient.exceptions.IMAPClientError, OSError):
+                with _answer("IDLE", parsing=False):
+                    self._wait_for_mail(stop, wait, checkpoint)
+            except DeliveryError:
                 stop.wait(min(5.0, max(0.0, deadline - time.monotonic())))  # then reconnect
 
-    def _wait_for_mail(self, stop: threading.Event, wait: float) -> None:
-        """IDLE until new mail arrives, `wait` seconds pass, or `stop` is set."""
+    def _wait_for_mail(self, stop: threading.Event, wait: float, checkpoint: Checkpoint) -> None:
+        """IDLE until new mail arrives, `wait` seconds pass, or `stop` is set.
+
+        Mail that arrived since the last fetch (before this session selected the
+        folder, so no EXISTS will ever announce it) ends the wait at once.
+        """
         client = open_imap(self.settings)
         try:
-            client.select_folder(self.folder, readonly=True)
+            with _answer("SELECT"):
+                selected = client.select_folder(self.folder, readonly=True)
+            if self._arrived_since(client, selected, checkpoint):
+                return
             if not client.has_capability("IDLE"):
                 stop.wait(wait)
                 return
-            client.idle()
             try:
-                ends = time.monotonic() + wait
-                while not stop.is_set() and time.monotonic() < ends:
-                    responses = client.idle_check(timeout=0.2)
-                    if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
-                        break
-            finally:
-                client.idle_done()
+                client.idle()
+            except imapclient.exceptions.IMAPClientAbortError:
+                raise
+            except imapclient.exceptions.IMAPClientError as exc:
+                if "EXISTS" in str(exc):  # announced before IDLE's continuation: new mail
+                    return
+                raise
+            with _answer("IDLE"):
+                try:
+                    ends = time.monotonic() + wait
+                    while not stop.is_set() and time.monotonic() < ends:
+                        responses = client.idle_check(timeout=0.2)
+                        if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
+                            break
+                finally:
+                    client.idle_done()
         finally:
             close_imap(client)
 
-    def _fetch(self, client: imapclient.IMAPClient, checkpoint: Checkpoint | None) -> ImportBatch:
-        selected = client.select_folder(self.folder, readonly=True)
-        uidvalidity = int(selected[b"UIDVALIDITY"])
-        changed = checkpoint is not None and checkpoint.uidvalidity != uidvalidity
+    def _arrived_since(
+        self, client: imapclient.IMAPClient, selected: dict[bytes, Any], checkpoint: Checkpoint
+    ) -> bool:
+        """True when the folder holds mail the last fetch did not see."""
+        if _uidvalidity(selected, self.folder) != checkpoint.uidvalidity:
+            return True
+        uidnext = selected.get(b"UIDNEXT")
+        if isinstance(uidnext, int) and uidnext <= checkpoint.last_uid + 1:
+            return False  # no UID was given out since: nothing new, no SEARCH needed
+        with _answer("SEARCH"):
+            found = client.search(self._criteria(checkpoint.last_uid))
+        return any(int(uid) > checkpoint.last_uid for uid in found)
+
+    def _criteria(self, last_uid: int | None) -> list[Any]:
         criteria: list[Any] = ["NOT", "KEYWORD", self.mark] if self.mark else ["ALL"]
-        last_uid = 0
-        if checkpoint is not None and not changed:
-            # After a UIDVALIDITY change the UIDs mean nothing: the keyword alone decides.
-            last_uid = checkpoint.last_uid
+        if last_uid is not None:
             criteria = ["UID", f"{last_uid + 1}:*", *criteria]
-        uids = sorted(uid for uid in client.search(criteria) if uid > last_uid)
+        return criteria
+
+    def _fetch(self, client: imapclient.IMAPClient, checkpoint: Checkpoint | None) -> ImportBatch:
+        with _answer("SELECT"):
+            selected = client.select_folder(self.folder, readonly=True)
+        uidvalidity = _uidvalidity(selected, self.folder)
+        changed = checkpoint is not None and checkpoint.uidvalidity != uidvalidity
+        # After a UIDVALIDITY change the UIDs mean nothing: the keyword alone decides.
+        last_uid = checkpoint.last_uid if checkpoint is not None and not changed else 0
+        with _answer("SEARCH"):
+            found = client.search(self._criteria(last_uid if last_uid else None))
+        uids = sorted(uid for uid in map(int, found) if uid > last_uid)
         documents: list[ImportedDocument] = []
         problems: list[tuple[int, str]] = []
         for start in range(0, len(uids), self.batch_size):
@@ -315,81 +288,56 @@ class InboxImporter:
         uidvalidity: int,
         problems: list[tuple[int, str]],
     ) -> Iterator[ImportedDocument]:
-        response = client.fetch(uids, ["BODYSTRUCTURE", "ENVELOPE", "RFC822.SIZE"])
-        for uid in uids:
-            data = response.get(uid)
-            if data is None:
-                continue
-            try:
-                yield from self._documents_of(client, uid, data, uidvalidity, problems)
-            except (imapclient.exceptions.IMAPClientAbortError, OSError):
-                raise  # the connection is gone: the whole run fails, nothing is marked
-            except Exception as exc:
-                problems.append((uid, f"could not be read: {type(exc).__name__}: {exc}"))
+        described = describe(client, uids, lambda uid, text: problems.append((uid, text)))
+        for uid, data in described.items():
+            parts, unwalkable = walk(data[b"BODYSTRUCTURE"])
+            problems.extend((uid, text) for text in unwalkable)
+            wanted = [p for p in parts if _maybe_document(p)]
+            if wanted:
+                yield from self._documents_of(
+                    client, uid, data, wanted=wanted, uidvalidity=uidvalidity, problems=problems
+                )
 
     def _documents_of(
         self,
         client: imapclient.IMAPClient,
         uid: int,
-        data: Any,
+        data: dict[bytes, Any],
+        *,
+        wanted: list[Part],
         uidvalidity: int,
         problems: list[tuple[int, str]],
     ) -> Iterator[ImportedDocument]:
-        wanted = [
-            p
-            for p in _parts(data[b"BODYSTRUCTURE"])
-            if p.content_type in DOCUMENT_TYPES
-            or (p.filename or "").lower().endswith((".pdf", ".xml"))
-        ]
-        if not wanted:
-            return
-        envelope = data[b"ENVELOPE"]
-        sender = ""
-        if envelope.from_:
-            address = envelope.from_[0]
-            sender = f"{_text(address.mailbox)}@{_text(address.host)}"
-        too_big = [p for p in wanted if p.size > self.max_part_bytes * 2]
-        for part in too_big:
+        sender, subject, date, message_id = _envelope(data.get(b"ENVELOPE"))
+
+        def report(part: Part, text: str) -> None:
             problems.append(
-                (
-                    uid,
-                    f"{part.filename or part.section}: {part.size} bytes, "
-                    f"over the limit of {self.max_part_bytes}",
-                )
+                (uid, f"{safe_filename(part.filename, f'part {part.section}')}: {text}")
             )
-        wanted = [p for p in wanted if p not in too_big]
-        keys = [f"BODY.PEEK[{p.section}]" for p in wanted]
-        bodies = client.fetch([uid], keys).get(uid, {}) if keys else {}
-        for number, part in enumerate(wanted, start=1):
-            raw = bodies.get(f"BODY[{part.section}]".encode())
-            content = _decode(raw, part.encoding) if raw is not None else None
-            if content is None or len(content) > self.max_part_bytes:
-                problems.append((uid, f"{part.filename or part.section}: not readable"))
-                continue
+
+        numbers = {part.section: number for number, part in enumerate(wanted, start=1)}
+        for part, content in read_parts(client, uid, wanted, self.max_part_bytes, report):
             kind = detect_kind(content)
             if kind is None:
                 if part.content_type != "application/octet-stream":
-                    problems.append(
-                        (
-                            uid,
-                            f"{part.filename or part.section}: "
-                            f"{part.content_type} that is no PDF or XML",
-                        )
-                    )
+                    report(part, f"{part.content_type} that is no PDF or XML")
                 continue
             extension = ".pdf" if kind == DocumentKind.PDF else ".xml"
             yield ImportedDocument(
-                filename=part.filename or f"document-{uid}-{number}{extension}",
+                filename=safe_filename(
+                    part.filename, f"document-{uid}-{numbers[part.section]}{extension}"
+                ),
                 content_type=part.content_type,
                 content=content,
                 kind=kind,
                 sender=sender,
-                subject=_text(envelope.subject),
-                date=envelope.date,
-                message_id=_text(envelope.message_id) or None,
+                subject=subject,
+                date=date,
+                message_id=message_id,
                 folder=self.folder,
                 uidvalidity=uidvalidity,
                 uid=uid,
+                original_filename=part.filename,
             )
 
     def _mark_done(self, client: imapclient.IMAPClient, uids: Sequence[int]) -> None:
@@ -399,3 +347,53 @@ class InboxImporter:
             client.move(uids, self.move_to)
         elif self.mark:
             client.add_flags(uids, [self.mark])
+
+
+@contextlib.contextmanager
+def _answer(what: str, *, parsing: bool = True) -> Iterator[None]:
+    """IMAP failures inside as typed errors: a lost connection, or an unusable answer.
+
+    With `parsing`, also the errors imapclient's parser raises on malformed answers
+    (ValueError, RecursionError, ...): only around imapclient calls, so that bugs of
+    our own are never disguised.
+    """
+    caught = PARSE_ERRORS if parsing else (imapclient.exceptions.IMAPClientError,)
+    try:
+        yield
+    except (imapclient.exceptions.IMAPClientAbortError, OSError) as exc:
+        raise diagnostics.imap_connection_lost(exc) from None
+    except caught as exc:
+        raise diagnostics.imap_command_failed(what, exc) from None
+
+
+def _uidvalidity(selected: dict[bytes, Any], folder: str) -> int:
+    """The folder's UIDVALIDITY from a SELECT answer; a ProtocolError when there is none."""
+    value = selected.get(b"UIDVALIDITY")
+    if isinstance(value, int) and 0 < value < 2**32:
+        return value
+    raise diagnostics.imap_command_failed(
+        f"SELECT {folder!r}", ValueError("no valid UIDVALIDITY (RFC 3501 requires one)")
+    )
+
+
+def _maybe_document(part: Part) -> bool:
+    return part.content_type in DOCUMENT_TYPES or (part.filename or "").lower().endswith(
+        (".pdf", ".xml")
+    )
+
+
+def _envelope(envelope: Any) -> tuple[str, str, dt.datetime | None, str | None]:
+    """Sender, subject, date and Message-ID from an ENVELOPE, whatever the server sent."""
+    sender = ""
+    addresses = getattr(envelope, "from_", None)
+    if isinstance(addresses, tuple) and addresses:
+        first = addresses[0]
+        mailbox, host = text(getattr(first, "mailbox", None)), text(getattr(first, "host", None))
+        sender = f"{mailbox}@{host}" if mailbox and host else mailbox
+    date = getattr(envelope, "date", None)
+    return (
+        sender,
+        text(getattr(envelope, "subject", None)),
+        date if isinstance(date, dt.datetime) else None,
+        text(getattr(envelope, "message_id", None)) or None,
+    )

@@ -178,6 +178,22 @@ class ProviderRegistry:
                 best, found = score, provider
         return found
 
+    def by_server(self, host: str) -> Provider | None:
+        """The first provider with an SMTP or IMAP endpoint named `host`, or None.
+
+        Only endpoints with a fixed host name count (not ``mail.%EMAILDOMAIN%``);
+        case and a trailing dot are ignored.
+        """
+        try:
+            wanted = normalize_domain(host)
+        except ConfigurationError:
+            return None
+        for provider in self._providers:
+            for endpoint in (*provider.smtp, *provider.imap):
+                if not endpoint.is_template and endpoint.host.lower().rstrip(".") == wanted:
+                    return provider
+        return None
+
     def by_mx_hosts(self, mx_hosts: Iterable[str]) -> Provider | None:
         """The provider for a domain's MX hosts (in preference order): the first that matches."""
         for host in mx_hosts:
