@@ -13,11 +13,14 @@ from mailbridge import (
     ConnectionPool,
     DeliveryClient,
     DocumentEmail,
+    ImapSettings,
     PoolClosed,
+    PreparedMessage,
+    SmtpReply,
     SmtpSettings,
     send_many,
 )
-from mailbridge.smtp import SmtpConnection
+from mailbridge.smtp import SmtpConnection, Transaction
 from mailbridge.smtp.transport import MAX_CONNECTIONS_TRIED
 from mailbridge.testing import FakeSmtpServer
 
@@ -193,3 +196,41 @@ def test_send_many_default_concurrency_fills_the_default_pool(smtp_server: FakeS
     assert inspect.signature(send_many).parameters["concurrency"].default == DEFAULT_CONCURRENCY
     with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
         assert client.default_concurrency == DEFAULT_CONCURRENCY
+
+
+class _RecordingTransport:
+    """A transport of the application's own (e.g. a test double): records what it is given."""
+
+    def __init__(self) -> None:
+        self.delivered: list[PreparedMessage] = []
+        self.closed = False
+
+    def deliver(self, message: PreparedMessage) -> Transaction:
+        self.delivered.append(message)
+        return Transaction(accepted=message.recipients, refused={}, reply=SmtpReply(250))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_transport_of_ones_own_keeps_test_connection_and_sent_copy_defaults(
+    smtp_server: FakeSmtpServer,
+) -> None:
+    transport = _RecordingTransport()
+    with DeliveryClient.own_smtp(USER, smtp_server.smtp_settings(), transport=transport) as client:
+        result = client.send(_emails(1, "own")[0])
+        assert client.test_connection().ok  # still checks the SMTP settings given
+    assert [m.message_id for m in transport.delivered] == [result.message_id]
+    assert transport.closed and smtp_server.messages == []
+    gmail = DeliveryClient.own_smtp(
+        "someone@gmail.com",
+        SmtpSettings("smtp.gmail.com", 587, "starttls", username="someone@gmail.com",
+                     password="app-password"),
+        imap=ImapSettings("imap.gmail.com", 993, "implicit_tls", username="someone@gmail.com",
+                          password="app-password"),
+        transport=_RecordingTransport(),
+    )  # fmt: skip
+    assert not gmail.archive_sent  # Gmail files its own copy in Sent
+    with pytest.raises(ConfigurationError):
+        DeliveryClient.own_smtp(USER, smtp_server.smtp_settings(), transport=transport,
+                                max_per_server=2)  # fmt: skip
