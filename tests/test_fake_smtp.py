@@ -124,11 +124,12 @@ def test_logins_log_no_deprecation_warning(caplog: pytest.LogCaptureFixture) -> 
     assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
 
 
-def test_a_server_never_stopped_leaves_no_directory(tmp_path: Path) -> None:
+def test_servers_never_stopped_leave_no_directory() -> None:
     script = (
-        "from mailbridge.testing import FakeSmtpServer\n"
-        "server = FakeSmtpServer().start()\n"
-        "print(server.ca_file.parent, flush=True)\n"
+        "from mailbridge.testing import FakeImapServer, FakeSmtpServer\n"
+        "from mailbridge.testing.autoconfig import FakeAutoconfigServer\n"
+        "for server in (FakeSmtpServer(), FakeImapServer(), FakeAutoconfigServer()):\n"
+        "    print(server.start().ca_file.parent, flush=True)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
@@ -140,6 +141,8 @@ def test_a_server_never_stopped_leaves_no_directory(tmp_path: Path) -> None:
         env=env,
     )
     assert done.returncode == 0, done.stderr
-    directory = Path(done.stdout.strip())
-    assert directory.name.startswith("mailbridge-")
-    assert not directory.exists()
+    directories = [Path(line) for line in done.stdout.split()]
+    assert len(directories) == 3
+    for directory in directories:
+        assert directory.name.startswith("mailbridge-")
+        assert not directory.exists()
