@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
+import shutil
 import smtplib
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from mailbridge import AuthenticationError
+from mailbridge import AuthenticationError, SmtpSettings
 from mailbridge.smtp import SmtpConnection
 from mailbridge.testing import FakeSmtpServer
 
@@ -146,3 +149,60 @@ def test_servers_never_stopped_leave_no_directory() -> None:
     for directory in directories:
         assert directory.name.startswith("mailbridge-")
         assert not directory.exists()
+
+
+def test_a_rejected_login_ends_tls_with_close_notify() -> None:
+    """A scripted implicit-TLS server: after 535 and QUIT it must see TLS close_notify."""
+    import threading
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", common_name="127.0.0.1").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    seen: list[bytes] = []
+    ending: list[str] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        tls = context.wrap_socket(conn, server_side=True, suppress_ragged_eofs=False)
+        tls.settimeout(5)
+        stream = tls.makefile("rwb")
+        stream.write(b"220 scripted ESMTP\r\n")
+        stream.flush()
+        replies = {b"EHLO": b"250-scripted\r\n250 AUTH PLAIN\r\n", b"AUTH": b"535 5.7.8 no\r\n",
+                   b"QUIT": b"221 2.0.0 bye\r\n"}  # fmt: skip
+        for _ in range(3):
+            line = stream.readline()
+            seen.append(line.split(b" ")[0].strip())
+            stream.write(replies.get(seen[-1], b"500 what\r\n"))
+            stream.flush()
+        try:
+            ending.append("close_notify" if tls.recv(1) == b"" else "data")
+        except ssl.SSLEOFError:
+            ending.append("no close_notify")
+        except OSError as exc:
+            ending.append(type(exc).__name__)
+        finally:
+            with contextlib.suppress(OSError):
+                tls.unwrap().close()  # answer the client's close_notify
+            conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        ca_file = Path(tempfile.mkdtemp()) / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        settings = SmtpSettings("127.0.0.1", listener.getsockname()[1], "implicit_tls",
+                                username=USER, password=PASSWORD, ca_file=ca_file,
+                                command_timeout=5.0, connect_timeout=5.0)  # fmt: skip
+        with pytest.raises(AuthenticationError):
+            SmtpConnection.open(settings)
+    finally:
+        thread.join(10)
+        listener.close()
+        shutil.rmtree(ca_file.parent, ignore_errors=True)
+    assert seen == [b"EHLO", b"AUTH", b"QUIT"]
+    assert ending == ["close_notify"]
