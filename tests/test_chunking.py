@@ -8,6 +8,7 @@ from mailbridge import (
     Category,
     ConnectError,
     DeliveryClient,
+    DeliveryOutcomeUnknown,
     DocumentEmail,
     RecipientsRefused,
     SenderRefused,
@@ -79,7 +80,7 @@ def test_partial_and_total_refusal(chunking_server: FakeSmtpServer) -> None:
 def test_lost_final_reply_is_outcome_unknown(chunking_server: FakeSmtpServer) -> None:
     chunking_server.drop_before_data_reply = True
     with DeliveryClient.own_smtp(USER, chunking_server.smtp_settings()) as client:
-        with pytest.raises(ConnectError) as info:
+        with pytest.raises(DeliveryOutcomeUnknown) as info:
             client.send(DocumentEmail(to="a@example.test", subject="s", body="b"))
     assert info.value.diagnosis.category == Category.OUTCOME_UNKNOWN
     assert chunking_server.connections == 1
@@ -127,7 +128,7 @@ def test_late_reply_after_bdat_is_outcome_unknown_and_never_resent(
     with DeliveryClient.own_smtp(USER, chunking_server.smtp_settings(data_timeout=0.5)) as client:
         client.send(DocumentEmail(to="a@example.test", subject="first", body="b"))
         chunking_server.stall_seconds = 1.5  # the server answers only after our patience ends
-        with pytest.raises(ConnectError) as info:
+        with pytest.raises(DeliveryOutcomeUnknown) as info:
             client.send(DocumentEmail(to="a@example.test", subject="second", body="b"))
         assert info.value.diagnosis.category == Category.OUTCOME_UNKNOWN
         assert not info.value.temporary

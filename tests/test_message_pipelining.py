@@ -20,6 +20,7 @@ from mailbridge import (
     Category,
     ConnectError,
     DeliveryClient,
+    DeliveryOutcomeUnknown,
     RecipientsRefused,
     SenderRefused,
     SmtpSettings,
@@ -372,7 +373,7 @@ def test_a_dropped_connection_settles_each_message_by_how_far_it_got(chunking: b
             assert subject in delivered  # never a false success
             continue
         error = outcome.error
-        assert isinstance(error, ConnectError)
+        assert isinstance(error, DeliveryOutcomeUnknown)
         # Only a message whose bytes went out may be left unknown; it is never resent.
         assert error.diagnosis.category == Category.OUTCOME_UNKNOWN, error
         assert not error.temporary

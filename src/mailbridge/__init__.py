@@ -12,9 +12,12 @@ from .composer import PreparedMessage
 from .diagnosis import Category, Diagnosis
 from .errors import (
     AuthenticationError,
+    AutoconfigError,
     ConfigurationError,
     ConnectError,
     DeliveryError,
+    DeliveryOutcomeUnknown,
+    DeliveryTimeout,
     HeaderInjection,
     InvalidAddress,
     MailbridgeError,
@@ -22,6 +25,7 @@ from .errors import (
     MessageFormatError,
     MessageRejected,
     MissingPlaceholder,
+    PoolClosed,
     ProtocolError,
     RecipientsRefused,
     SenderNotAuthorized,
@@ -40,21 +44,25 @@ from .message import DocumentEmail
 from .providers import DiscoveryResult, SetupResult, discover, setup
 from .reply import SmtpReply
 from .settings import ImapSettings, Secret, Security, SmtpSettings
-from .smtp import ConnectionReport, SmtpTransport, Step, Transport
+from .smtp import ConnectionPool, ConnectionReport, SmtpTransport, Step, Transport
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Attachment",
     "AuthenticationError",
+    "AutoconfigError",
     "BulkOutcome",
     "Category",
     "Checkpoint",
     "ConfigurationError",
     "ConnectError",
+    "ConnectionPool",
     "ConnectionReport",
     "DeliveryClient",
     "DeliveryError",
+    "DeliveryOutcomeUnknown",
+    "DeliveryTimeout",
     "Diagnosis",
     "DiscoveryResult",
     "DocumentEmail",
@@ -72,6 +80,7 @@ __all__ = [
     "MessageRejected",
     "MissingPlaceholder",
     "PlatformRelay",
+    "PoolClosed",
     "PreparedMessage",
     "ProtocolError",
     "RecipientsRefused",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .errors import ConfigurationError
+from .smtp.pool import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
     from .client import DeliveryClient, SendResult
@@ -50,9 +51,11 @@ def _send(
 def send_many(
     messages: Iterable[tuple[DeliveryClient, DocumentEmail | PreparedMessage]],
     *,
-    concurrency: int = 8,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> Iterator[BulkOutcome]:
     """Send (client, email) pairs — across tenants too — `concurrency` at a time.
+
+    The default (12) fills a default `ConnectionPool`: 4 connections x 3 messages in flight.
 
     Outcomes are yielded as messages complete (a progress bar can follow them);
     the input is read lazily and at most twice `concurrency` messages are in

@@ -41,6 +41,12 @@ from .imap import (
 from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
+from .smtp.pool import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_PER_SERVER,
+    DEFAULT_MESSAGES_IN_FLIGHT,
+    ConnectionPool,
+)
 from .smtp.probe import ConnectionReport, probe_smtp
 from .smtp.transport import SmtpTransport, Transport
 
@@ -86,6 +92,41 @@ def _check_display_name(name: str | None) -> None:
         raise ConfigurationError("display_name", "line breaks are not allowed")
 
 
+def _make_transport(
+    smtp: SmtpSettings,
+    transport: Transport | None,
+    pool: ConnectionPool | None,
+    max_per_server: int | None,
+    messages_in_flight: int | None,
+) -> Transport:
+    """The constructors' `transport`, or an `SmtpTransport` over `pool` or a pool with these
+    limits (the defaults when none is given)."""
+    limited = max_per_server is not None or messages_in_flight is not None
+    if transport is not None:
+        if pool is not None or limited:
+            raise ConfigurationError("transport", "give a transport or pool settings, not both")
+        if not isinstance(transport, Transport):
+            raise ConfigurationError("transport", "must have deliver() and close()")
+        return transport
+    if pool is not None:
+        if limited:
+            raise ConfigurationError("pool", "give a pool or its limits, not both")
+        if not isinstance(pool, ConnectionPool):
+            raise ConfigurationError("pool", "must be a ConnectionPool")
+        return SmtpTransport(smtp, pool=pool)
+    if not limited:
+        return SmtpTransport(smtp)
+    return SmtpTransport(
+        smtp,
+        pool=ConnectionPool(
+            max_per_server=DEFAULT_MAX_PER_SERVER if max_per_server is None else max_per_server,
+            messages_in_flight=(
+                DEFAULT_MESSAGES_IN_FLIGHT if messages_in_flight is None else messages_in_flight
+            ),
+        ),
+    )
+
+
 class DeliveryClient:
     """Composes, validates and sends document emails for one tenant account.
 
@@ -124,12 +165,22 @@ class DeliveryClient:
         imap: ImapSettings | None = None,
         *,
         archive_sent: bool | None = None,
+        pool: ConnectionPool | None = None,
+        max_per_server: int | None = None,
+        messages_in_flight: int | None = None,
+        transport: Transport | None = None,
     ) -> DeliveryClient:
         """Send through the tenant's own SMTP server, as `sender` (the tenant's address).
 
         With `imap`, a copy of every sent message goes into the tenant's Sent
         folder, except where the SMTP server files one itself (Gmail, Microsoft
         365) unless `archive_sent=True` forces it.
+
+        Connections come from a `ConnectionPool` of this client's own; pass
+        `pool` to share one between clients, or `max_per_server` /
+        `messages_in_flight` to limit this client's. `transport` replaces the
+        SMTP transport altogether (e.g. a test double); `test_connection()`
+        still checks `smtp`.
         """
         if not isinstance(smtp, SmtpSettings):
             raise ConfigurationError("smtp", "must be an SmtpSettings")
@@ -139,7 +190,7 @@ class DeliveryClient:
         _check_display_name(display_name)
         return cls(
             identity=OwnIdentity(mailbox, display_name or mailbox.display_name or None),
-            transport=SmtpTransport(smtp),
+            transport=_make_transport(smtp, transport, pool, max_per_server, messages_in_flight),
             imap=imap,
             connection_test=lambda: probe_smtp(smtp),
             archive_sent=not files_own_sent_copy(smtp.host)
@@ -154,12 +205,19 @@ class DeliveryClient:
         relay: PlatformRelay,
         display_name: str | None = None,
         imap: ImapSettings | None = None,
+        *,
+        pool: ConnectionPool | None = None,
+        max_per_server: int | None = None,
+        messages_in_flight: int | None = None,
+        transport: Transport | None = None,
     ) -> DeliveryClient:
         """Send through the platform's relay on behalf of the tenant at `sender`.
 
         The message comes "from" `"<display_name> via <app>" <noreply@app>`,
         replies go to `sender` (which the tenant must have verified), bounces to
         the platform. In this mode an email's `from_override` means Reply-To.
+        `pool`, the limits and `transport` are as for `own_smtp()`: one pool
+        shared by every tenant's relay client keeps the relay's connections bounded.
         """
         if not isinstance(relay, PlatformRelay):
             raise ConfigurationError("relay", "must be a PlatformRelay")
@@ -167,7 +225,9 @@ class DeliveryClient:
         _check_display_name(display_name)
         return cls(
             identity=RelayIdentity(mailbox, relay, display_name),
-            transport=SmtpTransport(relay.smtp),
+            transport=_make_transport(
+                relay.smtp, transport, pool, max_per_server, messages_in_flight
+            ),
             imap=imap,
             connection_test=lambda: probe_smtp(relay.smtp),
         )
@@ -183,6 +243,10 @@ class DeliveryClient:
         resolver: dns.resolver.Resolver | None = None,
         imap: ImapSettings | None = None,
         dkim: DkimSigner | None = None,
+        pool: ConnectionPool | None = None,
+        max_per_server: int | None = None,
+        messages_in_flight: int | None = None,
+        transport: Transport | None = None,
     ) -> DeliveryClient:
         """Send through the platform's relay with the tenant's own address in From.
 
@@ -192,6 +256,7 @@ class DeliveryClient:
         is set (`SendResult.note` says why), else `SenderNotAuthorized` is
         raised with the record the tenant must publish. With `dkim` (a
         `DkimSigner` for the tenant's domain) messages are also DKIM-signed.
+        `pool`, the limits and `transport` are as for `own_smtp()`.
         """
         if not isinstance(relay, PlatformRelay):
             raise ConfigurationError("relay", "must be a PlatformRelay")
@@ -201,7 +266,9 @@ class DeliveryClient:
         _check_display_name(display_name)
         return cls(
             identity=SpfIdentity(mailbox, relay, display_name, fallback, resolver),
-            transport=SmtpTransport(relay.smtp),
+            transport=_make_transport(
+                relay.smtp, transport, pool, max_per_server, messages_in_flight
+            ),
             imap=imap,
             connection_test=lambda: probe_smtp(relay.smtp),
             dkim=dkim,
@@ -291,15 +358,26 @@ class DeliveryClient:
         return self.archive(result)
 
     def send_many(
-        self, emails: Iterable[DocumentEmail | PreparedMessage], *, concurrency: int = 4
+        self, emails: Iterable[DocumentEmail | PreparedMessage], *, concurrency: int | None = None
     ) -> Iterator[BulkOutcome]:
         """Send many emails, `concurrency` at a time; outcomes arrive as they complete.
 
         Each `BulkOutcome` has the input `index` and either a `result` or the
         `error` that message met; one failure never stops the others. Connections
-        come from this client's pool (at most its `max_per_server`).
+        come from this client's pool (at most its `max_per_server`); the default
+        `concurrency` keeps them full (`max_per_server` x `messages_in_flight`).
         """
+        if concurrency is None:
+            concurrency = self.default_concurrency
         return send_many(((self, email) for email in emails), concurrency=concurrency)
+
+    @property
+    def default_concurrency(self) -> int:
+        """Threads that fill this client's connection pool: connections x messages in flight."""
+        if isinstance(self.transport, SmtpTransport):
+            pool = self.transport.pool
+            return pool.max_per_server * pool.messages_in_flight
+        return DEFAULT_CONCURRENCY
 
     def archive(self, result: SendResult) -> SendResult:
         """Store the sent message in the archive folder (again); never stores it twice.

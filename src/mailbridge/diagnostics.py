@@ -18,6 +18,8 @@ from .errors import (
     AuthenticationError,
     ConnectError,
     DeliveryError,
+    DeliveryOutcomeUnknown,
+    DeliveryTimeout,
     MessageRejected,
     ProtocolError,
     RecipientsRefused,
@@ -95,7 +97,7 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
             temporary=exc.errno in (socket.EAI_AGAIN,),
         )
     if isinstance(exc, TimeoutError):
-        return ConnectError(
+        return DeliveryTimeout(
             f"connecting to {where} timed out after {settings.connect_timeout:g} s",
             diagnosis=Diagnosis(
                 Category.TIMEOUT,
@@ -379,9 +381,9 @@ def server_closed(reply: SmtpReply) -> ConnectError:
     )
 
 
-def outcome_unknown(cause: DeliveryError) -> ConnectError:
+def outcome_unknown(cause: DeliveryError) -> DeliveryOutcomeUnknown:
     """A message whose bytes went out but whose final reply never came."""
-    return ConnectError(
+    return DeliveryOutcomeUnknown(
         "the connection was lost after the whole message was sent; it may have been delivered",
         reply=cause.reply,
         diagnosis=Diagnosis(
@@ -393,6 +395,23 @@ def outcome_unknown(cause: DeliveryError) -> ConnectError:
             ),
         ),
         temporary=False,
+    )
+
+
+def kept_refusing(cause: DeliveryError, connections: int) -> ConnectError:
+    """The server ended the session before taking the message on every connection tried."""
+    return ConnectError(
+        f"the server ended the session before taking the message on {connections} connections",
+        reply=cause.reply,
+        diagnosis=Diagnosis(
+            Category.SERVER_UNAVAILABLE,
+            "The server kept closing the connection before taking the message; it was not sent.",
+            (
+                "Try again later; the server may be limiting connections or messages per "
+                "connection (then lower max_messages_per_connection).",
+            ),
+        ),
+        temporary=True,
     )
 
 

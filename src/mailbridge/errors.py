@@ -12,12 +12,15 @@ The hierarchy, so that callers can branch on what they can act on::
     ├── AutoconfigError             an autoconfig document cannot be used (ValueError)
     ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
     ├── UidValidityChanged          an import batch no longer matches the folder's UIDs
+    ├── PoolClosed                  the connection pool (or its client) was closed
     ├── VerificationError           a sender-verification token is not valid
     │   ├── TokenExpired            .expired_at
     │   ├── TokenInvalid            malformed, or signed with another secret (tampered)
     │   └── TokenMismatch           valid, but for another address
     └── DeliveryError               talking to a server failed; .reply, .temporary, .diagnosis
-        ├── ConnectError            DNS, connection refused, time-out, connection lost
+        ├── ConnectError            DNS, connection refused, connection lost, 421
+        │   └── DeliveryTimeout     the server did not answer in time (also a TimeoutError)
+        ├── DeliveryOutcomeUnknown  the message went out, its answer never came: may be delivered
         ├── TlsError                handshake, certificate, STARTTLS not offered
         ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
         ├── ProtocolError           the server broke the protocol or closed mid-transaction
@@ -47,6 +50,8 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "DeliveryError",
+    "DeliveryOutcomeUnknown",
+    "DeliveryTimeout",
     "HeaderInjection",
     "InvalidAddress",
     "MailbridgeError",
@@ -54,6 +59,7 @@ __all__ = [
     "MessageFormatError",
     "MessageRejected",
     "MissingPlaceholder",
+    "PoolClosed",
     "ProtocolError",
     "RecipientsRefused",
     "SenderNotAuthorized",
@@ -151,6 +157,10 @@ class UidValidityChanged(MailbridgeError):
     """The IMAP folder's UIDVALIDITY changed between fetching and committing an import."""
 
 
+class PoolClosed(MailbridgeError):
+    """The connection pool was closed (`close()`), so it hands out no more connections."""
+
+
 class VerificationError(MailbridgeError):
     """A sender-verification token cannot be accepted."""
 
@@ -201,7 +211,18 @@ class DeliveryError(MailbridgeError):
 
 
 class ConnectError(DeliveryError):
-    """The server could not be reached: unknown host, refused, time-out, connection lost."""
+    """The server could not be reached or ended the session: unknown host, refused, lost, 421."""
+
+
+class DeliveryTimeout(ConnectError, TimeoutError):
+    """The server did not connect, greet or answer within the configured time-out."""
+
+
+class DeliveryOutcomeUnknown(DeliveryError):
+    """The whole message went out but the server's answer never came: it may be delivered.
+
+    Never retried automatically (it could arrive twice); `temporary` is False.
+    """
 
 
 class TlsError(DeliveryError):

@@ -39,11 +39,6 @@ class SmtpReply:
         return cls(code, enhanced, "\n".join(text.strip() for text in texts))
 
     @property
-    def is_positive(self) -> bool:
-        """2xx or 3xx: the command was accepted (3xx: go on)."""
-        return 200 <= self.code < 400
-
-    @property
     def is_temporary(self) -> bool:
         """4xx: the same command may succeed later."""
         return 400 <= self.code < 500

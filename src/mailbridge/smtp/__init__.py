@@ -3,12 +3,10 @@
 from .connection import SmtpConnection, Step, Transaction
 from .pool import ConnectionPool
 from .probe import ConnectionReport, probe_smtp
-from .transaction import Attempt
 from .transport import SmtpTransport, Transport
 from .wire import frame_data
 
 __all__ = [
-    "Attempt",
     "ConnectionPool",
     "ConnectionReport",
     "SmtpConnection",

@@ -80,7 +80,7 @@ class SmtpConnection:
         self.greeting: SmtpReply | None = None
         self.authenticated = False
         self.messages_sent = 0
-        self.last_used = time.monotonic()
+        self.opened_at = self.last_used = time.monotonic()
         self.needs_reset = False  # a failed transaction left state on the server: RSET first
         # Whether other threads may queue messages while one waits for a reply (the pool
         # says no when it never shares); waits then also watch for them.
@@ -98,6 +98,9 @@ class SmtpConnection:
         connection = cls(settings, observer)
         try:
             connection._open(greeting_timeout or settings.command_timeout)
+        except AuthenticationError:
+            connection.quit()  # the session is in step: end it politely, TLS included
+            raise
         except BaseException:
             connection.close()
             raise
@@ -453,15 +456,17 @@ class SmtpConnection:
         return self.run(self.prepare(sender, recipients, data, smtputf8=smtputf8))
 
     def quit(self) -> None:
-        """Say QUIT politely and close; never raises."""
-        if self._channel is not None:
+        """Say QUIT politely, end TLS with close_notify and close; never raises."""
+        channel = self._channel
+        if channel is not None:
+            timeout = min(5.0, self.settings.command_timeout)
             try:
-                self.write_bytes(b"QUIT\r\n", timeout=min(5.0, self.settings.command_timeout))
-                self.read_reply(
-                    "the reply to QUIT", timeout=min(5.0, self.settings.command_timeout)
-                )
+                self.write_bytes(b"QUIT\r\n", timeout=timeout)
+                self.read_reply("the reply to QUIT", timeout=timeout)
             except DeliveryError:
                 pass
+            else:
+                channel.end_tls(min(1.0, timeout))
         self.close()
 
     def close(self) -> None:

@@ -277,14 +277,18 @@ class Pipeline:
 
     def _read_replies(self, attempt: Attempt, timeout: float) -> list[SmtpReply]:
         """One reply per command of the attempt's first write, without RSET's; a 421 raises."""
-        replies = [
-            check_not_closing(
-                self.connection.read_reply(
-                    f"the reply to {line.split(':')[0]}", self._timeout(timeout)
-                )
+        replies: list[SmtpReply] = []
+        for line in attempt.head_commands:
+            reply = self.connection.read_reply(
+                f"the reply to {line.split(':')[0]}", self._timeout(timeout)
             )
-            for line in attempt.head_commands
-        ]
+            replies.append(reply)
+            envelope = replies[1:] if attempt.reset else replies
+            if attempt.chunked and attempt.envelope_failed(envelope):
+                # MAIL or every RCPT failed: the server discards the BDAT data (RFC 3030),
+                # so whatever happens next, the message was not taken.
+                attempt.data_started = False
+            check_not_closing(reply)
         return replies[1:] if attempt.reset else replies
 
     def _settle(self, attempt: Attempt) -> None:
@@ -302,11 +306,14 @@ class Pipeline:
         """The connection failed: settle every attempt on it, each by how far it got.
 
         An attempt whose message bytes went out gets "outcome unknown", unless
-        the server had explicitly closed the session (421) before answering it;
-        every other attempt was not delivered and may be sent again.
+        the server had explicitly closed the session (421) without accepting it:
+        a 421 answers the oldest attempt, and no later one was read. Every
+        attempt not taken is marked so (`data_started` False): it may go again.
         """
         self.connection.close()
-        refused_by_server = cause.reply is not None and cause.reply.closes_connection
+        refused_by_server = (
+            interrupted is None and cause.reply is not None and cause.reply.closes_connection
+        )
         with self._changed:
             everyone = [*self._in_flight, *self._queued]
             self._in_flight.clear()
@@ -314,13 +321,13 @@ class Pipeline:
             for position, attempt in enumerate(everyone):
                 if attempt.stage is Stage.DONE:
                     continue
-                if attempt.data_started and (interrupted is not None or not refused_by_server):
+                if refused_by_server:
+                    attempt.data_started = False
+                if attempt.data_started:
                     attempt.finish(error=diagnostics.outcome_unknown(cause))
                 elif position == 0 and interrupted is None:
                     attempt.finish(error=copy.copy(cause))
                 else:
-                    # Never read by a server that had closed the session: safe to send again.
-                    attempt.data_started = False
                     attempt.finish(error=diagnostics.not_sent(cause))
             self._changed.notify_all()
 

@@ -93,6 +93,13 @@ class Attempt:
         assert self.result is not None
         return self.result
 
+    def envelope_failed(self, replies: Sequence[SmtpReply]) -> bool:
+        """True once the replies so far (RSET's dropped) show MAIL or every RCPT failed."""
+        if replies and not _ok(replies[0]):
+            return True
+        rcpt_replies = replies[1 : 1 + len(self.recipients)]
+        return len(rcpt_replies) == len(self.recipients) and not any(map(_ok, rcpt_replies))
+
     def judge_envelope(self, replies: Sequence[SmtpReply]) -> DeliveryError | None:
         """Check the replies to MAIL and RCPT (RSET's already dropped); None when sending may go on.
 

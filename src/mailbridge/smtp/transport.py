@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol, runtime_checkable
 
+from .. import diagnostics
 from ..composer import PreparedMessage
 from ..diagnosis import Category
-from ..errors import ConnectError, MailbridgeError
+from ..errors import ConnectError, DeliveryTimeout
 from ..settings import SmtpSettings
 from .connection import Transaction
 from .pool import ConnectionPool
 
-__all__ = ["SmtpTransport", "Transport"]
+__all__ = ["MAX_CONNECTIONS_TRIED", "SmtpTransport", "Transport"]
+
+MAX_CONNECTIONS_TRIED = 4  # per message: the first one, then fresh ones after a 421 or a loss
 
 
 @runtime_checkable
@@ -37,10 +41,14 @@ class SmtpTransport:
     Give several transports the same `ConnectionPool` to share connections
     (e.g. many tenants on one provider); by default each transport has its own
     pool of up to four connections. Threads sending through one transport at
-    once pipeline their messages over the pooled connections. A message whose
-    reused connection failed before any of its bytes went out is sent once
-    more on another; nothing is ever retried once the server may have taken
-    the message, so a message is never sent twice.
+    once pipeline their messages over the pooled connections.
+
+    A message the server never took is sent again, on a connection opened
+    after the failure, up to `MAX_CONNECTIONS_TRIED` connections in all: when the
+    connection failed before any of its bytes went out (a stale reused one, or
+    one another message broke), or when the server ended the session with 421
+    before accepting it (a per-connection message limit). Nothing is retried
+    once the server may have taken the message, so nothing is sent twice.
     """
 
     def __init__(self, settings: SmtpSettings, *, pool: ConnectionPool | None = None) -> None:
@@ -50,29 +58,44 @@ class SmtpTransport:
 
     def deliver(self, message: PreparedMessage) -> Transaction:
         """Send `message`; see the class docstring for reuse and retry rules."""
-        for round_ in (1, 2):
-            try:
-                with self.pool.connection(self.settings) as (connection, reused):
-                    attempt = connection.prepare(
-                        message.envelope_sender,
-                        message.recipients,
-                        message.data,
-                        smtputf8=message.smtputf8,
-                    )
-                    try:
-                        return connection.run(attempt)
-                    except ConnectError as exc:
-                        # Nothing of the message went out: once more on another connection
-                        # when this one was stale (reused) or failed by another message.
-                        lost = exc.diagnosis.category == Category.CONNECTION_LOST
-                        if round_ == 1 and not attempt.data_started and (reused or lost):
-                            continue
+        failed_at: float | None = None
+        for tried in range(1, MAX_CONNECTIONS_TRIED + 1):
+            with self.pool.connection(self.settings, opened_after=failed_at) as (
+                connection,
+                reused,
+            ):
+                attempt = connection.prepare(
+                    message.envelope_sender,
+                    message.recipients,
+                    message.data,
+                    smtputf8=message.smtputf8,
+                )
+                try:
+                    return connection.run(attempt)
+                except ConnectError as exc:
+                    if attempt.data_started or not _never_taken(exc, reused):
                         raise
-            except RuntimeError as exc:
-                raise MailbridgeError(str(exc)) from None
+                    if tried == MAX_CONNECTIONS_TRIED:
+                        raise diagnostics.kept_refusing(exc, tried) from exc
+                    failed_at = time.monotonic()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Close the pool's idle connections (only when this transport owns the pool)."""
         if self.owns_pool:
             self.pool.close()
+
+
+def _never_taken(exc: ConnectError, reused: bool) -> bool:
+    """Whether the failure leaves the server without the message, so it may go again.
+
+    A 421 ends the session without taking the message; a connection lost before
+    any message bytes went out, when it was reused (stale) or broken by another
+    message, took nothing. A time-out on a new connection is not retried: the
+    server is slow, and waiting again would double the wait.
+    """
+    if exc.reply is not None and exc.reply.closes_connection:
+        return True
+    if isinstance(exc, DeliveryTimeout):
+        return reused
+    return reused or exc.diagnosis.category == Category.CONNECTION_LOST

@@ -11,7 +11,7 @@ import time
 
 from ..composer import check_transmittable
 from ..diagnosis import Category, Diagnosis
-from ..errors import ConnectError, MessageFormatError, ProtocolError
+from ..errors import ConnectError, DeliveryTimeout, MessageFormatError, ProtocolError
 from ..reply import SmtpReply
 
 __all__ = ["Channel", "frame_data", "normalize_data"]
@@ -71,9 +71,9 @@ def _lost(detail: str) -> ConnectError:
     )
 
 
-def timed_out(what: str, seconds: float) -> ConnectError:
+def timed_out(what: str, seconds: float) -> DeliveryTimeout:
     """The error for a reply that did not come in time."""
-    return ConnectError(
+    return DeliveryTimeout(
         f"no answer from the server within {seconds:g} s while waiting for {what}",
         diagnosis=Diagnosis(
             Category.TIMEOUT,
@@ -202,6 +202,13 @@ class Channel:
         count = len(self._buffer)
         self._buffer.clear()
         return count
+
+    def end_tls(self, timeout: float) -> None:
+        """Send TLS close_notify (and wait for the server's, up to `timeout`); never raises."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.settimeout(timeout)
+            with contextlib.suppress(OSError, ValueError):
+                self.sock = self.sock.unwrap()
 
     def close(self) -> None:
         """Close the socket; never raises."""

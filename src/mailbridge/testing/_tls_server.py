@@ -7,7 +7,8 @@ import shutil
 import ssl
 import tempfile
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Self
 
@@ -42,12 +43,16 @@ class TlsServer:
         self.host = host
         self.port = 0
         self._directory: Path | None = None
+        self._cleanup: Callable[[], object] | None = None
         self._ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
         self.ca_file = Path()  # written by start()
         self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ca.issue_cert(*certificate_hostnames, key_type=trustme.KeyType.ECDSA).configure_cert(
-            self._server_context
-        )
+        # A CN as well as the SANs: some clients (mbsync) refuse a certificate with IP names only.
+        self._ca.issue_cert(
+            *certificate_hostnames,
+            common_name=certificate_hostnames[0] if certificate_hostnames else None,
+            key_type=trustme.KeyType.ECDSA,
+        ).configure_cert(self._server_context)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -74,6 +79,8 @@ class TlsServer:
         if self._thread is not None:
             return self
         self._directory = Path(tempfile.mkdtemp(prefix=f"mailbridge-{self._name.lower()}-"))
+        # A server that is never stopped still removes its directory when collected or at exit.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
         self.ca_file = self._directory / "ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_file))
         try:
@@ -102,9 +109,10 @@ class TlsServer:
 
             stop_loop_thread(loop, thread, close)
         self._loop = self._thread = self._server = None
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
+        self._directory = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -7,7 +7,8 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -111,6 +112,7 @@ class FakeAutoconfigServer:
         self._lock = threading.Lock()
         self._ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
         self._directory: Path | None = None
+        self._cleanup: Callable[[], object] | None = None
         self.ca_file = Path()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -177,12 +179,18 @@ class FakeAutoconfigServer:
         httpd = ThreadingHTTPServer((self.host, 0), Handler)
         if self.tls:
             self._directory = Path(tempfile.mkdtemp(prefix="mailbridge-fake-autoconfig-"))
+            # Removed even when never stopped: when collected, or at exit.
+            self._cleanup = weakref.finalize(
+                self, shutil.rmtree, self._directory, ignore_errors=True
+            )
             self.ca_file = self._directory / "ca.pem"
             self._ca.cert_pem.write_to_path(str(self.ca_file))
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self._ca.issue_cert(*self._names, key_type=trustme.KeyType.ECDSA).configure_cert(
-                context
-            )
+            self._ca.issue_cert(
+                *self._names,
+                common_name=self._names[0] if self._names else None,
+                key_type=trustme.KeyType.ECDSA,
+            ).configure_cert(context)
             httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
         self._httpd = httpd
         self.port = httpd.server_address[1]
@@ -204,9 +212,10 @@ class FakeAutoconfigServer:
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
         self._httpd = self._thread = None
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
+        self._directory = None
 
     def __enter__(self) -> FakeAutoconfigServer:
         return self.start()

@@ -12,6 +12,7 @@ import json
 import secrets
 import threading
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
@@ -25,6 +26,8 @@ from ._sasl import xoauth2_user
 from ._tls_server import TlsMode, TlsServer
 
 __all__ = ["FakeSmtpServer", "ReceivedMessage"]
+
+LONGEST_LINE = 1 << 20  # octets in one command or message line the fake accepts
 
 
 @attrs.frozen
@@ -46,10 +49,39 @@ class ReceivedMessage:
         return parsed
 
 
+class _Session(Session):
+    """aiosmtpd's Session without the deprecated `login_data` property, which logs a
+    warning each time aiosmtpd itself sets it after a login (`auth_data` replaces it)."""
+
+    login_data: Any = None
+
+
 class _Smtp(SMTP):
-    """aiosmtpd's SMTP, also treating implicit-TLS connections as encrypted, plus BDAT."""
+    """aiosmtpd's SMTP as real servers behave: implicit-TLS connections count as encrypted,
+    BDAT (RFC 3030), the usual LOGIN prompts, long lines accepted, QUITs counted."""
+
+    # "Username:" and "Password:", as Postfix, Exim and Microsoft 365 prompt (not aiosmtpd's).
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+    # Real servers take lines far over RFC 5321's 1000 octets (Postfix, Exim do).
+    line_length_limit = LONGEST_LINE
 
     _chunks: list[bytes] | None = None
+    fake: FakeSmtpServer
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        with self.fake._lock:
+            self.fake.quits += 1
+        await super().smtp_QUIT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._chunks is not None:  # RFC 3030: no DATA within a BDAT transaction
+            await self.push("503 5.5.1 Error: DATA not allowed after BDAT")
+            return
+        await super().smtp_DATA(arg)
 
     async def smtp_RSET(self, arg: str) -> None:
         self._chunks = None
@@ -110,6 +142,8 @@ class _Handler:
 
     def __init__(self, server: FakeSmtpServer) -> None:
         self.server = server
+        # Messages accepted per connection (for `messages_per_connection`).
+        self.accepted: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
 
     async def handle_EHLO(
         self,
@@ -125,7 +159,12 @@ class _Handler:
             extra.append("250-CHUNKING")
         if self.server.omit_starttls:
             responses = [line for line in responses if "STARTTLS" not in line]
-        responses = [line for line in responses if line.strip() != "250-AUTH"]  # none offered
+        logins = self.server.users or self.server.tokens or self.server.auth_required
+        responses = [  # no AUTH without accounts, nor an empty "250-AUTH"
+            line
+            for line in responses
+            if not line.startswith("250-AUTH") or (logins and line.strip() != "250-AUTH")
+        ]
         return [responses[0], *extra, *responses[1:]]
 
     async def handle_MAIL(
@@ -139,7 +178,10 @@ class _Handler:
         fake = self.server
         if fake.stall_seconds:
             await asyncio.sleep(fake.stall_seconds)
-        if fake.close_after is not None and fake.delivered_count >= fake.close_after:
+        limit = fake.messages_per_connection
+        over_limit = limit is not None and self.accepted.get(session, 0) >= limit
+        closing = fake.close_after is not None and fake.delivered_count >= fake.close_after
+        if over_limit or closing:
             transport = server.transport
             if transport is not None:
                 asyncio.get_running_loop().call_soon(transport.close)
@@ -173,6 +215,7 @@ class _Handler:
         if fake.data_reply is not None:
             return fake.data_reply
         login = getattr(session.auth_data, "login", None)
+        self.accepted[session] = self.accepted.get(session, 0) + 1
         with fake._lock:
             fake.messages.append(
                 ReceivedMessage(
@@ -231,7 +274,10 @@ class FakeSmtpServer(TlsServer):
     `tokens` for XOAUTH2) logins are required. Every accepted message is in
     `messages`. Faults are attributes you may set at any time:
     `refuse_recipient()`, `login_reply`, `sender_reply`, `data_reply`,
-    `close_after`, `stall_seconds`, `drop_before_data_reply`, `omit_starttls`.
+    `close_after`, `messages_per_connection` (421 to MAIL and close once a
+    connection has carried that many, as Exim's `smtp_accept_max_per_connection`),
+    `stall_seconds`, `drop_before_data_reply`, `omit_starttls`. `quits` counts
+    the QUIT commands received.
     `auth_mechanisms` limits the AUTH mechanisms offered (default: PLAIN,
     LOGIN, CRAM-MD5 and XOAUTH2); `chunking=True` also offers BDAT (RFC 3030).
     """
@@ -276,11 +322,14 @@ class FakeSmtpServer(TlsServer):
         self.sender_reply: str | None = None
         self.data_reply: str | None = None
         self.close_after: int | None = None
+        self.messages_per_connection: int | None = None
+        self.quits = 0
         self.stall_seconds: float = 0.0
         self.drop_before_data_reply = False
 
         self._lock = threading.Lock()
         self._protocols: list[SMTP] = []
+        self._handler = _Handler(self)
 
     # -- configuration helpers ---------------------------------------------------
 
@@ -292,9 +341,18 @@ class FakeSmtpServer(TlsServer):
     def smtp_settings(
         self, username: str | None = None, password: str | None = None, **changes: Any
     ) -> SmtpSettings:
-        """`SmtpSettings` for this server; user and password default to the only user."""
-        if username is None and password is None and len(self.users) == 1:
-            username, password = next(iter(self.users.items()))
+        """`SmtpSettings` for this server; a user or password not given is the only user's
+        (so `password="wrong"` logs in as that user with a wrong password)."""
+        if len(self.users) == 1:
+            only_user, only_password = next(iter(self.users.items()))
+            if username is None:
+                username = only_user
+            if password is None and username == only_user:
+                password = only_password
+        elif username is not None and password is None:
+            password = self.users.get(username)
+        if changes.get("oauth2_token") is not None:
+            password = None
         values: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
@@ -340,8 +398,8 @@ class FakeSmtpServer(TlsServer):
         return protocol
 
     def _make_protocol(self) -> SMTP:
-        return _Smtp(
-            _Handler(self),
+        protocol = _Smtp(
+            self._handler,
             hostname="fake.smtp.test",
             ident="mailbridge FakeSmtpServer",
             data_size_limit=self.data_size_limit,
@@ -361,6 +419,8 @@ class FakeSmtpServer(TlsServer):
                 if self.auth_mechanisms is not None and mechanism not in self.auth_mechanisms
             ],
         )
+        protocol.fake = self
+        return protocol
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
