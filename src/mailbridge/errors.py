@@ -23,7 +23,7 @@ The hierarchy, so that callers can branch on what they can act on::
         ├── TlsError                handshake, certificate, STARTTLS not offered
         ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
         ├── ProtocolError           the server broke the protocol or closed mid-transaction
-        │   ├── ImapCommandFailed       an IMAP command answered NO/BAD or unparseable (imaplib.error)
+        │   ├── ImapCommandFailed       IMAP NO/BAD or an unreadable answer (imaplib.error)
         │   └── ImapLimitExceeded       an IMAP answer over a size/count limit; connection closed
         ├── UnsupportedByServer     the message needs an extension the server lacks (SMTPUTF8, SIZE)
         ├── SenderRefused           MAIL FROM refused

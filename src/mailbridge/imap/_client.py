@@ -15,6 +15,7 @@ from typing import Any
 
 import imapclient
 
+from ..errors import MailbridgeError
 from ._failures import PARSE_FAILURES, typed_error
 from ._wire import BoundedIMAP4, ImapLimits
 
@@ -54,7 +55,7 @@ def _guarded(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         try:  # looked up at each call, so that IMAPClient stays patchable
             return getattr(super(BoundedClient, self), name)(*args, **kwargs)
         except _FAILURES as exc:
-            raise typed_error(exc, name.upper()) from exc
+            raise self.typed_error(exc, name.upper()) from exc
 
     return call
 
@@ -88,7 +89,7 @@ class BoundedClient(imapclient.IMAPClient):  # type: ignore[misc]
             timeout=imapclient.SocketTimeout(connect=connect_timeout, read=read_timeout),
         )
 
-    def _create_IMAP4(self) -> BoundedIMAP4:  # noqa: N802 (imapclient's name)
+    def _create_IMAP4(self) -> BoundedIMAP4:
         return BoundedIMAP4(
             self.host,
             self.port,
@@ -97,6 +98,15 @@ class BoundedClient(imapclient.IMAPClient):  # type: ignore[misc]
             read_timeout=self._read_timeout,
             limits=self.limits,
         )
+
+    def typed_error(self, exc: BaseException, action: str) -> MailbridgeError:
+        """The typed error for `exc`: the wire's own when it closed the connection."""
+        imap = getattr(self, "_imap", None)
+        failure = imap.failure if isinstance(imap, BoundedIMAP4) else None
+        if isinstance(imap, BoundedIMAP4) and isinstance(failure, MailbridgeError):
+            imap.failure = None  # reported once; later calls find the connection closed
+            return failure
+        return typed_error(exc, action)
 
     @property
     def wire(self) -> BoundedIMAP4:

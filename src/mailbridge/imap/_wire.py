@@ -9,6 +9,7 @@ or slip responses in before the STARTTLS handshake.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import socket
 import ssl
@@ -116,6 +117,7 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._read_timeout = read_timeout
         self._buffer = bytearray()
         self._broken: str | None = None
+        self.failure: Exception | None = None  # why the wire was closed (imaplib rewraps it)
         self._last_tag = b""
         self._idle = False
         self._start_command()
@@ -227,11 +229,10 @@ class BoundedIMAP4(imaplib.IMAP4):
     def _abort(self, error: Exception) -> NoReturn:
         if self._broken is None:
             self._broken = str(error)
+            self.failure = error
             self._buffer.clear()
-            try:
+            with contextlib.suppress(OSError, AttributeError):
                 self.sock.close()
-            except (OSError, AttributeError):
-                pass
         raise error
 
     def _recv(self, *, eof_ok: bool = False) -> int:
@@ -250,6 +251,11 @@ class BoundedIMAP4(imaplib.IMAP4):
         try:
             data = sock.recv(_CHUNK)
         except TimeoutError:
+            if time.monotonic() >= self._deadline:
+                self._timed_out(
+                    "the IMAP command did not complete within "
+                    f"{self.limits.command_seconds:g} seconds"
+                )
             self._timed_out("the IMAP server stopped answering in the middle of a command")
         except (BlockingIOError, ssl.SSLWantReadError):
             raise

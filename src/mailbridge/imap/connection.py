@@ -18,11 +18,19 @@ import imapclient.exceptions
 
 from .. import diagnostics
 from ..diagnosis import Category, Diagnosis
-from ..errors import AuthenticationError, ConnectError, DeliveryError, ProtocolError, TlsError
+from ..errors import (
+    AuthenticationError,
+    ConnectError,
+    DeliveryError,
+    ImapLimitExceeded,
+    ImapTimeout,
+    ProtocolError,
+    TlsError,
+)
 from ..settings import ImapSettings, Security
 from ..smtp.connection import Step
 from ._client import BoundedClient
-from ._failures import PARSE_FAILURES, server_text, typed_error
+from ._failures import PARSE_FAILURES, server_text
 from ._wire import ImapLimits
 
 __all__ = ["ImapLimits", "close_imap", "open_imap"]
@@ -70,9 +78,7 @@ def _step(name: str, observer: Callable[[Step], None] | None) -> Iterator[list[s
         observer(Step(name, True, time.perf_counter() - started, note[0]))
 
 
-def _connect(
-    settings: ImapSettings, context: ssl.SSLContext, limits: ImapLimits
-) -> BoundedClient:
+def _connect(settings: ImapSettings, context: ssl.SSLContext, limits: ImapLimits) -> BoundedClient:
     try:
         return BoundedClient(
             settings.host,
@@ -144,7 +150,7 @@ def open_imap(
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     raise diagnostics.tls_failed(exc, settings) from None
                 except (imapclient.exceptions.IMAPClientError, OSError, *PARSE_FAILURES) as exc:
-                    raise typed_error(exc, "STARTTLS") from None
+                    raise client.typed_error(exc, "STARTTLS") from None
                 note[0] = "TLS"
         if settings.username is not None:
             with _step("login", observer) as note:
@@ -190,6 +196,9 @@ def _login(client: BoundedClient, settings: ImapSettings) -> None:
     except DeliveryError:
         raise
     except (OSError, imapclient.exceptions.IMAPClientError, *PARSE_FAILURES) as exc:
+        failure = client.typed_error(exc, "LOGIN")
+        if failure is not exc and isinstance(failure, (ImapLimitExceeded, ImapTimeout)):
+            raise failure from None
         # Never chained, never quoted: a UnicodeEncodeError would carry the password.
         raise ConnectError(
             f"the IMAP connection failed during login ({type(exc).__name__})",
