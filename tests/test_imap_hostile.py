@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import imapclient
 import pytest
@@ -201,3 +203,10 @@ def test_the_imapclient_internals_we_build_on_are_checked(monkeypatch: pytest.Mo
     monkeypatch.delattr(imapclient.IMAPClient, "_create_IMAP4")
     with pytest.raises(ImportError, match=r"pinned in mailbridge's pyproject\.toml"):
         check_imapclient()
+
+
+def test_the_installed_imapclient_is_in_the_pinned_range() -> None:
+    text = Path(__file__).parents[1].joinpath("pyproject.toml").read_text()
+    low, high = re.search(r'"imapclient>=([\d.]+),<([\d.]+)"', text).groups()  # type: ignore[union-attr]
+    version = tuple(int(n) for n in imapclient.__version__.split(".")[:2])
+    assert tuple(map(int, low.split("."))) <= version < tuple(map(int, high.split(".")))

@@ -143,8 +143,9 @@ def open_imap(
                         ),
                     )
                 try:
-                    # The wire refuses bytes after the OK and forgets all read before it.
-                    client.starttls(context)
+                    # imaplib's STARTTLS on the wire (whatever imapclient's version does):
+                    # it refuses bytes after the OK and forgets all read before it.
+                    client.wire.starttls(context)
                 except DeliveryError:
                     raise
                 except (ssl.SSLError, ssl.CertificateError) as exc:
