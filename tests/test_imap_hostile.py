@@ -19,6 +19,7 @@ from mailbridge.errors import (
 )
 from mailbridge.imap import find_sent_folder, list_folders, open_imap, probe_imap
 from mailbridge.imap._client import check_imapclient
+from mailbridge.imap._failures import server_text
 from mailbridge.imap.connection import ImapLimits, close_imap
 from mailbridge.testing._imap_hostile import HostileImapServer, Peer
 
@@ -210,3 +211,22 @@ def test_the_installed_imapclient_is_in_the_pinned_range() -> None:
     low, high = re.search(r'"imapclient>=([\d.]+),<([\d.]+)"', text).groups()  # type: ignore[union-attr]
     version = tuple(int(n) for n in imapclient.__version__.split(".")[:2])
     assert tuple(map(int, low.split("."))) <= version < tuple(map(int, high.split(".")))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            "login failed: b'[AUTHENTICATIONFAILED] Authentication failed.'",
+            "login failed: [AUTHENTICATIONFAILED] Authentication failed.",
+        ),
+        (
+            "SELECT command error: BAD [b'Gr\\xc3\\xbc\\xc3\\x9fe']",
+            "SELECT command error: BAD [Grüße]",
+        ),
+        (b"[ALERT] \x1b[2Jwipe\r\nnext", "[ALERT] [2Jwipe next"),
+        ("x" * 1000, "x" * 299 + "…"),
+    ],
+)
+def test_server_text_is_decoded_clean_and_bounded(raw: object, expected: str) -> None:
+    assert server_text(raw) == expected

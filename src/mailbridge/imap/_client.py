@@ -55,7 +55,7 @@ def _guarded(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         try:  # looked up at each call, so that IMAPClient stays patchable
             return getattr(super(BoundedClient, self), name)(*args, **kwargs)
         except _FAILURES as exc:
-            raise self.typed_error(exc, name.upper()) from exc
+            raise self.typed_error(exc, name.upper().replace("_", " ")) from exc
 
     return call
 

@@ -36,7 +36,7 @@ def server_text(value: object, limit: int = MAX_TEXT) -> str:
     else:
         text = str(value)[: limit * 8]
         text = _BYTES_REPR.sub(_unbytes, text)
-    text = _CONTROL.sub(" ", text).strip()
+    text = " ".join(_CONTROL.sub(" ", text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text

@@ -165,7 +165,8 @@ class BoundedIMAP4(imaplib.IMAP4):
             )
         while len(self._buffer) < size:
             self._recv()
-        data = bytes(self._buffer[:size])
+        with memoryview(self._buffer) as view:  # one copy: at most twice the literal in memory
+            data = bytes(view[:size])
         del self._buffer[:size]
         return data
 
