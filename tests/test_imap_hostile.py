@@ -17,7 +17,7 @@ from mailbridge.errors import (
     MailbridgeError,
     TlsError,
 )
-from mailbridge.imap import find_sent_folder, list_folders, open_imap, probe_imap
+from mailbridge.imap import InboxImporter, find_sent_folder, list_folders, open_imap, probe_imap
 from mailbridge.imap._client import check_imapclient
 from mailbridge.imap._failures import server_text
 from mailbridge.imap.connection import ImapLimits, close_imap
@@ -230,3 +230,24 @@ def test_the_installed_imapclient_is_in_the_pinned_range() -> None:
 )
 def test_server_text_is_decoded_clean_and_bounded(raw: object, expected: str) -> None:
     assert server_text(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "structure",
+    [
+        b"(" * 5000 + b")" * 5000,  # RecursionError in imapclient's parser
+        b'("application" "pdf" NIL NIL NIL "base64" "forty")',  # a size that is no number
+        b'(("application" "pdf") "mixed"',  # unbalanced
+    ],
+    ids=["nesting", "bad-size", "unbalanced"],
+)
+def test_the_importer_fails_typed_or_reports_on_hostile_structures(structure: bytes) -> None:
+    def fetch(peer: Peer, tag: bytes) -> None:
+        peer.send(b"* 1 FETCH (UID 1 BODYSTRUCTURE " + structure + b")\r\n" + tag + b" OK done\r\n")
+
+    with HostileImapServer({"UID FETCH": fetch}) as server:
+        try:
+            batch = InboxImporter(server.settings(command_timeout=2.0)).fetch()
+        except MailbridgeError:
+            return  # typed: the run failed as a whole
+    assert batch.problems and batch.problems[0][0] == 1  # or the message is reported

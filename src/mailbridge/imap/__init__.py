@@ -1,7 +1,7 @@
 """IMAP: archiving sent mail into the tenant's Sent folder, importing incoming invoices."""
 
 from .archiver import ArchiveOutcome, SentArchiver, files_own_sent_copy
-from .connection import close_imap, open_imap
+from .connection import ImapLimits, close_imap, open_imap
 from .documents import DocumentKind, detect_kind
 from .folders import SENT_FOLDER_NAMES, Folder, find_sent_folder, list_folders
 from .importer import Checkpoint, ImportBatch, ImportedDocument, InboxImporter
@@ -13,6 +13,7 @@ __all__ = [
     "Checkpoint",
     "DocumentKind",
     "Folder",
+    "ImapLimits",
     "ImportBatch",
     "ImportedDocument",
     "InboxImporter",
