@@ -251,3 +251,13 @@ def test_the_importer_fails_typed_or_reports_on_hostile_structures(structure: by
         except MailbridgeError:
             return  # typed: the run failed as a whole
     assert batch.problems and batch.problems[0][0] == 1  # or the message is reported
+
+
+def test_capabilities_are_asked_again_after_starttls() -> None:
+    with HostileImapServer(starttls=True) as server:  # STARTTLS offered only before TLS
+        client = open_imap(server.settings())
+        try:
+            assert not client.has_capability("STARTTLS")
+            assert client.has_capability("SPECIAL-USE")
+        finally:
+            close_imap(client)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import traceback
 
 import pytest
@@ -85,3 +87,12 @@ def _fields(settings: ImapSettings) -> dict[str, object]:
         "username": settings.username,
         "ca_file": settings.ca_file,
     }
+
+
+def test_debug_logs_never_carry_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    blob = base64.b64encode(f"\0{USER}\0{CARLA_PASSWORD}".encode()).decode()
+    with FakeImapServer(users={USER: CARLA_PASSWORD}) as server:
+        close_imap(open_imap(server.imap_settings()))
+    assert "AUTHENTICATE" in caplog.text  # the wire was logged
+    assert CARLA_PASSWORD not in caplog.text and blob not in caplog.text
