@@ -1,7 +1,7 @@
 """imaplib bounded: every read counted and under a per-command deadline, TLS without leftovers.
 
-`BoundedIMAP4` replaces imaplib's reading (its documented `open`, `read`,
-`readline`, `send` and `starttls` methods) with one that owns the receive
+`BoundedIMAP4` replaces imaplib's reading (its documented `read`, `readline`,
+`send` and `starttls` methods) with one that owns the receive
 buffer, so that a hostile server cannot make a command take longer than its
 deadline, announce a literal larger than the cap, stream answers without end,
 or slip responses in before the STARTTLS handshake.
@@ -123,33 +123,32 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._start_command()
         super().__init__(host, port, timeout=connect_timeout)
 
-    # -- imaplib's documented hooks ------------------------------------------------
+    # -- imaplib's hooks -------------------------------------------------------------
 
-    def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
-        """Connect (and for implicit TLS, handshake) within `timeout`."""
-        self.host = host
-        self.port = port
-        sock = socket.create_connection((host, port), timeout)
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        # imaplib's connection hook (3.9+, also what imapclient overrides); imaplib's own
+        # open() then wraps it in a file object, which this class never reads from.
+        sock = socket.create_connection((self.host, self.port), timeout)
         if self._implicit_context is not None:
             try:
-                sock = self._implicit_context.wrap_socket(sock, server_hostname=host)
+                return self._implicit_context.wrap_socket(sock, server_hostname=self.host)
             except BaseException:
                 sock.close()
                 raise
-        self.sock = sock
-        self.file = sock.makefile("rb")  # imaplib closes it; reading goes through _recv
+        return sock
 
     def send(self, data: Buffer) -> None:
         """Send, starting a new command's budget when `data` opens a tagged command."""
         if self._broken is not None:
             raise _lost(self._broken)
         data = bytes(data)
-        tag = data.split(b" ", 1)[0]
+        head = data[:64]  # a command line starts with its tag; literals can be large
+        tag = head.split(b" ", 1)[0]
         if tag != self._last_tag and tag in self.tagged_commands:
             self._last_tag = tag
-            self._idle = data[len(tag) :].strip().upper() == b"IDLE"
+            self._idle = head[len(tag) :].strip().upper() == b"IDLE"
             self._start_command()
-        elif self._idle and data.strip().upper() == b"DONE":
+        elif self._idle and head.strip().upper() == b"DONE":
             self._idle = False
             self._start_command()
         super().send(data)
