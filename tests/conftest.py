@@ -18,6 +18,7 @@ from mailbridge.testing.realservers import RealMailServers, availability
 # The plugin's smtp_server fixture logs in with these (checked never to leak).
 USER, PASSWORD = FAKE_USER, FAKE_PASSWORD
 ALICE, ALICE_PASSWORD = "alice@example.test", "alice-Secret-1"  # a user of the real servers
+CARLA, CARLA_PASSWORD = "carla@example.test", "pässwörd€"  # a non-ASCII password (RFC 6855)
 
 
 def alice_smtp(servers: RealMailServers, **changes: object) -> SmtpSettings:
@@ -70,7 +71,11 @@ def real_servers() -> Iterator[RealMailServers]:
     try:
         with RealMailServers(
             directory,
-            users={ALICE: ALICE_PASSWORD, "bob@example.test": "bob-Secret-2"},
+            users={
+                ALICE: ALICE_PASSWORD,
+                "bob@example.test": "bob-Secret-2",
+                CARLA: CARLA_PASSWORD,
+            },
         ) as servers:
             yield servers
     finally:

@@ -582,3 +582,40 @@ def test_envelope_and_bodystructure(target: Target) -> None:
         assert pdf[6] == len(b"JVBERi0xLjQKJSVFT0YK\r\n") - 2
     finally:
         client.logout()
+
+
+def test_search_charset_utf8_with_8bit_strings(target: Target) -> None:
+    # As Cyrus and Dovecot accept them: 8-bit UTF-8 in literals (what imapclient sends)
+    # and, leniently, in quoted strings.
+    client = target.client()
+    raw = target.raw()
+    try:
+        folder = target.folder(client)
+        _, [uid] = appenduid(client.append(folder, make_message("Rechnung für März")))
+        client.append(folder, make_message("Rechnung"))
+        client.select_folder(folder)
+        assert client.search(["SUBJECT", "für März"], charset="UTF-8") == [uid]
+        assert client.search(["BODY", "GRÜSSE"], charset="UTF-8") == []
+        assert len(client.search(["BODY", "Grüße"], charset="UTF-8")) == 2
+        raw.command(b"SELECT " + folder.encode())
+        for program in (
+            b'SUBJECT "f\xc3\xbcr M\xc3\xa4rz"',
+            b"SUBJECT {8+}\r\nf\xc3\xbcr M\xc3\xa4",
+            b'OR SUBJECT "\xc3\xa4rz" SUBJECT "nothing"',
+        ):
+            untagged, result = raw.command(b"UID SEARCH CHARSET UTF-8 " + program)
+            assert result.startswith(b"OK"), (program, result)
+            assert untagged == [b"* SEARCH %d" % uid], program
+        for program in (  # no CHARSET means UTF-8; other charsets are converted
+            b'UID SEARCH SUBJECT "f\xc3\xbcr"',
+            b'UID SEARCH CHARSET ISO-8859-1 SUBJECT "f\xfcr M\xe4rz"',
+        ):
+            untagged, result = raw.command(program)
+            assert (untagged, result[:2]) == ([b"* SEARCH %d" % uid], b"OK"), program
+        _, result = raw.command(b'UID SEARCH CHARSET UTF-8 SUBJECT "\xff\xfe"')
+        assert result.startswith(b"BAD"), result  # not UTF-8
+        _, result = raw.command(b'UID SEARCH CHARSET X-UNKNOWN SUBJECT "x"')
+        assert result.startswith(b"NO [BADCHARSET"), result
+    finally:
+        raw.close()
+        client.logout()

@@ -19,11 +19,15 @@ The hierarchy, so that callers can branch on what they can act on::
     │   └── TokenMismatch           valid, but for another address
     └── DeliveryError               talking to a server failed; .reply, .temporary, .diagnosis
         ├── ConnectError            DNS, connection refused, connection lost, 421
-        │   └── DeliveryTimeout     the server did not answer in time (also a TimeoutError)
+        │   ├── DeliveryTimeout     the server did not answer in time (also a TimeoutError)
+        │   │   └── ImapTimeout     an IMAP command overran its deadline (imaplib.abort)
+        │   └── ImapConnectionLost  the IMAP connection broke or was aborted (imaplib.abort)
         ├── DeliveryOutcomeUnknown  the message went out, its answer never came: may be delivered
         ├── TlsError                handshake, certificate, STARTTLS not offered
         ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
         ├── ProtocolError           the server broke the protocol or closed mid-transaction
+        │   ├── ImapCommandFailed       IMAP NO/BAD or an unreadable answer (imaplib.error)
+        │   └── ImapLimitExceeded       an IMAP answer over a size/count limit; connection closed
         ├── UnsupportedByServer     the message needs an extension the server lacks (SMTPUTF8, SIZE)
         ├── SenderRefused           MAIL FROM refused
         ├── RecipientsRefused       every recipient refused; .refused maps address to reply
@@ -37,6 +41,7 @@ and concrete hints. Texts never contain a password or token.
 from __future__ import annotations
 
 import datetime
+import imaplib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +58,10 @@ __all__ = [
     "DeliveryOutcomeUnknown",
     "DeliveryTimeout",
     "HeaderInjection",
+    "ImapCommandFailed",
+    "ImapConnectionLost",
+    "ImapLimitExceeded",
+    "ImapTimeout",
     "InvalidAddress",
     "MailbridgeError",
     "MessageError",
@@ -268,3 +277,23 @@ class RecipientsRefused(DeliveryError):
 
 class MessageRejected(DeliveryError):
     """The server refused the message after DATA (content, size, policy)."""
+
+
+# IMAP. Each is also the imaplib exception imapclient users catch, so code written
+# against imapclient (`except IMAPClientError`, `except IMAPClientAbortError`) keeps working.
+
+
+class ImapCommandFailed(ProtocolError, imaplib.IMAP4.error):
+    """An IMAP command was answered NO/BAD, or with a response that cannot be parsed."""
+
+
+class ImapConnectionLost(ConnectError, imaplib.IMAP4.abort):
+    """The IMAP connection broke, or was closed because the server misbehaved."""
+
+
+class ImapLimitExceeded(ProtocolError, imaplib.IMAP4.abort):
+    """An IMAP response exceeded a size or count limit; the connection was closed."""
+
+
+class ImapTimeout(DeliveryTimeout, imaplib.IMAP4.abort):
+    """An IMAP command did not complete within its deadline; the connection was closed."""

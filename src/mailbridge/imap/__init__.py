@@ -2,7 +2,7 @@
 
 from ._filenames import safe_filename
 from .archiver import ArchiveOutcome, SentArchiver, files_own_sent_copy
-from .connection import close_imap, open_imap
+from .connection import ImapLimits, close_imap, open_imap
 from .documents import DocumentKind, detect_kind
 from .folders import SENT_FOLDER_NAMES, Folder, find_sent_folder, list_folders
 from .importer import Checkpoint, ImportBatch, ImportedDocument, InboxImporter
@@ -14,6 +14,7 @@ __all__ = [
     "Checkpoint",
     "DocumentKind",
     "Folder",
+    "ImapLimits",
     "ImportBatch",
     "ImportedDocument",
     "InboxImporter",

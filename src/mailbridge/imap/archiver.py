@@ -228,8 +228,6 @@ class SentArchiver:
                 self._archive(client, open_requests, single_only=single_only)
             except _Closed:
                 settle("the archiver was closed")
-            except DeliveryError as exc:
-                settle(f"the IMAP server could not be used: {exc}")
             except _LiteralRefused as exc:
                 self._drop()
                 if exc.requests:
@@ -252,6 +250,8 @@ class SentArchiver:
             except imapclient.exceptions.IMAPClientError as exc:
                 self._drop()
                 settle(f"the IMAP server refused: {exc}")
+            except DeliveryError as exc:  # after the above: IMAP command errors are both
+                settle(f"the IMAP server could not be used: {exc}")
             except Exception as exc:  # a malformed answer imapclient could not parse
                 self._drop()
                 settle(f"the IMAP server's answer could not be understood ({type(exc).__name__})")

@@ -1,4 +1,8 @@
-"""Opening an IMAP session with imapclient: verified TLS, STARTTLS never skipped, login."""
+"""Opening an IMAP session with imapclient: verified TLS, STARTTLS never skipped, login.
+
+The session is a `BoundedClient`: every read is bounded by `ImapLimits` and
+every failure of a command is a typed `MailbridgeError` (see `_client`).
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,22 @@ import imapclient.exceptions
 
 from .. import diagnostics
 from ..diagnosis import Category, Diagnosis
-from ..errors import AuthenticationError, ConnectError, DeliveryError, ProtocolError, TlsError
+from ..errors import (
+    AuthenticationError,
+    ConnectError,
+    DeliveryError,
+    ImapLimitExceeded,
+    ImapTimeout,
+    ProtocolError,
+    TlsError,
+)
 from ..settings import ImapSettings, Security
 from ..smtp.connection import Step
+from ._client import BoundedClient
+from ._failures import PARSE_FAILURES, server_text
+from ._wire import ImapLimits
 
-__all__ = ["close_imap", "open_imap"]
+__all__ = ["ImapLimits", "close_imap", "open_imap"]
 
 
 def _auth_failed(settings: ImapSettings, text: str) -> AuthenticationError:
@@ -40,7 +55,7 @@ def _auth_failed(settings: ImapSettings, text: str) -> AuthenticationError:
 
 def _protocol(exc: Exception) -> ProtocolError:
     return ProtocolError(
-        f"the IMAP server answered unexpectedly: {exc}",
+        f"the IMAP server answered unexpectedly: {server_text(exc)}",
         diagnosis=Diagnosis(
             Category.PROTOCOL,
             "The server does not speak IMAP as expected.",
@@ -63,18 +78,19 @@ def _step(name: str, observer: Callable[[Step], None] | None) -> Iterator[list[s
         observer(Step(name, True, time.perf_counter() - started, note[0]))
 
 
-def _connect(settings: ImapSettings, context: ssl.SSLContext) -> imapclient.IMAPClient:
-    timeout = imapclient.SocketTimeout(
-        connect=settings.connect_timeout, read=settings.command_timeout
-    )
+def _connect(settings: ImapSettings, context: ssl.SSLContext, limits: ImapLimits) -> BoundedClient:
     try:
-        return imapclient.IMAPClient(
+        return BoundedClient(
             settings.host,
             settings.port,
-            ssl=settings.security == Security.IMPLICIT_TLS,
+            implicit_tls=settings.security == Security.IMPLICIT_TLS,
             ssl_context=context,
-            timeout=timeout,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.command_timeout,
+            limits=limits,
         )
+    except DeliveryError:
+        raise
     except (ssl.SSLError, ssl.CertificateError) as exc:
         raise diagnostics.tls_failed(exc, settings) from None
     except OSError as exc:
@@ -89,17 +105,26 @@ def _connect(settings: ImapSettings, context: ssl.SSLContext) -> imapclient.IMAP
                 temporary=True,
             ) from None
         raise diagnostics.connect_failed(exc, settings) from None
-    except imapclient.exceptions.IMAPClientError as exc:
+    except (imapclient.exceptions.IMAPClientError, *PARSE_FAILURES) as exc:
         raise _protocol(exc) from None
 
 
 def open_imap(
-    settings: ImapSettings, observer: Callable[[Step], None] | None = None
-) -> imapclient.IMAPClient:
-    """A logged-in `IMAPClient` for `settings`; raises a `DeliveryError` subclass on failure."""
+    settings: ImapSettings,
+    observer: Callable[[Step], None] | None = None,
+    *,
+    limits: ImapLimits | None = None,
+) -> BoundedClient:
+    """A logged-in IMAP session for `settings`; raises a `DeliveryError` subclass on failure.
+
+    `limits` bounds what the server may send per command (default `ImapLimits()`;
+    an importer passes `ImapLimits.for_parts(max_part_bytes)`). Every command of
+    the returned client raises typed errors only (`ImapCommandFailed`,
+    `ImapConnectionLost`, `ImapLimitExceeded`, `ImapTimeout`).
+    """
     context = settings.create_ssl_context()
     with _step("connect", observer) as note:
-        client = _connect(settings, context)
+        client = _connect(settings, context, limits or ImapLimits())
         note[0] = f"{settings.host}:{settings.port}"
     with contextlib.suppress(OSError, AttributeError):
         # imaplib writes a command and its literal separately: without this, Nagle's
@@ -118,9 +143,15 @@ def open_imap(
                         ),
                     )
                 try:
-                    client.starttls(context)  # imaplib drops everything read before the handshake
+                    # imaplib's STARTTLS on the wire (whatever imapclient's version does):
+                    # it refuses bytes after the OK and forgets all read before it.
+                    client.wire.starttls(context)
+                except DeliveryError:
+                    raise
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     raise diagnostics.tls_failed(exc, settings) from None
+                except (imapclient.exceptions.IMAPClientError, OSError, *PARSE_FAILURES) as exc:
+                    raise client.typed_error(exc, "STARTTLS") from None
                 note[0] = "TLS"
         if settings.username is not None:
             with _step("login", observer) as note:
@@ -132,7 +163,7 @@ def open_imap(
     return client
 
 
-def _login(client: imapclient.IMAPClient, settings: ImapSettings) -> None:
+def _login(client: BoundedClient, settings: ImapSettings) -> None:
     encrypted = settings.security != Security.NONE
     if not encrypted and not settings.allow_plaintext_auth:
         raise AuthenticationError(
@@ -160,17 +191,42 @@ def _login(client: imapclient.IMAPClient, settings: ImapSettings) -> None:
             client.oauth2_login(settings.username, token)
         else:
             assert settings.password is not None
-            client.login(settings.username, settings.password.reveal())
+            _password_login(client, settings.username, settings.password.reveal())
     except imapclient.exceptions.LoginError as exc:
-        raise _auth_failed(settings, str(exc)) from None
+        raise _auth_failed(settings, server_text(exc)) from None
     except DeliveryError:
         raise
-    except (OSError, imapclient.exceptions.IMAPClientError) as exc:
+    except (OSError, imapclient.exceptions.IMAPClientError, *PARSE_FAILURES) as exc:
+        failure = client.typed_error(exc, "LOGIN")
+        if failure is not exc and isinstance(failure, (ImapLimitExceeded, ImapTimeout)):
+            raise failure from None
+        # Never chained, never quoted: a UnicodeEncodeError would carry the password.
         raise ConnectError(
             f"the IMAP connection failed during login ({type(exc).__name__})",
             diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was lost."),
             temporary=True,
         ) from None
+
+
+def _password_login(client: BoundedClient, username: str, password: str) -> None:
+    """LOGIN for ASCII credentials; AUTHENTICATE PLAIN in UTF-8 (RFC 4616, 6855) otherwise."""
+    if username.isascii() and password.isascii():
+        client.login(username, password)
+        return
+    if not client.has_capability("AUTH=PLAIN"):
+        raise AuthenticationError(
+            "the IMAP server does not offer AUTHENTICATE PLAIN, which non-ASCII user names "
+            "and passwords need (IMAP LOGIN is ASCII only)",
+            diagnosis=Diagnosis(
+                Category.AUTH_MECHANISM_UNSUPPORTED,
+                "This server cannot take a user name or password with non-ASCII characters.",
+                (
+                    "Choose a password of ASCII letters, digits and punctuation only.",
+                    "Or ask the provider to offer AUTH=PLAIN (RFC 4616) on IMAP.",
+                ),
+            ),
+        )
+    client.plain_login(username, password)
 
 
 def close_imap(client: imapclient.IMAPClient) -> None:

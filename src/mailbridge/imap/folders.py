@@ -1,4 +1,9 @@
-"""Finding the tenant's Sent folder: SPECIAL-USE first, then well-known names."""
+"""Finding the tenant's Sent folder: SPECIAL-USE first, then well-known names.
+
+LIST is sent through imaplib's public `xatom()`/`response()` on the bounded
+wire and parsed with imapclient's public `parse_response`, so no private
+imapclient or imaplib method is involved.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,12 @@ from typing import Any
 import attrs
 import imapclient
 import imapclient.exceptions
+from imapclient import imap_utf7
+from imapclient.response_parser import parse_response
+
+from ..errors import ImapCommandFailed
+from ._client import BoundedClient
+from ._failures import PARSE_FAILURES, typed_error
 
 __all__ = ["SENT_FOLDER_NAMES", "Folder", "find_sent_folder", "list_folders"]
 
@@ -75,49 +86,76 @@ class Folder:
         return not any(f.lower() in ("\\noselect", "\\nonexistent") for f in self.flags)
 
 
-def _folders(entries: list[tuple[Any, Any, Any]]) -> list[Folder]:
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _name(value: Any) -> str | None:
+    """A mailbox name from LIST, decoded from modified UTF-7; None when it cannot be."""
+    if isinstance(value, int):  # a numeric name the parser read as a number
+        return str(value)
+    if not isinstance(value, (bytes, str)):
+        return None
+    try:
+        name = str(imap_utf7.decode(value))
+    except ValueError:  # invalid modified UTF-7 (UnicodeDecodeError, binascii.Error)
+        return None
+    return None if any("\ud800" <= ch <= "\udfff" for ch in name) else name
+
+
+def _folders(data: list[Any]) -> list[Folder]:
+    items = parse_response([item for item in data if item not in (b"", None)])
     folders = []
-    for flags, delimiter, name in entries:
-        texts = tuple(f.decode() if isinstance(f, bytes) else str(f) for f in flags)
+    for index in range(0, len(items) - 2, 3):
+        flags, delimiter, raw_name = items[index : index + 3]
+        name = _name(raw_name)
+        if name is None or not isinstance(flags, tuple):
+            continue  # a name imapclient could not address anyway
+        texts = tuple(_text(f) for f in flags)
         special = next(
             (f for f in texts if f.encode() in SPECIAL_USE_FLAGS or f.lower() == "\\sent"), None
         )
         folders.append(
-            Folder(
-                str(name),
-                delimiter.decode() if isinstance(delimiter, bytes) else delimiter,
-                texts,
-                special,
-            )
+            Folder(name, None if delimiter is None else _text(delimiter), texts, special)
         )
     return folders
 
 
-def list_folders(client: imapclient.IMAPClient) -> list[Folder]:
+def _list(client: BoundedClient, command: str, *options: str) -> list[Folder]:
+    wire = client.wire
+    typ, data = wire.xatom(command, '""', '"*"', *options)
+    if typ != "OK":
+        raise imapclient.exceptions.IMAPClientError(f"{command} failed: {data!r}")
+    _, listed = wire.response(command)
+    return _folders(listed)
+
+
+def list_folders(client: BoundedClient) -> list[Folder]:
     """Every folder with its special-use attribute.
 
     Asks with `LIST "" "*" RETURN (SPECIAL-USE)` (RFC 6154) where the server
     supports it, else plain LIST (whose flags often carry it anyway), then
-    Gmail's old XLIST.
+    Gmail's old XLIST. Names that are not valid modified UTF-7 are left out.
+    Raises typed errors only (`ImapCommandFailed`, `ImapConnectionLost`, ...).
     """
-    if client.has_capability("SPECIAL-USE"):
-        try:
-            imap = client._imap  # imapclient has no API for LIST return options
-            typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
-            if typ == "OK":
-                typ, data = imap._untagged_response(typ, data, "LIST")
-                return _folders(client._proc_folder_list(data))
-        except (imapclient.exceptions.IMAPClientError, OSError, ValueError):
-            pass
-    folders = _folders(client.list_folders())
-    if not any(f.special_use for f in folders) and client.has_capability("XLIST"):
-        folders = _folders(client.xlist_folders())
+    try:
+        if client.has_capability("SPECIAL-USE"):
+            try:
+                return _list(client, "LIST", "RETURN", "(SPECIAL-USE)")
+            except (imapclient.exceptions.IMAPClientError, *PARSE_FAILURES) as exc:
+                if not isinstance(typed_error(exc, "LIST"), ImapCommandFailed):
+                    raise
+                if client.wire.failure is not None:
+                    raise
+        folders = _list(client, "LIST")
+        if not any(f.special_use for f in folders) and client.has_capability("XLIST"):
+            folders = _list(client, "XLIST")
+    except (imapclient.exceptions.IMAPClientError, OSError, *PARSE_FAILURES) as exc:
+        raise client.typed_error(exc, "LIST") from exc
     return folders
 
 
-def find_sent_folder(
-    client: imapclient.IMAPClient, folders: list[Folder] | None = None
-) -> str | None:
+def find_sent_folder(client: BoundedClient, folders: list[Folder] | None = None) -> str | None:
     """The Sent folder: flagged \\Sent, else a well-known name (in the personal namespace)."""
     folders = folders if folders is not None else list_folders(client)
     for folder in folders:
@@ -129,7 +167,7 @@ def find_sent_folder(
         try:
             personal = client.namespace().personal or ()
             prefixes = [str(prefix) for prefix, _ in personal] + [""]
-        except imapclient.exceptions.IMAPClientError:
+        except ImapCommandFailed:  # refused or unreadable: the names alone then
             pass
     for name in SENT_FOLDER_NAMES:
         for prefix in dict.fromkeys([*prefixes, "INBOX.", "INBOX/"]):

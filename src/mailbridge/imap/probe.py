@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import attrs
-import imapclient.exceptions
 
 from ..diagnosis import Category, Diagnosis
 from ..diagnostics import security_label
@@ -72,16 +71,18 @@ def probe_imap(settings: ImapSettings, *, try_alternative: bool = True) -> Conne
         folder = settings.folder or find_sent_folder(client, folders)
         found = folder is not None and folder in {f.name for f in folders}
         steps.append(Step("folder", found, 0.0, folder or "no Sent folder found"))
-    except (imapclient.exceptions.IMAPClientError, OSError) as exc:
+    except DeliveryError as exc:  # list_folders raises typed errors only
         steps.append(Step("folder", False, 0.0, f"the server failed listing folders: {exc}"))
         return ConnectionReport(
             False,
             tuple(steps),
             Diagnosis(
-                Category.CONNECTION_LOST,
+                exc.diagnosis.category,
                 "The IMAP server failed while listing the folders.",
-                ("Try again; if it keeps happening, the server may be overloaded.",),
+                exc.diagnosis.hints
+                or ("Try again; if it keeps happening, the server may be overloaded.",),
             ),
+            exc,
         )
     finally:
         close_imap(client)

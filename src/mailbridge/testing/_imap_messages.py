@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ._imap_connection import Connection, No
 from ._imap_mime import header_fields
-from ._imap_search import compile_search
+from ._imap_search import compile_search, search_codec
 from ._imap_store import SYSTEM_FLAGS, StoredMessage
 from ._imap_syntax import (
     Atom,
@@ -57,11 +57,16 @@ class MessageCommands(Connection):
 
     async def cmd_search(self, tag: bytes, args: list[Token], uid: bool) -> bytes:
         assert self.folder is not None
+        codec = search_codec(None)
         if args and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
-            if astring(args[1]).upper() not in ("UTF-8", "US-ASCII"):
+            if len(args) < 2:
+                raise ParseError("CHARSET needs a name")
+            codec = search_codec(astring(args[1]))
+            if codec is None:
                 raise No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
             args = args[2:]
-        test = compile_search(args, len(self.view), self.view[-1] if self.view else 0)
+        assert codec is not None
+        test = compile_search(args, len(self.view), self.view[-1] if self.view else 0, codec)
         found = [
             str(m.uid if uid else seq).encode()
             for seq, m in self.selected(Atom("1:*"), True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import email.header
 import email.utils
@@ -20,12 +21,31 @@ from ._imap_syntax import (
 )
 
 
+def search_codec(charset: str | None) -> str | None:
+    """The codec for a SEARCH CHARSET; None when unknown (BADCHARSET).
+
+    Like Dovecot and Cyrus: UTF-8 when none is given (8-bit strings included),
+    US-ASCII read as UTF-8, and any other charset the server can convert.
+    """
+    if charset is None or charset.upper() in ("UTF-8", "US-ASCII"):
+        return "utf-8"
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return None
+
+
 def compile_search(
     args: Sequence[Token],
     largest_seq: int,
     largest_uid: int,
+    codec: str = "utf-8",
 ) -> Callable[[int, StoredMessage], bool]:
-    """A predicate (sequence number, message) for a SEARCH program; ParseError when bad."""
+    """A predicate (sequence number, message) for a SEARCH program; ParseError when bad.
+
+    8-bit strings (quoted or literal) are decoded with `codec`; bytes that are
+    not valid in it make the search key invalid (BAD), as in Dovecot.
+    """
     position = 0
 
     def take() -> Token:
@@ -39,12 +59,17 @@ def compile_search(
         value = take()
         if isinstance(value, list):
             raise ParseError("expected a string")
-        return value if isinstance(value, str) else value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            return value
+        try:
+            return value.decode(codec)
+        except UnicodeDecodeError:
+            raise ParseError("Invalid search key") from None
 
     def one() -> Callable[[int, StoredMessage], bool]:
         token = take()
         if isinstance(token, list):
-            return compile_search(token, largest_seq, largest_uid)
+            return compile_search(token, largest_seq, largest_uid, codec)
         if not isinstance(token, Atom):
             raise ParseError("expected a search key")
         key = token.upper()

@@ -356,7 +356,9 @@ class RealMailServers:
             self.smtp_port, self.submission_port, self.smtps_port = ports[:3]
             self.imap_port, self.imaps_port, self._lmtp_port, self._auth_port = ports[3:]
         users_file = self.directory / "dovecot" / "users"
-        users_file.write_text("".join(f"{a}:{{PLAIN}}{p}::::::\n" for a, p in self.users.items()))
+        users_file.write_text(
+            "".join(f"{a}:{{PLAIN}}{p}::::::\n" for a, p in self.users.items()), encoding="utf-8"
+        )
         users_file.chmod(0o600)
         self._dovecot_conf.write_text(self._dovecot_config(uid, gid, users_file))
         (self._postfix_etc / "main.cf").write_text(self._postfix_main_cf())

@@ -1,0 +1,290 @@
+"""imaplib bounded: every read counted and under a per-command deadline, TLS without leftovers.
+
+`BoundedIMAP4` replaces imaplib's reading (its documented `read`, `readline`,
+`send` and `starttls` methods) with one that owns the receive
+buffer, so that a hostile server cannot make a command take longer than its
+deadline, announce a literal larger than the cap, stream answers without end,
+or slip responses in before the STARTTLS handshake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
+
+from ..diagnosis import Category, Diagnosis
+from ..errors import ImapConnectionLost, ImapLimitExceeded, ImapTimeout, TlsError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["BoundedIMAP4", "ImapLimits"]
+
+_MIB = 1024 * 1024
+_MAX_LINE = 1_000_000  # imaplib's own line limit
+_CHUNK = 65536
+
+
+def _positive(_instance: Any, attribute: Any, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive")
+
+
+@attrs.frozen
+class ImapLimits:
+    """How much an IMAP server may send for one command, and how long it may take.
+
+    `max_literal_bytes`: the largest literal (a message or part body) accepted;
+    a larger one is refused as soon as it is announced. `max_command_bytes` and
+    `max_lines`: everything received for one command. `command_seconds`: the
+    whole command, however slowly the bytes trickle in (each read also waits at
+    most the settings' `command_timeout`). Past any limit the connection is
+    closed and an `ImapLimitExceeded` or `ImapTimeout` raised.
+    """
+
+    max_literal_bytes: int = attrs.field(default=64 * _MIB, validator=_positive)
+    max_command_bytes: int = attrs.field(default=256 * _MIB, validator=_positive)
+    max_lines: int = attrs.field(default=100_000, validator=_positive)
+    command_seconds: float = attrs.field(default=120.0, validator=_positive)
+
+    @classmethod
+    def for_parts(cls, max_part_bytes: int, **changes: Any) -> ImapLimits:
+        """Limits for fetching attachment parts of at most `max_part_bytes` (decoded).
+
+        The literal cap leaves room for base64 (4/3) and line breaks: twice the
+        part size plus 64 KiB; a command may carry four such literals.
+        """
+        literal = 2 * max_part_bytes + 64 * 1024
+        return cls(max_literal_bytes=literal, max_command_bytes=4 * literal + _MIB, **changes)
+
+
+def _lost(text: str) -> ImapConnectionLost:
+    return ImapConnectionLost(
+        text,
+        diagnosis=Diagnosis(
+            Category.CONNECTION_LOST,
+            "The connection to the IMAP server was lost.",
+            ("Try again; if it keeps happening, the server may be overloaded.",),
+        ),
+        temporary=True,
+    )
+
+
+def _too_much(text: str) -> ImapLimitExceeded:
+    return ImapLimitExceeded(
+        text,
+        diagnosis=Diagnosis(
+            Category.PROTOCOL,
+            "The IMAP server sent more than mailbridge accepts for one command.",
+            ("The connection was closed. A message may be too large for the configured limits.",),
+        ),
+    )
+
+
+class _CheckedContext:
+    """Wraps the SSL context given to imaplib's STARTTLS: checks the plaintext is used up."""
+
+    def __init__(self, context: ssl.SSLContext, imap: BoundedIMAP4) -> None:
+        self._context = context
+        self._imap = imap
+
+    def wrap_socket(self, sock: socket.socket, **kwargs: Any) -> ssl.SSLSocket:
+        self._imap.before_handshake()
+        return self._context.wrap_socket(sock, **kwargs)
+
+
+class BoundedIMAP4(imaplib.IMAP4):
+    """An `imaplib.IMAP4` (plain, STARTTLS or implicit TLS) whose reads are bounded."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        connect_timeout: float,
+        read_timeout: float,
+        limits: ImapLimits,
+    ) -> None:
+        self.limits = limits
+        self._implicit_context = ssl_context
+        self._read_timeout = read_timeout
+        self._buffer = bytearray()
+        self._broken: str | None = None
+        self.failure: Exception | None = None  # why the wire was closed (imaplib rewraps it)
+        self._last_tag = b""
+        self._idle = False
+        self._start_command()
+        super().__init__(host, port, timeout=connect_timeout)
+
+    # -- imaplib's hooks -------------------------------------------------------------
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        # imaplib's connection hook (3.9+, also what imapclient overrides); imaplib's own
+        # open() then wraps it in a file object, which this class never reads from.
+        sock = socket.create_connection((self.host, self.port), timeout)
+        if self._implicit_context is not None:
+            try:
+                return self._implicit_context.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        return sock
+
+    def send(self, data: Buffer) -> None:
+        """Send, starting a new command's budget when `data` opens a tagged command."""
+        if self._broken is not None:
+            raise _lost(self._broken)
+        data = bytes(data)
+        head = data[:64]  # a command line starts with its tag; literals can be large
+        tag = head.split(b" ", 1)[0]
+        if tag != self._last_tag and tag in self.tagged_commands:
+            self._last_tag = tag
+            self._idle = head[len(tag) :].strip().upper() == b"IDLE"
+            self._start_command()
+        elif self._idle and head.strip().upper() == b"DONE":
+            self._idle = False
+            self._start_command()
+        super().send(data)
+
+    def read(self, size: int) -> bytes:
+        """A literal of `size` bytes, refused before reading when over the cap."""
+        if size > self.limits.max_literal_bytes:
+            self._abort(
+                _too_much(
+                    f"the IMAP server announced a literal of {size} bytes, over the limit "
+                    f"of {self.limits.max_literal_bytes}"
+                )
+            )
+        while len(self._buffer) < size:
+            self._recv()
+        with memoryview(self._buffer) as view:  # one copy: at most twice the literal in memory
+            data = bytes(view[:size])
+        del self._buffer[:size]
+        return data
+
+    def readline(self) -> bytes:
+        """One line (up to imaplib's 1 MB limit), or b"" at the end of the stream."""
+        searched = 0
+        while True:
+            end = self._buffer.find(b"\n", searched)
+            if end >= 0:
+                break
+            if len(self._buffer) > _MAX_LINE:
+                self._abort(_too_much(f"the IMAP server sent a line over {_MAX_LINE} bytes"))
+            searched = len(self._buffer)
+            if not self._recv(eof_ok=True):
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+        line = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
+        self._lines += 1
+        if self._lines > self.limits.max_lines:
+            self._abort(
+                _too_much(
+                    f"the IMAP server sent more than {self.limits.max_lines} lines for one command"
+                )
+            )
+        return line
+
+    def starttls(self, ssl_context: Any = None) -> Any:
+        """imaplib's STARTTLS, refusing anything the server sent after its OK in plaintext."""
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context()
+        return super().starttls(ssl_context=_CheckedContext(ssl_context, self))
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def before_handshake(self) -> None:
+        """Nothing read before TLS is trusted: refuse bytes after the OK, forget the rest."""
+        if self._buffer:
+            self._abort(
+                TlsError(
+                    "the IMAP server sent data after its OK to STARTTLS, before the "
+                    "handshake (a response injection attack); refusing to continue",
+                    diagnosis=Diagnosis(
+                        Category.TLS_HANDSHAKE,
+                        "Something on the network tampered with the start of encryption.",
+                        (
+                            "Use SSL/TLS on port 993 if the server offers it.",
+                            "Tell the email provider: its STARTTLS answer carried extra data.",
+                        ),
+                    ),
+                )
+            )
+        self.untagged_responses.clear()  # CAPABILITY is asked again after the handshake
+
+    def _start_command(self) -> None:
+        self._deadline = time.monotonic() + self.limits.command_seconds
+        self._received = 0
+        self._lines = 0
+
+    def _abort(self, error: Exception) -> NoReturn:
+        if self._broken is None:
+            self._broken = str(error)
+            self.failure = error
+            self._buffer.clear()
+            with contextlib.suppress(OSError, AttributeError):
+                self.sock.close()
+        raise error
+
+    def _recv(self, *, eof_ok: bool = False) -> int:
+        if self._broken is not None:
+            raise _lost(self._broken)
+        sock = self.sock
+        blocking = sock.gettimeout() != 0.0  # imapclient's idle_check polls non-blocking
+        if blocking:  # while idle_check polls, the caller bounds the time (see send)
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                self._timed_out(
+                    "the IMAP command did not complete within "
+                    f"{self.limits.command_seconds:g} seconds"
+                )
+            sock.settimeout(min(self._read_timeout, remaining))
+        try:
+            data = sock.recv(_CHUNK)
+        except TimeoutError:
+            if time.monotonic() >= self._deadline:
+                self._timed_out(
+                    "the IMAP command did not complete within "
+                    f"{self.limits.command_seconds:g} seconds"
+                )
+            self._timed_out("the IMAP server stopped answering in the middle of a command")
+        except (BlockingIOError, ssl.SSLWantReadError):
+            raise
+        except OSError as exc:
+            self._abort(_lost(f"the IMAP connection failed ({type(exc).__name__})"))
+        if not data:
+            if eof_ok:
+                return 0
+            self._abort(_lost("the IMAP server closed the connection in the middle of a response"))
+        self._received += len(data)
+        if self._received > self.limits.max_command_bytes:
+            self._abort(
+                _too_much(
+                    f"the IMAP server sent more than {self.limits.max_command_bytes} bytes "
+                    "for one command"
+                )
+            )
+        self._buffer += data
+        return len(data)
+
+    def _timed_out(self, text: str) -> NoReturn:
+        self._abort(
+            ImapTimeout(
+                text,
+                diagnosis=Diagnosis(
+                    Category.TIMEOUT,
+                    "The IMAP server took too long to answer.",
+                    ("Try again later; if it keeps happening, the server may be overloaded.",),
+                ),
+                temporary=True,
+            )
+        )
