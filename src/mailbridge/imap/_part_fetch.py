@@ -18,7 +18,7 @@ from typing import Any
 import imapclient
 import imapclient.exceptions
 
-from ..errors import MailbridgeError
+from ..errors import ImapCommandFailed, MailbridgeError
 from ._bodystructure import Part
 
 __all__ = ["PARSE_ERRORS", "WINDOW", "describe", "encoded_limit", "read_parts"]
@@ -42,6 +42,9 @@ Report = Callable[[int, str], None]
 
 
 def _lost(exc: BaseException) -> bool:
+    """Whether the connection is gone (rather than one answer being unreadable)."""
+    if isinstance(exc, ImapCommandFailed):
+        return False  # NO/BAD or an unparsable answer: the session itself goes on
     return isinstance(exc, (imapclient.exceptions.IMAPClientAbortError, OSError, MailbridgeError))
 
 

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 
 from ..diagnosis import Category, Diagnosis
-from ..errors import ImapConnectionLost, ImapLimitExceeded, ImapTimeout, TlsError
+from ..errors import (
+    ConfigurationError,
+    ImapConnectionLost,
+    ImapLimitExceeded,
+    ImapTimeout,
+    TlsError,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -33,7 +39,7 @@ _CHUNK = 65536
 
 def _positive(_instance: Any, attribute: Any, value: float) -> None:
     if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive")
+        raise ConfigurationError(attribute.name, "must be positive")
 
 
 @attrs.frozen
@@ -51,7 +57,7 @@ class ImapLimits:
     max_literal_bytes: int = attrs.field(default=64 * _MIB, validator=_positive)
     max_command_bytes: int = attrs.field(default=256 * _MIB, validator=_positive)
     max_lines: int = attrs.field(default=100_000, validator=_positive)
-    command_seconds: float = attrs.field(default=120.0, validator=_positive)
+    command_seconds: float = attrs.field(default=60.0, validator=_positive)
 
     @classmethod
     def for_parts(cls, max_part_bytes: int, **changes: Any) -> ImapLimits:

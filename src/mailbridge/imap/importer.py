@@ -14,12 +14,12 @@ import imapclient
 import imapclient.exceptions
 
 from .. import diagnostics
-from ..errors import ConfigurationError, DeliveryError, UidValidityChanged
+from ..errors import ConfigurationError, DeliveryError, MailbridgeError, UidValidityChanged
 from ..settings import ImapSettings
 from ._bodystructure import Part, text, walk
 from ._filenames import safe_filename
-from ._part_fetch import PARSE_ERRORS, describe, read_parts
-from .connection import close_imap, open_imap
+from ._part_fetch import PARSE_ERRORS, WINDOW, describe, read_parts
+from .connection import ImapLimits, close_imap, open_imap
 from .documents import DocumentKind, detect_kind
 
 __all__ = ["Checkpoint", "ImportBatch", "ImportedDocument", "InboxImporter"]
@@ -131,6 +131,8 @@ class InboxImporter:
         self.move_to = move_to
         self.batch_size = batch_size
         self.max_part_bytes = max_part_bytes
+        # Parts arrive in windows of at most WINDOW bytes: no literal may be much larger.
+        self._limits = ImapLimits.for_parts(min(max_part_bytes, WINDOW))
 
     def fetch(self, checkpoint: Checkpoint | None = None) -> ImportBatch:
         """The documents that arrived since `checkpoint`; changes nothing on the server.
@@ -138,7 +140,7 @@ class InboxImporter:
         Raises a `DeliveryError` when the server cannot be used; a message that
         cannot be read is reported in `ImportBatch.problems` instead.
         """
-        client = open_imap(self.settings)
+        client = open_imap(self.settings, limits=self._limits)
         try:
             with _answer("FETCH", parsing=False):
                 return self._fetch(client, checkpoint)
@@ -147,7 +149,7 @@ class InboxImporter:
 
     def commit(self, batch: ImportBatch) -> Checkpoint:
         """Mark the messages of `batch` as imported; returns the checkpoint to persist."""
-        client = open_imap(self.settings)
+        client = open_imap(self.settings, limits=self._limits)
         try:
             with _answer("SELECT"):
                 selected = client.select_folder(self.folder)
@@ -209,7 +211,7 @@ class InboxImporter:
         Mail that arrived since the last fetch (before this session selected the
         folder, so no EXISTS will ever announce it) ends the wait at once.
         """
-        client = open_imap(self.settings)
+        client = open_imap(self.settings, limits=self._limits)
         try:
             with _answer("SELECT"):
                 selected = client.select_folder(self.folder, readonly=True)
@@ -360,6 +362,8 @@ def _answer(what: str, *, parsing: bool = True) -> Iterator[None]:
     caught = PARSE_ERRORS if parsing else (imapclient.exceptions.IMAPClientError,)
     try:
         yield
+    except MailbridgeError:
+        raise  # already typed by the connection layer (ImapTimeout stays a TimeoutError)
     except (imapclient.exceptions.IMAPClientAbortError, OSError) as exc:
         raise diagnostics.imap_connection_lost(exc) from None
     except caught as exc:
