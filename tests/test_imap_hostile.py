@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 from pathlib import Path
 
 import imapclient
 import pytest
 
+from mailbridge import ImapSettings
 from mailbridge.errors import (
+    DeliveryTimeout,
     ImapCommandFailed,
     ImapConnectionLost,
     ImapLimitExceeded,
@@ -261,3 +264,16 @@ def test_capabilities_are_asked_again_after_starttls() -> None:
             assert client.has_capability("SPECIAL-USE")
         finally:
             close_imap(client)
+
+
+def test_a_server_that_never_greets_is_a_timeout_error() -> None:
+    """A listener that accepts and stays silent: a typed time-out, also a TimeoutError."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        settings = ImapSettings(
+            "127.0.0.1", port, "starttls", connect_timeout=0.5, command_timeout=0.5
+        )
+        with pytest.raises(DeliveryTimeout) as caught:
+            open_imap(settings)
+    assert isinstance(caught.value, TimeoutError)
+    assert "did not greet" in str(caught.value)

@@ -262,6 +262,8 @@ class BoundedIMAP4(imaplib.IMAP4):
                     "the IMAP command did not complete within "
                     f"{self.limits.command_seconds:g} seconds"
                 )
+            if not self._last_tag:  # no command yet: the greeting never came
+                self._not_greeted()
             self._timed_out("the IMAP server stopped answering in the middle of a command")
         except (BlockingIOError, ssl.SSLWantReadError):
             raise
@@ -281,6 +283,18 @@ class BoundedIMAP4(imaplib.IMAP4):
             )
         self._buffer += data
         return len(data)
+
+    def _not_greeted(self) -> NoReturn:
+        hints = ("Check the server name and port.",)
+        if self._implicit_context is None:  # plain or STARTTLS: maybe the port wants TLS
+            hints = ("The port may expect SSL/TLS at once: port 993 usually needs SSL/TLS.",)
+        self._abort(
+            ImapTimeout(
+                "the IMAP server did not greet",
+                diagnosis=Diagnosis(Category.TIMEOUT, "The IMAP server did not greet.", hints),
+                temporary=True,
+            )
+        )
 
     def _timed_out(self, text: str) -> NoReturn:
         self._abort(

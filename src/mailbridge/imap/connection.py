@@ -94,16 +94,6 @@ def _connect(settings: ImapSettings, context: ssl.SSLContext, limits: ImapLimits
     except (ssl.SSLError, ssl.CertificateError) as exc:
         raise diagnostics.tls_failed(exc, settings) from None
     except OSError as exc:
-        if isinstance(exc, socket.timeout) and settings.security != Security.IMPLICIT_TLS:
-            raise ConnectError(
-                "the IMAP server did not greet",
-                diagnosis=Diagnosis(
-                    Category.TIMEOUT,
-                    "The server did not greet; it may expect TLS immediately.",
-                    (*diagnostics.port_hints(settings), "Port 993 usually needs SSL/TLS."),
-                ),
-                temporary=True,
-            ) from None
         raise diagnostics.connect_failed(exc, settings) from None
     except (imapclient.exceptions.IMAPClientError, *PARSE_FAILURES) as exc:
         raise _protocol(exc) from None
