@@ -130,6 +130,7 @@ sent_folder = "Postausgang"
 def test_the_provider_registry_decides_who_files_its_own_copy() -> None:
     assert files_own_sent_copy("smtp.gmail.com") and files_own_sent_copy("SMTP.Office365.com.")
     assert files_own_sent_copy("smtp-mail.outlook.com")
+    assert files_own_sent_copy("smtp.googlemail.com")  # a server alias, never offered
     assert not files_own_sent_copy("mail.acme.example")
     acme = ProviderRegistry.from_toml(ACME)
     assert files_own_sent_copy("smtp.acme.example", acme)

@@ -279,6 +279,20 @@ def test_endpoint_validation() -> None:
     assert info.value.field == "username"
 
 
+def test_server_aliases_recognise_a_host_and_are_never_offered() -> None:
+    smtp = (Endpoint("smtp.example.com", 587, "starttls"),)
+    provider = Provider(id="ex", name="Ex", smtp=smtp, server_aliases=["SMTP.Old-Name.example."])
+    assert provider.server_aliases == ("smtp.old-name.example",)
+    assert ProviderRegistry([provider]).by_server("smtp.old-name.example") is provider
+    assert all(endpoint.host != "smtp.old-name.example" for endpoint in provider.smtp)
+    with pytest.raises(ConfigurationError) as info:
+        Provider(id="ex", name="Ex", smtp=smtp, server_aliases="smtp.old-name.example")
+    assert info.value.field == "server_aliases"
+    with pytest.raises(ConfigurationError) as info:
+        Provider(id="ex", name="Ex", smtp=smtp, server_aliases=["not a host"])
+    assert info.value.field == "server_aliases"
+
+
 def test_values_are_frozen_and_hashable() -> None:
     gmail = REGISTRY.by_id("gmail")
     assert gmail is not None

@@ -24,6 +24,7 @@ _PROVIDER_KEYS = {
     "oauth2",
     "files_sent_copy",
     "sent_folder",
+    "server_aliases",
     "docs",
     "hints",
     "notes",
@@ -89,7 +90,7 @@ class _Reader:
         self.expect(entry, prefix, who, "sent_folder", str)
         self.expect(entry, prefix, who, "files_sent_copy", bool)
         self.expect(entry, prefix, who, "docs", dict)
-        for key in ("domains", "mx_patterns", "auth", "hints"):
+        for key in ("domains", "mx_patterns", "server_aliases", "auth", "hints"):
             self.expect_strings(entry, prefix, who, key)
         values = dict(entry)
         values["smtp"] = self.endpoints(entry, prefix, who, "smtp")

@@ -215,13 +215,22 @@ class OAuth2Info:
             raise ConfigurationError("scopes", "give at least one non-empty OAuth2 scope")
 
 
-def _to_domains(values: Iterable[str]) -> tuple[str, ...]:
+def _domain_names(field: str, values: Iterable[str]) -> tuple[str, ...]:
+    """`values` as a tuple of normalized domain names; errors name `field`."""
     if isinstance(values, str):
-        raise ConfigurationError("domains", "must be a list of domain names")
+        raise ConfigurationError(field, "must be a list of domain names")
     try:
         return tuple(normalize_domain(value) for value in values)
     except ConfigurationError as error:
-        raise ConfigurationError("domains", error.problem) from None
+        raise ConfigurationError(field, error.problem) from None
+
+
+def _to_domains(values: Iterable[str]) -> tuple[str, ...]:
+    return _domain_names("domains", values)
+
+
+def _to_aliases(values: Iterable[str]) -> tuple[str, ...]:
+    return _domain_names("server_aliases", values)
 
 
 def _to_patterns(values: Iterable[str]) -> tuple[str, ...]:
@@ -257,7 +266,9 @@ class Provider:
     ``"app_password"`` (a separate app password is *required*; the normal password
     is refused) and ``"oauth2"`` (see `oauth2`). `files_sent_copy` is true when the
     server itself files every submitted message in Sent, so mailbridge must not
-    archive another copy. `hints` are short sentences for diagnostics; `docs` maps
+    archive another copy. `server_aliases` are other names of the provider's servers
+    (``smtp.googlemail.com``): they recognise a host a tenant typed, and are never
+    offered by discovery. `hints` are short sentences for diagnostics; `docs` maps
     a topic (``app_passwords``, ``smtp_auth``, ``imap``, ``spf``, ``settings``) to
     the provider's own help page; `notes` records what is uncertain about the data.
     """
@@ -272,6 +283,7 @@ class Provider:
     oauth2: OAuth2Info | None = attrs.field(default=None)
     files_sent_copy: bool = attrs.field(default=False)
     sent_folder: str | None = attrs.field(default=None)
+    server_aliases: tuple[str, ...] = attrs.field(default=(), converter=_to_aliases)
     docs: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping, hash=False)
     hints: tuple[str, ...] = attrs.field(default=(), converter=_to_strings)
     notes: str | None = None

@@ -179,7 +179,7 @@ class ProviderRegistry:
         return found
 
     def by_server(self, host: str) -> Provider | None:
-        """The first provider with an SMTP or IMAP endpoint named `host`, or None.
+        """The first provider with an SMTP or IMAP endpoint (or server alias) `host`, or None.
 
         Only endpoints with a fixed host name count (not ``mail.%EMAILDOMAIN%``);
         case and a trailing dot are ignored.
@@ -189,6 +189,8 @@ class ProviderRegistry:
         except ConfigurationError:
             return None
         for provider in self._providers:
+            if wanted in provider.server_aliases:
+                return provider
             for endpoint in (*provider.smtp, *provider.imap):
                 if not endpoint.is_template and endpoint.host.lower().rstrip(".") == wanted:
                     return provider
