@@ -7,7 +7,8 @@ part; the server then misbehaves while the importer downloads it:
 
 * literal-137mb: the part comes as a 137 MB literal (sent in full if read)
 * literal-2gb: a literal announced as 2 GB, of which 200 MB are sent
-* literal-60mb: a 60 MB literal, just under the default cap: read, then refused
+* literal-60mb: a 60 MB literal, under the connection's default cap (64 MiB) but over
+  the importer's (twice its 4 MiB download window)
 * trickle: a 100-byte literal, one byte every 2 s
 * untagged-flood: untagged "* OK" lines without end (at most 10 million)
 
@@ -15,7 +16,8 @@ part; the server then misbehaves while the importer downloads it:
 
 Prints one line per scenario: wall time, peak RSS, and the error the importer
 raised. The limits are the library's defaults (ImapLimits(): 64 MiB literals,
-100,000 lines and 256 MiB per command, 120 s per command; 30 s per read).
+100,000 lines and 256 MiB per command, 60 s per command; 30 s per read; the importer
+caps literals at twice its 4 MiB download window plus 64 KiB).
 """
 
 from __future__ import annotations
