@@ -92,8 +92,8 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _cmd_test_connection(args: argparse.Namespace) -> int:
+    from ._results import Step
     from .smtp import probe_smtp
-    from .smtp.connection import Step
 
     settings = _settings(args)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import dns.resolver
 
+from ._results import ConnectionReport
 from .addresses import Mailbox, parse_mailbox
 from .bulk import BulkOutcome, send_many
 from .composer import PreparedMessage, compose, new_message_id
@@ -47,7 +48,7 @@ from .smtp.pool import (
     DEFAULT_MESSAGES_IN_FLIGHT,
     ConnectionPool,
 )
-from .smtp.probe import ConnectionReport, probe_smtp
+from .smtp.probe import probe_smtp
 from .smtp.transport import SmtpTransport, Transport
 
 if TYPE_CHECKING:

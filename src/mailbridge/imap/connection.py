@@ -17,6 +17,7 @@ import imapclient
 import imapclient.exceptions
 
 from .. import diagnostics
+from .._results import Step
 from ..diagnosis import Category, Diagnosis
 from ..errors import (
     AuthenticationError,
@@ -28,7 +29,6 @@ from ..errors import (
     TlsError,
 )
 from ..settings import ImapSettings, Security
-from ..smtp.connection import Step
 from ._client import BoundedClient
 from ._failures import PARSE_FAILURES, server_text
 from ._wire import ImapLimits

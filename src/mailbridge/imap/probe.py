@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import attrs
 
+from .._results import ConnectionReport, Step
 from ..diagnosis import Category, Diagnosis
 from ..diagnostics import security_label
 from ..errors import DeliveryError
 from ..settings import ImapSettings, Security
-from ..smtp.connection import Step
-from ..smtp.probe import ConnectionReport
 from .connection import close_imap, open_imap
 from .folders import find_sent_folder, list_folders
 

@@ -1,10 +1,11 @@
 """The SMTP connection layer: TLS, AUTH, PIPELINING, transactions and transports."""
 
-from .connection import SmtpConnection, Step, Transaction
+from .._results import ConnectionReport, Step, Transaction
+from ._core import frame_data
+from .connection import SmtpConnection
 from .pool import ConnectionPool
-from .probe import ConnectionReport, probe_smtp
+from .probe import probe_smtp
 from .transport import SmtpTransport, Transport
-from .wire import frame_data
 
 __all__ = [
     "ConnectionPool",

@@ -1,4 +1,8 @@
-"""One SMTP client connection: TLS, EHLO, AUTH and pipelined transactions (RFC 5321, 2920)."""
+"""One SMTP client connection: the sync I/O layer over the sans-I/O core (`_core`).
+
+Sockets, TLS wrapping, time-outs and the steps' clock live here; what to
+write and how each reply is judged come from the core's exchanges.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,27 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-
-import attrs
+from typing import TypeVar
 
 from .. import diagnostics
+from .._results import Step, Transaction
 from ..diagnosis import Category, Diagnosis
-from ..errors import (
-    AuthenticationError,
-    ConnectError,
-    DeliveryError,
-    ProtocolError,
-    TlsError,
-)
+from ..errors import AuthenticationError, ConnectError, DeliveryError
 from ..reply import SmtpReply
 from ..settings import Security, SmtpSettings
-from .auth import authenticate, choose_mechanism
+from ._core import (
+    Attempt,
+    Exchange,
+    ReplyReader,
+    command_exchange,
+    ehlo_exchange,
+    judge_greeting,
+    login_exchange,
+    plan_attempt,
+    starttls_exchange,
+)
 from .pipeline import Pipeline
-from .transaction import Attempt, plan_attempt
-from .wire import Channel, check_command
+from .wire import Channel
 
 __all__ = ["SmtpConnection", "Step", "Transaction"]
 
@@ -35,23 +42,7 @@ log = logging.getLogger("mailbridge.smtp")
 MAX_ADDRESSES_TRIED = 4
 
 
-@attrs.frozen
-class Step:
-    """One step of opening a connection, with its outcome and duration."""
-
-    name: str
-    ok: bool
-    seconds: float
-    detail: str = ""
-
-
-@attrs.frozen
-class Transaction:
-    """The outcome of one accepted message: who got it, who was refused, the final reply."""
-
-    accepted: tuple[str, ...]
-    refused: dict[str, SmtpReply]
-    reply: SmtpReply
+T = TypeVar("T")
 
 
 def _address_literal(sock: socket.socket) -> str:
@@ -65,7 +56,9 @@ def _address_literal(sock: socket.socket) -> str:
 class SmtpConnection:
     """A connected, greeted, secured and (when credentials are set) authenticated session.
 
-    Use `SmtpConnection.open(settings)`. `send()` runs one transaction; with
+    Use `SmtpConnection.open(settings)`. This is the sync I/O layer: what is
+    written and how replies are judged comes from the core (`_core`).
+    `send()` runs one transaction; with
     PIPELINING the whole envelope and DATA go out in one write. Several threads
     may call `send()` at once on a PIPELINING connection: their transactions
     are pipelined one after another (see `pipeline.py`), each thread getting
@@ -76,12 +69,11 @@ class SmtpConnection:
         self.settings = settings
         self._observer = observer
         self._channel: Channel | None = None
+        self.reader = ReplyReader()  # the receive buffer, kept across STARTTLS
         self.extensions: dict[str, str] = {}
         self.greeting: SmtpReply | None = None
         self.authenticated = False
-        self.messages_sent = 0
         self.opened_at = self.last_used = time.monotonic()
-        self.needs_reset = False  # a failed transaction left state on the server: RSET first
         # Whether other threads may queue messages while one waits for a reply (the pool
         # says no when it never shares); waits then also watch for them.
         self.shareable = True
@@ -135,7 +127,7 @@ class SmtpConnection:
             note[0] = ", ".join(sorted({str(info[4][0]) for info in infos}))
         with self._step("connect", f"{settings.host}:{settings.port}"):
             sock = self._connect(infos)
-        self._channel = Channel(sock)
+        self._channel = Channel(sock, self.reader)
         if settings.security == Security.IMPLICIT_TLS:
             with self._step("tls") as note:
                 note[0] = self._wrap_tls()
@@ -179,7 +171,7 @@ class SmtpConnection:
             tls = context.wrap_socket(channel.sock, server_hostname=self.settings.host)
         except OSError as exc:  # ssl.SSLError, TimeoutError and a dropped connection
             raise diagnostics.tls_failed(exc, self.settings) from None
-        self._channel = Channel(tls)
+        self._channel = Channel(tls, self.reader)
         return f"{tls.version()} {(tls.cipher() or ('?',))[0]}"
 
     def _expect_greeting(self, timeout: float) -> SmtpReply:
@@ -198,130 +190,23 @@ class SmtpConnection:
                     ),
                 )
             raise
-        if reply.code != 220:
-            raise ConnectError(
-                "the server refused the session",
-                reply=reply,
-                diagnosis=Diagnosis(
-                    Category.SERVER_UNAVAILABLE,
-                    "The server does not accept connections right now.",
-                    ("Try again later.",)
-                    if reply.is_temporary
-                    else ("The server refuses connections from this address.",),
-                ),
-            )
-        return reply
+        return judge_greeting(reply)
 
     def _ehlo(self) -> None:
         name = self.settings.local_hostname or _address_literal(self._require_channel().sock)
-        reply = self.command(f"EHLO {name}")
-        if reply.closes_connection:
-            raise ConnectError(
-                "the server closed the session after EHLO",
-                reply=reply,
-                diagnosis=Diagnosis(
-                    Category.SERVER_UNAVAILABLE,
-                    "The server does not accept connections right now.",
-                    ("Try again later.",),
-                ),
-            )
-        if reply.code in (500, 502, 554):  # a very old server: plain HELO, no extensions
-            reply = self.command(f"HELO {name}")
-            self.extensions = {}
-        elif reply.code == 250:
-            self.extensions = {}
-            for line in reply.text.splitlines()[1:]:
-                keyword, _, params = line.strip().partition(" ")
-                if keyword.upper().startswith("AUTH="):  # pre-RFC 4954 servers
-                    keyword, params = "AUTH", keyword[5:] + " " + params
-                if keyword:
-                    self.extensions[keyword.upper()] = params.strip()
-        if reply.code != 250:
-            raise ProtocolError(
-                "the server refused EHLO and HELO",
-                reply=reply,
-                diagnosis=Diagnosis(Category.PROTOCOL, "The server refused to start a session."),
-            )
+        self.extensions = self.run_exchange(ehlo_exchange(name))
 
     def _starttls(self) -> str:
-        if "STARTTLS" not in self.extensions:
-            raise TlsError(
-                "the server does not offer STARTTLS; refusing to continue without encryption",
-                diagnosis=Diagnosis(
-                    Category.STARTTLS_NOT_OFFERED,
-                    "The server does not offer an encrypted connection (STARTTLS) on this port.",
-                    (
-                        *diagnostics.port_hints(self.settings),
-                        "Try port 587 with STARTTLS or port 465 with SSL/TLS.",
-                        "Something on the network may be removing STARTTLS (a downgrade attack).",
-                    ),
-                ),
-            )
-        reply = self.command("STARTTLS")
-        if reply.code != 220:
-            raise TlsError(
-                "the server refused STARTTLS",
-                reply=reply,
-                diagnosis=Diagnosis(
-                    Category.TLS_HANDSHAKE,
-                    "The server refused to start encryption.",
-                    ("Try again later, or try port 465 with SSL/TLS.",),
-                ),
-            )
-        # Anything that arrived after the 220 was sent before the handshake: it cannot be
-        # trusted (STARTTLS command injection, CVE-2011-0411 and kin), so it is dropped.
-        dropped = self._require_channel().discard_buffered()
-        if dropped:
-            log.warning("discarded %d bytes the server sent before the TLS handshake", dropped)
+        self.run_exchange(starttls_exchange(self.extensions, self.settings, self.reader))
         self.extensions = {}
         return self._wrap_tls()
 
     def _auth(self) -> str:
-        offered = frozenset(self.extensions.get("AUTH", "").upper().split())
-        encrypted = self.encrypted
-        if "AUTH" not in self.extensions:
-            if not encrypted:
-                raise AuthenticationError(
-                    "the server offers no login on this unencrypted connection",
-                    diagnosis=Diagnosis(
-                        Category.AUTH_REQUIRES_TLS,
-                        "The server only accepts logins over an encrypted connection.",
-                        ("Choose STARTTLS (usually port 587) or SSL/TLS (usually port 465).",),
-                    ),
-                )
-            raise AuthenticationError(
-                "the server does not offer a login (AUTH) on this port",
-                diagnosis=Diagnosis(
-                    Category.AUTH_NOT_OFFERED,
-                    "The server does not accept logins on this port.",
-                    (
-                        "Use the submission port (587 with STARTTLS or 465 with SSL/TLS); "
-                        "port 25 is for server-to-server mail.",
-                        "If the server needs no login (a local relay), leave user name and "
-                        "password empty.",
-                    ),
-                ),
-            )
-        if not encrypted and not self.settings.allow_plaintext_auth:
-            raise AuthenticationError(
-                "refusing to send the password over an unencrypted connection",
-                diagnosis=Diagnosis(
-                    Category.AUTH_REQUIRES_TLS,
-                    "The password would travel unencrypted, so it was not sent.",
-                    (
-                        "Choose STARTTLS or SSL/TLS.",
-                        "Only for a trusted local relay: set allow_plaintext_auth=True.",
-                    ),
-                ),
-            )
-        mechanism = choose_mechanism(self.settings, offered, encrypted)
-
-        def on_failure(reply: SmtpReply, used: str) -> AuthenticationError:
-            return diagnostics.auth_failed(reply, self.settings, used)
-
-        authenticate(self._exchange, self.settings, mechanism, on_failure)
+        detail = self.run_exchange(
+            login_exchange(self.extensions, self.settings, encrypted=self.encrypted)
+        )
         self.authenticated = True
-        return f"{mechanism} as {self.settings.username}"
+        return detail
 
     # -- talking ---------------------------------------------------------------
 
@@ -370,20 +255,20 @@ class SmtpConnection:
                 self.close()
             raise
 
-    def _exchange(self, line: str, secret: bool) -> SmtpReply:
-        shown = line
-        if secret:  # keep the command and mechanism, hide every credential
-            words = line.split(" ")
-            shown = " ".join([*words[:2], "********"]) if words[0] == "AUTH" else "********"
-        log.debug("C: %s", shown)
-        self.write_bytes(check_command(line))
-        return self.read_reply("the reply to AUTH")
+    def run_exchange(self, exchange: Exchange[T]) -> T:
+        """Run one of the core's exchanges: write each command, send it the reply."""
+        try:
+            command = next(exchange)
+            while True:
+                log.debug("C: %s", command.shown)
+                self.write_bytes(command.data)
+                command = exchange.send(self.read_reply(command.what))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def command(self, line: str) -> SmtpReply:
         """Send one command and return its reply."""
-        log.debug("C: %s", line)
-        self.write_bytes(check_command(line))
-        return self.read_reply(f"the reply to {line.split(' ', maxsplit=1)[0]}")
+        return self.run_exchange(command_exchange(line))
 
     def noop(self) -> SmtpReply:
         """NOOP: checks that the session is still alive."""
@@ -399,17 +284,10 @@ class SmtpConnection:
         """The open channel; raises `ConnectError` when the connection is closed."""
         return self._require_channel()
 
-    def check_in_step(self, *, quiet: bool) -> None:
-        """Raise `ConnectError` when the connection is closed, or (`quiet`) when the
-        server sent replies nobody asked for (the session is out of step: closed)."""
-        channel = self._require_channel()
-        if quiet and channel.has_unread_data:
-            self.close()
-            raise ConnectError(
-                "the server sent unexpected data between transactions",
-                diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was out of step."),
-                temporary=True,
-            )
+    @property
+    def messages_sent(self) -> int:
+        """How many messages the server accepted on this connection."""
+        return self._pipeline.core.messages_sent
 
     @property
     def settled(self) -> bool:
@@ -431,7 +309,14 @@ class SmtpConnection:
         Raises `MessageError`, or `UnsupportedByServer`/`MessageRejected` when the
         message needs an extension the server lacks or exceeds its SIZE.
         """
-        return plan_attempt(self, sender, recipients, data, smtputf8)
+        return plan_attempt(
+            self.extensions,
+            sender,
+            recipients,
+            data,
+            smtputf8=smtputf8,
+            chunking=self.settings.chunking,
+        )
 
     def run(self, attempt: Attempt) -> Transaction:
         """Send a prepared transaction; raises if the sender or every recipient is refused.

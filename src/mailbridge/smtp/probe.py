@@ -6,49 +6,16 @@ from collections.abc import Callable
 
 import attrs
 
+from .._results import ConnectionReport, Step
 from ..diagnosis import Category, Diagnosis
 from ..diagnostics import security_label
 from ..errors import DeliveryError
-from ..settings import ImapSettings, Security, SmtpSettings
-from .connection import SmtpConnection, Step
+from ..settings import Security, SmtpSettings
+from .connection import SmtpConnection
 
 __all__ = ["ConnectionReport", "probe_smtp"]
 
 PROBE_GREETING_TIMEOUT = 10.0
-
-
-@attrs.frozen
-class ConnectionReport:
-    """What a connection test found.
-
-    `ok` is True when every step worked. `steps` lists resolve, connect, TLS,
-    greeting, EHLO, STARTTLS and AUTH as far as they got, each with outcome
-    and time. On failure `diagnosis` explains it; when the cause was the wrong
-    security mode and the other one works, `alternative` holds the settings
-    that work.
-    """
-
-    ok: bool
-    steps: tuple[Step, ...]
-    diagnosis: Diagnosis | None = None
-    error: DeliveryError | None = attrs.field(default=None, eq=False)
-    alternative: SmtpSettings | None = None
-    extensions: dict[str, str] = attrs.field(factory=dict)
-    imap: ConnectionReport | None = None  # the IMAP account's own report, when configured
-    imap_alternative: ImapSettings | None = None  # for an IMAP report: the mode that works
-
-    def __str__(self) -> str:
-        lines = []
-        for step in self.steps:
-            mark = "ok  " if step.ok else "FAIL"
-            lines.append(f"{mark} {step.name:<9} {step.seconds * 1000:7.1f} ms  {step.detail}")
-        if self.ok:
-            lines.append("The connection works.")
-        elif self.diagnosis is not None:
-            lines.append(str(self.diagnosis))
-        if self.imap is not None:
-            lines += ["", "IMAP:", str(self.imap)]
-        return "\n".join(lines)
 
 
 def _reached_smtp_over_tls(report: ConnectionReport, security: Security) -> bool:

@@ -6,11 +6,11 @@ import time
 from typing import Protocol, runtime_checkable
 
 from .. import diagnostics
+from .._results import Transaction
 from ..composer import PreparedMessage
 from ..diagnosis import Category
 from ..errors import ConnectError, DeliveryTimeout
 from ..settings import SmtpSettings
-from .connection import Transaction
 from .pool import ConnectionPool
 
 __all__ = ["MAX_CONNECTIONS_TRIED", "SmtpTransport", "Transport"]

@@ -1,9 +1,9 @@
-"""One mail transaction: its commands, and how the server's replies to them are judged.
+"""One mail transaction, sans I/O: its commands, and how the server's replies are judged.
 
 The commands are built (and the message checked) before anything is written,
 so a message that cannot be sent never leaves half a transaction on the wire.
-How transactions are written and read, one at a time or several pipelined on
-one connection, is `pipeline.py`'s job.
+Which transaction is written when, and which reply belongs to which, is
+`_pipeline.py`'s job.
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ import enum
 import logging
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import attrs
 
-from .. import diagnostics
-from ..diagnosis import Category, Diagnosis
-from ..errors import DeliveryError, MessageError, MessageRejected, UnsupportedByServer
-from ..reply import SmtpReply
-from .wire import check_command, frame_data, normalize_data
+from ... import diagnostics
+from ..._results import Transaction
+from ...diagnosis import Category, Diagnosis
+from ...errors import DeliveryError, MessageError, MessageRejected, UnsupportedByServer
+from ...reply import SmtpReply
+from ._framing import check_command, frame_data, normalize_data
 
-if TYPE_CHECKING:
-    from .connection import SmtpConnection, Transaction
-
-__all__ = ["Attempt", "Stage", "plan_attempt", "run_lockstep"]
+__all__ = ["Attempt", "Stage", "check_not_closing", "plan_attempt"]
 
 log = logging.getLogger("mailbridge.smtp")
 _BAD_PATH = re.compile(r"[<>\x00-\x20\x7f]")
@@ -125,8 +122,6 @@ class Attempt:
 
     def judge_final(self, final: SmtpReply) -> None:
         """Record the outcome from the reply to the end of the message (or to BDAT LAST)."""
-        from .connection import Transaction
-
         check_not_closing(final)
         if final.code // 100 != 2:
             self.finish(error=diagnostics.data_refused(final))
@@ -153,16 +148,19 @@ def _check_path(field: str, address: str) -> None:
 
 
 def plan_attempt(
-    connection: SmtpConnection,
+    extensions: dict[str, str],
     sender: str,
     recipients: Sequence[str],
     raw: bytes,
-    smtputf8: bool,
+    *,
+    smtputf8: bool = False,
+    chunking: bool = True,
 ) -> Attempt:
     """Check the message against the envelope rules and the server's extensions; build it.
 
-    Raises `MessageError` or `UnsupportedByServer`/`MessageRejected` (SIZE)
-    before anything is written.
+    `chunking` False keeps DATA even when the server offers CHUNKING. Raises
+    `MessageError` or `UnsupportedByServer`/`MessageRejected` (SIZE) before
+    anything is written.
     """
     if not recipients:
         raise MessageError("to", "at least one recipient is needed")
@@ -171,10 +169,7 @@ def plan_attempt(
     for recipient in recipients:
         _check_path("to", recipient)
         check_command(f"RCPT TO:<{recipient}>")
-    extensions = connection.extensions
-    chunked = (
-        "CHUNKING" in extensions and "PIPELINING" in extensions and connection.settings.chunking
-    )
+    chunked = chunking and "CHUNKING" in extensions and "PIPELINING" in extensions
     payload = normalize_data(raw) if chunked else frame_data(raw)
     mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(payload), raw, smtputf8)
     check_command(mail)
@@ -228,31 +223,3 @@ def _mail_parameters(
             )
         params.append(f"SIZE={framed_size}")
     return "".join(" " + param for param in params)
-
-
-def run_lockstep(connection: SmtpConnection, attempt: Attempt) -> None:
-    """Send `attempt` one command at a time, for servers without PIPELINING.
-
-    Raises a `DeliveryError` when the connection fails; refusals are recorded
-    on the attempt.
-    """
-    if attempt.reset:
-        check_not_closing(connection.command("RSET"))
-    mail_reply = check_not_closing(connection.command(attempt.mail))
-    replies = [mail_reply]
-    if _ok(mail_reply):
-        for recipient in attempt.recipients:
-            replies.append(check_not_closing(connection.command(f"RCPT TO:<{recipient}>")))
-    refusal = attempt.judge_envelope(replies)
-    if refusal is not None:
-        attempt.finish(error=refusal)
-        return
-    data_reply = check_not_closing(connection.command("DATA"))
-    if data_reply.code != 354:
-        attempt.finish(error=diagnostics.data_refused(data_reply))
-        return
-    attempt.data_started = True
-    connection.write_bytes(attempt.payload, timeout=connection.settings.data_timeout)
-    attempt.stage = Stage.MESSAGE_SENT
-    final = connection.read_reply("the reply to the message", connection.settings.data_timeout)
-    attempt.judge_final(final)

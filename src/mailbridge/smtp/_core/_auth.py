@@ -1,4 +1,8 @@
-"""SMTP AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5 and XOAUTH2."""
+"""SMTP AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5 and XOAUTH2, as a sans-I/O exchange.
+
+`auth_exchange` is a generator: it yields each line to send (with whether it
+carries a secret, so it is never logged) and is sent the server's reply to it.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,18 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Generator
 
-from ..diagnosis import Category, Diagnosis
-from ..errors import AuthenticationError, ProtocolError
-from ..reply import SmtpReply
-from ..settings import SmtpSettings
+from ... import diagnostics
+from ...diagnosis import Category, Diagnosis
+from ...errors import AuthenticationError, ProtocolError
+from ...reply import SmtpReply
+from ...settings import SmtpSettings
 
-__all__ = ["Exchange", "authenticate", "choose_mechanism"]
+__all__ = ["AuthExchange", "auth_exchange", "choose_mechanism", "shown_line"]
 
-# Sends one line (secret lines are never logged) and returns the server's reply.
-Exchange = Callable[[str, bool], SmtpReply]
+# Yields (line, secret) to send, is sent the reply; returns the 235 reply or raises.
+AuthExchange = Generator[tuple[str, bool], SmtpReply, SmtpReply]
 
 _PREFERENCE_ENCRYPTED = ("PLAIN", "LOGIN", "CRAM-MD5")
 _PREFERENCE_PLAINTEXT = ("CRAM-MD5", "PLAIN", "LOGIN")
@@ -62,13 +67,19 @@ def choose_mechanism(settings: SmtpSettings, offered: frozenset[str], encrypted:
     raise _unsupported(settings, "PLAIN or LOGIN", offered)
 
 
-def authenticate(
-    exchange: Exchange,
-    settings: SmtpSettings,
-    mechanism: str,
-    on_failure: Callable[[SmtpReply, str], AuthenticationError],
-) -> SmtpReply:
-    """Run the AUTH exchange for `mechanism`; returns the 235 reply or raises."""
+def shown_line(line: str, secret: bool) -> str:
+    """`line` as it may be logged: the command and mechanism kept, every credential hidden."""
+    if not secret:
+        return line
+    words = line.split(" ")
+    return " ".join([*words[:2], "********"]) if words[0] == "AUTH" else "********"
+
+
+def auth_exchange(settings: SmtpSettings, mechanism: str) -> AuthExchange:
+    """The AUTH exchange for `mechanism`: yields (line, secret), is sent each reply.
+
+    Returns the 235 reply; raises `AuthenticationError` (diagnosed) or `ProtocolError`.
+    """
     username = settings.username or ""
     if mechanism == "XOAUTH2":
         assert settings.oauth2_token is not None
@@ -92,38 +103,39 @@ def authenticate(
                     ("Sign in again to the email account to renew the authorisation.",),
                 ),
             )
-        reply = exchange(
-            "AUTH XOAUTH2 " + _b64(f"user={username}\x01auth=Bearer {token}\x01\x01"), True
+        reply = yield (
+            "AUTH XOAUTH2 " + _b64(f"user={username}\x01auth=Bearer {token}\x01\x01"),
+            True,
         )
         if reply.code == 334:
             # The server's JSON error (status, schemes, scope) comes as a challenge;
             # an empty line ends the exchange and brings the final 5xx.
             detail = _decode_xoauth2_error(reply.text)
-            final = exchange("", False)
+            final = yield ("", False)
             if detail:
                 final = SmtpReply(
                     final.code,
                     final.enhanced_status,
                     f"{final.text} (OAuth2 error: {detail})".strip(),
                 )
-            raise on_failure(final, mechanism)
+            raise diagnostics.auth_failed(final, settings, mechanism)
     else:
         password = settings.password.reveal() if settings.password is not None else ""
         if mechanism == "PLAIN":
-            reply = exchange("AUTH PLAIN " + _b64(f"\x00{username}\x00{password}"), True)
+            reply = yield ("AUTH PLAIN " + _b64(f"\x00{username}\x00{password}"), True)
         elif mechanism == "LOGIN":
-            reply = exchange("AUTH LOGIN", False)
+            reply = yield ("AUTH LOGIN", False)
             if reply.code == 334:
-                reply = exchange(_b64(username), True)
+                reply = yield (_b64(username), True)
             if reply.code == 334:
-                reply = exchange(_b64(password), True)
+                reply = yield (_b64(password), True)
         else:  # CRAM-MD5
-            reply = exchange("AUTH CRAM-MD5", False)
+            reply = yield ("AUTH CRAM-MD5", False)
             if reply.code == 334:
                 try:
                     challenge = base64.b64decode(reply.text.strip(), validate=True)
                 except binascii.Error:
-                    exchange("*", False)
+                    yield ("*", False)
                     raise ProtocolError(
                         "the server sent a CRAM-MD5 challenge that is not base64",
                         reply=reply,
@@ -134,11 +146,11 @@ def authenticate(
                         ),
                     ) from None
                 digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
-                reply = exchange(_b64(f"{username} {digest}"), True)
+                reply = yield (_b64(f"{username} {digest}"), True)
     if reply.code != 235:
         if reply.code == 334:  # the server wants more than the mechanism defines: abort
-            reply = exchange("*", False)
-        raise on_failure(reply, mechanism)
+            reply = yield ("*", False)
+        raise diagnostics.auth_failed(reply, settings, mechanism)
     return reply
 
 

@@ -1,0 +1,506 @@
+"""The sans-I/O SMTP core, byte for byte: no sockets, no threads, no clocks."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hmac
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailbridge import Security, SmtpSettings
+from mailbridge.diagnosis import Category, Diagnosis
+from mailbridge.errors import (
+    AuthenticationError,
+    ConnectError,
+    DeliveryError,
+    DeliveryOutcomeUnknown,
+    MessageRejected,
+    ProtocolError,
+    RecipientsRefused,
+    SenderRefused,
+    TlsError,
+)
+from mailbridge.reply import SmtpReply
+from mailbridge.smtp._core import (
+    Attempt,
+    Command,
+    ReplyReader,
+    Stage,
+    TransactionQueue,
+    ehlo_exchange,
+    login_exchange,
+    plan_attempt,
+    starttls_exchange,
+)
+
+CORE = Path(__file__).resolve().parents[1] / "src" / "mailbridge" / "smtp" / "_core"
+EXTENSIONS = {"PIPELINING": "", "8BITMIME": "", "SIZE": "1000000"}
+CHUNKING = {**EXTENSIONS, "CHUNKING": ""}
+BODY = b"Subject: t\r\n\r\nhello\r\n"
+USER, PASSWORD = "user@example.test", "s3cret-password"
+
+
+def _settings(**kwargs: Any) -> SmtpSettings:
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": 587, "security": Security.STARTTLS}
+    values.update(kwargs)
+    return SmtpSettings(**values)
+
+
+def _lost(text: str) -> ConnectError:
+    return ConnectError(text, diagnosis=Diagnosis(Category.CONNECTION_LOST, text), temporary=True)
+
+
+def _drive(
+    exchange: Generator[Command, SmtpReply, Any], replies: list[bytes]
+) -> tuple[list[bytes], Any]:
+    """Run an exchange against scripted reply bytes; the bytes written and its result."""
+    written: list[bytes] = []
+    reader = ReplyReader()
+    try:
+        command = next(exchange)
+        for raw in replies:
+            written.append(command.data)
+            reader.feed(raw)
+            reply = reader.next_reply()
+            assert reply is not None
+            command = exchange.send(reply)
+        raise AssertionError(f"the exchange wanted more: {command.data!r}")
+    except StopIteration as done:
+        return written, done.value
+
+
+# -- replies -------------------------------------------------------------------
+
+
+def _all_replies(reader: ReplyReader) -> list[SmtpReply]:
+    replies = []
+    while (reply := reader.next_reply()) is not None:
+        replies.append(reply)
+    return replies
+
+
+def test_multiline_reply_with_enhanced_codes() -> None:
+    reader = ReplyReader()
+    reader.feed(b"250-2.1.0 first\r\n250-2.1.0 second\r\n250 2.1.0 last\r\n550 5.1.1 no")
+    assert _all_replies(reader) == [SmtpReply(250, "2.1.0", "first\nsecond\nlast")]
+    assert reader.buffered
+    reader.feed(b" such user\r\n")
+    assert _all_replies(reader) == [SmtpReply(550, "5.1.1", "no such user")]
+    assert not reader.buffered
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello\r\n",
+        b"250x\r\n",
+        b"600 six\r\n",
+        b"25\r\n",
+        b"250-a\r\n251 b\r\n",  # mixed codes
+        b"250 " + b"a" * 5000 + b"\r\n",  # too long, with its end
+        b"250 " + b"a" * 5000,  # too long, no end yet: refused before it ends
+        b"250-x\r\n" * 201,  # too many lines
+    ],
+)
+def test_broken_replies_are_protocol_errors(data: bytes) -> None:
+    reader = ReplyReader()
+    reader.feed(data)
+    with pytest.raises(ProtocolError):
+        _all_replies(reader)
+
+
+_LINE_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30).map(
+    lambda text: text.encode()
+)
+
+
+@st.composite
+def _reply_bytes(draw: st.DrawFn) -> bytes:
+    code = draw(st.sampled_from([220, 250, 251, 334, 354, 421, 450, 452, 550, 554]))
+    status = draw(st.sampled_from(["", f"{str(code)[0]}.1.1 ", "2.0.0 "]))
+    lines = draw(st.lists(_LINE_TEXT, min_size=1, max_size=4))
+    out = b""
+    for index, text in enumerate(lines):
+        sep = b" " if index == len(lines) - 1 else b"-"
+        out += str(code).encode() + sep + status.encode() + text + b"\r\n"
+    return out
+
+
+def _events(chunks: list[bytes]) -> list[object]:
+    reader = ReplyReader()
+    events: list[object] = []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            while (reply := reader.next_reply()) is not None:
+                events.append(reply)
+    except ProtocolError as exc:
+        events.append(("error", str(exc)))
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_reply_bytes(), min_size=1, max_size=6), st.binary(max_size=8))
+def test_replies_split_at_every_byte_boundary_are_the_same(
+    replies: list[bytes], tail: bytes
+) -> None:
+    data = b"".join(replies) + tail
+    whole = _events([data])
+    assert len([e for e in whole if isinstance(e, SmtpReply)]) >= (0 if tail else len(replies))
+    for cut in range(len(data) + 1):
+        assert _events([data[:cut], data[cut:]]) == whole
+    assert _events([data[i : i + 1] for i in range(len(data))]) == whole
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_reply_bytes(), min_size=1, max_size=8), st.data())
+def test_replies_split_at_random_boundaries_are_the_same(
+    replies: list[bytes], data: st.DataObject
+) -> None:
+    raw = b"".join(replies)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=10)))
+    chunks = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    assert _events(chunks) == _events([raw])
+
+
+# -- opening a session ----------------------------------------------------------
+
+
+def test_ehlo_parses_extensions() -> None:
+    written, extensions = _drive(
+        ehlo_exchange("[127.0.0.1]"),
+        [
+            b"250-mx.example greets\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-AUTH=LOGIN\r\n"
+            b"250 8bitmime\r\n"
+        ],
+    )
+    assert written == [b"EHLO [127.0.0.1]\r\n"]
+    assert extensions == {"PIPELINING": "", "SIZE": "1000", "AUTH": "LOGIN", "8BITMIME": ""}
+
+
+def test_ehlo_falls_back_to_helo_and_refuses_421() -> None:
+    written, extensions = _drive(ehlo_exchange("h"), [b"502 what\r\n", b"250 hi\r\n"])
+    assert written == [b"EHLO h\r\n", b"HELO h\r\n"] and extensions == {}
+    with pytest.raises(ConnectError) as info:
+        _drive(ehlo_exchange("h"), [b"421 busy\r\n"])
+    assert info.value.diagnosis.category is Category.SERVER_UNAVAILABLE
+    with pytest.raises(ProtocolError):
+        _drive(ehlo_exchange("h"), [b"502 no\r\n", b"502 no\r\n"])
+
+
+def test_starttls_drops_bytes_injected_after_the_220() -> None:
+    reader = ReplyReader()
+    exchange = starttls_exchange({"STARTTLS": ""}, _settings(), reader)
+    assert next(exchange).data == b"STARTTLS\r\n"
+    reader.feed(b"220 go ahead\r\n250-injected\r\n250 AUTH PLAIN\r\n")
+    reply = reader.next_reply()
+    assert reply is not None
+    with pytest.raises(StopIteration):  # returned: start TLS now
+        exchange.send(reply)
+    assert not reader.buffered  # the injected replies are gone, never read
+    assert reader.next_reply() is None
+
+
+def test_starttls_not_offered_or_refused() -> None:
+    with pytest.raises(TlsError) as info:
+        next(starttls_exchange({}, _settings(), ReplyReader()))
+    assert info.value.diagnosis.category is Category.STARTTLS_NOT_OFFERED
+    with pytest.raises(TlsError):
+        _drive(starttls_exchange({"STARTTLS": ""}, _settings(), ReplyReader()), [b"454 no\r\n"])
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64encode(text.encode())
+
+
+def test_auth_plain_bytes_and_secret_hidden() -> None:
+    settings = _settings(username=USER, password=PASSWORD)
+    exchange = login_exchange({"AUTH": "PLAIN LOGIN"}, settings, encrypted=True)
+    command = next(exchange)
+    assert command.data == b"AUTH PLAIN " + _b64(f"\x00{USER}\x00{PASSWORD}") + b"\r\n"
+    assert PASSWORD not in command.shown and "PLAIN" in command.shown
+    with pytest.raises(StopIteration) as done:
+        exchange.send(SmtpReply(235))
+    assert done.value.value == f"PLAIN as {USER}"
+
+
+def test_auth_login_and_cram_md5_bytes() -> None:
+    settings = _settings(username=USER, password=PASSWORD, auth_mechanism="LOGIN")
+    written, _ = _drive(
+        login_exchange({"AUTH": "LOGIN"}, settings, encrypted=True),
+        [b"334 VXNlcm5hbWU6\r\n", b"334 UGFzc3dvcmQ6\r\n", b"235 ok\r\n"],
+    )
+    assert written == [b"AUTH LOGIN\r\n", _b64(USER) + b"\r\n", _b64(PASSWORD) + b"\r\n"]
+    challenge = b"<1.2@mx.example>"
+    settings = _settings(username=USER, password=PASSWORD, auth_mechanism="CRAM-MD5")
+    written, _ = _drive(
+        login_exchange({"AUTH": "CRAM-MD5"}, settings, encrypted=True),
+        [b"334 " + base64.b64encode(challenge) + b"\r\n", b"235 ok\r\n"],
+    )
+    digest = hmac.new(PASSWORD.encode(), challenge, "md5").hexdigest()
+    assert written == [b"AUTH CRAM-MD5\r\n", _b64(f"{USER} {digest}") + b"\r\n"]
+
+
+def test_auth_xoauth2_error_is_diagnosed() -> None:
+    settings = _settings(username=USER, oauth2_token=lambda: "tok")
+    error = base64.b64encode(b'{"status":"401","schemes":"Bearer"}')
+    with pytest.raises(AuthenticationError) as info:
+        _drive(
+            login_exchange({"AUTH": "XOAUTH2"}, settings, encrypted=True),
+            [b"334 " + error + b"\r\n", b"535 5.7.8 bad\r\n"],
+        )
+    assert "status=401" in str(info.value.reply)
+
+
+def test_auth_refused_before_any_password_without_tls() -> None:
+    settings = _settings(username=USER, password=PASSWORD)
+    with pytest.raises(AuthenticationError) as info:
+        next(login_exchange({"AUTH": "PLAIN"}, settings, encrypted=False))
+    assert info.value.diagnosis.category is Category.AUTH_REQUIRES_TLS
+
+
+# -- transactions --------------------------------------------------------------
+
+
+def _attempt(
+    recipients: tuple[str, ...] = ("a@x.test",), extensions: dict[str, str] | None = None
+) -> Attempt:
+    return plan_attempt(extensions or EXTENSIONS, "s@x.test", recipients, BODY)
+
+
+def _queue(pipelining: bool = True) -> TransactionQueue:
+    return TransactionQueue(ReplyReader(), pipelining=pipelining)
+
+
+def _feed(queue: TransactionQueue, data: bytes) -> list[Attempt]:
+    queue.receive_data(data)
+    return queue.process()
+
+
+def test_pipelined_data_transaction_byte_for_byte() -> None:
+    queue, attempt = _queue(), _attempt(("a@x.test", "b@x.test"))
+    queue.enqueue(attempt)
+    out = queue.data_to_send()
+    assert out.data == (
+        b"MAIL FROM:<s@x.test> SIZE=24\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+    )
+    assert not out.message and attempt.stage is Stage.ENVELOPE_SENT
+    assert _feed(queue, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n") == []
+    assert queue.data_to_send().data == b""  # nothing before the 354
+    assert _feed(queue, b"354 go\r\n") == []
+    out = queue.data_to_send()
+    assert out.data == BODY + b".\r\n" and out.message and attempt.data_started
+    assert _feed(queue, b"250 2.0.0 queued\r\n") == [attempt]
+    result = attempt.outcome()
+    assert result.accepted == ("a@x.test",) and list(result.refused) == ["b@x.test"]
+    assert queue.settled and queue.messages_sent == 1
+
+
+def test_bdat_transactions_pipelined_across_messages() -> None:
+    queue = _queue()
+    first, second = _attempt(extensions=CHUNKING), _attempt(("b@x.test",), CHUNKING)
+    queue.enqueue(first)
+    queue.enqueue(second)
+    out = queue.data_to_send()
+    head = b"MAIL FROM:<s@x.test> SIZE=21\r\n"
+    assert out.message and out.data == (
+        head
+        + b"RCPT TO:<a@x.test>\r\nBDAT 21 LAST\r\n"
+        + BODY
+        + b"RSET\r\n"
+        + head
+        + b"RCPT TO:<b@x.test>\r\nBDAT 21 LAST\r\n"
+        + BODY
+    )
+    assert first.data_started and second.data_started and second.reset
+    settled = _feed(queue, b"250 ok\r\n250 ok\r\n250 2.0.0 first\r\n250 reset\r\n250 ok\r\n")
+    assert settled == [first] and first.outcome().reply.text == "first"
+    assert _feed(queue, b"550 5.1.1 gone\r\n554 no valid recipients\r\n") == [second]
+    with pytest.raises(RecipientsRefused):
+        second.outcome()
+    assert not second.data_started  # every recipient refused: the data was never taken
+    assert queue.needs_reset and queue.messages_sent == 1
+
+
+def test_lock_step_without_pipelining() -> None:
+    queue, attempt = _queue(pipelining=False), _attempt(("a@x.test", "b@x.test"))
+    queue.enqueue(attempt)
+    steps = [
+        (b"", b"MAIL FROM:<s@x.test> SIZE=24\r\n"),
+        (b"250 ok\r\n", b"RCPT TO:<a@x.test>\r\n"),
+        (b"250 ok\r\n", b"RCPT TO:<b@x.test>\r\n"),
+        (b"250 ok\r\n", b"DATA\r\n"),
+        (b"354 go\r\n", BODY + b".\r\n"),
+    ]
+    for reply, expected in steps:
+        if reply:
+            assert _feed(queue, reply) == []
+        assert queue.data_to_send().data == expected
+    assert _feed(queue, b"250 done\r\n") == [attempt]
+    assert attempt.outcome().accepted == ("a@x.test", "b@x.test")
+    second = _attempt()
+    queue.enqueue(second)
+    queue.needs_reset = True
+    assert queue.data_to_send().data == b"RSET\r\n"
+    assert _feed(queue, b"550 no\r\n") == []  # a refused MAIL: no RCPT
+    assert queue.data_to_send().data == b"MAIL FROM:<s@x.test> SIZE=24\r\n"
+
+
+def test_refused_envelope_with_354_ends_the_data_empty() -> None:
+    queue, attempt = _queue(), _attempt()
+    queue.enqueue(attempt)
+    queue.data_to_send()
+    assert _feed(queue, b"250 ok\r\n550 no\r\n354 go\r\n") == [attempt]
+    assert queue.owes_reply and not queue.settled
+    assert queue.data_to_send().data == b".\r\n"
+    assert _feed(queue, b"554 no valid recipients\r\n") == []
+    assert queue.settled and not queue.owes_reply
+    with pytest.raises(RecipientsRefused):
+        attempt.outcome()
+
+
+@pytest.mark.parametrize(
+    ("replies", "error", "taken"),
+    [
+        (b"550 5.1.0 no\r\n", SenderRefused, False),
+        (b"250 ok\r\n550 no\r\n", RecipientsRefused, False),
+        (b"250 ok\r\n250 ok\r\n554 no\r\n", MessageRejected, False),
+    ],
+)
+def test_refusals_settle_the_attempt(replies: bytes, error: type, taken: bool) -> None:
+    queue, attempt = _queue(), _attempt()
+    queue.enqueue(attempt)
+    queue.data_to_send()
+    settled = _feed(queue, replies + b"503 bad sequence\r\n" * (3 - replies.count(b"\n")))
+    assert attempt in settled and attempt.data_started is taken
+    with pytest.raises(error):
+        attempt.outcome()
+
+
+def test_421_means_never_taken_for_every_attempt() -> None:
+    queue = _queue()
+    attempts = [_attempt(extensions=CHUNKING) for _ in range(3)]
+    for attempt in attempts:
+        queue.enqueue(attempt)
+    queue.data_to_send()
+    queue.receive_data(b"421 4.7.0 too many messages\r\n")
+    with pytest.raises(ConnectError) as info:
+        queue.process()
+    settled = queue.fail(info.value)
+    assert settled == attempts
+    assert not any(a.data_started for a in attempts)  # all may go again
+    assert attempts[0].error is not None and attempts[0].error.reply is not None
+    assert all(isinstance(a.error, ConnectError) for a in attempts)
+
+
+def test_lost_after_the_message_is_outcome_unknown() -> None:
+    queue, first, second = _queue(), _attempt(), _attempt()
+    queue.enqueue(first)
+    queue.data_to_send()
+    _feed(queue, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    queue.data_to_send()
+    queue.enqueue(second)
+    assert queue.data_to_send().data.startswith(b"MAIL")  # written behind the message
+    lost = _lost("lost")
+    queue.fail(lost)
+    assert isinstance(first.error, DeliveryOutcomeUnknown)
+    assert isinstance(second.error, ConnectError) and not second.data_started
+    assert "before this message was sent" in str(second.error)
+
+
+def test_a_failed_write_sends_nothing_more() -> None:
+    queue, first, second = _queue(), _attempt(), _attempt()
+    queue.enqueue(first)
+    queue.data_to_send()
+    queue.write_failed(_lost("broken pipe"))
+    queue.enqueue(second)
+    assert queue.data_to_send().data == b"" and not queue.may_write
+    assert _feed(queue, b"250 ok\r\n250 ok\r\n354 go\r\n") == [first]
+    assert isinstance(first.error, ConnectError) and not first.data_started  # never sent
+    queue.fail(_lost("broken pipe"))
+    assert isinstance(second.error, ConnectError)
+
+
+def test_unasked_replies_put_the_session_out_of_step() -> None:
+    queue = _queue()
+    queue.receive_data(b"250 surprise\r\n")
+    queue.enqueue(_attempt())
+    with pytest.raises(ConnectError) as info:
+        queue.data_to_send()
+    assert info.value.diagnosis.category is Category.CONNECTION_LOST
+
+
+def _run_script(chunks: list[bytes], count: int) -> list[object]:
+    """Outcomes of `count` pipelined BDAT attempts fed `chunks`, as comparable values."""
+    queue = _queue()
+    attempts = [_attempt(("a@x.test", "b@x.test"), CHUNKING) for _ in range(count)]
+    for attempt in attempts:
+        queue.enqueue(attempt)
+    queue.data_to_send()
+    events: list[object] = []
+    try:
+        for chunk in chunks:
+            queue.receive_data(chunk)
+            while settled := queue.process():  # until nothing more settles (or it raises)
+                events.extend(attempts.index(a) for a in settled)
+    except DeliveryError as exc:
+        queue.fail(exc)
+        events.append(type(exc).__name__)
+    for attempt in attempts:
+        error = attempt.error
+        events.append(
+            (
+                attempt.stage.value,
+                attempt.data_started,
+                type(error).__name__,
+                str(error),
+                attempt.result,
+            )
+        )
+    return events
+
+
+_ENVELOPE_REPLY = st.sampled_from(
+    [b"250 ok\r\n", b"550 5.1.1 no\r\n", b"451 later\r\n", b"421 bye\r\n", b"250-a\r\n250 b\r\n"]
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_ENVELOPE_REPLY, min_size=1, max_size=13), st.data())
+def test_transaction_outcomes_do_not_depend_on_how_replies_are_split(
+    replies: list[bytes], data: st.DataObject
+) -> None:
+    raw = b"".join(replies)
+    whole = _run_script([raw], 3)
+    for cut in range(len(raw) + 1):
+        assert _run_script([raw[:cut], raw[cut:]], 3) == whole
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=8)))
+    chunks = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    assert _run_script(chunks, 3) == whole
+
+
+# -- no I/O inside -----------------------------------------------------------------
+
+FORBIDDEN = {"socket", "ssl", "threading", "time", "select", "asyncio", "selectors"}
+
+
+def test_the_core_imports_no_io() -> None:
+    modules = sorted(CORE.glob("*.py"))
+    assert len(modules) >= 5
+    for path in modules:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
