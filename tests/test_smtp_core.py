@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import base64
 import hmac
+import re
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailbridge import Security, SmtpSettings
+from mailbridge.composer import check_transmittable
 from mailbridge.diagnosis import Category, Diagnosis
 from mailbridge.errors import (
     AuthenticationError,
     ConnectError,
     DeliveryError,
     DeliveryOutcomeUnknown,
+    MessageFormatError,
     MessageRejected,
     ProtocolError,
     RecipientsRefused,
@@ -34,7 +37,9 @@ from mailbridge.smtp._core import (
     Stage,
     TransactionQueue,
     ehlo_exchange,
+    frame_data,
     login_exchange,
+    normalize_data,
     plan_attempt,
     starttls_exchange,
 )
@@ -504,3 +509,32 @@ def test_the_core_imports_no_io() -> None:
                 continue
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+
+
+def _reference_normalize(data: bytes) -> bytes:
+    """The framing before the one-pass fast path: substitute line endings, then check."""
+    normalized = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    check_transmittable(normalized)
+    return normalized
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\x00", b"x" * 500]), max_size=12)
+)
+def test_framing_fast_path_matches_the_reference(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    try:
+        expected: bytes | type[Exception] = _reference_normalize(data)
+    except MessageFormatError:
+        expected = MessageFormatError
+    try:
+        got: bytes | type[Exception] = normalize_data(data)
+    except MessageFormatError:
+        got = MessageFormatError
+    assert got == expected
+    if isinstance(expected, bytes):
+        stuffed = re.sub(rb"(?m)^\.", b"..", expected) + b".\r\n"
+        assert frame_data(data) == stuffed

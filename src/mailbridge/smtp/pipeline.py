@@ -20,18 +20,45 @@ import contextlib
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .. import diagnostics
 from ..errors import DeliveryError
-from ._core import Attempt, Stage, TransactionQueue
+from ._core import Attempt, ReplyReader, Stage, TransactionQueue
 from .wire import timed_out
 
 if TYPE_CHECKING:
     from .._results import Transaction
-    from .connection import SmtpConnection
+    from ..reply import SmtpReply
+    from ..settings import SmtpSettings
+    from .wire import Channel
 
-__all__ = ["Pipeline"]
+__all__ = ["Link", "Pipeline"]
+
+
+class Link(Protocol):
+    """What the pipeline needs of its connection (`SmtpConnection`), without importing it."""
+
+    settings: SmtpSettings
+    reader: ReplyReader
+    shareable: bool
+
+    @property
+    def pipelining(self) -> bool: ...
+
+    @property
+    def channel(self) -> Channel: ...
+
+    def read_reply(self, what: str, timeout: float | None = None) -> SmtpReply: ...
+
+    def write_bytes(
+        self, data: bytes, timeout: float | None = None, *, keep_open: bool = False
+    ) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def close(self) -> None: ...
+
 
 BROKEN_READ_TIMEOUT = 5.0  # seconds per reply once a write has failed
 
@@ -39,7 +66,7 @@ BROKEN_READ_TIMEOUT = 5.0  # seconds per reply once a write has failed
 class Pipeline:
     """The attempts queued and in flight on one connection, and who drives it."""
 
-    def __init__(self, connection: SmtpConnection) -> None:
+    def __init__(self, connection: Link) -> None:
         self.connection = connection
         self.core = TransactionQueue(connection.reader, pipelining=False)
         self._changed = threading.Condition()

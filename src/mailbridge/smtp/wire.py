@@ -53,6 +53,8 @@ class Channel:
     def __init__(self, sock: socket.socket, reader: ReplyReader | None = None) -> None:
         self.sock = sock
         self.reader = reader if reader is not None else ReplyReader()
+        self._poller: select.poll | None = None
+        self._polled_with: socket.socket | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -110,10 +112,12 @@ class Channel:
             return True
         try:
             if hasattr(select, "poll"):  # no FD_SETSIZE limit (select() fails at fd 1024)
-                poller = select.poll()
-                poller.register(self.sock, select.POLLIN)
-                poller.register(other, select.POLLIN)
-                ready = {fd for fd, _ in poller.poll(max(0, int(timeout * 1000)))}
+                if self._poller is None or self._polled_with is not other:
+                    self._poller = select.poll()  # kept: registering costs per wait add up
+                    self._poller.register(self.sock, select.POLLIN)
+                    self._poller.register(other, select.POLLIN)
+                    self._polled_with = other
+                ready = {fd for fd, _ in self._poller.poll(max(0, int(timeout * 1000)))}
                 mine, theirs = self.sock.fileno() in ready, other.fileno() in ready
             else:
                 readable, _, _ = select.select([self.sock, other], [], [], timeout)
