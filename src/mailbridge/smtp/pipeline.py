@@ -145,6 +145,7 @@ class Pipeline:
         while not _done(mine) or core.owes_reply:
             self._write_ahead()
             if _done(mine) and not core.owes_reply:
+                self._settle_buffered()
                 return
             if not core.in_flight and not core.owes_reply:
                 if core.broken is not None:
@@ -153,6 +154,14 @@ class Pipeline:
             if not self._reply_comes_first():
                 continue  # a message was queued meanwhile: write it before waiting on
             self._read()
+
+    def _settle_buffered(self) -> None:
+        """Settle the attempts whose replies have arrived already, before handing over:
+        their threads go on at once instead of waiting for the next driver to read them."""
+        while settled := self.core.process():
+            with self._changed:
+                self._changed.notify_all()
+            del settled
 
     def _timeout(self) -> tuple[str, float, float]:
         """What is awaited, its time-out and the deadline for the next reply.
