@@ -307,6 +307,24 @@ def test_pipelined_data_transaction_byte_for_byte() -> None:
     assert queue.settled and queue.messages_sent == 1
 
 
+def test_data_ends_a_group_and_the_next_envelope_follows_the_message() -> None:
+    queue, first, second = _queue(), _attempt(), _attempt(("b@x.test",))
+    queue.enqueue(first)
+    queue.enqueue(second)
+    assert queue.data_to_send().data.count(b"MAIL FROM") == 1  # DATA ends the group
+    assert not queue.may_write and queue.writes_wait_for_reply
+    assert _feed(queue, b"250 ok\r\n250 ok\r\n354 go\r\n") == []
+    out = queue.data_to_send()  # the message, then the next envelope in the same write
+    assert out.data.startswith(BODY + b".\r\nMAIL FROM:<s@x.test>")
+    assert out.data.endswith(b"RCPT TO:<b@x.test>\r\nDATA\r\n") and not second.reset
+    assert queue.writes_wait_for_reply  # the second's DATA ends the group again
+    settled = _feed(queue, b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    assert settled == [first] and second.stage is Stage.MESSAGE_SENT  # its 354 came too
+    assert queue.data_to_send().data == BODY + b".\r\n"
+    assert _feed(queue, b"250 second\r\n") == [second]
+    assert second.outcome().reply.text == "second" and queue.messages_sent == 2
+
+
 def test_bdat_transactions_pipelined_across_messages() -> None:
     queue = _queue()
     first, second = _attempt(extensions=CHUNKING), _attempt(("b@x.test",), CHUNKING)

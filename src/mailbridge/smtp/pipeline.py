@@ -192,8 +192,8 @@ class Pipeline:
     def _reply_comes_first(self) -> bool:
         """Wait for the next reply; False when a queued message may be written first."""
         core = self.core
-        if core.broken is not None or not core.pipelining:
-            return True  # only reading from here on, or one command at a time
+        if core.writes_wait_for_reply:
+            return True  # joiners could not be written before this reply anyway: just read
         what, timeout, deadline = self._timeout()
         remaining = deadline - time.monotonic()
         with self._changed:

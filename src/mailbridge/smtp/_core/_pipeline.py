@@ -102,6 +102,17 @@ class TransactionQueue:
         # DATA must end its group: nothing more until its 354 has come and the message gone.
         return self.pipelining and self.in_flight[-1].stage is not Stage.ENVELOPE_SENT
 
+    @property
+    def writes_wait_for_reply(self) -> bool:
+        """True when nothing may be written, whatever is queued, until the next reply
+        (a DATA waits for its 354, or one command at a time)."""
+        if self.broken is not None:
+            return True
+        in_flight = self.in_flight
+        return bool(in_flight) and (
+            not self.pipelining or in_flight[-1].stage is Stage.ENVELOPE_SENT
+        )
+
     def awaiting(self) -> tuple[str, bool]:
         """What the next reply answers (for messages) and whether the data time-out applies."""
         if not self._expected:
