@@ -28,9 +28,12 @@ class SmtpReply:
         """Build a reply from its code and the text of each line (without "250-")."""
         enhanced: str | None = None
         texts = []
+        klass = str(code)[0]
         for line in lines:
-            match = _ENHANCED.match(line)
-            if match and match.group(1) == str(code)[0]:
+            # The class digit and a dot first: most lines have no status (and a regex
+            # per line is most of what parsing a reply costs).
+            match = _ENHANCED.match(line) if line[:1] == klass and line[1:2] == "." else None
+            if match:
                 enhanced = enhanced or f"{match.group(1)}.{match.group(2)}.{match.group(3)}"
                 texts.append(line[match.end() :])
             else:

@@ -238,6 +238,8 @@ class Pipeline:
             except DeliveryError as exc:
                 core.write_failed(exc)
                 return
+            if not core.may_write:
+                return  # a joiner queued from now on wakes the driver before it waits
 
     def _fail_all(self, cause: DeliveryError, interrupted: BaseException | None = None) -> None:
         """The connection failed: the core settles every attempt by how far it got."""

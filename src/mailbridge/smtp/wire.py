@@ -98,9 +98,10 @@ class Channel:
         deadline = time.monotonic() + timeout  # for the whole reply, however it trickles in
         reader = self.reader
         while True:
-            reply = reader.next_reply()
-            if reply is not None:
-                return reply
+            if reader.buffered:
+                reply = reader.next_reply()
+                if reply is not None:
+                    return reply
             self.receive(deadline, timeout, what)
 
     def wait_readable(self, other: socket.socket, timeout: float) -> bool | None:

@@ -44,6 +44,9 @@ class _Kind(enum.Enum):
     ABORT = "an aborted message"
 
 
+_WHAT = {kind: f"the reply to {kind.value}" for kind in _Kind}
+
+
 @attrs.frozen
 class Outgoing:
     """Bytes to write now; `message` says they carry message data (use the data time-out)."""
@@ -119,7 +122,7 @@ class TransactionQueue:
             return "the server's reply", False
         attempt, kind = self._expected[0]
         message = kind in (_Kind.MESSAGE, _Kind.BDAT) or attempt.stage is Stage.MESSAGE_SENT
-        return f"the reply to {kind.value}", message
+        return _WHAT[kind], message
 
     # -- writing ----------------------------------------------------------------
 

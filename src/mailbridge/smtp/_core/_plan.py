@@ -59,6 +59,11 @@ class Attempt:
     refused: dict[str, SmtpReply] = attrs.Factory(dict)
     result: Transaction | None = None
     error: BaseException | None = None
+    head: bytes = b""  # MAIL, every RCPT and DATA or BDAT, checked and encoded once
+
+    def __attrs_post_init__(self) -> None:
+        if not self.head:
+            self.head = b"".join(check_command(line) for line in self.head_commands)
 
     @property
     def head_commands(self) -> list[str]:
@@ -73,10 +78,10 @@ class Attempt:
 
     def head_bytes(self) -> bytes:
         """The bytes of the first write (with the message itself when chunked)."""
-        lines = self.head_commands
-        for line in lines:
-            log.debug("C: %s", line)
-        wire = b"".join(check_command(line) for line in lines)
+        if log.isEnabledFor(logging.DEBUG):
+            for line in self.head_commands:
+                log.debug("C: %s", line)
+        wire = b"RSET\r\n" + self.head if self.reset else self.head
         return wire + self.payload if self.chunked else wire
 
     def finish(self, result: Transaction | None = None, error: BaseException | None = None) -> None:
@@ -166,14 +171,16 @@ def plan_attempt(
         raise MessageError("to", "at least one recipient is needed")
     if sender:  # the null reverse-path <> is allowed (bounces)
         _check_path("sender", sender)
+    rcpts = []
     for recipient in recipients:
         _check_path("to", recipient)
-        check_command(f"RCPT TO:<{recipient}>")
+        rcpts.append(check_command(f"RCPT TO:<{recipient}>"))
     chunked = chunking and "CHUNKING" in extensions and "PIPELINING" in extensions
     payload = normalize_data(raw) if chunked else frame_data(raw)
     mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(payload), raw, smtputf8)
-    check_command(mail)
-    return Attempt(sender, tuple(recipients), mail, payload, chunked)
+    last = f"BDAT {len(payload)} LAST\r\n".encode() if chunked else b"DATA\r\n"
+    head = b"".join([check_command(mail), *rcpts, last])
+    return Attempt(sender, tuple(recipients), mail, payload, chunked, head=head)
 
 
 def _mail_parameters(

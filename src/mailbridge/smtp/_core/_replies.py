@@ -84,6 +84,13 @@ class ReplyReader:
                     raise _broken_line()
                 line = bytes(buffer[start : end + 1])
                 start = end + 1
+                if not self._code and line[3:4] == b" " and line[:3].isdigit():
+                    # The usual case, a one-line reply: no state to keep between lines.
+                    code = int(line[:3])
+                    if code < 200 or code >= 600:
+                        raise _not_smtp(line)
+                    text = line[4:].rstrip(b"\r\n").decode("utf-8", errors="replace")
+                    return SmtpReply.parse(code, [text])
                 reply = self._line(line)
                 if reply is not None:
                     return reply
