@@ -4,51 +4,56 @@ Start with `DeliveryClient.own_smtp(sender, SmtpSettings(...))` and
 `client.send(DocumentEmail(...))`; see the documentation in docs/.
 """
 
-from .addresses import Mailbox
-from .attachments import Attachment
-from .bulk import BulkOutcome, send_many
-from .client import DeliveryClient, SendResult
-from .composer import PreparedMessage
-from .diagnosis import Category, Diagnosis
-from .errors import (
-    AuthenticationError,
-    AutoconfigError,
-    ConfigurationError,
-    ConnectError,
-    DeliveryError,
-    DeliveryOutcomeUnknown,
-    DeliveryTimeout,
-    HeaderInjection,
-    ImapCommandFailed,
-    ImapConnectionLost,
-    ImapLimitExceeded,
-    ImapTimeout,
-    InvalidAddress,
-    MailbridgeError,
-    MessageError,
-    MessageFormatError,
-    MessageRejected,
-    MissingPlaceholder,
-    PoolClosed,
-    ProtocolError,
-    RecipientsRefused,
-    SenderNotAuthorized,
-    SenderRefused,
-    TlsError,
-    TokenExpired,
-    TokenInvalid,
-    TokenMismatch,
-    UidValidityChanged,
-    UnsupportedByServer,
-    VerificationError,
-)
-from .identity import PlatformRelay, SenderAuthorization
-from .imap import Checkpoint, DocumentKind, ImportBatch, ImportedDocument, InboxImporter
-from .message import DocumentEmail
-from .providers import DiscoveryResult, SetupResult, discover, setup
-from .reply import SmtpReply
-from .settings import ImapSettings, Secret, Security, SmtpSettings
-from .smtp import ConnectionPool, ConnectionReport, SmtpTransport, Step, Transport
+from typing import TYPE_CHECKING
+
+from ._lazy import exports
+
+if TYPE_CHECKING:
+    from .addresses import Mailbox
+    from .attachments import Attachment
+    from .bulk import BulkOutcome, send_many
+    from .client import DeliveryClient, SendResult
+    from .composer import PreparedMessage
+    from .diagnosis import Category, Diagnosis
+    from .errors import (
+        AuthenticationError,
+        AutoconfigError,
+        ConfigurationError,
+        ConnectError,
+        DeliveryError,
+        DeliveryOutcomeUnknown,
+        DeliveryTimeout,
+        HeaderInjection,
+        ImapCommandFailed,
+        ImapConnectionLost,
+        ImapLimitExceeded,
+        ImapTimeout,
+        InvalidAddress,
+        MailbridgeError,
+        MessageError,
+        MessageFormatError,
+        MessageRejected,
+        MissingPlaceholder,
+        PoolClosed,
+        ProtocolError,
+        RecipientsRefused,
+        SenderNotAuthorized,
+        SenderRefused,
+        TlsError,
+        TokenExpired,
+        TokenInvalid,
+        TokenMismatch,
+        UidValidityChanged,
+        UnsupportedByServer,
+        VerificationError,
+    )
+    from .identity import PlatformRelay, SenderAuthorization
+    from .imap import Checkpoint, DocumentKind, ImportBatch, ImportedDocument, InboxImporter
+    from .message import DocumentEmail
+    from .providers import DiscoveryResult, SetupResult, discover, setup
+    from .reply import SmtpReply
+    from .settings import ImapSettings, Secret, Security, SmtpSettings
+    from .smtp import ConnectionPool, ConnectionReport, SmtpTransport, Step, Transport
 
 __version__ = "0.1.0.dev0"
 
@@ -116,3 +121,62 @@ __all__ = [
     "send_many",
     "setup",
 ]
+
+if not TYPE_CHECKING:  # type checkers see the imports above, not a module __getattr__
+    __getattr__, __dir__ = exports(
+        __name__,
+        {
+            ".addresses": ("Mailbox",),
+            ".attachments": ("Attachment",),
+            ".bulk": ("BulkOutcome", "send_many"),
+            ".client": ("DeliveryClient", "SendResult"),
+            ".composer": ("PreparedMessage",),
+            ".diagnosis": ("Category", "Diagnosis"),
+            ".errors": (
+                "AuthenticationError",
+                "AutoconfigError",
+                "ConfigurationError",
+                "ConnectError",
+                "DeliveryError",
+                "DeliveryOutcomeUnknown",
+                "DeliveryTimeout",
+                "HeaderInjection",
+                "ImapCommandFailed",
+                "ImapConnectionLost",
+                "ImapLimitExceeded",
+                "ImapTimeout",
+                "InvalidAddress",
+                "MailbridgeError",
+                "MessageError",
+                "MessageFormatError",
+                "MessageRejected",
+                "MissingPlaceholder",
+                "PoolClosed",
+                "ProtocolError",
+                "RecipientsRefused",
+                "SenderNotAuthorized",
+                "SenderRefused",
+                "TlsError",
+                "TokenExpired",
+                "TokenInvalid",
+                "TokenMismatch",
+                "UidValidityChanged",
+                "UnsupportedByServer",
+                "VerificationError",
+            ),
+            ".identity": ("PlatformRelay", "SenderAuthorization"),
+            ".imap": (
+                "Checkpoint",
+                "DocumentKind",
+                "ImportBatch",
+                "ImportedDocument",
+                "InboxImporter",
+            ),
+            ".message": ("DocumentEmail",),
+            ".providers": ("DiscoveryResult", "SetupResult", "discover", "setup"),
+            ".reply": ("SmtpReply",),
+            ".settings": ("ImapSettings", "Secret", "Security", "SmtpSettings"),
+            ".smtp": ("ConnectionPool", "ConnectionReport", "SmtpTransport", "Step", "Transport"),
+        },
+        globals(),
+    )
