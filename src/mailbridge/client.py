@@ -6,7 +6,6 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 import attrs
 import dns.resolver
@@ -49,9 +48,6 @@ from .smtp.pool import (
 )
 from .smtp.probe import ConnectionReport, probe_smtp
 from .smtp.transport import SmtpTransport, Transport
-
-if TYPE_CHECKING:
-    from .providers.wizard import SetupResult
 
 __all__ = ["DeliveryClient", "SendResult"]
 
@@ -279,13 +275,6 @@ class DeliveryClient:
         if not isinstance(self.identity, SpfIdentity):
             raise MailbridgeError("sender_authorization() is for spf_imitation clients")
         return self.identity.authorization(refresh=refresh)
-
-    @staticmethod
-    def setup(email: str, password: str, **options: Any) -> SetupResult:
-        """The set-up wizard (`mailbridge.setup`): `result.client()` once it worked."""
-        from .providers.wizard import setup
-
-        return setup(email, password, **options)
 
     def __repr__(self) -> str:
         transport = type(self.transport).__name__

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
+from ..client import DeliveryClient
 from ..diagnosis import Category, Diagnosis
 from ..errors import MailbridgeError
 from ..imap.probe import probe_imap
@@ -16,9 +17,6 @@ from ..smtp.probe import ConnectionReport, probe_smtp
 from ._hosts import checked_addresses
 from .discovery import Candidate, DiscoveryResult, discover
 from .models import Provider
-
-if TYPE_CHECKING:
-    from ..client import DeliveryClient
 
 __all__ = ["SetupAttempt", "SetupResult", "setup"]
 
@@ -52,8 +50,6 @@ class SetupResult:
 
     def client(self, display_name: str | None = None) -> DeliveryClient:
         """A `DeliveryClient` with the settings that worked; raises when none did."""
-        from ..client import DeliveryClient
-
         if self.smtp is None:
             raise MailbridgeError(f"no working SMTP settings: {self.diagnosis}")
         return DeliveryClient.own_smtp(self.discovery.email, self.smtp, display_name, self.imap)
