@@ -10,7 +10,9 @@ one of three kinds:
   required to be acyclic (deferring an import is how a layer reaches "up" once).
 * `TYPE_CHECKING`: inside `if TYPE_CHECKING:`; never executed, so it does not count.
 
-`from pkg import name` is an edge to `pkg.name` when that is a module, else to `pkg`.
+`from pkg import name` is an edge to `pkg.name` when that is a module, else to `pkg`,
+and also to the module that provides `name` when `pkg` exports it lazily (PEP 562,
+`mailbridge._lazy.exports`): the package's `__getattr__` imports that module then.
 Importing `a.b.c` also runs the `__init__` of every package on the way (`a.b`)
 that is not already being imported, so there is an edge to each such package that is
 not an ancestor of the importing module. Run `python tests/_import_graph.py` to print
@@ -56,6 +58,17 @@ def module_names(root: Path = ROOT) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(modules), frozenset(packages)
 
 
+def lazy_exports(tree: ast.Module) -> dict[str, str]:
+    """The names a package `__init__` exports through `exports()`, with their modules."""
+    provided: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "exports":
+            table = ast.literal_eval(node.args[1])
+            for module, names in table.items():
+                provided.update(dict.fromkeys(names, module.lstrip(".")))
+    return provided
+
+
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
@@ -83,7 +96,11 @@ def _imports(tree: ast.Module) -> Iterator[tuple[str, ast.Import | ast.ImportFro
 
 
 def _targets(
-    module: str, is_package: bool, node: ast.Import | ast.ImportFrom, modules: frozenset[str]
+    module: str,
+    is_package: bool,
+    node: ast.Import | ast.ImportFrom,
+    modules: frozenset[str],
+    lazy: dict[str, dict[str, str]],
 ) -> Iterator[str]:
     """The mailbridge modules an import statement names."""
     if isinstance(node, ast.Import):
@@ -101,20 +118,21 @@ def _targets(
     for alias in node.names:
         submodule = f"{source}.{alias.name}"
         yield submodule if submodule in modules else source
+        if alias.name in lazy.get(source, {}):
+            yield f"{source}.{lazy[source][alias.name]}"
 
 
 def build(root: Path = ROOT) -> Graph:
     """Parse every module under `root/mailbridge` and collect its imports of mailbridge."""
     modules, packages = module_names(root)
     graph = Graph(modules, packages)
-    for module in sorted(modules):
+    trees = {module: _parse(root, module, module in packages) for module in sorted(modules)}
+    lazy = {package: lazy_exports(trees[package]) for package in packages}
+    for module, tree in trees.items():
         is_package = module in packages
-        path = root.joinpath(*module.split("."))
-        path = path / "__init__.py" if is_package else path.with_suffix(".py")
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         edges: dict[str, set[str]] = {MODULE: set(), DEFERRED: set(), TYPE_CHECKING: set()}
         for kind, node in _imports(tree):
-            for target in _targets(module, is_package, node, modules):
+            for target in _targets(module, is_package, node, modules, lazy):
                 if target.partition(".")[0] != PACKAGE:
                     continue
                 parts = target.split(".")
@@ -126,6 +144,12 @@ def build(root: Path = ROOT) -> Graph:
         edges[MODULE].discard(module)
         graph.edges[module] = edges
     return graph
+
+
+def _parse(root: Path, module: str, is_package: bool) -> ast.Module:
+    path = root.joinpath(*module.split("."))
+    path = path / "__init__.py" if is_package else path.with_suffix(".py")
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 
 def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:

@@ -150,18 +150,21 @@ def _component(start: str, edges: dict[str, set[str]]) -> set[str]:
 
 
 def test_graph_finds_circles_and_ignores_type_checking(tmp_path: Path) -> None:
-    """The checker itself: a circle through a package `__init__` is found, TYPE_CHECKING is not."""
+    """The checker itself: circles through a package and its lazy exports; TYPE_CHECKING is not."""
     package = tmp_path / "mailbridge"
     files = {
         "__init__.py": "",
         "a.py": "from .sub.c import C\n",
         "b.py": "def late():\n    from . import a\n",
-        "sub/__init__.py": "from .d import D\n",
-        "sub/c.py": "C = 1\n",
-        "sub/d.py": (
-            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..b import late\n"
-            "from mailbridge import a\n"
+        "e.py": "from .sub import D\n",
+        "sub/__init__.py": (
+            "from .c import C\nfrom .._lazy import exports\n"
+            '__getattr__, __dir__ = exports(__name__, {".d": ("D",)}, globals())\n'
         ),
+        "sub/c.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..b import late\n"
+        ),
+        "sub/d.py": "from mailbridge import e\n",
     }
     for name, text in files.items():
         (package / name).parent.mkdir(parents=True, exist_ok=True)
@@ -169,9 +172,10 @@ def test_graph_finds_circles_and_ignores_type_checking(tmp_path: Path) -> None:
     built = graph.build(tmp_path)
     assert built.edges["mailbridge.a"][graph.MODULE] == {"mailbridge.sub", "mailbridge.sub.c"}
     assert built.edges["mailbridge.b"][graph.DEFERRED] == {"mailbridge.a"}
-    assert built.edges["mailbridge.sub.d"][graph.TYPE_CHECKING] == {"mailbridge.b"}
+    assert built.edges["mailbridge.sub.c"][graph.TYPE_CHECKING] == {"mailbridge.b"}
+    assert built.edges["mailbridge.e"][graph.MODULE] == {"mailbridge.sub", "mailbridge.sub.d"}
     assert graph.find_cycles(built.of_kind(graph.MODULE)) == [
-        ["mailbridge.a", "mailbridge.sub", "mailbridge.sub.d", "mailbridge.a"]
+        ["mailbridge.e", "mailbridge.sub.d", "mailbridge.e"]
     ]
 
 
@@ -224,34 +228,34 @@ def test_every_exported_name_resolves(package: str) -> None:
         _ = module.NoSuchName
 
 
-def _lazy_table(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """What type checkers see (TYPE_CHECKING imports), what runs (exports()), and __all__."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+def _type_checking_imports(tree: ast.Module) -> dict[str, str]:
+    """The names a package imports in `if TYPE_CHECKING:`, with their modules."""
     checked: dict[str, str] = {}
-    runtime: dict[str, str] = {}
-    names: list[str] = []
-    for node in ast.walk(tree):
+    for node in tree.body:
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name):
             for statement in node.body:
                 if isinstance(statement, ast.ImportFrom):
-                    module = "." * statement.level + (statement.module or "")
-                    checked.update({alias.name: module for alias in statement.names})
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "exports":
-            table = ast.literal_eval(node.args[1])
-            for module, provided in table.items():
-                key = module if module.startswith(".") else f".{module}"
-                runtime.update(dict.fromkeys(provided, key))
-        elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__":
-            names = ast.literal_eval(node.value)
-    return checked, runtime, names
+                    checked.update(
+                        dict.fromkeys((a.name for a in statement.names), statement.module)
+                    )
+    return checked
+
+
+def _literal_all(tree: ast.Module) -> list[str]:
+    (names,) = (
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__"
+    )
+    return list(names)
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_type_checkers_see_what_runs(package: str) -> None:
-    path = SRC.joinpath(*package.split("."), "__init__.py")
-    checked, runtime, names = _lazy_table(path)
-    assert checked == runtime
-    assert sorted(runtime) == sorted(set(names) - {"__version__"})
+    tree = ast.parse(SRC.joinpath(*package.split("."), "__init__.py").read_text(encoding="utf-8"))
+    runtime = graph.lazy_exports(tree)
+    assert _type_checking_imports(tree) == runtime
+    assert sorted(runtime) == sorted(set(_literal_all(tree)) - {"__version__"})
 
 
 def test_lazy_names_are_the_real_objects() -> None:
