@@ -22,8 +22,8 @@ from mailbridge.errors import (
 )
 from mailbridge.imap import InboxImporter, find_sent_folder, list_folders, open_imap, probe_imap
 from mailbridge.imap._client import check_imapclient
+from mailbridge.imap._connection import ImapLimits, close_imap
 from mailbridge.imap._failures import server_text
-from mailbridge.imap.connection import ImapLimits, close_imap
 from mailbridge.testing._imap_hostile import HostileImapServer, Peer
 
 INJECTED = (

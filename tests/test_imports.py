@@ -261,7 +261,7 @@ def test_type_checkers_see_what_runs(package: str) -> None:
 def test_lazy_names_are_the_real_objects() -> None:
     code = textwrap.dedent("""
         import mailbridge
-        from mailbridge.client import DeliveryClient
+        from mailbridge._client import DeliveryClient
         assert mailbridge.DeliveryClient is DeliveryClient
         assert "DeliveryClient" in vars(mailbridge)
         print("ok")

@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING
 from ._lazy import exports
 
 if TYPE_CHECKING:
-    from .addresses import Mailbox
-    from .attachments import Attachment
-    from .bulk import BulkOutcome, send_many
-    from .client import DeliveryClient, SendResult
+    from ._addresses import Mailbox
+    from ._attachments import Attachment
+    from ._bulk import BulkOutcome, send_many
+    from ._client import DeliveryClient, SendResult
+    from ._identity import PlatformRelay, SenderAuthorization
+    from ._message import DocumentEmail
+    from ._verification import VerifiedSender, issue_token, verification_email, verify_token
     from .composer import PreparedMessage
     from .diagnosis import Category, Diagnosis
     from .errors import (
@@ -47,9 +50,7 @@ if TYPE_CHECKING:
         UnsupportedByServer,
         VerificationError,
     )
-    from .identity import PlatformRelay, SenderAuthorization
     from .imap import Checkpoint, DocumentKind, ImportBatch, ImportedDocument, InboxImporter
-    from .message import DocumentEmail
     from .providers import DiscoveryResult, SetupResult, discover, setup
     from .reply import SmtpReply
     from .settings import ImapSettings, Secret, Security, SmtpSettings
@@ -116,20 +117,24 @@ __all__ = [
     "UidValidityChanged",
     "UnsupportedByServer",
     "VerificationError",
+    "VerifiedSender",
     "__version__",
     "discover",
+    "issue_token",
     "send_many",
     "setup",
+    "verification_email",
+    "verify_token",
 ]
 
 if not TYPE_CHECKING:  # type checkers see the imports above, not a module __getattr__
     __getattr__, __dir__ = exports(
         __name__,
         {
-            ".addresses": ("Mailbox",),
-            ".attachments": ("Attachment",),
-            ".bulk": ("BulkOutcome", "send_many"),
-            ".client": ("DeliveryClient", "SendResult"),
+            "._addresses": ("Mailbox",),
+            "._attachments": ("Attachment",),
+            "._bulk": ("BulkOutcome", "send_many"),
+            "._client": ("DeliveryClient", "SendResult"),
             ".composer": ("PreparedMessage",),
             ".diagnosis": ("Category", "Diagnosis"),
             ".errors": (
@@ -164,7 +169,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "UnsupportedByServer",
                 "VerificationError",
             ),
-            ".identity": ("PlatformRelay", "SenderAuthorization"),
+            "._identity": ("PlatformRelay", "SenderAuthorization"),
             ".imap": (
                 "Checkpoint",
                 "DocumentKind",
@@ -172,7 +177,13 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "ImportedDocument",
                 "InboxImporter",
             ),
-            ".message": ("DocumentEmail",),
+            "._message": ("DocumentEmail",),
+            "._verification": (
+                "VerifiedSender",
+                "issue_token",
+                "verification_email",
+                "verify_token",
+            ),
             ".providers": ("DiscoveryResult", "SetupResult", "discover", "setup"),
             ".reply": ("SmtpReply",),
             ".settings": ("ImapSettings", "Secret", "Security", "SmtpSettings"),

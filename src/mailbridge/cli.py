@@ -81,7 +81,7 @@ def _settings(args: argparse.Namespace) -> SmtpSettings:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ._demo import run_demo
 
     return run_demo()
 
@@ -179,7 +179,7 @@ def _cmd_spf_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_dmarc(args: argparse.Namespace) -> int:
-    from .dnsauth.dmarc import lookup_dmarc
+    from .dnsauth._dmarc import lookup_dmarc
 
     policy = lookup_dmarc(args.domain, resolver=_resolver(args))
     if policy is None:

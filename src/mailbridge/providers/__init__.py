@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .discovery import (
+    from ._discovery import (
         Candidate,
         DiscoveryCache,
         DiscoveryProgress,
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
         SourceReport,
         discover,
     )
-    from .fetch import Fetcher, HttpsFetcher
-    from .models import (
+    from ._fetch import Fetcher, HttpsFetcher
+    from ._models import (
         AUTH_METHODS,
         PLACEHOLDERS,
         USERNAME_FORMS,
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
         expand,
         normalize_domain,
     )
-    from .registry import ProviderRegistry
-    from .wizard import SetupAttempt, SetupResult, setup
+    from ._registry import ProviderRegistry
+    from ._wizard import SetupAttempt, SetupResult, setup
 
 __all__ = [
     "AUTH_METHODS",
@@ -64,7 +64,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
     __getattr__, __dir__ = exports(
         __name__,
         {
-            ".discovery": (
+            "._discovery": (
                 "Candidate",
                 "DiscoveryCache",
                 "DiscoveryProgress",
@@ -72,8 +72,8 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "SourceReport",
                 "discover",
             ),
-            ".fetch": ("Fetcher", "HttpsFetcher"),
-            ".models": (
+            "._fetch": ("Fetcher", "HttpsFetcher"),
+            "._models": (
                 "AUTH_METHODS",
                 "PLACEHOLDERS",
                 "USERNAME_FORMS",
@@ -85,8 +85,8 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "expand",
                 "normalize_domain",
             ),
-            ".registry": ("ProviderRegistry",),
-            ".wizard": ("SetupAttempt", "SetupResult", "setup"),
+            "._registry": ("ProviderRegistry",),
+            "._wizard": ("SetupAttempt", "SetupResult", "setup"),
         },
         globals(),
     )

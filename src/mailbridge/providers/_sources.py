@@ -21,13 +21,13 @@ import dns.resolver
 from .._psl import registered_domain
 from ..errors import AutoconfigError
 from ..settings import Security
+from ._autoconfig import parse_autoconfig
 from ._candidates import Candidate
+from ._fetch import Fetcher
 from ._hosts import checked_addresses
+from ._models import Provider
 from ._probe import ProbeTarget, probe_endpoint
-from .autoconfig import parse_autoconfig
-from .fetch import Fetcher
-from .models import Provider
-from .registry import ProviderRegistry
+from ._registry import ProviderRegistry
 
 _SRV = (
     ("smtp", "_submissions._tcp", Security.IMPLICIT_TLS),

@@ -25,10 +25,10 @@ from .._distribution import install_hint
 from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
-    from .dns import DnsQuery, FakeDnsServer
-    from .imap import FakeImapServer, ImapMessage
-    from .smtp import FakeSmtpServer, ReceivedMessage
+    from ._autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
+    from ._dns import DnsQuery, FakeDnsServer
+    from ._imap import FakeImapServer, ImapMessage
+    from ._smtp import FakeSmtpServer, ReceivedMessage
 
 __all__ = [
     "AutoconfigRequest",
@@ -64,10 +64,10 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
     __getattr__, __dir__ = exports(
         __name__,
         {
-            "autoconfig": ("AutoconfigRequest", "FakeAutoconfigServer", "client_config_xml"),
-            "dns": ("DnsQuery", "FakeDnsServer"),
-            "imap": ("FakeImapServer", "ImapMessage"),
-            "smtp": ("FakeSmtpServer", "ReceivedMessage"),
+            "_autoconfig": ("AutoconfigRequest", "FakeAutoconfigServer", "client_config_xml"),
+            "_dns": ("DnsQuery", "FakeDnsServer"),
+            "_imap": ("FakeImapServer", "ImapMessage"),
+            "_smtp": ("FakeSmtpServer", "ReceivedMessage"),
         },
         globals(),
         import_helper,

@@ -10,8 +10,8 @@ from ..errors import DeliveryError
 from ..settings import ImapSettings, Security
 from ..smtp.connection import Step
 from ..smtp.probe import ConnectionReport
-from .connection import close_imap, open_imap
-from .folders import find_sent_folder, list_folders
+from ._connection import close_imap, open_imap
+from ._folders import find_sent_folder, list_folders
 
 __all__ = ["probe_imap"]
 

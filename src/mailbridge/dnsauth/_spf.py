@@ -23,8 +23,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from ._spf_syntax import Directive, SpfSyntaxError, cidr_lengths, parse_terms
-from .spf_macros import (
+from ._spf_macros import (
     MAX_EXPLANATION,
     MacroContext,
     MacroError,
@@ -33,6 +32,7 @@ from .spf_macros import (
     expand,
     expand_domain,
 )
+from ._spf_syntax import Directive, SpfSyntaxError, cidr_lengths, parse_terms
 
 __all__ = ["SpfResult", "SpfVerdict", "check_host"]
 

@@ -20,13 +20,13 @@ from typing import Protocol
 import attrs
 import dns.resolver
 
-from .addresses import Mailbox, parse_mailbox
-from .dnsauth.dmarc import DmarcAlignment, dmarc_alignment
-from .dnsauth.spf import DEFAULT_TIMEOUT, SpfResult, SpfVerdict, check_host
-from .dnsauth.spf_plan import plan_include
+from ._addresses import Mailbox, parse_mailbox
+from ._headersafety import has_line_break
+from ._message import DocumentEmail
+from .dnsauth._dmarc import DmarcAlignment, dmarc_alignment
+from .dnsauth._spf import DEFAULT_TIMEOUT, SpfResult, SpfVerdict, check_host
+from .dnsauth._spf_plan import plan_include
 from .errors import ConfigurationError, MessageError, SenderNotAuthorized
-from .headersafety import has_line_break
-from .message import DocumentEmail
 from .settings import SmtpSettings
 
 __all__ = [

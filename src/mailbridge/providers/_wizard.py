@@ -8,15 +8,15 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..client import DeliveryClient
+from .._client import DeliveryClient
 from ..diagnosis import Category, Diagnosis
 from ..errors import MailbridgeError
-from ..imap.probe import probe_imap
+from ..imap._probe import probe_imap
 from ..settings import ImapSettings, SmtpSettings
 from ..smtp.probe import ConnectionReport, probe_smtp
+from ._discovery import Candidate, DiscoveryResult, discover
 from ._hosts import checked_addresses
-from .discovery import Candidate, DiscoveryResult, discover
-from .models import Provider
+from ._models import Provider
 
 __all__ = ["SetupAttempt", "SetupResult", "setup"]
 

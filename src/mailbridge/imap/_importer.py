@@ -17,10 +17,10 @@ from .. import diagnostics
 from ..errors import ConfigurationError, DeliveryError, MailbridgeError, UidValidityChanged
 from ..settings import ImapSettings
 from ._bodystructure import Part, text, walk
+from ._connection import ImapLimits, close_imap, open_imap
+from ._documents import DocumentKind, detect_kind
 from ._filenames import safe_filename
 from ._part_fetch import PARSE_ERRORS, WINDOW, describe, read_parts
-from .connection import ImapLimits, close_imap, open_imap
-from .documents import DocumentKind, detect_kind
 
 __all__ = ["Checkpoint", "ImportBatch", "ImportedDocument", "InboxImporter"]
 

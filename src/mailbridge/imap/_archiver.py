@@ -17,18 +17,18 @@ import imapclient.exceptions
 
 from ..errors import ConfigurationError, DeliveryError
 from ..settings import ImapSettings
-from .connection import close_imap, open_imap
-from .copies import (
+from ._connection import close_imap, open_imap
+from ._copies import (
     appended_uids,
     find_by_message_id,
     refusal_is_final,
     refused_literal,
     reply_text,
 )
-from .folders import Folder, find_sent_folder, list_folders
+from ._folders import Folder, find_sent_folder, list_folders
 
 if TYPE_CHECKING:
-    from ..providers.registry import ProviderRegistry
+    from ..providers._registry import ProviderRegistry
 
 __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
 
@@ -39,7 +39,7 @@ _DATE = re.compile(rb"^Date:[ \t]*(.+?)\r?\n(?![ \t])", re.IGNORECASE | re.MULTI
 
 def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
     # Imported here: providers' set-up wizard uses this package's probe.
-    from ..providers.registry import ProviderRegistry
+    from ..providers._registry import ProviderRegistry
 
     return registry if registry is not None else ProviderRegistry.default()
 

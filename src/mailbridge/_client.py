@@ -10,14 +10,10 @@ from types import TracebackType
 import attrs
 import dns.resolver
 
-from .addresses import Mailbox, parse_mailbox
-from .bulk import BulkOutcome, send_many
-from .composer import PreparedMessage, compose, new_message_id
-from .dnsauth.dkim import DkimSigner
-from .dnsauth.dmarc import organizational_domain
-from .errors import ConfigurationError, MailbridgeError
-from .headersafety import has_line_break
-from .identity import (
+from ._addresses import Mailbox, parse_mailbox
+from ._bulk import BulkOutcome, send_many
+from ._headersafety import has_line_break
+from ._identity import (
     Identity,
     OwnIdentity,
     PlatformRelay,
@@ -25,6 +21,11 @@ from .identity import (
     SenderAuthorization,
     SpfIdentity,
 )
+from ._message import DocumentEmail
+from .composer import PreparedMessage, compose, new_message_id
+from .dnsauth._dkim import DkimSigner
+from .dnsauth._dmarc import organizational_domain
+from .errors import ConfigurationError, MailbridgeError
 from .imap import (
     Checkpoint,
     Folder,
@@ -37,7 +38,6 @@ from .imap import (
     open_imap,
     probe_imap,
 )
-from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
 from .smtp.pool import (
