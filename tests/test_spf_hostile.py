@@ -12,7 +12,7 @@ import pytest
 from mailbridge._addresses import parse_mailbox
 from mailbridge._identity import PlatformRelay, SpfIdentity
 from mailbridge.dnsauth import SpfVerdict, check_host
-from mailbridge.dnsauth import spf as spf_module
+from mailbridge.dnsauth import _spf as spf_module
 from mailbridge.dnsauth._spf_macros import (
     MAX_EXPLANATION,
     MacroContext,
