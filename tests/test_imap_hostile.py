@@ -6,6 +6,7 @@ import math
 import re
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import imapclient
@@ -299,3 +300,29 @@ def test_a_server_that_never_greets_is_a_timeout_error() -> None:
             open_imap(settings)
     assert isinstance(caught.value, TimeoutError)
     assert "did not greet" in str(caught.value)
+
+
+def test_a_fetch_timeout_bounds_all_its_commands_together() -> None:
+    def slowly(answer: bytes) -> Callable[[Peer, bytes], None]:
+        def script(peer: Peer, tag: bytes) -> None:  # 0.6 s: within command_seconds
+            if peer.stream(b"* OK still working\r\n", times=6, pause=0.1) == 6:
+                peer.send(answer + tag + b" OK done\r\n")
+
+        return script
+
+    scripts = {
+        "UID SEARCH": slowly(b"* SEARCH 1\r\n"),
+        "UID FETCH": slowly(b"* 1 FETCH (UID 1 BODYSTRUCTURE NIL)\r\n"),
+    }
+    with HostileImapServer(scripts) as server:
+        importer = InboxImporter(server.settings(), limits=ImapLimits(command_seconds=5.0))
+        started = time.monotonic()
+        with pytest.raises(ImapTimeout, match="operation"):
+            importer.fetch(timeout=0.8)  # SEARCH and FETCH together take 1.2 s
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, 0.0, -1.0])
+def test_a_fetch_timeout_must_be_positive_and_finite(timeout: float) -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        InboxImporter(ImapSettings("127.0.0.1", 1, security="none")).fetch(timeout=timeout)

@@ -10,10 +10,12 @@ message's fault: it is raised at once (nothing is committed, the next run retrie
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..errors import MailbridgeError, UidValidityChanged
 from ..settings import ImapSettings
+from ._client import BoundedClient
 from ._failures import unusable_answer
 from ._wire import ImapLimits
 from .connection import close_imap, open_imap
@@ -41,18 +43,25 @@ class FolderSession:
         limits: ImapLimits,
         *,
         max_reopens: int = MAX_REOPENS,
+        deadline: float | None = None,
     ) -> None:
         self.settings = settings
+        self.deadline = deadline  # time.monotonic() by which every command must be done
         self.folder = folder
         self.limits = limits
         self.max_reopens = max_reopens
         self.reopens = 0
-        self.client = open_imap(settings, limits=limits)
+        self.client = self._open()
         try:
             self.uidvalidity = self._select()
         except BaseException:
             close_imap(self.client)
             raise
+
+    def _open(self) -> BoundedClient:
+        client = open_imap(self.settings, limits=self.limits)
+        client.wire.operation_deadline = self.deadline
+        return client
 
     def _select(self) -> int:
         return uidvalidity(self.client.select_folder(self.folder, readonly=True), self.folder)
@@ -60,10 +69,11 @@ class FolderSession:
     def reopen(self, failure: MailbridgeError) -> None:
         """A fresh session after `failure` closed this one; raises `failure` past the bound."""
         close_imap(self.client)
-        if self.reopens >= self.max_reopens:
+        late = self.deadline is not None and time.monotonic() >= self.deadline
+        if late or self.reopens >= self.max_reopens:
             raise failure
         self.reopens += 1
-        self.client = open_imap(self.settings, limits=self.limits)
+        self.client = self._open()
         if self._select() != self.uidvalidity:
             raise UidValidityChanged(
                 f"the UIDs of {self.folder} changed during the import; nothing was imported. "

@@ -130,6 +130,8 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._buffer = bytearray()
         self._broken: str | None = None
         self.failure: Exception | None = None  # why the wire was closed (imaplib rewraps it)
+        # A time.monotonic() end for a whole operation of several commands (an import).
+        self.operation_deadline: float | None = None
         self._last_tag = b""
         self._idle = False
         self._start_command()
@@ -262,6 +264,14 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._received = 0
         self._lines = 0
 
+    def _first_deadline(self) -> tuple[float, str]:
+        """The command's or the operation's deadline, whichever ends first, and its text."""
+        if self.operation_deadline is not None and self.operation_deadline < self._deadline:
+            return self.operation_deadline, "the IMAP operation did not complete in its time"
+        return self._deadline, (
+            f"the IMAP command did not complete within {self.limits.command_seconds:g} seconds"
+        )
+
     def _abort(self, error: Exception) -> NoReturn:
         if self._broken is None:
             self._broken = str(error)
@@ -276,22 +286,17 @@ class BoundedIMAP4(imaplib.IMAP4):
             raise _lost(self._broken)
         sock = self.sock
         blocking = sock.gettimeout() != 0.0  # imapclient's idle_check polls non-blocking
+        deadline, late = self._first_deadline()
         if blocking:  # while idle_check polls, the caller bounds the time (see send)
-            remaining = self._deadline - time.monotonic()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._timed_out(
-                    "the IMAP command did not complete within "
-                    f"{self.limits.command_seconds:g} seconds"
-                )
+                self._timed_out(late)
             sock.settimeout(min(self._read_timeout, remaining))
         try:
             data = sock.recv(_CHUNK)
         except TimeoutError:
-            if time.monotonic() >= self._deadline:
-                self._timed_out(
-                    "the IMAP command did not complete within "
-                    f"{self.limits.command_seconds:g} seconds"
-                )
+            if time.monotonic() >= deadline:
+                self._timed_out(late)
             if not self._last_tag:  # no command yet: the greeting never came
                 self._not_greeted()
             self._timed_out("the IMAP server stopped answering in the middle of a command")

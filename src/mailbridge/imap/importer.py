@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -137,15 +138,27 @@ class InboxImporter:
         # Parts arrive in windows of at most WINDOW bytes: no literal may be much larger.
         self._limits = limits or ImapLimits.for_parts(min(max_part_bytes, WINDOW))
 
-    def fetch(self, checkpoint: Checkpoint | None = None) -> ImportBatch:
+    def fetch(
+        self, checkpoint: Checkpoint | None = None, *, timeout: float | None = None
+    ) -> ImportBatch:
         """The documents that arrived since `checkpoint`; changes nothing on the server.
+
+        `timeout`: seconds for all the commands after login together (each is also
+        bounded by the limits' `command_seconds`, each connection and login by the
+        settings' time-outs), so a trickling server cannot hold the fetch for many
+        commands' deadlines; past it, an `ImapTimeout` and nothing is imported.
 
         Raises a `DeliveryError` when the server cannot be used; a message that
         cannot be read, or whose answer breaks the limits (the session is then
         reopened, at most three times per fetch), is reported in
         `ImportBatch.problems` instead.
         """
-        session = FolderSession(self.settings, self.folder, self._limits)
+        deadline = None
+        if timeout is not None:
+            if not math.isfinite(timeout) or timeout <= 0:
+                raise ConfigurationError("timeout", "must be a positive, finite number")
+            deadline = time.monotonic() + timeout
+        session = FolderSession(self.settings, self.folder, self._limits, deadline=deadline)
         try:
             return self._fetch(session, checkpoint)
         finally:
