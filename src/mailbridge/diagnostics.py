@@ -21,7 +21,6 @@ from .errors import (
     DeliveryOutcomeUnknown,
     DeliveryTimeout,
     MessageRejected,
-    ProtocolError,
     RecipientsRefused,
     SenderRefused,
     TlsError,
@@ -33,8 +32,6 @@ __all__ = [
     "auth_failed",
     "connect_failed",
     "data_refused",
-    "imap_command_failed",
-    "imap_connection_lost",
     "recipients_refused",
     "sender_refused",
     "tls_failed",
@@ -434,31 +431,5 @@ def interrupted() -> ConnectError:
     return ConnectError(
         "the connection was closed because the thread driving it was interrupted",
         diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was interrupted."),
-        temporary=True,
-    )
-
-
-def imap_command_failed(what: str, exc: BaseException) -> ProtocolError:
-    """An IMAP command refused, or answered in a way that could not be understood."""
-    return ProtocolError(
-        f"the IMAP server's answer to {what} could not be used ({type(exc).__name__})",
-        diagnosis=Diagnosis(
-            Category.PROTOCOL,
-            "The IMAP server answered in a way that does not follow the IMAP standard.",
-            ("Try again later; if it keeps happening, tell the mail provider.",),
-        ),
-    )
-
-
-def imap_connection_lost(exc: BaseException) -> ConnectError:
-    """The IMAP connection broke or timed out in the middle of a command."""
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-    return ConnectError(
-        f"the IMAP connection was lost ({detail})",
-        diagnosis=Diagnosis(
-            Category.CONNECTION_LOST,
-            "The connection to the IMAP server was lost.",
-            ("Try again later; if it keeps happening, check the network and the server.",),
-        ),
         temporary=True,
     )
