@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mailbridge import InboxImporter
+from mailbridge.diagnosis import Category, Diagnosis
 from mailbridge.errors import ImapLimitExceeded
-from mailbridge.imap._folder_session import MAX_REOPENS
+from mailbridge.imap import ImapLimits
+from mailbridge.imap._folder_session import MAX_REOPENS, FolderSession
 
 from ._scripted_imap import ScriptedImap, _uids
 from .test_import_hostile import ENCODED, ENVELOPE, _good
@@ -54,13 +56,38 @@ def test_a_message_over_the_limits_is_reported_and_not_met_again(poison: object)
     assert again.uids == () and again.documents == () and again.problems == ()
 
 
-def test_reopening_is_bounded_per_fetch() -> None:
-    poisoned = list(range(1, MAX_REOPENS + 3))
+def test_many_messages_over_the_limits_cost_one_reopen_each() -> None:
+    """Any number of over-limit messages (any sender can mail them): the rest still import."""
+    poisoned = [2, 3, 4, 5, 6]
     with ScriptedImap() as server:
-        server.search_uids = poisoned
+        server.search_uids = [1, *poisoned, 7]
+        for uid in (1, *poisoned, 7):
+            _good(server, uid)
         for uid in poisoned:
             server.structures[uid] = MANY_PARTS
-        with pytest.raises(ImapLimitExceeded):
-            InboxImporter(server.settings()).fetch()
+        batch = InboxImporter(server.settings()).fetch()
         logins = sum(1 for r in server.requests if b" LOGIN " in r)
-    assert logins == 1 + MAX_REOPENS
+    assert sorted(d.uid for d in batch.documents) == [1, 7]
+    assert sorted({uid for uid, _ in batch.problems}) == poisoned
+    assert batch.uids == (1, *poisoned, 7)
+    assert logins <= 1 + len(poisoned) + MAX_REOPENS
+
+
+def test_reopening_is_bounded() -> None:
+    """Past its budget a session raises the failure that closed it instead of reopening."""
+    failure = ImapLimitExceeded(
+        "the IMAP server sent more than 1000000 bytes on one line",
+        diagnosis=Diagnosis(Category.PROTOCOL, "The IMAP server sent too much."),
+    )
+    with ScriptedImap() as server:
+        session = FolderSession(server.settings(), "INBOX", ImapLimits(), max_reopens=2)
+        try:
+            session.reopen(failure)
+            session.reopen(failure)
+            with pytest.raises(ImapLimitExceeded) as caught:
+                session.reopen(failure)
+        finally:
+            session.close()
+        logins = sum(1 for r in server.requests if b" LOGIN " in r)
+    assert caught.value is failure
+    assert logins == 3

@@ -22,7 +22,10 @@ from ._wire import ImapLimits
 
 __all__ = ["MAX_REOPENS", "FolderSession", "uidvalidity"]
 
-MAX_REOPENS = 3  # per fetch: then the run fails, so no server can make it mark everything
+# Reopens per fetch beyond one per message: an over-limit message costs one reopen and
+# is reported, so every fetch gets past any number of them; a server that breaks more
+# often than that fails the fetch with the typed error.
+MAX_REOPENS = 3
 
 
 def uidvalidity(selected: dict[bytes, Any], folder: str) -> int:

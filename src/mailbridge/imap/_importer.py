@@ -150,8 +150,8 @@ class InboxImporter:
 
         Raises a `DeliveryError` when the server cannot be used; a message that
         cannot be read, or whose answer breaks the limits (the session is then
-        reopened, at most three times per fetch), is reported in
-        `ImportBatch.problems` instead.
+        reopened: at most once per message plus three times per fetch), is
+        reported in `ImportBatch.problems` instead and marked by `commit()`.
         """
         deadline = None
         if timeout is not None:
@@ -277,6 +277,7 @@ class InboxImporter:
         last_uid = checkpoint.last_uid if checkpoint is not None and not changed else 0
         found = session.client.search(self._criteria(last_uid if last_uid else None))
         uids = sorted(uid for uid in map(int, found) if uid > last_uid)
+        session.max_reopens += len(uids)  # one per message that alone passes the limits
         documents: list[ImportedDocument] = []
         problems: list[tuple[int, str]] = []
         for start in range(0, len(uids), self.batch_size):
