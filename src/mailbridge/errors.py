@@ -24,6 +24,7 @@ The hierarchy, so that callers can branch on what they can act on::
         │   └── ImapConnectionLost  the IMAP connection broke or was aborted (imaplib.abort)
         ├── DeliveryOutcomeUnknown  the message went out, its answer never came: may be delivered
         ├── TlsError                handshake, certificate, STARTTLS not offered
+        │   └── TlsHandshakeTimeout no TLS handshake in time (also a DeliveryTimeout)
         ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
         ├── ProtocolError           the server broke the protocol or closed mid-transaction
         │   ├── ImapCommandFailed       IMAP NO/BAD or an unreadable answer (imaplib.error)
@@ -74,6 +75,7 @@ __all__ = [
     "SenderNotAuthorized",
     "SenderRefused",
     "TlsError",
+    "TlsHandshakeTimeout",
     "TokenExpired",
     "TokenInvalid",
     "TokenMismatch",
@@ -236,6 +238,14 @@ class DeliveryOutcomeUnknown(DeliveryError):
 
 class TlsError(DeliveryError):
     """TLS failed: handshake, certificate verification, or STARTTLS not offered."""
+
+
+class TlsHandshakeTimeout(TlsError, DeliveryTimeout):
+    """The TCP connection was made but the TLS handshake did not finish in time.
+
+    Both a `TlsError` (the advice is about security modes and ports) and a
+    `DeliveryTimeout` (so also a `TimeoutError`); `temporary` is True.
+    """
 
 
 class AuthenticationError(DeliveryError):
