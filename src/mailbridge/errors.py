@@ -11,6 +11,7 @@ The hierarchy, so that callers can branch on what they can act on::
     │   └── MessageFormatError      raw message bytes that cannot be sent as they are
     ├── AutoconfigError             an autoconfig document cannot be used (ValueError)
     ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
+    ├── DnsLookupError              a DNS lookup failed or timed out; .name, .temporary
     ├── UidValidityChanged          an import batch no longer matches the folder's UIDs
     ├── PoolClosed                  the connection pool (or its client) was closed
     ├── VerificationError           a sender-verification token is not valid
@@ -58,6 +59,7 @@ __all__ = [
     "DeliveryError",
     "DeliveryOutcomeUnknown",
     "DeliveryTimeout",
+    "DnsLookupError",
     "HeaderInjection",
     "ImapCommandFailed",
     "ImapConnectionLost",
@@ -162,6 +164,19 @@ class SenderNotAuthorized(MailbridgeError):
         super().__init__(message)
         self.plan = plan
         self.results = results
+
+
+class DnsLookupError(MailbridgeError):
+    """A DNS lookup of `name` failed: no answer in time, SERVFAIL, no server reachable.
+
+    `temporary` is True: asking again later may succeed.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        self.temporary = True
+        super().__init__(f"the DNS lookup of {name} failed: {problem}")
 
 
 class UidValidityChanged(MailbridgeError):
