@@ -24,6 +24,7 @@ from .errors import (
     RecipientsRefused,
     SenderRefused,
     TlsError,
+    TlsHandshakeTimeout,
 )
 from .reply import SmtpReply
 from .settings import ImapSettings, Security, ServerSettings, SmtpSettings
@@ -35,6 +36,7 @@ __all__ = [
     "recipients_refused",
     "sender_refused",
     "tls_failed",
+    "tls_timed_out",
 ]
 
 _WELL_KNOWN_PORTS = {
@@ -93,6 +95,8 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
             ),
             temporary=exc.errno in (socket.EAI_AGAIN,),
         )
+    if _is_handshake_timeout(exc):
+        return tls_timed_out(settings)
     if isinstance(exc, TimeoutError):
         return DeliveryTimeout(
             f"connecting to {where} timed out after {settings.connect_timeout:g} s",
@@ -131,19 +135,34 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
     )
 
 
+def tls_timed_out(settings: ServerSettings) -> TlsHandshakeTimeout:
+    """The TCP connection was made, but the TLS handshake did not finish in time."""
+    where = f"{settings.host}:{settings.port}"
+    return TlsHandshakeTimeout(
+        f"the TLS handshake with {where} timed out after {settings.connect_timeout:g} s",
+        diagnosis=Diagnosis(
+            Category.TLS_HANDSHAKE,
+            f"{where} accepted the connection but did not complete a TLS handshake.",
+            port_hints(settings) or ("Check that the port expects the selected security mode.",),
+        ),
+        temporary=True,
+    )
+
+
+def _is_handshake_timeout(exc: OSError) -> bool:
+    # ssl raises a plain TimeoutError ("The handshake operation timed out") when the
+    # handshake of a connected socket overruns; callers that connect and wrap in one
+    # step (imaplib's IMAP4_SSL) hand it to connect_failed.
+    return isinstance(exc, TimeoutError) and "handshake" in str(exc)
+
+
 def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
     """A failed TLS handshake, most often a certificate or a security-mode mismatch."""
     mode_hints = port_hints(settings) or (
         "Check that the port expects the selected security mode.",
     )
     if isinstance(exc, TimeoutError):
-        return TlsError(
-            "the TLS handshake timed out",
-            diagnosis=Diagnosis(
-                Category.TLS_HANDSHAKE, "The server did not complete a TLS handshake.", mode_hints
-            ),
-            temporary=True,
-        )
+        return tls_timed_out(settings)
     if not isinstance(exc, ssl.SSLError):
         return ConnectError(
             f"the connection was closed during the TLS handshake ({exc.strerror or exc})",

@@ -24,7 +24,7 @@ from ..settings import Security
 from ._autoconfig import parse_autoconfig
 from ._candidates import Candidate
 from ._fetch import Fetcher
-from ._hosts import checked_addresses
+from ._hosts import checked_addresses, system_resolver
 from ._models import Provider
 from ._probe import ProbeTarget, probe_endpoint
 from ._registry import ProviderRegistry
@@ -116,7 +116,9 @@ def _registry(ctx: _Context) -> list[Candidate]:
 
 
 def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
-    resolver = ctx.resolver or dns.resolver.Resolver()
+    resolver = ctx.resolver or system_resolver()
+    if resolver is None:
+        return [], False
     try:
         answer = resolver.resolve(
             name, rdtype, lifetime=ctx.remaining(), raise_on_no_answer=False, search=False
