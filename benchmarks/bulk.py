@@ -62,9 +62,7 @@ from mailbridge import (
     Security,
     SmtpSettings,
 )
-from mailbridge.addresses import parse_mailbox
-from mailbridge.identity import OwnIdentity
-from mailbridge.smtp import ConnectionPool, SmtpTransport
+from mailbridge.smtp import ConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bulk_server import ServerProcess
@@ -338,10 +336,7 @@ def run_aiosmtplib(
 
 def _client(target: Target, connections: int) -> tuple[DeliveryClient, ConnectionPool]:
     pool = ConnectionPool(max_per_server=connections, messages_in_flight=IN_FLIGHT)
-    client = DeliveryClient(
-        identity=OwnIdentity(parse_mailbox("sender", target.sender)),
-        transport=SmtpTransport(target.settings(), pool=pool),
-    )
+    client = DeliveryClient.own_smtp(target.sender, target.settings(), pool=pool)
     return client, pool
 
 

@@ -12,9 +12,9 @@ from .errors import ConfigurationError
 from .smtp.pool import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
-    from .client import DeliveryClient, SendResult
+    from ._client import DeliveryClient, SendResult
+    from ._message import DocumentEmail
     from .composer import PreparedMessage
-    from .message import DocumentEmail
 
 __all__ = ["BulkOutcome", "send_many"]
 
