@@ -144,6 +144,21 @@ def test_a_pool_forgets_logins_idle_longer_than_idle_timeout() -> None:
     pool.close()
 
 
+def test_traffic_for_a_known_login_sweeps_the_stale_ones_too() -> None:
+    """Not only a new login: any use of the pool closes logins idle past idle_timeout."""
+    pool = ConnectionPool(idle_timeout=0.05, opener=_StubConnection)  # type: ignore[arg-type]
+    with pool.connection(_settings(1)) as (stale, _):
+        pass
+    with pool.connection(_settings(2)):
+        pass
+    time.sleep(0.1)
+    with pool.connection(_settings(2)):
+        pass  # the same, known login: tenant 1's connection is closed all the same
+    assert not stale.is_open
+    assert pool.login_count == 1
+    pool.close()
+
+
 def test_a_closed_pool_raises_pool_closed() -> None:
     pool = ConnectionPool(opener=_StubConnection)  # type: ignore[arg-type]
     pool.close()

@@ -55,9 +55,11 @@ class ConnectionPool:
     `health_check_after` seconds is checked with NOOP before reuse, one idle
     longer than `idle_timeout` is closed, and one that has carried
     `max_messages_per_connection` messages is replaced (providers limit both).
-    A server + login nobody used for `idle_timeout` seconds is forgotten, and
-    of those not in use only the `max_idle_logins` most recent are kept, so a
-    pool shared by many tenants does not grow with every tenant or password.
+    A server + login nobody used for `idle_timeout` seconds is forgotten (its
+    idle connections closed) the next time the pool hands out or takes back a
+    connection, and of those not in use only the `max_idle_logins` most recent
+    are kept, so a pool shared by many tenants does not grow with every tenant
+    or password.
     Thread-safe; `close()` says QUIT on every idle connection.
     """
 
@@ -145,10 +147,9 @@ class ConnectionPool:
             with self._changed:
                 if self._closed:
                     raise PoolClosed("the connection pool is closed")
+                doomed = self._evict()  # forget the logins gone stale meanwhile
                 slot = self._slots.get(settings)
-                doomed = []
                 if slot is None:
-                    doomed = self._evict()  # a new login: forget the stale ones first
                     slot = self._slots[settings] = _Slot()
                 how, connection = self._claim(slot, opened_after)
                 if how == "wait":
@@ -234,7 +235,7 @@ class ConnectionPool:
             )
             if keep:
                 slot.idle.append(connection)
-            doomed = self._evict() if len(self._slots) > self.max_idle_logins else []
+            doomed = self._evict()
             self._changed.notify_all()
         for old in doomed:
             old.quit()
