@@ -117,16 +117,16 @@ def is_internal(address: str) -> bool:
     """True for loopback, private, link-local, shared, reserved or multicast addresses.
 
     An IPv6 address that carries an IPv4 address (mapped, 6to4, NAT64,
-    IPv4-compatible) is internal when either of them is.
+    IPv4-compatible) is internal when the IPv4 address is.
     """
     ip = ipaddress.ip_address(address)
-    if not ip.is_global or ip.is_multicast:
-        return True
     if isinstance(ip, ipaddress.IPv6Address):
+        # The carried IPv4 address decides, whatever the Python version thinks of the
+        # IPv6 prefix (3.11.2 calls all of 2002::/16 private, 3.11.7 global).
         embedded = _embedded_ipv4(ip)
         if embedded is not None:
             return not embedded.is_global or embedded.is_multicast
-    return False
+    return not ip.is_global or ip.is_multicast
 
 
 def _is_localhost(host: str) -> bool:
