@@ -4,6 +4,7 @@ Start with `DeliveryClient.own_smtp(sender, SmtpSettings(...))` and
 `client.send(DocumentEmail(...))`; see the documentation in docs/.
 """
 
+from ._async_client import AsyncDeliveryClient
 from .addresses import Mailbox
 from .attachments import Attachment
 from .bulk import BulkOutcome, send_many
@@ -53,6 +54,7 @@ from .smtp import ConnectionPool, ConnectionReport, SmtpTransport, Step, Transpo
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncDeliveryClient",
     "Attachment",
     "AuthenticationError",
     "AutoconfigError",
