@@ -49,11 +49,19 @@ from .message import DocumentEmail
 from .providers import DiscoveryResult, SetupResult, discover, setup
 from .reply import SmtpReply
 from .settings import ImapSettings, Secret, Security, SmtpSettings
-from .smtp import ConnectionPool, ConnectionReport, SmtpTransport, Step, Transport
+from .smtp import (
+    AsyncConnectionPool,
+    ConnectionPool,
+    ConnectionReport,
+    SmtpTransport,
+    Step,
+    Transport,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncConnectionPool",
     "AsyncDeliveryClient",
     "Attachment",
     "AuthenticationError",

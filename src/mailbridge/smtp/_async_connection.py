@@ -134,6 +134,20 @@ def _address_literal(sockname: Any) -> str:
     return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
 
 
+async def _resolve(settings: SmtpSettings) -> list[tuple[Any, ...]]:
+    """The server's addresses; an address literal without the executor's thread."""
+    try:
+        ipaddress.ip_address(settings.host)
+    except ValueError:
+        async with asyncio.timeout(settings.connect_timeout):
+            return await asyncio.get_running_loop().getaddrinfo(
+                settings.host, settings.port, type=socket.SOCK_STREAM
+            )
+    return socket.getaddrinfo(
+        settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+    )
+
+
 class AsyncSmtpConnection:
     """A connected, greeted, secured and (with credentials) authenticated session, for asyncio.
 
@@ -190,13 +204,9 @@ class AsyncSmtpConnection:
 
     async def _open(self, greeting_timeout: float) -> None:
         settings = self.settings
-        loop = asyncio.get_running_loop()
         with self._step("resolve") as note:
             try:
-                async with asyncio.timeout(settings.connect_timeout):
-                    infos = await loop.getaddrinfo(
-                        settings.host, settings.port, type=socket.SOCK_STREAM
-                    )
+                infos = await _resolve(settings)
             except UnicodeError:  # an IDN label the IDNA codec refuses
                 raise diagnostics.connect_failed(
                     socket.gaierror(socket.EAI_NONAME, "invalid name"), settings
