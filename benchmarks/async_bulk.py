@@ -165,10 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for delay_ms in args.delay_ms:
             proxy_port = helper.proxy(host, port, delay_ms / 1000)
             for count in args.recipients:
+                rcpts = tuple(f"customer{i}@example.test" for i in range(count))
                 target = Target(
                     server, "127.0.0.1", proxy_port, False, None, None, None,
-                    "billing@acme.example", tuple(f"customer{i}@example.test" for i in range(count)),
-                    delay_ms / 1000, args.chunking,
+                    "billing@acme.example", rcpts, delay_ms / 1000, args.chunking,
                 )  # fmt: skip
                 print(f"  {delay_ms:g} ms, {count} rcpt ...", file=sys.stderr, flush=True)
                 started = time.perf_counter()
