@@ -42,6 +42,7 @@ from ._core import (
     starttls_exchange,
 )
 from .connection import MAX_ADDRESSES_TRIED
+from .wire import _lost as lost
 from .wire import timed_out
 
 __all__ = ["AsyncSmtpConnection"]
@@ -50,18 +51,7 @@ log = logging.getLogger("mailbridge.smtp")
 
 T = TypeVar("T")
 
-
-def lost(detail: str) -> ConnectError:
-    """The connection ended under us."""
-    return ConnectError(
-        f"the connection to the server was lost ({detail})",
-        diagnosis=Diagnosis(
-            Category.CONNECTION_LOST,
-            "The server closed the connection unexpectedly.",
-            ("Try again; if it keeps happening, the server may be limiting connections.",),
-        ),
-        temporary=True,
-    )
+READ_AHEAD_LIMIT = 256 * 1024  # bytes received and not parsed before reading pauses
 
 
 class _Protocol(asyncio.Protocol):
@@ -74,6 +64,7 @@ class _Protocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self.paused = False
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -81,6 +72,11 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
+        if self.reader.buffered > READ_AHEAD_LIMIT and self.transport is not None:
+            # Nobody parses them now (an idle connection, a flooding server): read no more
+            # until someone waits for a reply, so the buffer stays bounded.
+            self.transport.pause_reading()
+            self.reading_paused = True
         self._wake()
 
     def eof_received(self) -> bool:
@@ -116,6 +112,9 @@ class _Protocol(asyncio.Protocol):
         """Wait until bytes arrive or the connection ends (the caller bounds the time)."""
         if self.ended is not None:
             raise lost(self.ended)
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         await waiter
 
