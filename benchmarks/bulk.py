@@ -62,9 +62,7 @@ from mailbridge import (
     Security,
     SmtpSettings,
 )
-from mailbridge.addresses import parse_mailbox
-from mailbridge.identity import OwnIdentity
-from mailbridge.smtp import ConnectionPool, SmtpTransport
+from mailbridge.smtp import ConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bulk_server import ServerProcess
@@ -338,10 +336,7 @@ def run_aiosmtplib(
 
 def _client(target: Target, connections: int) -> tuple[DeliveryClient, ConnectionPool]:
     pool = ConnectionPool(max_per_server=connections, messages_in_flight=IN_FLIGHT)
-    client = DeliveryClient(
-        identity=OwnIdentity(parse_mailbox("sender", target.sender)),
-        transport=SmtpTransport(target.settings(), pool=pool),
-    )
+    client = DeliveryClient.own_smtp(target.sender, target.settings(), pool=pool)
     return client, pool
 
 
@@ -546,21 +541,19 @@ def loopback(args: argparse.Namespace, attachment: bytes) -> list[str]:
             f"1 connection, {args.messages} messages:"
         )
         results = {}
-        for name, runner in (
-            (SMTPLIB, run_smtplib),
-            (f"{MB1} send()", run_mailbridge_loop),
-            (SMTPLIB, run_smtplib),
-            (f"{MB1} send()", run_mailbridge_loop),
-        ):
+        runners = ((SMTPLIB, run_smtplib), (f"{MB1} send()", run_mailbridge_loop))
+        for name, runner in runners * args.cpu_rounds:  # alternating, best of the rounds
             limit = Deadline(args.messages, args.time_limit)
             cpu = time.process_time()
             run = runner(target, prepared, limit, lambda: None)
             cpu = time.process_time() - cpu
             results.setdefault(name, []).append((run.rate, cpu / max(run.sent, 1) * 1e3))
         for name, values in results.items():
-            rate, cpu_ms = max(values)  # best of two
+            rate = max(values)[0]
+            cpu_ms = min(cpu for _, cpu in values)
             lines.append(
-                f"  {name:18} {rate:8.1f} msg/s   client CPU {cpu_ms:.2f} ms/msg (best of 2)"
+                f"  {name:18} {rate:8.1f} msg/s   client CPU {cpu_ms:.2f} ms/msg "
+                f"(best of {args.cpu_rounds})"
             )
         ratio = max(results[f"{MB1} send()"])[0] / max(results[SMTPLIB])[0]
         lines.append(f"  mailbridge/smtplib: {ratio:.2f}x")
@@ -649,6 +642,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["aiosmtpd", "aiosmtpd+chunking", "postfix"],
     )
     parser.add_argument("--no-loopback", action="store_true", help="skip the CPU/RSS part")
+    parser.add_argument(
+        "--cpu-rounds", type=int, default=2, help="alternating loopback rounds (default 2)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.time_limit = min(args.messages, 60), min(args.time_limit, 8.0)
@@ -656,6 +652,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--messages must be >= 1 and --time-limit in (0, 600]")
     if any(not 1 <= d <= 1000 for d in args.delay_ms):
         parser.error("--delay-ms must be between 1 and 1000")
+    if not 1 <= args.cpu_rounds <= 20:
+        parser.error("--cpu-rounds must be between 1 and 20")
     if not 1 <= args.connections <= 50:
         parser.error("--connections must be between 1 and 50")
     return args

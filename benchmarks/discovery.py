@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from mailbridge.providers import HttpsFetcher, discover
 from mailbridge.providers import _sources as discovery_module
 from mailbridge.settings import SmtpSettings
-from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer
-from mailbridge.testing.autoconfig import client_config_xml
+from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer, client_config_xml
 
 DOMAIN = "slow.example"
 NAMES = [

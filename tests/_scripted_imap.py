@@ -34,6 +34,7 @@ class ScriptedImap:
     `append_reply`: the tagged reply to APPEND; `on_idle`: bytes sent before "+" to IDLE
     (and `delivered_on_idle` the UIDs that arrive then).
     `appends` counts the message literals received; `sent_body_bytes` the part bytes sent.
+    `ignore_ranges`: UIDs whose parts are sent whole, whatever partial range was asked.
     """
 
     def __init__(self, capabilities: str = "IMAP4rev1 LITERAL+ IDLE MULTIAPPEND UIDPLUS") -> None:
@@ -44,6 +45,7 @@ class ScriptedImap:
         self.search_uids: list[int] = []
         self.search_line: bytes | None = None  # replaces "* SEARCH <search_uids>"
         self.drop_on: bytes | None = None  # a command (b"UID FETCH") that closes the connection
+        self.ignore_ranges: set[int] = set()
         self.append_reply = b"OK [APPENDUID 7 1] done"
         self.on_idle = b""
         self.delivered_on_idle: list[int] = []  # UIDs SEARCH finds once IDLE was sent
@@ -183,8 +185,9 @@ class ScriptedImap:
                     out += b"* %d FETCH (UID %d %s)\r\n" % (uid, uid, self.structures[uid])
                 continue
             items = b""
-            for section, start, length in _PARTIAL.findall(rest):
+            for section, start, asked in _PARTIAL.findall(rest):
                 data = self.bodies.get((uid, section.decode()), b"")
+                length = b"" if uid in self.ignore_ranges else asked  # the whole part: BODY[n]
                 if length:
                     data = data[int(start) : int(start) + int(length)]
                 self.sent_body_bytes += len(data)

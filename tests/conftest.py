@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import pkgutil
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,9 +13,18 @@ from pathlib import Path
 
 import pytest
 
+import mailbridge
 from mailbridge import ImapSettings, SmtpSettings
 from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
 from mailbridge.testing.realservers import RealMailServers, availability
+
+# Load every module now. The packages import lazily, and pytester's in-process runs
+# (test_docs, test_plugin) restore sys.modules afterwards: a module first imported
+# inside such a run would be dropped and imported again later, a second copy whose
+# classes fail isinstance() against the first.
+for _module in pkgutil.walk_packages(mailbridge.__path__, "mailbridge."):
+    if _module.name != "mailbridge.__main__":
+        importlib.import_module(_module.name)
 
 # The plugin's smtp_server fixture logs in with these (checked never to leak).
 USER, PASSWORD = FAKE_USER, FAKE_PASSWORD

@@ -219,7 +219,7 @@ def test_twins_in_one_batch_share_one_copy(appends: list[int]) -> None:
     ],
 )
 def test_appenduid_sets_are_read_defensively(uid_set: bytes, want: list[int | None]) -> None:
-    from mailbridge.imap.copies import appended_uids
+    from mailbridge.imap._copies import appended_uids
 
     response = ("OK", [b"[APPENDUID 38505 " + uid_set + b"] APPEND completed"])
     assert appended_uids(response, 3) == want

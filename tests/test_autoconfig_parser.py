@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mailbridge import Security
 from mailbridge.errors import MailbridgeError
-from mailbridge.providers.autoconfig import (
+from mailbridge.providers._autoconfig import (
     MAX_DOCUMENT_SIZE,
     AutoconfigCandidate,
     AutoconfigError,

@@ -52,8 +52,8 @@ def test_the_pool_bounds_connections_per_server(smtp_server: FakeSmtpServer) -> 
 
 
 def test_clients_sharing_a_pool_share_connections(smtp_server: FakeSmtpServer) -> None:
-    from mailbridge.addresses import parse_mailbox
-    from mailbridge.identity import OwnIdentity
+    from mailbridge._addresses import parse_mailbox
+    from mailbridge._identity import OwnIdentity
     from mailbridge.smtp import SmtpTransport
 
     pool = ConnectionPool(max_per_server=1)
@@ -93,8 +93,8 @@ def test_messages_per_connection_cap_and_close(smtp_server: FakeSmtpServer) -> N
     from mailbridge.smtp import SmtpTransport
 
     transport = SmtpTransport(smtp_server.smtp_settings(), pool=pool)
-    from mailbridge.addresses import parse_mailbox
-    from mailbridge.identity import OwnIdentity
+    from mailbridge._addresses import parse_mailbox
+    from mailbridge._identity import OwnIdentity
 
     client = DeliveryClient(identity=OwnIdentity(parse_mailbox("s", USER)), transport=transport)
     for email in _emails(12):

@@ -10,7 +10,7 @@ import pytest
 from mailbridge import Security
 from mailbridge.providers import HttpsFetcher, discover
 from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer, FakeImapServer, FakeSmtpServer
-from mailbridge.testing.autoconfig import client_config_xml
+from mailbridge.testing._autoconfig import client_config_xml
 
 ZONES = {
     "acme.example": {"@": {"MX": "10 aspmx.l.google.com."}},

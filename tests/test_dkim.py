@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailbridge import ConfigurationError, DeliveryClient, DocumentEmail, PlatformRelay
-from mailbridge.dnsauth.dkim import DkimSigner
+from mailbridge.dnsauth._dkim import DkimSigner
 from mailbridge.testing import FakeDnsServer, FakeSmtpServer
 
 

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from mailbridge import Security, SmtpSettings
-from mailbridge.testing.autoconfig import FakeAutoconfigServer, client_config_xml
+from mailbridge.testing._autoconfig import FakeAutoconfigServer, client_config_xml
 
 
 def _get(server: FakeAutoconfigServer, host: str, path: str, timeout: float = 5.0) -> bytes:

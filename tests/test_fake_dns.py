@@ -17,7 +17,7 @@ import dns.resolver
 import dns.reversename
 import pytest
 
-from mailbridge.testing.dns import DnsQuery, FakeDnsServer, ZoneRecords
+from mailbridge.testing._dns import DnsQuery, FakeDnsServer, ZoneRecords
 
 ZONES: dict[str, ZoneRecords] = {
     "example.test": {

@@ -16,8 +16,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbridge.settings import ImapSettings, Security
+from mailbridge.testing._imap import FakeImapServer, ImapMessage
 from mailbridge.testing._imap_syntax import ParseError, tokenize
-from mailbridge.testing.imap import FakeImapServer, ImapMessage
 
 from .test_imap_conformance import RawImap
 

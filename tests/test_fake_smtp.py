@@ -130,7 +130,7 @@ def test_logins_log_no_deprecation_warning(caplog: pytest.LogCaptureFixture) -> 
 def test_servers_never_stopped_leave_no_directory() -> None:
     script = (
         "from mailbridge.testing import FakeImapServer, FakeSmtpServer\n"
-        "from mailbridge.testing.autoconfig import FakeAutoconfigServer\n"
+        "from mailbridge.testing._autoconfig import FakeAutoconfigServer\n"
         "for server in (FakeSmtpServer(), FakeImapServer(), FakeAutoconfigServer()):\n"
         "    print(server.start().ca_file.parent, flush=True)\n"
     )

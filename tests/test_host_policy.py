@@ -57,3 +57,20 @@ def test_literals_and_localhost_are_checked_without_dns() -> None:
         addresses, refused = checked_addresses(host, None, 1.0, allow_private=False)
         assert addresses == [] and refused is not None and "internal" in refused
     assert checked_addresses("127.0.0.1", None, 1.0, allow_private=True) == (["127.0.0.1"], None)
+
+
+@pytest.mark.parametrize(
+    ("address", "internal"),
+    [("::127.0.0.1", True), ("::10.0.0.1", True), ("64:ff9b::7f00:1", True),
+     ("64:ff9b::a9fe:a9fe", True), ("2002:7f00:1::", True), ("2002:a00:1::1", True),
+     ("64:ff9b::808:808", False), ("2002:808:808::1", False)],
+)  # fmt: skip
+def test_ipv4_embedded_in_ipv6_is_checked_too(address: str, internal: bool) -> None:
+    assert is_internal(address) is internal
+    assert (checked_addresses(address, None, 1.0, allow_private=False)[1] is not None) is internal
+
+
+def test_fetch_no_longer_re_exports_resolve_host() -> None:
+    from mailbridge.providers import _fetch as fetch
+
+    assert not hasattr(fetch, "resolve_host") and "resolve_host" not in fetch.__all__

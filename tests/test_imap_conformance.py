@@ -22,7 +22,7 @@ import pytest
 from imapclient import IMAPClient, imap_utf7
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailbridge.testing.imap import FakeImapServer
+from mailbridge.testing._imap import FakeImapServer
 from mailbridge.testing.realservers import RealMailServers, availability
 
 USER = "archiver@example.test"

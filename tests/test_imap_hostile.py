@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import imapclient
@@ -12,6 +14,7 @@ import pytest
 
 from mailbridge import ImapSettings
 from mailbridge.errors import (
+    ConfigurationError,
     DeliveryTimeout,
     ImapCommandFailed,
     ImapConnectionLost,
@@ -22,8 +25,8 @@ from mailbridge.errors import (
 )
 from mailbridge.imap import InboxImporter, find_sent_folder, list_folders, open_imap, probe_imap
 from mailbridge.imap._client import check_imapclient
+from mailbridge.imap._connection import ImapLimits, close_imap
 from mailbridge.imap._failures import server_text
-from mailbridge.imap.connection import ImapLimits, close_imap
 from mailbridge.testing._imap_hostile import HostileImapServer, Peer
 
 INJECTED = (
@@ -244,16 +247,36 @@ def test_server_text_is_decoded_clean_and_bounded(raw: object, expected: str) ->
     ],
     ids=["nesting", "bad-size", "unbalanced"],
 )
-def test_the_importer_fails_typed_or_reports_on_hostile_structures(structure: bytes) -> None:
+def test_the_importer_reports_hostile_structures_per_message(structure: bytes) -> None:
     def fetch(peer: Peer, tag: bytes) -> None:
         peer.send(b"* 1 FETCH (UID 1 BODYSTRUCTURE " + structure + b")\r\n" + tag + b" OK done\r\n")
 
     with HostileImapServer({"UID FETCH": fetch}) as server:
-        try:
-            batch = InboxImporter(server.settings(command_timeout=2.0)).fetch()
-        except MailbridgeError:
-            return  # typed: the run failed as a whole
-    assert batch.problems and batch.problems[0][0] == 1  # or the message is reported
+        batch = InboxImporter(server.settings(command_timeout=2.0)).fetch()
+    # The run goes on: the message is reported, and scanned so that commit() marks it.
+    assert batch.documents == ()
+    assert [uid for uid, _ in batch.problems] == [1]
+    assert batch.uids == (1,)
+
+
+def test_a_select_without_uidvalidity_is_a_typed_imap_error() -> None:
+    def select(peer: Peer, tag: bytes) -> None:
+        peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 0] bad\r\n" + tag + b" OK done\r\n")
+
+    with HostileImapServer({"SELECT": select, "EXAMINE": select}) as server:
+        with pytest.raises(ImapCommandFailed, match="UIDVALIDITY") as caught:
+            InboxImporter(server.settings()).fetch()
+    assert isinstance(caught.value, imapclient.exceptions.IMAPClientError)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 0, -1])
+@pytest.mark.parametrize(
+    "field", ["command_seconds", "max_literal_bytes", "max_command_bytes", "max_lines"]
+)
+def test_limits_refuse_values_that_are_not_positive_and_finite(field: str, value: float) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        ImapLimits(**{field: value})
+    assert caught.value.field == field
 
 
 def test_capabilities_are_asked_again_after_starttls() -> None:
@@ -277,3 +300,29 @@ def test_a_server_that_never_greets_is_a_timeout_error() -> None:
             open_imap(settings)
     assert isinstance(caught.value, TimeoutError)
     assert "did not greet" in str(caught.value)
+
+
+def test_a_fetch_timeout_bounds_all_its_commands_together() -> None:
+    def slowly(answer: bytes) -> Callable[[Peer, bytes], None]:
+        def script(peer: Peer, tag: bytes) -> None:  # 0.6 s: within command_seconds
+            if peer.stream(b"* OK still working\r\n", times=6, pause=0.1) == 6:
+                peer.send(answer + tag + b" OK done\r\n")
+
+        return script
+
+    scripts = {
+        "UID SEARCH": slowly(b"* SEARCH 1\r\n"),
+        "UID FETCH": slowly(b"* 1 FETCH (UID 1 BODYSTRUCTURE NIL)\r\n"),
+    }
+    with HostileImapServer(scripts) as server:
+        importer = InboxImporter(server.settings(), limits=ImapLimits(command_seconds=5.0))
+        started = time.monotonic()
+        with pytest.raises(ImapTimeout, match="operation"):
+            importer.fetch(timeout=0.8)  # SEARCH and FETCH together take 1.2 s
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, 0.0, -1.0])
+def test_a_fetch_timeout_must_be_positive_and_finite(timeout: float) -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        InboxImporter(ImapSettings("127.0.0.1", 1, security="none")).fetch(timeout=timeout)

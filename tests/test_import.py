@@ -17,7 +17,7 @@ from mailbridge import (
     InboxImporter,
     SmtpSettings,
 )
-from mailbridge.addresses import parse_mailbox
+from mailbridge._addresses import parse_mailbox
 from mailbridge.composer import compose
 from mailbridge.imap import close_imap, detect_kind, open_imap
 from mailbridge.testing import FakeImapServer

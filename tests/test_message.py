@@ -15,10 +15,10 @@ from mailbridge import (
     MessageError,
     MissingPlaceholder,
 )
-from mailbridge.addresses import Mailbox, parse_mailbox, parse_mailbox_list
+from mailbridge._addresses import Mailbox, parse_mailbox, parse_mailbox_list
+from mailbridge._message import render_placeholders
 from mailbridge.composer import compose
 from mailbridge.errors import MessageFormatError
-from mailbridge.message import render_placeholders
 
 from .conftest import INVOICE_PDF
 

@@ -26,10 +26,10 @@ from mailbridge import (
     SmtpSettings,
     send_many,
 )
-from mailbridge.addresses import parse_mailbox
+from mailbridge._addresses import parse_mailbox
+from mailbridge._identity import OwnIdentity
 from mailbridge.composer import PreparedMessage
 from mailbridge.diagnosis import Diagnosis
-from mailbridge.identity import OwnIdentity
 from mailbridge.smtp import ConnectionPool, SmtpConnection, SmtpTransport
 from mailbridge.testing import FakeSmtpServer
 from mailbridge.testing.realservers import RealMailServers

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mailbridge._psl import is_public_suffix, registered_domain
-from mailbridge.dnsauth.dmarc import dmarc_alignment, organizational_domain
+from mailbridge.dnsauth._dmarc import dmarc_alignment, organizational_domain
 from mailbridge.providers import discover
 from mailbridge.testing import FakeDnsServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailbridge import ConfigurationError, DeliveryClient, DocumentEmail, SmtpSettings
-from mailbridge.identity import PlatformRelay
+from mailbridge._identity import PlatformRelay
 from mailbridge.testing import FakeSmtpServer
 from mailbridge.testing.realservers import RealMailServers
 

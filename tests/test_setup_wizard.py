@@ -9,7 +9,7 @@ import pytest
 
 from mailbridge import Category, Security
 from mailbridge.providers import Endpoint, HttpsFetcher, Provider, ProviderRegistry
-from mailbridge.providers.wizard import setup
+from mailbridge.providers._wizard import setup
 from mailbridge.testing import FakeAutoconfigServer, FakeDnsServer, FakeImapServer, FakeSmtpServer
 
 EMAIL, PASSWORD = "anna@shop.example", "anna-pw"

@@ -302,3 +302,63 @@ def test_framing_fast_path_matches_the_reference(parts: list[bytes]) -> None:
     if isinstance(expected, bytes):
         stuffed = re.sub(rb"(?m)^\.", b"..", expected) + b".\r\n"
         assert frame_data(data) == stuffed
+
+
+def _smtp_imports() -> dict[str, set[str]]:
+    """Module -> the smtp modules it imports (also under TYPE_CHECKING or in functions)."""
+    smtp = CORE.parent
+    names = {
+        ".".join(path.relative_to(smtp).with_suffix("").parts): path for path in smtp.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        package = name.split(".")[:-1]  # a package's __init__ sits inside it, like a module
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                continue
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            if node.level - 1 > len(package):
+                continue  # above smtp/: not part of this graph
+            target = [*base, *(node.module.split(".") if node.module else [])]
+            for alias in node.names:
+                for candidate in (".".join([*target, alias.name]), ".".join(target)):
+                    for module in (candidate, f"{candidate}.__init__" if candidate else "__init__"):
+                        if module in names and module != name:
+                            deps.add(module)
+                            break
+        graph[name] = deps
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """An import cycle in `graph` (as the modules along it), or None."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(module: str) -> list[str] | None:
+        if module in visiting:
+            return [*visiting[visiting.index(module) :], module]
+        if module in done:
+            return None
+        visiting.append(module)
+        for dep in sorted(graph[module]):
+            found = visit(dep)
+            if found:
+                return found
+        visiting.pop()
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        found = visit(module)
+        if found:
+            return found
+    return None
+
+
+def test_no_import_cycle_inside_smtp() -> None:
+    graph = _smtp_imports()
+    assert {"connection", "pipeline", "_core._pipeline", "_core._plan"} <= set(graph)
+    assert graph["connection"] >= {"pipeline", "_core.__init__"}
+    assert _cycle(graph) is None

@@ -15,6 +15,7 @@ from mailbridge.errors import (
     RecipientsRefused,
     SenderRefused,
 )
+from mailbridge.reply import SmtpReply
 from mailbridge.smtp._core import (
     Attempt,
     ReplyReader,
@@ -265,3 +266,19 @@ def test_transaction_outcomes_do_not_depend_on_how_replies_are_split(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=8)))
     chunks = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
     assert _run_script(chunks, 3) == whole
+
+
+def test_a_failure_after_settled_attempts_is_raised_next() -> None:
+    queue = _queue()
+    first, second = _attempt(extensions=CHUNKING), _attempt(extensions=CHUNKING)
+    queue.enqueue(first)
+    queue.enqueue(second)
+    queue.data_to_send()
+    queue.receive_data(b"250 ok\r\n250 ok\r\n250 queued\r\n421 4.3.0 bye\r\n")
+    assert queue.process() == [first]  # settled first: its thread may go on
+    with pytest.raises(ConnectError):
+        queue.handle_reply(SmtpReply(250))  # the 421 comes first, whichever way is used
+    with pytest.raises(ConnectError) as info:
+        queue.process()
+    assert queue.fail(info.value) == [second] and not second.data_started
+    assert queue.process() == []  # nothing pending after fail()

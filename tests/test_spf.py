@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 
 from mailbridge.dnsauth import SpfVerdict, check_host
-from mailbridge.dnsauth.spf_macros import MacroContext, MacroError, expand
-from mailbridge.testing.dns import FakeDnsServer
+from mailbridge.dnsauth._spf_macros import MacroContext, MacroError, expand
+from mailbridge.testing._dns import FakeDnsServer
 
 IP4 = "192.0.2.3"
 IP6 = "2001:db8::cb01"

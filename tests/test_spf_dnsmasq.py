@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailbridge.dnsauth import SpfVerdict, check_host
-from mailbridge.testing.realdns import RealDnsServer, dnsmasq_availability
+from mailbridge.testing._realdns import RealDnsServer, dnsmasq_availability
 
 pytestmark = pytest.mark.realserver
 

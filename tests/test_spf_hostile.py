@@ -9,10 +9,11 @@ import types
 
 import pytest
 
-from mailbridge.addresses import parse_mailbox
+from mailbridge._addresses import parse_mailbox
+from mailbridge._identity import PlatformRelay, SpfIdentity
 from mailbridge.dnsauth import SpfVerdict, check_host
-from mailbridge.dnsauth import spf as spf_module
-from mailbridge.dnsauth.spf_macros import (
+from mailbridge.dnsauth import _spf as spf_module
+from mailbridge.dnsauth._spf_macros import (
     MAX_EXPLANATION,
     MacroContext,
     MacroTimeout,
@@ -21,9 +22,8 @@ from mailbridge.dnsauth.spf_macros import (
     parse_macro_string,
     truncate_domain,
 )
-from mailbridge.identity import PlatformRelay, SpfIdentity
 from mailbridge.settings import SmtpSettings
-from mailbridge.testing.dns import FakeDnsServer
+from mailbridge.testing._dns import FakeDnsServer
 
 pytestmark = pytest.mark.dns_server(zones={"example.com": {}, "in-addr.arpa": {}})
 

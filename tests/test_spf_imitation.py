@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mailbridge import DeliveryClient, DocumentEmail, SenderNotAuthorized
+from mailbridge._identity import PlatformRelay
 from mailbridge.dnsauth import SpfPlanStatus
-from mailbridge.dnsauth.dmarc import dmarc_alignment, lookup_dmarc, organizational_domain
-from mailbridge.identity import PlatformRelay
+from mailbridge.dnsauth._dmarc import dmarc_alignment, lookup_dmarc, organizational_domain
 from mailbridge.testing import FakeDnsServer, FakeSmtpServer
 
 pytestmark = pytest.mark.dns_server(
@@ -149,8 +149,8 @@ def test_spf_imitation_end_to_end_through_postfix(real_servers, dns_server: Fake
 def test_no_sending_ips_is_never_authorised(
     smtp_server: FakeSmtpServer, dns_server: FakeDnsServer
 ) -> None:
-    from mailbridge.addresses import parse_mailbox
-    from mailbridge.identity import SpfIdentity
+    from mailbridge._addresses import parse_mailbox
+    from mailbridge._identity import SpfIdentity
 
     relay = PlatformRelay(
         smtp=smtp_server.smtp_settings(),

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailbridge.dnsauth import SpfPlanStatus, plan_include
-from mailbridge.dnsauth.spf_macros import (
+from mailbridge.dnsauth._spf_macros import (
     MacroContext,
     MacroError,
     expand,

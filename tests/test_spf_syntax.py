@@ -10,8 +10,8 @@ import ipaddress
 import pytest
 
 from mailbridge.dnsauth import SpfVerdict, check_host
-from mailbridge.dnsauth.spf_macros import MacroContext, MacroError, expand, parse_macro_string
-from mailbridge.testing.dns import FakeDnsServer
+from mailbridge.dnsauth._spf_macros import MacroContext, MacroError, expand, parse_macro_string
+from mailbridge.testing._dns import FakeDnsServer
 
 pytestmark = pytest.mark.dns_server(zones={"example.com": {}})
 

@@ -6,8 +6,8 @@ import pickle
 import pytest
 
 from mailbridge import ConfigurationError, Secret
+from mailbridge._verification import issue_token, verification_email, verify_token
 from mailbridge.errors import TokenExpired, TokenInvalid, TokenMismatch
-from mailbridge.verification import issue_token, verification_email, verify_token
 
 SECRET = Secret("0123456789abcdef-app-secret")
 T0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.UTC)

@@ -83,7 +83,7 @@ def test_plugin_loads_with_the_extra_blocked(tmp_path: Path, blocked_env: dict[s
 def test_fakes_name_the_extra_when_blocked(tmp_path: Path, blocked_env: dict[str, str]) -> None:
     script = BLOCK_EXTRA + (
         "from mailbridge.testing import FakeDnsServer\n"
-        "from mailbridge.demo import run_demo\n"
+        "from mailbridge._demo import run_demo\n"
         "assert run_demo(print) == 2\n"
         "from mailbridge.testing import FakeSmtpServer\n"
     )
@@ -92,7 +92,7 @@ def test_fakes_name_the_extra_when_blocked(tmp_path: Path, blocked_env: dict[str
     assert "The demo runs a local SMTP server" in result.stdout
     assert HINT in result.stdout
     assert result.stderr.splitlines()[-1] == (
-        f"ImportError: mailbridge.testing.smtp needs the testing extra "
+        f"ImportError: mailbridge.testing._smtp needs the testing extra "
         f"(aiosmtpd is missing): {HINT}"
     )
 

@@ -15,16 +15,16 @@ from typing import Any
 import attrs
 import dns.resolver
 
+from ._addresses import Mailbox
+from ._bulk import BulkOutcome
+from ._client import DeliveryClient, SendResult
+from ._identity import PlatformRelay, SenderAuthorization, SpfIdentity
+from ._message import DocumentEmail
 from ._results import ConnectionReport, Transaction
-from .addresses import Mailbox
-from .bulk import BulkOutcome
-from .client import DeliveryClient, SendResult
 from .composer import PreparedMessage
-from .dnsauth.dkim import DkimSigner
+from .dnsauth import DkimSigner
 from .errors import ConfigurationError, MailbridgeError
-from .identity import PlatformRelay, SenderAuthorization, SpfIdentity
 from .imap import Checkpoint, Folder, ImportBatch, probe_imap
-from .message import DocumentEmail
 from .settings import ImapSettings, SmtpSettings
 from .smtp._async_pool import AsyncConnectionPool, AsyncSmtpTransport, AsyncTransport
 from .smtp._async_probe import probe_smtp_async

@@ -6,8 +6,6 @@ belongs to an unrelated project, so this one is published as `mailbridge-documen
 
 from __future__ import annotations
 
-import importlib.metadata
-
 __all__ = ["DISTRIBUTION", "install_hint", "version"]
 
 DISTRIBUTION = "mailbridge-documents"
@@ -20,6 +18,8 @@ def install_hint(extra: str) -> str:
 
 def version() -> str:
     """The installed version from the package metadata, or "unknown" when not installed."""
+    import importlib.metadata  # here: it loads `email` and more, for the version only
+
     try:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:

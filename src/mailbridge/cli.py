@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from . import (
     MessageError,
     SmtpSettings,
 )
+from . import _cli_args as _args
 from ._distribution import version
 from .errors import ConfigurationError
 
@@ -40,7 +40,7 @@ DEBUG_ENV = "MAILBRIDGE_DEBUG"
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", required=True, help="SMTP server name")
-    parser.add_argument("--port", type=int, required=True, help="587, 465, 25, ...")
+    parser.add_argument("--port", type=_args.port, required=True, help="587, 465, 25, ...")
     parser.add_argument(
         "--security",
         default="starttls",
@@ -55,7 +55,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         "without it you are asked. Passwords are never taken as arguments.",
     )
     parser.add_argument("--ca-file", help="PEM file of a private certificate authority")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per step")
+    parser.add_argument("--timeout", type=_args.seconds, default=10.0, help="seconds per step")
 
 
 def _settings(args: argparse.Namespace) -> SmtpSettings:
@@ -81,7 +81,7 @@ def _settings(args: argparse.Namespace) -> SmtpSettings:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ._demo import run_demo
 
     return run_demo()
 
@@ -179,7 +179,7 @@ def _cmd_spf_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_dmarc(args: argparse.Namespace) -> int:
-    from .dnsauth.dmarc import lookup_dmarc
+    from .dnsauth._dmarc import lookup_dmarc
 
     policy = lookup_dmarc(args.domain, resolver=_resolver(args))
     if policy is None:
@@ -302,17 +302,14 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ip_address(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IPv4 or IPv6 address: {text!r}") from None
-
-
 def _add_dns_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nameserver", help="ask this DNS server instead of the system's")
-    parser.add_argument("--dns-port", type=int, default=53)
-    parser.add_argument("--dns-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--nameserver",
+        type=_args.ip_address,
+        help="ask the DNS server at this IP address instead of the system's",
+    )
+    parser.add_argument("--dns-port", type=_args.port, default=53)
+    parser.add_argument("--dns-timeout", type=_args.seconds, default=5.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     spf_commands = spf.add_subparsers(dest="spf_command", required=True)
     check = spf_commands.add_parser("check", help="RFC 7208 check_host() for an IP")
     check.add_argument("domain")
-    check.add_argument("--ip", required=True, type=_ip_address, help="the sending IP address")
+    check.add_argument("--ip", required=True, type=_args.ip_address, help="the sending IP address")
     check.add_argument("--sender", help="the envelope sender (default: the domain)")
     _add_dns_options(check)
     check.set_defaults(handler=_cmd_spf_check)
@@ -377,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("email")
     find.add_argument("--json", action="store_true", help="machine-readable output")
     find.add_argument("--no-guess", action="store_true", help="do not probe common host names")
-    find.add_argument("--timeout", type=float, default=10.0)
+    find.add_argument("--timeout", type=_args.seconds, default=10.0)
     find.add_argument(
         "--progress", action="store_true", help="show each source on stderr as it answers"
     )
@@ -393,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable with the password (else you are asked)",
     )
     wizard.add_argument("--no-imap", action="store_true", help="only SMTP")
-    wizard.add_argument("--timeout", type=float, default=10.0)
+    wizard.add_argument("--timeout", type=_args.seconds, default=10.0)
     _add_dns_options(wizard)
     wizard.set_defaults(handler=_cmd_setup)
 

@@ -16,10 +16,10 @@ from email.message import MIMEPart
 
 import attrs
 
-from .addresses import Mailbox
+from ._addresses import Mailbox
+from ._headersafety import has_line_break
+from ._message import DocumentEmail
 from .errors import HeaderInjection, MailbridgeError, MessageError, MessageFormatError
-from .headersafety import has_line_break
-from .message import DocumentEmail
 
 __all__ = ["PreparedMessage", "check_transmittable", "compose", "new_message_id"]
 

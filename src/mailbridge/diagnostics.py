@@ -21,10 +21,10 @@ from .errors import (
     DeliveryOutcomeUnknown,
     DeliveryTimeout,
     MessageRejected,
-    ProtocolError,
     RecipientsRefused,
     SenderRefused,
     TlsError,
+    TlsHandshakeTimeout,
 )
 from .reply import SmtpReply
 from .settings import ImapSettings, Security, ServerSettings, SmtpSettings
@@ -33,11 +33,10 @@ __all__ = [
     "auth_failed",
     "connect_failed",
     "data_refused",
-    "imap_command_failed",
-    "imap_connection_lost",
     "recipients_refused",
     "sender_refused",
     "tls_failed",
+    "tls_timed_out",
 ]
 
 _WELL_KNOWN_PORTS = {
@@ -96,6 +95,8 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
             ),
             temporary=exc.errno in (socket.EAI_AGAIN,),
         )
+    if _is_handshake_timeout(exc):
+        return tls_timed_out(settings)
     if isinstance(exc, TimeoutError):
         return DeliveryTimeout(
             f"connecting to {where} timed out after {settings.connect_timeout:g} s",
@@ -134,19 +135,34 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
     )
 
 
+def tls_timed_out(settings: ServerSettings) -> TlsHandshakeTimeout:
+    """The TCP connection was made, but the TLS handshake did not finish in time."""
+    where = f"{settings.host}:{settings.port}"
+    return TlsHandshakeTimeout(
+        f"the TLS handshake with {where} timed out after {settings.connect_timeout:g} s",
+        diagnosis=Diagnosis(
+            Category.TLS_HANDSHAKE,
+            f"{where} accepted the connection but did not complete a TLS handshake.",
+            port_hints(settings) or ("Check that the port expects the selected security mode.",),
+        ),
+        temporary=True,
+    )
+
+
+def _is_handshake_timeout(exc: OSError) -> bool:
+    # ssl raises a plain TimeoutError ("The handshake operation timed out") when the
+    # handshake of a connected socket overruns; callers that connect and wrap in one
+    # step (imaplib's IMAP4_SSL) hand it to connect_failed.
+    return isinstance(exc, TimeoutError) and "handshake" in str(exc)
+
+
 def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
     """A failed TLS handshake, most often a certificate or a security-mode mismatch."""
     mode_hints = port_hints(settings) or (
         "Check that the port expects the selected security mode.",
     )
     if isinstance(exc, TimeoutError):
-        return TlsError(
-            "the TLS handshake timed out",
-            diagnosis=Diagnosis(
-                Category.TLS_HANDSHAKE, "The server did not complete a TLS handshake.", mode_hints
-            ),
-            temporary=True,
-        )
+        return tls_timed_out(settings)
     if not isinstance(exc, ssl.SSLError):
         return ConnectError(
             f"the connection was closed during the TLS handshake ({exc.strerror or exc})",
@@ -448,31 +464,5 @@ def interrupted() -> ConnectError:
     return ConnectError(
         "the connection was closed because the thread driving it was interrupted",
         diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was interrupted."),
-        temporary=True,
-    )
-
-
-def imap_command_failed(what: str, exc: BaseException) -> ProtocolError:
-    """An IMAP command refused, or answered in a way that could not be understood."""
-    return ProtocolError(
-        f"the IMAP server's answer to {what} could not be used ({type(exc).__name__})",
-        diagnosis=Diagnosis(
-            Category.PROTOCOL,
-            "The IMAP server answered in a way that does not follow the IMAP standard.",
-            ("Try again later; if it keeps happening, tell the mail provider.",),
-        ),
-    )
-
-
-def imap_connection_lost(exc: BaseException) -> ConnectError:
-    """The IMAP connection broke or timed out in the middle of a command."""
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-    return ConnectError(
-        f"the IMAP connection was lost ({detail})",
-        diagnosis=Diagnosis(
-            Category.CONNECTION_LOST,
-            "The connection to the IMAP server was lost.",
-            ("Try again later; if it keeps happening, check the network and the server.",),
-        ),
         temporary=True,
     )

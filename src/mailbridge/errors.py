@@ -11,6 +11,7 @@ The hierarchy, so that callers can branch on what they can act on::
     │   └── MessageFormatError      raw message bytes that cannot be sent as they are
     ├── AutoconfigError             an autoconfig document cannot be used (ValueError)
     ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
+    ├── DnsLookupError              a DNS lookup failed or timed out; .name, .temporary
     ├── UidValidityChanged          an import batch no longer matches the folder's UIDs
     ├── PoolClosed                  the connection pool (or its client) was closed
     ├── VerificationError           a sender-verification token is not valid
@@ -24,6 +25,7 @@ The hierarchy, so that callers can branch on what they can act on::
         │   └── ImapConnectionLost  the IMAP connection broke or was aborted (imaplib.abort)
         ├── DeliveryOutcomeUnknown  the message went out, its answer never came: may be delivered
         ├── TlsError                handshake, certificate, STARTTLS not offered
+        │   └── TlsHandshakeTimeout no TLS handshake in time (also a DeliveryTimeout)
         ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
         ├── ProtocolError           the server broke the protocol or closed mid-transaction
         │   ├── ImapCommandFailed       IMAP NO/BAD or an unreadable answer (imaplib.error)
@@ -57,6 +59,7 @@ __all__ = [
     "DeliveryError",
     "DeliveryOutcomeUnknown",
     "DeliveryTimeout",
+    "DnsLookupError",
     "HeaderInjection",
     "ImapCommandFailed",
     "ImapConnectionLost",
@@ -74,6 +77,7 @@ __all__ = [
     "SenderNotAuthorized",
     "SenderRefused",
     "TlsError",
+    "TlsHandshakeTimeout",
     "TokenExpired",
     "TokenInvalid",
     "TokenMismatch",
@@ -162,6 +166,19 @@ class SenderNotAuthorized(MailbridgeError):
         self.results = results
 
 
+class DnsLookupError(MailbridgeError):
+    """A DNS lookup of `name` failed: no answer in time, SERVFAIL, no server reachable.
+
+    `temporary` is True: asking again later may succeed.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        self.temporary = True
+        super().__init__(f"the DNS lookup of {name} failed: {problem}")
+
+
 class UidValidityChanged(MailbridgeError):
     """The IMAP folder's UIDVALIDITY changed between fetching and committing an import."""
 
@@ -236,6 +253,14 @@ class DeliveryOutcomeUnknown(DeliveryError):
 
 class TlsError(DeliveryError):
     """TLS failed: handshake, certificate verification, or STARTTLS not offered."""
+
+
+class TlsHandshakeTimeout(TlsError, DeliveryTimeout):
+    """The TCP connection was made but the TLS handshake did not finish in time.
+
+    Both a `TlsError` (the advice is about security modes and ports) and a
+    `DeliveryTimeout` (so also a `TimeoutError`); `temporary` is True.
+    """
 
 
 class AuthenticationError(DeliveryError):

@@ -1,6 +1,31 @@
-"""Sender authentication over DNS: SPF (RFC 7208) evaluation and the record to publish."""
+"""Sender authentication over DNS: SPF (RFC 7208), the SPF record to publish, DKIM signing."""
 
-from .spf import SpfResult, SpfVerdict, check_host
-from .spf_plan import SpfPlan, SpfPlanStatus, plan_include
+from typing import TYPE_CHECKING
 
-__all__ = ["SpfPlan", "SpfPlanStatus", "SpfResult", "SpfVerdict", "check_host", "plan_include"]
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from ._dkim import DkimSigner
+    from ._spf import SpfResult, SpfVerdict, check_host
+    from ._spf_plan import SpfPlan, SpfPlanStatus, plan_include
+
+__all__ = [
+    "DkimSigner",
+    "SpfPlan",
+    "SpfPlanStatus",
+    "SpfResult",
+    "SpfVerdict",
+    "check_host",
+    "plan_include",
+]
+
+if not TYPE_CHECKING:  # type checkers see the imports above, not a module __getattr__
+    __getattr__, __dir__ = exports(
+        __name__,
+        {
+            "._dkim": ("DkimSigner",),
+            "._spf": ("SpfResult", "SpfVerdict", "check_host"),
+            "._spf_plan": ("SpfPlan", "SpfPlanStatus", "plan_include"),
+        },
+        globals(),
+    )

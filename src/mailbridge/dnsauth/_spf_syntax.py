@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from .spf_macros import MacroError, MacroString, parse_macro_string
+from ._spf_macros import MacroError, MacroString, parse_macro_string
 
 MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
 _TERM = re.compile(

@@ -9,7 +9,7 @@ import re
 from ..diagnosis import Category, Diagnosis
 from ..errors import ImapCommandFailed, ImapConnectionLost, ImapTimeout, MailbridgeError
 
-__all__ = ["PARSE_FAILURES", "server_text", "typed_error"]
+__all__ = ["PARSE_FAILURES", "server_text", "typed_error", "unusable_answer"]
 
 MAX_TEXT = 300
 # What imapclient's parsers raise on answers they cannot read: hostile nesting ends in
@@ -69,8 +69,13 @@ def typed_error(exc: BaseException, action: str) -> MailbridgeError:
             f"the IMAP server refused {action}: {server_text(exc)}",
             diagnosis=Diagnosis(Category.PROTOCOL, "The IMAP server refused a command."),
         )
+    return unusable_answer(action, type(exc).__name__)
+
+
+def unusable_answer(action: str, why: str) -> ImapCommandFailed:
+    """An answer to `action` that breaks the protocol; `why` says how (no server text)."""
     return ImapCommandFailed(
-        f"the IMAP server's answer to {action} could not be read ({type(exc).__name__})",
+        f"the IMAP server's answer to {action} could not be read ({why})",
         diagnosis=Diagnosis(
             Category.PROTOCOL,
             "The IMAP server sent an answer outside the protocol.",

@@ -15,51 +15,41 @@ import quopri
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import imapclient
-import imapclient.exceptions
-
-from ..errors import ImapCommandFailed, MailbridgeError
+from ..errors import ImapCommandFailed, ImapLimitExceeded
 from ._bodystructure import Part
+from ._client import BoundedClient
+from ._folder_session import FolderSession
 
-__all__ = ["PARSE_ERRORS", "WINDOW", "describe", "encoded_limit", "read_parts"]
+__all__ = ["WINDOW", "describe", "encoded_limit", "read_parts"]
 
 _ITEMS = ["BODYSTRUCTURE", "ENVELOPE"]
-# What imapclient's parser raises on malformed or hostile answers (RecursionError on
-# thousands of nested parentheses); caught around its calls only, never around ours.
-PARSE_ERRORS: tuple[type[Exception], ...] = (
-    imapclient.exceptions.IMAPClientError,  # also imaplib's NO/BAD and imapclient's ProtocolError
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    AttributeError,
-    RecursionError,
-)
 _SLACK = 4096  # bytes beyond a declared size still accepted (servers that count loosely)
 WINDOW = 4 * 1024 * 1024  # bytes asked for in one FETCH: larger parts come in windows
 
 Report = Callable[[int, str], None]
 
 
-def _lost(exc: BaseException) -> bool:
-    """Whether the connection is gone (rather than one answer being unreadable)."""
-    if isinstance(exc, ImapCommandFailed):
-        return False  # NO/BAD or an unparsable answer: the session itself goes on
-    return isinstance(exc, (imapclient.exceptions.IMAPClientAbortError, OSError, MailbridgeError))
+def _why(exc: ImapCommandFailed | ImapLimitExceeded) -> str:
+    """What went wrong, for a problem report: the parser's error, or the limit passed."""
+    if isinstance(exc, ImapLimitExceeded):
+        return f": {exc}"
+    return f" ({type(exc.__cause__ or exc).__name__})"
 
 
-def describe(client: imapclient.IMAPClient, uids: Sequence[int], report: Report) -> dict[int, Any]:
+def describe(session: FolderSession, uids: Sequence[int], report: Report) -> dict[int, Any]:
     """BODYSTRUCTURE and ENVELOPE of `uids`: one FETCH, or one per message if that breaks.
 
-    Messages the server does not describe, or describes unreadably, are reported.
-    A lost connection raises.
+    Messages the server does not describe, or describes unreadably or beyond the
+    limits, are reported (the session is reopened when that closed it). A lost
+    connection or a time-out raises.
     """
-    try:
-        response = client.fetch(uids, _ITEMS)
-    except PARSE_ERRORS as exc:
-        if _lost(exc):
-            raise
+    try:  # BoundedClient raises typed errors only
+        response = session.client.fetch(uids, _ITEMS)
+    except ImapCommandFailed:
         response = None  # one message's description broke the batch: ask one by one
+    except ImapLimitExceeded as exc:  # the wire closed the connection
+        session.reopen(exc)
+        response = None
     found: dict[int, Any] = {}
     for uid in uids:
         data: Any = None
@@ -67,11 +57,11 @@ def describe(client: imapclient.IMAPClient, uids: Sequence[int], report: Report)
             data = response.get(uid)
         else:
             try:
-                data = client.fetch([uid], _ITEMS).get(uid)
-            except PARSE_ERRORS as exc:
-                if _lost(exc):
-                    raise
-                report(uid, f"the server's description could not be read ({type(exc).__name__})")
+                data = session.client.fetch([uid], _ITEMS).get(uid)
+            except (ImapCommandFailed, ImapLimitExceeded) as exc:
+                report(uid, f"the server's description could not be read{_why(exc)}")
+                if isinstance(exc, ImapLimitExceeded):
+                    session.reopen(exc)
                 continue
         if not isinstance(data, dict) or b"BODYSTRUCTURE" not in data:
             report(uid, "the server did not describe this message (deleted meanwhile?)")
@@ -125,7 +115,7 @@ def _plan(parts: Sequence[Part], requests: dict[str, int]) -> Iterator[list[Part
 
 
 def _fetch_ranges(
-    client: imapclient.IMAPClient, uid: int, ranges: Sequence[tuple[str, int, int]]
+    client: BoundedClient, uid: int, ranges: Sequence[tuple[str, int, int]]
 ) -> dict[Any, Any]:
     keys = [f"BODY.PEEK[{section}]<{start}.{length}>" for section, start, length in ranges]
     answer = client.fetch([uid], keys).get(uid, {})
@@ -141,9 +131,7 @@ def _slice(bodies: dict[Any, Any], section: str, start: int) -> bytes | None:
     return None
 
 
-def _read_windows(
-    client: imapclient.IMAPClient, uid: int, part: Part, request: int
-) -> bytearray | None:
+def _read_windows(client: BoundedClient, uid: int, part: Part, request: int) -> bytearray | None:
     """A large part, WINDOW bytes per FETCH, until it ends or passes `request` bytes."""
     data = bytearray()
     for _ in range(request // WINDOW + 2):  # each round adds WINDOW bytes, or ends
@@ -161,13 +149,17 @@ def _read_windows(
 
 
 def read_parts(
-    client: imapclient.IMAPClient,
+    session: FolderSession,
     uid: int,
     parts: Sequence[Part],
     max_bytes: int,
     report: Callable[[Part, str], None],
 ) -> Iterator[tuple[Part, bytes]]:
-    """The decoded content of each of `parts` within `max_bytes`; the others are reported."""
+    """The decoded content of each of `parts` within `max_bytes`; the others are reported.
+
+    A part whose answer exceeds the limits (a literal over the cap) is reported
+    and the session reopened for the rest; a lost connection or a time-out raises.
+    """
     limits = {part.section: encoded_limit(max_bytes, part.encoding) for part in parts}
     over = f"over the limit of {max_bytes} bytes"
     fetchable = []
@@ -178,6 +170,7 @@ def read_parts(
             fetchable.append(part)
     requests = {part.section: _request(part, limits[part.section]) for part in fetchable}
     for group in _plan(fetchable, requests):
+        client = session.client
         try:
             if requests[group[0].section] + 1 > WINDOW:
                 raws: dict[str, bytes | bytearray | None] = {
@@ -189,11 +182,11 @@ def read_parts(
                 ranges = [(part.section, 0, requests[part.section] + 1) for part in group]
                 bodies = _fetch_ranges(client, uid, ranges)
                 raws = {part.section: _slice(bodies, part.section, 0) for part in group}
-        except PARSE_ERRORS as exc:
-            if _lost(exc):
-                raise
+        except (ImapCommandFailed, ImapLimitExceeded) as exc:
             for part in group:
-                report(part, f"could not be read ({type(exc).__name__})")
+                report(part, f"could not be read{_why(exc)}")
+            if isinstance(exc, ImapLimitExceeded):
+                session.reopen(exc)
             continue
         for part in group:
             raw = raws[part.section]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import math
 import socket
 import ssl
+import sys
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -38,8 +40,8 @@ _CHUNK = 65536
 
 
 def _positive(_instance: Any, attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ConfigurationError(attribute.name, "must be positive")
+    if not math.isfinite(value) or value <= 0:  # NaN compares false: it would end no deadline
+        raise ConfigurationError(attribute.name, "must be a positive, finite number")
 
 
 @attrs.frozen
@@ -49,9 +51,13 @@ class ImapLimits:
     `max_literal_bytes`: the largest literal (a message or part body) accepted;
     a larger one is refused as soon as it is announced. `max_command_bytes` and
     `max_lines`: everything received for one command. `command_seconds`: the
-    whole command, however slowly the bytes trickle in (each read also waits at
-    most the settings' `command_timeout`). Past any limit the connection is
-    closed and an `ImapLimitExceeded` or `ImapTimeout` raised.
+    wait for the server's answer, however slowly the bytes trickle in (each
+    read also waits at most the settings' `command_timeout`); it starts when the
+    command is sent and again after a literal (an APPEND's message) is written,
+    so a slow upload does not count, while each 64 KiB of it must leave within
+    `command_timeout`. Past any limit the connection is closed and an
+    `ImapLimitExceeded` or `ImapTimeout` raised. All values must be positive
+    and finite.
     """
 
     max_literal_bytes: int = attrs.field(default=64 * _MIB, validator=_positive)
@@ -124,6 +130,8 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._buffer = bytearray()
         self._broken: str | None = None
         self.failure: Exception | None = None  # why the wire was closed (imaplib rewraps it)
+        # A time.monotonic() end for a whole operation of several commands (an import).
+        self.operation_deadline: float | None = None
         self._last_tag = b""
         self._idle = False
         self._start_command()
@@ -144,20 +152,41 @@ class BoundedIMAP4(imaplib.IMAP4):
         return sock
 
     def send(self, data: Buffer) -> None:
-        """Send, starting a new command's budget when `data` opens a tagged command."""
+        """Send, starting a new command's budget when `data` opens a tagged command.
+
+        The deadline covers waiting for the server, not our own upload: it starts
+        again once a literal (an APPEND's message) is written. The upload goes out
+        in chunks, each within the read time-out, so a stalled upload still fails.
+        """
         if self._broken is not None:
             raise _lost(self._broken)
         data = bytes(data)
         head = data[:64]  # a command line starts with its tag; literals can be large
         tag = head.split(b" ", 1)[0]
+        opens = False
         if tag != self._last_tag and tag in self.tagged_commands:
             self._last_tag = tag
             self._idle = head[len(tag) :].strip().upper() == b"IDLE"
-            self._start_command()
+            opens = True
         elif self._idle and head.strip().upper() == b"DONE":
             self._idle = False
+            opens = True
+        if opens:
             self._start_command()
-        super().send(data)
+        sys.audit("imaplib.send", self, data)
+        sock = self.sock
+        if sock.gettimeout() == 0.0:  # imapclient's idle_check polls non-blocking
+            sock.sendall(data)
+            return
+        with memoryview(data) as view:
+            for start in range(0, len(data), _CHUNK):
+                sock.settimeout(self._read_timeout)
+                try:
+                    sock.sendall(view[start : start + _CHUNK])
+                except TimeoutError:
+                    self._timed_out("the IMAP server stopped taking what mailbridge sent")
+        if not opens:  # a literal or the end of a command after one: wait afresh
+            self._deadline = time.monotonic() + self.limits.command_seconds
 
     def read(self, size: int) -> bytes:
         """A literal of `size` bytes, refused before reading when over the cap."""
@@ -188,6 +217,9 @@ class BoundedIMAP4(imaplib.IMAP4):
             if not self._recv(eof_ok=True):
                 line = bytes(self._buffer)
                 self._buffer.clear()
+                if self._broken is None:  # imaplib turns b"" into a bare abort: keep why
+                    self._broken = "the IMAP server closed the connection"
+                    self.failure = _lost(self._broken)
                 return line
         line = bytes(self._buffer[: end + 1])
         del self._buffer[: end + 1]
@@ -232,6 +264,14 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._received = 0
         self._lines = 0
 
+    def _first_deadline(self) -> tuple[float, str]:
+        """The command's or the operation's deadline, whichever ends first, and its text."""
+        if self.operation_deadline is not None and self.operation_deadline < self._deadline:
+            return self.operation_deadline, "the IMAP operation did not complete in its time"
+        return self._deadline, (
+            f"the IMAP command did not complete within {self.limits.command_seconds:g} seconds"
+        )
+
     def _abort(self, error: Exception) -> NoReturn:
         if self._broken is None:
             self._broken = str(error)
@@ -246,22 +286,17 @@ class BoundedIMAP4(imaplib.IMAP4):
             raise _lost(self._broken)
         sock = self.sock
         blocking = sock.gettimeout() != 0.0  # imapclient's idle_check polls non-blocking
+        deadline, late = self._first_deadline()
         if blocking:  # while idle_check polls, the caller bounds the time (see send)
-            remaining = self._deadline - time.monotonic()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._timed_out(
-                    "the IMAP command did not complete within "
-                    f"{self.limits.command_seconds:g} seconds"
-                )
+                self._timed_out(late)
             sock.settimeout(min(self._read_timeout, remaining))
         try:
             data = sock.recv(_CHUNK)
         except TimeoutError:
-            if time.monotonic() >= self._deadline:
-                self._timed_out(
-                    "the IMAP command did not complete within "
-                    f"{self.limits.command_seconds:g} seconds"
-                )
+            if time.monotonic() >= deadline:
+                self._timed_out(late)
             if not self._last_tag:  # no command yet: the greeting never came
                 self._not_greeted()
             self._timed_out("the IMAP server stopped answering in the middle of a command")

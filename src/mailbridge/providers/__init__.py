@@ -6,29 +6,34 @@ look a provider up by address domain (`by_domain`), by MX host of a custom domai
 return a new registry and leave the default untouched.
 """
 
-from .discovery import (
-    Candidate,
-    DiscoveryCache,
-    DiscoveryProgress,
-    DiscoveryResult,
-    SourceReport,
-    discover,
-)
-from .fetch import Fetcher, HttpsFetcher
-from .models import (
-    AUTH_METHODS,
-    PLACEHOLDERS,
-    USERNAME_FORMS,
-    AuthMethod,
-    Endpoint,
-    OAuth2Info,
-    Provider,
-    UsernameForm,
-    expand,
-    normalize_domain,
-)
-from .registry import ProviderRegistry
-from .wizard import SetupAttempt, SetupResult, setup
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from ._discovery import (
+        Candidate,
+        DiscoveryCache,
+        DiscoveryProgress,
+        DiscoveryResult,
+        SourceReport,
+        discover,
+    )
+    from ._fetch import Fetcher, HttpsFetcher
+    from ._models import (
+        AUTH_METHODS,
+        PLACEHOLDERS,
+        USERNAME_FORMS,
+        AuthMethod,
+        Endpoint,
+        OAuth2Info,
+        Provider,
+        UsernameForm,
+        expand,
+        normalize_domain,
+    )
+    from ._registry import ProviderRegistry
+    from ._wizard import SetupAttempt, SetupResult, setup
 
 __all__ = [
     "AUTH_METHODS",
@@ -54,3 +59,34 @@ __all__ = [
     "normalize_domain",
     "setup",
 ]
+
+if not TYPE_CHECKING:  # type checkers see the imports above, not a module __getattr__
+    __getattr__, __dir__ = exports(
+        __name__,
+        {
+            "._discovery": (
+                "Candidate",
+                "DiscoveryCache",
+                "DiscoveryProgress",
+                "DiscoveryResult",
+                "SourceReport",
+                "discover",
+            ),
+            "._fetch": ("Fetcher", "HttpsFetcher"),
+            "._models": (
+                "AUTH_METHODS",
+                "PLACEHOLDERS",
+                "USERNAME_FORMS",
+                "AuthMethod",
+                "Endpoint",
+                "OAuth2Info",
+                "Provider",
+                "UsernameForm",
+                "expand",
+                "normalize_domain",
+            ),
+            "._registry": ("ProviderRegistry",),
+            "._wizard": ("SetupAttempt", "SetupResult", "setup"),
+        },
+        globals(),
+    )

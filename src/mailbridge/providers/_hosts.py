@@ -5,45 +5,66 @@ A name must be a real DNS name or a plain IP literal (dotted quad, IPv6), never
 one of the numeric forms that `getaddrinfo` also reads as an address
 (``0x7f000001``, ``2130706433``, ``0177.0.0.1``, ``127.1``); and unless the
 caller allows it, it must not lead to a loopback, private, link-local or other
-non-global address. The addresses are resolved once; callers connect to the
-address that was checked.
+non-global address (IPv4 addresses embedded in IPv6 ones included). The
+addresses are resolved once; callers connect to an address that was checked.
+
+Names are always resolved with dnspython, within one time-out for A and AAAA
+together: with no resolver given, one configured from the system's
+``resolv.conf``. `getaddrinfo` is never used, because it cannot be interrupted
+(so ``/etc/hosts`` is not read; ``localhost`` names are loopback by RFC 6761).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import socket
+import time
 
 import dns.exception
 import dns.resolver
 
-__all__ = ["checked_addresses", "host_problem", "is_internal", "resolve_host"]
+__all__ = [
+    "checked_addresses",
+    "host_problem",
+    "is_internal",
+    "resolve_host",
+    "system_resolver",
+]
 
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
 # What inet_aton (and so getaddrinfo) accepts as one part of an IPv4 address.
 _NUMBER = re.compile(r"0x[0-9a-f]*|[0-9]+", re.IGNORECASE)
 
 
-def resolve_host(host: str, resolver: dns.resolver.Resolver | None, timeout: float) -> list[str]:
-    """IP addresses of `host` (A, then AAAA) through `resolver`, or the system when None."""
+def system_resolver() -> dns.resolver.Resolver | None:
+    """dnspython's resolver configured from the system (cached), or None when there is none."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
+        return dns.resolver.get_default_resolver()
+    except dns.exception.DNSException:  # no usable resolv.conf
+        return None
+
+
+def resolve_host(host: str, resolver: dns.resolver.Resolver | None, timeout: float) -> list[str]:
+    """IP addresses of `host` (A, then AAAA) within `timeout` seconds for both together.
+
+    Through `resolver`, or when None a resolver configured from the system's
+    ``resolv.conf`` (no addresses when there is none); never more than the
+    resolver's own `lifetime` per query.
+    """
+    if _literal(host) is not None:
         return [host]
+    deadline = time.monotonic() + timeout
+    resolver = resolver or system_resolver()
     if resolver is None:
-        try:
-            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError:
-            return []
-        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+        return []
     addresses: list[str] = []
     for rdtype in ("A", "AAAA"):
+        left = min(deadline - time.monotonic(), resolver.lifetime)
+        if left <= 0:
+            break
         try:
             answer = resolver.resolve(
-                host, rdtype, lifetime=timeout, raise_on_no_answer=False, search=False
+                host, rdtype, lifetime=left, raise_on_no_answer=False, search=False
             )
         except dns.exception.DNSException:
             continue
@@ -77,12 +98,35 @@ def host_problem(host: str) -> str | None:
     return None
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291 IPv4-compatible (deprecated)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to: mapped, 6to4, NAT64 or IPv4-compatible."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):  # not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_internal(address: str) -> bool:
-    """True for loopback, private, link-local, shared, reserved or multicast addresses."""
+    """True for loopback, private, link-local, shared, reserved or multicast addresses.
+
+    An IPv6 address that carries an IPv4 address (mapped, 6to4, NAT64,
+    IPv4-compatible) is internal when either of them is.
+    """
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    if not ip.is_global or ip.is_multicast:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return not embedded.is_global or embedded.is_multicast
+    return False
 
 
 def _is_localhost(host: str) -> bool:

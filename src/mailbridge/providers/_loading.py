@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from .models import Endpoint, OAuth2Info, Provider
+from ._models import Endpoint, OAuth2Info, Provider
 
 _SCHEMA_VERSION = 1
 

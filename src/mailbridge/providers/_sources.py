@@ -21,13 +21,13 @@ import dns.resolver
 from .._psl import registered_domain
 from ..errors import AutoconfigError
 from ..settings import Security
+from ._autoconfig import parse_autoconfig
 from ._candidates import Candidate
-from ._hosts import checked_addresses
+from ._fetch import Fetcher
+from ._hosts import checked_addresses, system_resolver
+from ._models import Provider
 from ._probe import ProbeTarget, probe_endpoint
-from .autoconfig import parse_autoconfig
-from .fetch import Fetcher
-from .models import Provider
-from .registry import ProviderRegistry
+from ._registry import ProviderRegistry
 
 _SRV = (
     ("smtp", "_submissions._tcp", Security.IMPLICIT_TLS),
@@ -116,7 +116,9 @@ def _registry(ctx: _Context) -> list[Candidate]:
 
 
 def _query(ctx: _Context, name: str, rdtype: str) -> tuple[list[Any], bool]:
-    resolver = ctx.resolver or dns.resolver.Resolver()
+    resolver = ctx.resolver or system_resolver()
+    if resolver is None:
+        return [], False
     try:
         answer = resolver.resolve(
             name, rdtype, lifetime=ctx.remaining(), raise_on_no_answer=False, search=False

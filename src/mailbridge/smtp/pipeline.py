@@ -130,12 +130,10 @@ class Pipeline:
     def _abandon(self, attempt: Attempt) -> None:
         """A waiting thread was interrupted: withdraw its message, or end the connection."""
         with self._changed:
-            if self.core.withdraw(attempt):
-                pass  # never written: as if never sent
-            elif not _done(attempt):
-                # On the wire already: the driver's next read or write fails, and it
-                # settles every attempt by how far it got. shutdown() is safe while
-                # another thread is inside a read or write of this socket.
+            # Not written yet: withdrawn, as if never sent. On the wire already: the
+            # driver's next read or write fails, and it settles every attempt by how
+            # far it got (shutdown() is safe while another thread reads or writes).
+            if not self.core.withdraw(attempt) and not _done(attempt):
                 self.connection.shutdown()
 
     # -- driving (one thread at a time) ------------------------------------------

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._distribution import install_hint
+from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
-    from .dns import DnsQuery, FakeDnsServer
-    from .imap import FakeImapServer, ImapMessage
-    from .smtp import FakeSmtpServer, ReceivedMessage
+    from ._autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
+    from ._dns import DnsQuery, FakeDnsServer
+    from ._imap import FakeImapServer, ImapMessage
+    from ._smtp import FakeSmtpServer, ReceivedMessage
 
 __all__ = [
     "AutoconfigRequest",
@@ -41,17 +42,6 @@ __all__ = [
     "client_config_xml",
 ]
 
-_MODULES = {
-    "AutoconfigRequest": "autoconfig",
-    "FakeAutoconfigServer": "autoconfig",
-    "client_config_xml": "autoconfig",
-    "DnsQuery": "dns",
-    "FakeDnsServer": "dns",
-    "FakeImapServer": "imap",
-    "ImapMessage": "imap",
-    "FakeSmtpServer": "smtp",
-    "ReceivedMessage": "smtp",
-}
 # The distributions of the `testing` extra, by their import names.
 _EXTRA_MODULES = frozenset({"aiosmtpd", "trustme"})
 
@@ -70,14 +60,15 @@ def import_helper(module: str) -> ModuleType:
         ) from exc
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_helper(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+if not TYPE_CHECKING:  # type checkers see the imports above, not a module __getattr__
+    __getattr__, __dir__ = exports(
+        __name__,
+        {
+            "_autoconfig": ("AutoconfigRequest", "FakeAutoconfigServer", "client_config_xml"),
+            "_dns": ("DnsQuery", "FakeDnsServer"),
+            "_imap": ("FakeImapServer", "ImapMessage"),
+            "_smtp": ("FakeSmtpServer", "ReceivedMessage"),
+        },
+        globals(),
+        import_helper,
+    )

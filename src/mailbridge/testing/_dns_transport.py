@@ -12,7 +12,7 @@ import dns.message
 import dns.rcode
 
 if TYPE_CHECKING:
-    from .dns import FakeDnsServer
+    from ._dns import FakeDnsServer
 
 
 PORT_ATTEMPTS = 50

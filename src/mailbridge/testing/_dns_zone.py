@@ -13,7 +13,7 @@ import dns.rdatatype
 import dns.rrset
 
 if TYPE_CHECKING:
-    from .dns import RecordValues
+    from ._dns import RecordValues
 
 
 _Node: TypeAlias = dict[dns.rdatatype.RdataType, dns.rdataset.Rdataset]

@@ -18,7 +18,7 @@ from ._imap_syntax import (
 )
 
 if TYPE_CHECKING:
-    from .imap import FakeImapServer
+    from ._imap import FakeImapServer
 
 
 MAX_LINE = 65_536

@@ -20,11 +20,11 @@ import pytest
 from . import import_helper
 
 if TYPE_CHECKING:
-    from ..client import DeliveryClient
-    from .autoconfig import FakeAutoconfigServer
-    from .dns import FakeDnsServer
-    from .imap import FakeImapServer
-    from .smtp import FakeSmtpServer
+    from .._client import DeliveryClient
+    from ._autoconfig import FakeAutoconfigServer
+    from ._dns import FakeDnsServer
+    from ._imap import FakeImapServer
+    from ._smtp import FakeSmtpServer
 
 __all__ = [
     "FAKE_PASSWORD",
@@ -79,7 +79,7 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
     `smtp_server.messages` holds what arrived.
     """
     options = _options(request, "smtp_server", users={FAKE_USER: FAKE_PASSWORD})
-    with _helper("smtp", "FakeSmtpServer")(**options) as server:
+    with _helper("_smtp", "FakeSmtpServer")(**options) as server:
         yield server
 
 
@@ -90,21 +90,21 @@ def imap_server(request: pytest.FixtureRequest) -> Iterator[FakeImapServer]:
     `imap_server.imap_settings()` gives matching `ImapSettings`.
     """
     options = _options(request, "imap_server", users={FAKE_USER: FAKE_PASSWORD})
-    with _helper("imap", "FakeImapServer")(**options) as server:
+    with _helper("_imap", "FakeImapServer")(**options) as server:
         yield server
 
 
 @pytest.fixture
 def dns_server(request: pytest.FixtureRequest) -> Iterator[FakeDnsServer]:
     """A `FakeDnsServer` (zones from the marker, e.g. `zones={...}`); `dns_server.resolver()`."""
-    with _helper("dns", "FakeDnsServer")(**_options(request, "dns_server")) as server:
+    with _helper("_dns", "FakeDnsServer")(**_options(request, "dns_server")) as server:
         yield server
 
 
 @pytest.fixture
 def autoconfig_server(request: pytest.FixtureRequest) -> Iterator[FakeAutoconfigServer]:
     """A `FakeAutoconfigServer` over HTTPS; add documents with `add_config()`."""
-    with _helper("autoconfig", "FakeAutoconfigServer")(
+    with _helper("_autoconfig", "FakeAutoconfigServer")(
         **_options(request, "autoconfig_server")
     ) as server:
         yield server
@@ -118,7 +118,7 @@ def delivery_client(
 
     When the test also uses `imap_server`, the client's IMAP settings point to it.
     """
-    from ..client import DeliveryClient
+    from .._client import DeliveryClient
 
     imap = None
     if "imap_server" in request.fixturenames:

@@ -246,6 +246,8 @@ class TransactionQueue:
 
         Raises like `process()`; a reply nobody awaits is a `ProtocolError`.
         """
+        if self._pending is not None:
+            raise self._pending
         if not self._expected:
             raise ProtocolError(
                 "the server sent a reply nobody asked for",
@@ -362,6 +364,7 @@ class TransactionQueue:
             not interrupted and cause.reply is not None and cause.reply.closes_connection
         )
         everyone = [*self.in_flight, *self.queued]
+        self._pending = None
         self.in_flight.clear()
         self.queued.clear()
         self._expected.clear()

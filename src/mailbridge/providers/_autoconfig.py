@@ -158,7 +158,7 @@ def _address_values(email: str) -> tuple[dict[str, str], dict[str, str]]:
             email.strip(),
             check_deliverability=False,
             allow_quoted_local=False,
-            test_environment=True,  # RFC 2606 ".test" stays usable, as in addresses.py
+            test_environment=True,  # RFC 2606 ".test" stays usable, as in _addresses.py
         )
     except email_validator.EmailNotValidError as exc:
         raise AutoconfigError(f"{_short(email)} is not an email address: {exc}") from None

@@ -18,13 +18,13 @@ from typing import Any
 import attrs
 import dns.resolver
 
-from ..addresses import parse_mailbox
+from .._addresses import parse_mailbox
 from ..settings import Security
 from ._candidates import PRIORITY, Candidate
+from ._fetch import Fetcher, HttpsFetcher
+from ._models import Provider
+from ._registry import ProviderRegistry
 from ._sources import _SOURCES, GUESS_PORTS, _Context, _guess, _registry
-from .fetch import Fetcher, HttpsFetcher
-from .models import Provider
-from .registry import ProviderRegistry
 
 __all__ = [
     "GUESS_PORTS",

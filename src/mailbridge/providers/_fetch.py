@@ -11,11 +11,12 @@ from typing import Protocol
 import dns.resolver
 
 from ._deadline import SocketDeadline
-from ._hosts import checked_addresses, resolve_host
+from ._hosts import checked_addresses
 
-__all__ = ["Fetcher", "HttpsFetcher", "resolve_host"]
+__all__ = ["Fetcher", "HttpsFetcher"]
 
 MAX_DOCUMENT_BYTES = 512 * 1024
+MAX_ADDRESSES_TRIED = 4  # of one host, in DNS order, while the deadline allows
 
 
 class Fetcher(Protocol):
@@ -32,9 +33,12 @@ class HttpsFetcher:
     `ssl_context` replaces the trust roots (tests use a private CA); `port`
     replaces 443 (tests run the server on a free port). Redirects are not
     followed (autoconfig locations are fixed); bodies over `max_bytes` are
-    refused. The time-out covers the whole fetch: resolving, connecting, TLS,
-    the response headers and the body; at the deadline the connection is shut
-    down, however slowly the server is sending. Host names must be DNS names
+    refused. The time-out covers the whole fetch: resolving (A and AAAA
+    together, with dnspython; with no `resolver`, one configured from the
+    system's ``resolv.conf``, never the uninterruptible `getaddrinfo`),
+    connecting (to the host's next address when one fails), TLS, the response
+    headers and the body; at the deadline the connection is shut down,
+    however slowly the server is sending. Host names must be DNS names
     or plain IP literals, and addresses that are not global (loopback,
     private, link-local, ...) are refused unless `allow_private` is set.
     """
@@ -73,11 +77,8 @@ class HttpsFetcher:
         addresses, _refused = checked_addresses(
             host, self.resolver, timeout, allow_private=self.allow_private
         )
-        if not addresses or time.monotonic() >= deadline:
-            return None
-        try:
-            raw = socket.create_connection((addresses[0], port), deadline - time.monotonic())
-        except (OSError, ValueError):
+        raw = _connect(addresses[:MAX_ADDRESSES_TRIED], port, deadline)
+        if raw is None:
             return None
         with SocketDeadline(raw, deadline) as cutoff, raw:
             try:
@@ -108,3 +109,16 @@ class HttpsFetcher:
         finally:
             connection.close()
         return body if len(body) <= self.max_bytes else None
+
+
+def _connect(addresses: list[str], port: int, deadline: float) -> socket.socket | None:
+    """A connection to the first of `addresses` that accepts one before `deadline`."""
+    for address in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            return socket.create_connection((address, port), left)
+        except (OSError, ValueError):
+            continue
+    return None

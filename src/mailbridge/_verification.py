@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import attrs
 
-from .addresses import parse_mailbox
+from ._addresses import parse_mailbox
+from ._message import DocumentEmail
 from .errors import ConfigurationError, TokenExpired, TokenInvalid, TokenMismatch
-from .message import DocumentEmail
 from .settings import Secret
 
 __all__ = ["VerifiedSender", "issue_token", "verification_email", "verify_token"]

@@ -10,8 +10,8 @@ from typing import Any
 import attrs
 import email_validator
 
+from ._headersafety import has_line_break
 from .errors import HeaderInjection, InvalidAddress
-from .headersafety import has_line_break
 
 __all__ = ["Mailbox", "parse_mailbox", "parse_mailbox_list"]
 

@@ -13,9 +13,9 @@ from .smtp.pool import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
     from ._async_client import AsyncDeliveryClient
-    from .client import DeliveryClient, SendResult
+    from ._client import DeliveryClient, SendResult
+    from ._message import DocumentEmail
     from .composer import PreparedMessage
-    from .message import DocumentEmail
 
 __all__ = ["BulkOutcome", "send_many"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -13,14 +13,15 @@ import attrs
 import imapclient
 import imapclient.exceptions
 
-from .. import diagnostics
-from ..errors import ConfigurationError, DeliveryError, MailbridgeError, UidValidityChanged
+from ..errors import ConfigurationError, DeliveryError, UidValidityChanged
 from ..settings import ImapSettings
 from ._bodystructure import Part, text, walk
+from ._client import BoundedClient
+from ._connection import ImapLimits, close_imap, open_imap
+from ._documents import DocumentKind, detect_kind
 from ._filenames import safe_filename
-from ._part_fetch import PARSE_ERRORS, WINDOW, describe, read_parts
-from .connection import ImapLimits, close_imap, open_imap
-from .documents import DocumentKind, detect_kind
+from ._folder_session import FolderSession, uidvalidity
+from ._part_fetch import WINDOW, describe, read_parts
 
 __all__ = ["Checkpoint", "ImportBatch", "ImportedDocument", "InboxImporter"]
 
@@ -90,7 +91,8 @@ class ImportBatch:
     uids: tuple[int, ...] = ()  # the messages scanned, marked by `commit()`
     uidvalidity_changed: bool = False
     # (UID, what could not be imported and why): unreadable descriptions, parts over
-    # max_part_bytes, attachments that are no document, structures too deep to walk
+    # max_part_bytes or the limits, attachments that are no document, structures too
+    # deep to walk. These messages are in `uids` too: `commit()` marks them.
     problems: tuple[tuple[int, str], ...] = ()
 
     @property
@@ -108,7 +110,8 @@ class InboxImporter:
     `commit(batch)` marks those messages (keyword `mark`, default `$Imported`,
     or a move to `move_to`) and you persist `batch.checkpoint`. `run()` does
     both at once. Only BODYSTRUCTURE and the needed attachment parts are
-    downloaded, in batches of `batch_size` messages.
+    downloaded, in batches of `batch_size` messages. `limits` bounds each IMAP
+    command (default: `ImapLimits.for_parts()` of the part windows).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class InboxImporter:
         move_to: str | None = None,
         batch_size: int = 100,
         max_part_bytes: int = 25 * 1024 * 1024,
+        limits: ImapLimits | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError("batch_size", "must be at least 1")
@@ -132,35 +136,46 @@ class InboxImporter:
         self.batch_size = batch_size
         self.max_part_bytes = max_part_bytes
         # Parts arrive in windows of at most WINDOW bytes: no literal may be much larger.
-        self._limits = ImapLimits.for_parts(min(max_part_bytes, WINDOW))
+        self._limits = limits or ImapLimits.for_parts(min(max_part_bytes, WINDOW))
 
-    def fetch(self, checkpoint: Checkpoint | None = None) -> ImportBatch:
+    def fetch(
+        self, checkpoint: Checkpoint | None = None, *, timeout: float | None = None
+    ) -> ImportBatch:
         """The documents that arrived since `checkpoint`; changes nothing on the server.
 
+        `timeout`: seconds for all the commands after login together (each is also
+        bounded by the limits' `command_seconds`, each connection and login by the
+        settings' time-outs), so a trickling server cannot hold the fetch for many
+        commands' deadlines; past it, an `ImapTimeout` and nothing is imported.
+
         Raises a `DeliveryError` when the server cannot be used; a message that
-        cannot be read is reported in `ImportBatch.problems` instead.
+        cannot be read, or whose answer breaks the limits (the session is then
+        reopened: at most once per message plus three times per fetch), is
+        reported in `ImportBatch.problems` instead and marked by `commit()`.
         """
-        client = open_imap(self.settings, limits=self._limits)
+        deadline = None
+        if timeout is not None:
+            if not math.isfinite(timeout) or timeout <= 0:
+                raise ConfigurationError("timeout", "must be a positive, finite number")
+            deadline = time.monotonic() + timeout
+        session = FolderSession(self.settings, self.folder, self._limits, deadline=deadline)
         try:
-            with _answer("FETCH", parsing=False):
-                return self._fetch(client, checkpoint)
+            return self._fetch(session, checkpoint)
         finally:
-            close_imap(client)
+            session.close()
 
     def commit(self, batch: ImportBatch) -> Checkpoint:
         """Mark the messages of `batch` as imported; returns the checkpoint to persist."""
         client = open_imap(self.settings, limits=self._limits)
         try:
-            with _answer("SELECT"):
-                selected = client.select_folder(self.folder)
-            if _uidvalidity(selected, self.folder) != batch.checkpoint.uidvalidity:
+            selected = client.select_folder(self.folder)
+            if uidvalidity(selected, self.folder) != batch.checkpoint.uidvalidity:
                 raise UidValidityChanged(
                     f"the UIDs of {self.folder} changed since the fetch; nothing was marked. "
                     "Fetch again: messages already marked are not imported twice."
                 )
             for start in range(0, len(batch.uids), self.batch_size):
-                with _answer("STORE"):
-                    self._mark_done(client, batch.uids[start : start + self.batch_size])
+                self._mark_done(client, batch.uids[start : start + self.batch_size])
         finally:
             close_imap(client)
         return batch.checkpoint
@@ -200,8 +215,7 @@ class InboxImporter:
             checkpoint = batch.checkpoint
             wait = min(idle_seconds, max(0.0, deadline - time.monotonic()))
             try:
-                with _answer("IDLE", parsing=False):
-                    self._wait_for_mail(stop, wait, checkpoint)
+                self._wait_for_mail(stop, wait, checkpoint)
             except DeliveryError:
                 stop.wait(min(5.0, max(0.0, deadline - time.monotonic())))  # then reconnect
 
@@ -213,8 +227,7 @@ class InboxImporter:
         """
         client = open_imap(self.settings, limits=self._limits)
         try:
-            with _answer("SELECT"):
-                selected = client.select_folder(self.folder, readonly=True)
+            selected = client.select_folder(self.folder, readonly=True)
             if self._arrived_since(client, selected, checkpoint):
                 return
             if not client.has_capability("IDLE"):
@@ -228,29 +241,27 @@ class InboxImporter:
                 if "EXISTS" in str(exc):  # announced before IDLE's continuation: new mail
                     return
                 raise
-            with _answer("IDLE"):
-                try:
-                    ends = time.monotonic() + wait
-                    while not stop.is_set() and time.monotonic() < ends:
-                        responses = client.idle_check(timeout=0.2)
-                        if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
-                            break
-                finally:
-                    client.idle_done()
+            try:
+                ends = time.monotonic() + wait
+                while not stop.is_set() and time.monotonic() < ends:
+                    responses = client.idle_check(timeout=0.2)
+                    if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
+                        break
+            finally:
+                client.idle_done()
         finally:
             close_imap(client)
 
     def _arrived_since(
-        self, client: imapclient.IMAPClient, selected: dict[bytes, Any], checkpoint: Checkpoint
+        self, client: BoundedClient, selected: dict[bytes, Any], checkpoint: Checkpoint
     ) -> bool:
         """True when the folder holds mail the last fetch did not see."""
-        if _uidvalidity(selected, self.folder) != checkpoint.uidvalidity:
+        if uidvalidity(selected, self.folder) != checkpoint.uidvalidity:
             return True
         uidnext = selected.get(b"UIDNEXT")
         if isinstance(uidnext, int) and uidnext <= checkpoint.last_uid + 1:
             return False  # no UID was given out since: nothing new, no SEARCH needed
-        with _answer("SEARCH"):
-            found = client.search(self._criteria(checkpoint.last_uid))
+        found = client.search(self._criteria(checkpoint.last_uid))
         return any(int(uid) > checkpoint.last_uid for uid in found)
 
     def _criteria(self, last_uid: int | None) -> list[Any]:
@@ -259,25 +270,23 @@ class InboxImporter:
             criteria = ["UID", f"{last_uid + 1}:*", *criteria]
         return criteria
 
-    def _fetch(self, client: imapclient.IMAPClient, checkpoint: Checkpoint | None) -> ImportBatch:
-        with _answer("SELECT"):
-            selected = client.select_folder(self.folder, readonly=True)
-        uidvalidity = _uidvalidity(selected, self.folder)
-        changed = checkpoint is not None and checkpoint.uidvalidity != uidvalidity
+    def _fetch(self, session: FolderSession, checkpoint: Checkpoint | None) -> ImportBatch:
+        current = session.uidvalidity
+        changed = checkpoint is not None and checkpoint.uidvalidity != current
         # After a UIDVALIDITY change the UIDs mean nothing: the keyword alone decides.
         last_uid = checkpoint.last_uid if checkpoint is not None and not changed else 0
-        with _answer("SEARCH"):
-            found = client.search(self._criteria(last_uid if last_uid else None))
+        found = session.client.search(self._criteria(last_uid if last_uid else None))
         uids = sorted(uid for uid in map(int, found) if uid > last_uid)
+        session.max_reopens += len(uids)  # one per message that alone passes the limits
         documents: list[ImportedDocument] = []
         problems: list[tuple[int, str]] = []
         for start in range(0, len(uids), self.batch_size):
             batch = uids[start : start + self.batch_size]
-            documents.extend(self._import_batch(client, batch, uidvalidity, problems))
+            documents.extend(self._import_batch(session, batch, problems))
         newest = max(uids, default=last_uid)
         return ImportBatch(
             tuple(documents),
-            Checkpoint(uidvalidity, newest),
+            Checkpoint(current, newest),
             tuple(uids),
             changed,
             tuple(problems),
@@ -285,29 +294,25 @@ class InboxImporter:
 
     def _import_batch(
         self,
-        client: imapclient.IMAPClient,
+        session: FolderSession,
         uids: Sequence[int],
-        uidvalidity: int,
         problems: list[tuple[int, str]],
     ) -> Iterator[ImportedDocument]:
-        described = describe(client, uids, lambda uid, text: problems.append((uid, text)))
+        described = describe(session, uids, lambda uid, text: problems.append((uid, text)))
         for uid, data in described.items():
             parts, unwalkable = walk(data[b"BODYSTRUCTURE"])
             problems.extend((uid, text) for text in unwalkable)
             wanted = [p for p in parts if _maybe_document(p)]
             if wanted:
-                yield from self._documents_of(
-                    client, uid, data, wanted=wanted, uidvalidity=uidvalidity, problems=problems
-                )
+                yield from self._documents_of(session, uid, data, wanted=wanted, problems=problems)
 
     def _documents_of(
         self,
-        client: imapclient.IMAPClient,
+        session: FolderSession,
         uid: int,
         data: dict[bytes, Any],
         *,
         wanted: list[Part],
-        uidvalidity: int,
         problems: list[tuple[int, str]],
     ) -> Iterator[ImportedDocument]:
         sender, subject, date, message_id = _envelope(data.get(b"ENVELOPE"))
@@ -318,7 +323,7 @@ class InboxImporter:
             )
 
         numbers = {part.section: number for number, part in enumerate(wanted, start=1)}
-        for part, content in read_parts(client, uid, wanted, self.max_part_bytes, report):
+        for part, content in read_parts(session, uid, wanted, self.max_part_bytes, report):
             kind = detect_kind(content)
             if kind is None:
                 if part.content_type != "application/octet-stream":
@@ -337,47 +342,18 @@ class InboxImporter:
                 date=date,
                 message_id=message_id,
                 folder=self.folder,
-                uidvalidity=uidvalidity,
+                uidvalidity=session.uidvalidity,
                 uid=uid,
                 original_filename=part.filename,
             )
 
-    def _mark_done(self, client: imapclient.IMAPClient, uids: Sequence[int]) -> None:
+    def _mark_done(self, client: BoundedClient, uids: Sequence[int]) -> None:
         if not uids:
             return
         if self.move_to is not None:
             client.move(uids, self.move_to)
         elif self.mark:
             client.add_flags(uids, [self.mark])
-
-
-@contextlib.contextmanager
-def _answer(what: str, *, parsing: bool = True) -> Iterator[None]:
-    """IMAP failures inside as typed errors: a lost connection, or an unusable answer.
-
-    With `parsing`, also the errors imapclient's parser raises on malformed answers
-    (ValueError, RecursionError, ...): only around imapclient calls, so that bugs of
-    our own are never disguised.
-    """
-    caught = PARSE_ERRORS if parsing else (imapclient.exceptions.IMAPClientError,)
-    try:
-        yield
-    except MailbridgeError:
-        raise  # already typed by the connection layer (ImapTimeout stays a TimeoutError)
-    except (imapclient.exceptions.IMAPClientAbortError, OSError) as exc:
-        raise diagnostics.imap_connection_lost(exc) from None
-    except caught as exc:
-        raise diagnostics.imap_command_failed(what, exc) from None
-
-
-def _uidvalidity(selected: dict[bytes, Any], folder: str) -> int:
-    """The folder's UIDVALIDITY from a SELECT answer; a ProtocolError when there is none."""
-    value = selected.get(b"UIDVALIDITY")
-    if isinstance(value, int) and 0 < value < 2**32:
-        return value
-    raise diagnostics.imap_command_failed(
-        f"SELECT {folder!r}", ValueError("no valid UIDVALIDITY (RFC 3501 requires one)")
-    )
 
 
 def _maybe_document(part: Part) -> bool:

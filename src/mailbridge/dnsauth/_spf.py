@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import re
 import time
 from typing import Any
@@ -23,8 +24,8 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from ._spf_syntax import Directive, SpfSyntaxError, cidr_lengths, parse_terms
-from .spf_macros import (
+from ..errors import ConfigurationError
+from ._spf_macros import (
     MAX_EXPLANATION,
     MacroContext,
     MacroError,
@@ -33,6 +34,7 @@ from .spf_macros import (
     expand,
     expand_domain,
 )
+from ._spf_syntax import Directive, SpfSyntaxError, cidr_lengths, parse_terms
 
 __all__ = ["SpfResult", "SpfVerdict", "check_host"]
 
@@ -159,7 +161,11 @@ class _State:
 
 
 def _ip(value: str | IPAddress) -> IPAddress:
-    ip = ipaddress.ip_address(value) if isinstance(value, str) else value
+    try:
+        ip = ipaddress.ip_address(value) if isinstance(value, str) else value
+    except ValueError:
+        problem = f"not an IPv4 or IPv6 address: {str(value)[:80]!r}"
+        raise ConfigurationError("ip", problem) from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
@@ -377,9 +383,12 @@ def check_host(
     """RFC 7208 check_host(): may `ip` send mail for `domain` with envelope `sender`?
 
     `sender` is the MAIL FROM address (a bare domain means postmaster@domain);
-    `resolver` any `dns.resolver.Resolver` (the system's by default).
+    `resolver` any `dns.resolver.Resolver` (the system's by default). An `ip`
+    that is no IP address, or a `timeout` that is NaN, raises `ConfigurationError`.
     """
     address = _ip(ip)
+    if math.isnan(timeout):
+        raise ConfigurationError("timeout", "must be a number of seconds, not NaN")
     domain = domain.rstrip(".").lower()
     if "@" not in sender:
         sender = f"postmaster@{sender}"

@@ -21,10 +21,8 @@ from .._results import Step
 from ..diagnosis import Category, Diagnosis
 from ..errors import (
     AuthenticationError,
-    ConnectError,
     DeliveryError,
-    ImapLimitExceeded,
-    ImapTimeout,
+    ImapConnectionLost,
     ProtocolError,
     TlsError,
 )
@@ -183,15 +181,18 @@ def _login(client: BoundedClient, settings: ImapSettings) -> None:
             assert settings.password is not None
             _password_login(client, settings.username, settings.password.reveal())
     except imapclient.exceptions.LoginError as exc:
+        # imapclient turns every failure into LoginError: when the wire broke (closed,
+        # silent, flooding), that is the error, and nothing is known about the password.
+        if isinstance(client.wire.failure, DeliveryError):
+            raise client.typed_error(exc, "LOGIN") from None
         raise _auth_failed(settings, server_text(exc)) from None
     except DeliveryError:
         raise
     except (OSError, imapclient.exceptions.IMAPClientError, *PARSE_FAILURES) as exc:
-        failure = client.typed_error(exc, "LOGIN")
-        if failure is not exc and isinstance(failure, (ImapLimitExceeded, ImapTimeout)):
-            raise failure from None
+        if isinstance(client.wire.failure, DeliveryError):
+            raise client.typed_error(exc, "LOGIN") from None
         # Never chained, never quoted: a UnicodeEncodeError would carry the password.
-        raise ConnectError(
+        raise ImapConnectionLost(
             f"the IMAP connection failed during login ({type(exc).__name__})",
             diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was lost."),
             temporary=True,

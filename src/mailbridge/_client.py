@@ -6,20 +6,14 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 import attrs
 import dns.resolver
 
-from ._results import ConnectionReport, Transaction
-from .addresses import Mailbox, parse_mailbox
-from .bulk import BulkOutcome, send_many
-from .composer import PreparedMessage, compose, new_message_id
-from .dnsauth.dkim import DkimSigner
-from .dnsauth.dmarc import organizational_domain
-from .errors import ConfigurationError, MailbridgeError
-from .headersafety import has_line_break
-from .identity import (
+from ._addresses import Mailbox, parse_mailbox
+from ._bulk import BulkOutcome, send_many
+from ._headersafety import has_line_break
+from ._identity import (
     Identity,
     OwnIdentity,
     PlatformRelay,
@@ -27,6 +21,12 @@ from .identity import (
     SenderAuthorization,
     SpfIdentity,
 )
+from ._message import DocumentEmail
+from ._results import ConnectionReport, Transaction
+from .composer import PreparedMessage, compose, new_message_id
+from .dnsauth._dkim import DkimSigner
+from .dnsauth._dmarc import organizational_domain
+from .errors import ConfigurationError, MailbridgeError
 from .imap import (
     Checkpoint,
     Folder,
@@ -39,7 +39,6 @@ from .imap import (
     open_imap,
     probe_imap,
 )
-from .message import DocumentEmail
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
 from .smtp.pool import (
@@ -50,9 +49,6 @@ from .smtp.pool import (
 )
 from .smtp.probe import probe_smtp
 from .smtp.transport import SmtpTransport, Transport
-
-if TYPE_CHECKING:
-    from .providers.wizard import SetupResult
 
 __all__ = ["DeliveryClient", "SendResult"]
 
@@ -280,13 +276,6 @@ class DeliveryClient:
         if not isinstance(self.identity, SpfIdentity):
             raise MailbridgeError("sender_authorization() is for spf_imitation clients")
         return self.identity.authorization(refresh=refresh)
-
-    @staticmethod
-    def setup(email: str, password: str, **options: Any) -> SetupResult:
-        """The set-up wizard (`mailbridge.setup`): `result.client()` once it worked."""
-        from .providers.wizard import setup
-
-        return setup(email, password, **options)
 
     def __repr__(self) -> str:
         transport = type(self.transport).__name__

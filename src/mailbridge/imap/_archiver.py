@@ -17,18 +17,18 @@ import imapclient.exceptions
 
 from ..errors import ConfigurationError, DeliveryError
 from ..settings import ImapSettings
-from .connection import close_imap, open_imap
-from .copies import (
+from ._connection import ImapLimits, close_imap, open_imap
+from ._copies import (
     appended_uids,
     find_by_message_id,
     refusal_is_final,
     refused_literal,
     reply_text,
 )
-from .folders import Folder, find_sent_folder, list_folders
+from ._folders import Folder, find_sent_folder, list_folders
 
 if TYPE_CHECKING:
-    from ..providers.registry import ProviderRegistry
+    from ..providers._registry import ProviderRegistry
 
 __all__ = ["ArchiveOutcome", "SentArchiver", "files_own_sent_copy"]
 
@@ -39,7 +39,7 @@ _DATE = re.compile(rb"^Date:[ \t]*(.+?)\r?\n(?![ \t])", re.IGNORECASE | re.MULTI
 
 def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
     # Imported here: providers' set-up wizard uses this package's probe.
-    from ..providers.registry import ProviderRegistry
+    from ..providers._registry import ProviderRegistry
 
     return registry if registry is not None else ProviderRegistry.default()
 
@@ -124,7 +124,8 @@ class SentArchiver:
     messages) costs one SEARCH for all their Message-IDs and one MULTIAPPEND
     (RFC 3502; with LITERAL+ a single round trip) where the server offers it,
     else one APPEND each. Failures are returned as an `ArchiveOutcome`, never
-    raised.
+    raised. `limits` bounds each IMAP command (default `ImapLimits()`; the
+    deadline starts after a message's upload, see `ImapLimits`).
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class SentArchiver:
         idle_check_after: float = 30.0,
         max_batch: int = MAX_BATCH,
         registry: ProviderRegistry | None = None,
+        limits: ImapLimits | None = None,
     ) -> None:
         if max_batch < 1:
             raise ConfigurationError("max_batch", "must be at least 1")
@@ -141,6 +143,7 @@ class SentArchiver:
         self.idle_check_after = idle_check_after
         self.max_batch = max_batch
         self.registry = registry
+        self.limits = limits or ImapLimits()
         self._changed = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._busy = False  # a thread is storing a batch
@@ -272,7 +275,7 @@ class SentArchiver:
             return client
         if self._closed:
             raise _Closed
-        self._client = open_imap(self.settings)
+        self._client = open_imap(self.settings, limits=self.limits)
         self._folder = None
         return self._client
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import ConfigurationError
 from ._loading import _parse_toml, _read_path
-from .models import Provider, normalize_domain
+from ._models import Provider, normalize_domain
 
 __all__ = ["ProviderRegistry"]
 

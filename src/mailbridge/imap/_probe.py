@@ -9,8 +9,8 @@ from ..diagnosis import Category, Diagnosis
 from ..diagnostics import security_label
 from ..errors import DeliveryError
 from ..settings import ImapSettings, Security
-from .connection import close_imap, open_imap
-from .folders import find_sent_folder, list_folders
+from ._connection import ImapLimits, close_imap, open_imap
+from ._folders import find_sent_folder, list_folders
 
 __all__ = ["probe_imap"]
 
@@ -26,15 +26,18 @@ _MODE_PROBLEMS = frozenset(
 )
 
 
-def probe_imap(settings: ImapSettings, *, try_alternative: bool = True) -> ConnectionReport:
+def probe_imap(
+    settings: ImapSettings, *, try_alternative: bool = True, limits: ImapLimits | None = None
+) -> ConnectionReport:
     """Connect, secure, log in and find the archive folder, reporting each step.
 
     When the security mode seems not to match the port, the other mode is tried
-    on the same port and, if it works, returned as `alternative`.
+    on the same port and, if it works, returned as `alternative`. `limits` bounds
+    each command (default `ImapLimits()`).
     """
     steps: list[Step] = []
     try:
-        client = open_imap(settings, observer=steps.append)
+        client = open_imap(settings, observer=steps.append, limits=limits)
     except DeliveryError as exc:
         diagnosis = exc.diagnosis
         alternative = None
@@ -51,7 +54,7 @@ def probe_imap(settings: ImapSettings, *, try_alternative: bool = True) -> Conne
             candidate = attrs.evolve(
                 settings, security=other, command_timeout=min(settings.command_timeout, 10.0)
             )
-            result = probe_imap(candidate, try_alternative=False)
+            result = probe_imap(candidate, try_alternative=False, limits=limits)
             if any(step.name == "login" and step.ok for step in result.steps) or result.ok:
                 alternative = attrs.evolve(settings, security=other)
                 label = security_label(other)

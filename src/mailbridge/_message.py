@@ -11,10 +11,10 @@ from typing import Any
 
 import attrs
 
-from .addresses import Mailbox, parse_mailbox, parse_mailbox_list
-from .attachments import Attachment
+from ._addresses import Mailbox, parse_mailbox, parse_mailbox_list
+from ._attachments import Attachment
+from ._headersafety import check_header_name, check_header_text
 from .errors import MessageError, MissingPlaceholder
-from .headersafety import check_header_name, check_header_text
 
 __all__ = ["DocumentEmail", "render_placeholders"]
 

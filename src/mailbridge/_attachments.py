@@ -8,8 +8,8 @@ from pathlib import Path
 
 import attrs
 
+from ._headersafety import has_line_break
 from .errors import HeaderInjection, MessageError
-from .headersafety import has_line_break
 
 __all__ = ["Attachment"]
 

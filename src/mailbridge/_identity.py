@@ -20,13 +20,13 @@ from typing import Protocol
 import attrs
 import dns.resolver
 
-from .addresses import Mailbox, parse_mailbox
-from .dnsauth.dmarc import DmarcAlignment, dmarc_alignment
-from .dnsauth.spf import DEFAULT_TIMEOUT, SpfResult, SpfVerdict, check_host
-from .dnsauth.spf_plan import plan_include
+from ._addresses import Mailbox, parse_mailbox
+from ._headersafety import has_line_break
+from ._message import DocumentEmail
+from .dnsauth._dmarc import DmarcAlignment, dmarc_alignment
+from .dnsauth._spf import DEFAULT_TIMEOUT, SpfResult, SpfVerdict, check_host
+from .dnsauth._spf_plan import SpfPlan, plan_include
 from .errors import ConfigurationError, MessageError, SenderNotAuthorized
-from .headersafety import has_line_break
-from .message import DocumentEmail
 from .settings import SmtpSettings
 
 __all__ = [
@@ -203,9 +203,10 @@ class SpfIdentity:
     The check runs before sending and is cached for the records' TTL. When it
     fails, `fallback=True` sends in relay mode instead (the result's `note` says
     why); otherwise `SenderNotAuthorized` is raised with the record to publish.
-    `timeout` bounds the whole check (every relay IP, then DMARC): a tenant's
-    record cannot hold a send longer, and sends that wait for a check running
-    in another thread share its answer instead of repeating it.
+    `timeout` bounds the whole check (every relay IP, the plan to publish when
+    `fallback` is off, then DMARC): a tenant's record cannot hold a send longer,
+    and sends that wait for a check running in another thread share its answer
+    (plan included) instead of repeating it.
     """
 
     tenant: Mailbox
@@ -216,7 +217,9 @@ class SpfIdentity:
     clock: Callable[[], float] = time.monotonic
     timeout: float = DEFAULT_TIMEOUT
     mode: str = "spf_imitation"
-    _cached: tuple[float, SenderAuthorization] | None = attrs.field(default=None, init=False)
+    _cached: tuple[float, SenderAuthorization, SpfPlan | None] | None = attrs.field(
+        default=None, init=False
+    )
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _checks: int = attrs.field(default=0, init=False)  # checks completed so far
 
@@ -231,20 +234,33 @@ class SpfIdentity:
         Takes at most `timeout` seconds, plus the wait for a check that another
         thread is running (whose answer is then returned).
         """
+        return self._authorized(refresh)[0]
+
+    def _authorized(self, refresh: bool) -> tuple[SenderAuthorization, SpfPlan | None]:
         checks_before = self._checks
         with self._lock:
             if self._cached is not None and (
                 self._checks != checks_before  # checked while this call waited: share it
                 or (not refresh and self.clock() < self._cached[0])
             ):
-                return self._cached[1]
-            authorization, ttl = self._check()
-            self._cached = (self.clock() + ttl, authorization)
+                return self._cached[1], self._cached[2]
+            authorization, plan, ttl = self._check()
+            self._cached = (self.clock() + ttl, authorization, plan)
             self._checks += 1
-            return authorization
+            return authorization, plan
 
-    def _check(self) -> tuple[SenderAuthorization, float]:
-        """One check of every relay IP and of DMARC, within `timeout`; and its TTL."""
+    def _plan(self, results: tuple[SpfResult, ...], seconds: float) -> SpfPlan | None:
+        """What the tenant must publish, when a send will raise for want of it."""
+        if self.fallback or not self.relay.spf_include or seconds <= 0:
+            return None
+        if any(r.result == SpfVerdict.TEMPERROR for r in results):
+            return None  # the record could not be read in time: no plan can be made from it
+        return plan_include(
+            self.message_id_domain, self.relay.spf_include, resolver=self.resolver, timeout=seconds
+        )
+
+    def _check(self) -> tuple[SenderAuthorization, SpfPlan | None, float]:
+        """One check of every relay IP, the plan and DMARC within `timeout`; and its TTL."""
         deadline = time.monotonic() + self.timeout
         domain = self.message_id_domain
         results = tuple(
@@ -259,10 +275,12 @@ class SpfIdentity:
         )
         if not results:
             reason = "the relay lists no sending IPs, so nothing can be checked"
-            return SenderAuthorization(False, reason), 0  # not cached: check again next time
+            return SenderAuthorization(False, reason), None, 0  # not cached: check again
         failed = [r for r in results if r.result != SpfVerdict.PASS]
+        plan = None
         if failed:
             reason = f"SPF of {domain} gives {failed[0].result} for the relay: {failed[0].reason}"
+            plan = self._plan(results, (deadline - time.monotonic()) / 2)  # half for DMARC
         else:
             reason = f"SPF of {domain} authorises the relay"
         remaining = deadline - time.monotonic()
@@ -278,7 +296,7 @@ class SpfIdentity:
                 False, f"the DMARC policy of {domain} was not read: the check ran out of time"
             )
         ttl = min((r.ttl for r in results), default=0)
-        return SenderAuthorization(not failed, reason, results, dmarc), ttl
+        return SenderAuthorization(not failed, reason, results, dmarc), plan, ttl
 
     def addressing(self, email: DocumentEmail, message_id: str) -> Addressing:
         """The tenant's address everywhere when authorised; else fall back or raise."""
@@ -289,7 +307,7 @@ class SpfIdentity:
                 f"must be an address at {self.message_id_domain}: only that domain's SPF "
                 "record authorises this relay",
             )
-        authorization = self.authorization()
+        authorization, plan = self._authorized(refresh=False)
         if authorization.authorized:
             author = email.from_override or _named(self.tenant, self.display_name)
             return Addressing(author, email.reply_to, self.tenant, self.mode)
@@ -299,13 +317,8 @@ class SpfIdentity:
                 relayed.addressing(email, message_id),
                 note=f"sent in relay mode: {authorization.reason}",
             )
-        plan = None
-        if self.relay.spf_include:
-            plan = plan_include(
-                self.message_id_domain,
-                self.relay.spf_include,
-                resolver=self.resolver,
-                timeout=self.timeout,
-            )
-        message = authorization.reason + (f". {plan.instructions}" if plan else "")
+        advice = f". {plan.instructions}" if plan else ""
+        if plan is None and self.relay.spf_include:
+            advice = ". Until the record can be read, no record to publish can be worked out"
+        message = authorization.reason + advice
         raise SenderNotAuthorized(message, plan=plan, results=authorization.results)

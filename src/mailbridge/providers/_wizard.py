@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 
+from .._client import DeliveryClient
+from .._results import ConnectionReport
 from ..diagnosis import Category, Diagnosis
 from ..errors import MailbridgeError
-from ..imap.probe import probe_imap
+from ..imap._probe import probe_imap
 from ..settings import ImapSettings, SmtpSettings
-from ..smtp.probe import ConnectionReport, probe_smtp
+from ..smtp.probe import probe_smtp
+from ._discovery import Candidate, DiscoveryResult, discover
 from ._hosts import checked_addresses
-from .discovery import Candidate, DiscoveryResult, discover
-from .models import Provider
-
-if TYPE_CHECKING:
-    from ..client import DeliveryClient
+from ._models import Provider
 
 __all__ = ["SetupAttempt", "SetupResult", "setup"]
 
@@ -29,6 +29,9 @@ _ACCOUNT_PROBLEMS = (
     Category.AUTH_FAILED,
     Category.AUTH_MECHANISM_UNSUPPORTED,
 )
+# Failures to reach a server at all: then the host's next address is worth a try.
+_UNREACHABLE = (Category.CONNECTION_REFUSED, Category.TIMEOUT)
+MAX_ADDRESSES_TRIED = 3  # of one host name, in DNS order
 
 
 @attrs.frozen
@@ -52,8 +55,6 @@ class SetupResult:
 
     def client(self, display_name: str | None = None) -> DeliveryClient:
         """A `DeliveryClient` with the settings that worked; raises when none did."""
-        from ..client import DeliveryClient
-
         if self.smtp is None:
             raise MailbridgeError(f"no working SMTP settings: {self.diagnosis}")
         return DeliveryClient.own_smtp(self.discovery.email, self.smtp, display_name, self.imap)
@@ -129,6 +130,23 @@ def _pinned(settings: _Settings, address: str) -> _Settings:
     return attrs.evolve(settings, host=address, ssl_context=context)
 
 
+def _first_reachable(
+    settings: _Settings, addresses: list[str], probe: Callable[[_Settings], ConnectionReport]
+) -> ConnectionReport:
+    """The test of the first of the host's `addresses` that can be connected to at all.
+
+    The next address is tried only when connecting failed (refused, no answer),
+    never after a server answered, so a password is tried on one server at most.
+    """
+    report = None
+    for address in addresses:
+        report = probe(_pinned(settings, address))
+        if report.ok or report.diagnosis is None or report.diagnosis.category not in _UNREACHABLE:
+            return report
+    assert report is not None, "called with at least one address"
+    return report
+
+
 def _best_failure(attempts: list[SetupAttempt]) -> Diagnosis | None:
     diagnoses = [a.report.diagnosis for a in attempts if a.report.diagnosis is not None]
     for category in _ACCOUNT_PROBLEMS:
@@ -165,7 +183,9 @@ def setup(
     hostile DNS record cannot aim logins at the platform's own network.
     Host names must be DNS names or plain IP literals (numeric forms such as
     ``0x7f000001`` are refused); each is resolved once, and the connection
-    goes to the address that was checked, with TLS verified against the name.
+    goes to an address that was checked, with TLS verified against the name;
+    when nothing answers there, the host's next checked address is tried (at
+    most three, each within `connect_timeout`).
     """
     found = discover(
         email, tls_context=ssl_context, allow_private=allow_private, **discover_options
@@ -180,23 +200,23 @@ def setup(
     smtp = imap = None
     resolver = discover_options.get("resolver")
 
-    def address(candidate: Candidate) -> str | None:
-        """The checked address to connect to, or None when the candidate is refused."""
+    def addresses(candidate: Candidate) -> list[str]:
+        """The checked addresses to connect to; none when the candidate is refused."""
         if not candidate.trusted and not try_untrusted:
-            return None
-        # Resolved once: the connection goes to the address that was checked.
-        addresses, refused = checked_addresses(
+            return []
+        # Resolved once: the connection goes to an address that was checked.
+        found, refused = checked_addresses(
             candidate.host, resolver, connect_timeout, allow_private=allow_private
         )
-        return None if refused or not addresses else addresses[0]
+        return [] if refused else found[:MAX_ADDRESSES_TRIED]
 
     for candidate in found.smtp:
         if sum(a.candidate.protocol == "smtp" for a in attempts) >= max_attempts:
             break
-        if (pin := address(candidate)) is None:
+        if not (pins := addresses(candidate)):
             continue
         settings = candidate.smtp_settings(password, **options)
-        report = probe_smtp(_pinned(settings, pin))
+        report = _first_reachable(settings, pins, probe_smtp)
         attempts.append(SetupAttempt(candidate, report))
         if report.ok:
             smtp = settings
@@ -205,10 +225,10 @@ def setup(
         for candidate in found.imap:
             if sum(a.candidate.protocol == "imap" for a in attempts) >= max_attempts:
                 break
-            if (pin := address(candidate)) is None:
+            if not (pins := addresses(candidate)):
                 continue
             imap_settings = candidate.imap_settings(password, **options)
-            report = probe_imap(_pinned(imap_settings, pin))
+            report = _first_reachable(imap_settings, pins, probe_imap)
             attempts.append(SetupAttempt(candidate, report))
             if report.ok:
                 imap = imap_settings

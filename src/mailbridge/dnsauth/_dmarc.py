@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import attrs
 import dns.exception
+import dns.name
 import dns.resolver
 
 from .._psl import registered_domain
+from ..errors import ConfigurationError, DnsLookupError
 
 __all__ = [
     "DmarcAlignment",
@@ -58,11 +62,38 @@ def organizational_domain(domain: str) -> str:
     return registered_domain(domain) or domain.rstrip(".").lower()
 
 
+_NOT_A_NAME = re.compile(r"[\x00-\x20\x7f\[\]@\\]")  # spaces, controls, literals, addresses
+
+
+def _checked_domain(domain: str) -> str:
+    """`domain` lower-cased without its final dot; ConfigurationError when it is no DNS name."""
+    name = domain.rstrip(".").lower()
+    labels = name.split(".")
+    problem = None
+    if _NOT_A_NAME.search(name):
+        problem = "contains spaces, control characters or other characters no name has"
+    elif not all(0 < len(label) <= 63 for label in labels) or len(name) > 253:
+        problem = "needs labels of 1 to 63 characters and at most 253 characters in all"
+    else:
+        try:
+            dns.name.from_text(f"_dmarc.{name}")
+        except dns.exception.DNSException as exc:  # too long with _dmarc., bad IDNA, ...
+            problem = str(exc) or type(exc).__name__
+    if problem is not None:
+        raise ConfigurationError("domain", f"{domain[:80]!r} is not a domain name: {problem}")
+    return name
+
+
 def _record(name: str, resolver: dns.resolver.Resolver) -> str | None:
+    query = f"_dmarc.{name}"
     try:
-        answer = resolver.resolve(f"_dmarc.{name}", "TXT", raise_on_no_answer=False, search=False)
+        answer = resolver.resolve(query, "TXT", raise_on_no_answer=False, search=False)
     except dns.resolver.NXDOMAIN:
         return None
+    except dns.exception.Timeout:
+        raise DnsLookupError(query, "no DNS server answered in time") from None
+    except dns.exception.DNSException as exc:  # SERVFAIL, no nameservers, ...
+        raise DnsLookupError(query, str(exc) or type(exc).__name__) from None
     records = [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer.rrset or ()]
     records = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1;")]
     return records[0] if len(records) == 1 else None  # RFC 7489 6.6.3: exactly one
@@ -83,10 +114,11 @@ def lookup_dmarc(
     """The DMARC policy that applies to mail from `domain`, or None when there is none.
 
     Looks at `_dmarc.<domain>`, then at the organisational domain (whose `sp=`
-    applies to subdomains). A DNS failure raises `dns.exception.DNSException`.
+    applies to subdomains). A DNS failure (time-out, SERVFAIL) raises
+    `DnsLookupError`; a `domain` that is no DNS name raises `ConfigurationError`.
     """
+    domain = _checked_domain(domain)
     resolver = resolver or dns.resolver.Resolver()
-    domain = domain.rstrip(".").lower()
     organizational = organizational_domain(domain)
     for name in dict.fromkeys([domain, organizational]):
         record = _record(name, resolver)
@@ -139,7 +171,7 @@ def dmarc_alignment(
     author_domain = author_domain.rstrip(".").lower()
     try:
         policy = policy or lookup_dmarc(author_domain, resolver=resolver)
-    except dns.exception.DNSException as exc:
+    except (DnsLookupError, ConfigurationError) as exc:
         return DmarcAlignment(
             False, f"the DMARC policy of {author_domain} could not be read: {exc}"
         )

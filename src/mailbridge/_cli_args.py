@@ -1,0 +1,39 @@
+"""Argument types of the `mailbridge` command: bad values are usage errors, not bugs."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+
+__all__ = ["ip_address", "port", "seconds"]
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address literal (e.g. --ip, --nameserver)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 or IPv6 address: {text!r}") from None
+
+
+def port(text: str) -> int:
+    """A TCP/UDP port number, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (1 to 65535): {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A time-out: a finite number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
+    return value

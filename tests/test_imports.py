@@ -1,0 +1,262 @@
+"""No import circles in src/mailbridge, and `import mailbridge` stays cheap.
+
+Two checks for circles: every module is imported alone in a fresh interpreter (an
+import order that only works when something else was imported first fails here), and
+the import graph read from the source must have no cycle (`tests/_import_graph.py`
+says what counts: module-level imports must form a DAG; imports inside functions are
+counted too, so that a deferred import cannot hide a circle between layers;
+`if TYPE_CHECKING:` imports are never executed and do not count).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from . import _import_graph as graph
+
+SRC = graph.ROOT
+
+# Circles that are known and tolerated: none since the sans-I/O rewrite of smtp/ (issue
+# 13) removed connection -> pipeline/transaction -> connection. Any circle fails the test.
+KNOWN_SMTP_CYCLES: list[frozenset[str]] = []
+
+# Runs the command line when imported; `python -m mailbridge` is tested in test_cli.
+NOT_IMPORTABLE_ALONE = {"mailbridge.__main__"}
+
+# Each module in a child forked from one interpreter that has loaded the third-party
+# libraries but nothing of mailbridge: as fresh as a new interpreter for mailbridge's
+# own modules, without paying the libraries' import time about a hundred times.
+_FORK_EACH = """
+import importlib, json, os, sys, traceback
+for library in json.loads(sys.argv[1]):
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        pass
+assert not any(name.partition(".")[0] == "mailbridge" for name in sys.modules)
+failures = {}
+for module in json.loads(sys.argv[2]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            os.write(write, traceback.format_exc().encode()[-4000:])
+            os._exit(1)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status:
+        failures[module] = output.decode(errors="replace") or f"wait status {status}"
+print(json.dumps(failures))
+"""
+
+
+def _python(code: str, *args: str, timeout: float = 60) -> str:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _third_party_imports() -> list[str]:
+    """Every non-mailbridge module that a module of mailbridge imports at its top level."""
+    names: set[str] = set()
+    for path in (SRC / graph.PACKAGE).rglob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.add(node.module)
+    return sorted(name for name in names if name.partition(".")[0] != graph.PACKAGE)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks one child per module")
+def test_every_module_imports_alone() -> None:
+    modules = sorted(graph.build().modules - NOT_IMPORTABLE_ALONE)
+    assert len(modules) > 50
+    output = _python(_FORK_EACH, json.dumps(_third_party_imports()), json.dumps(modules))
+    failures = json.loads(output.strip().splitlines()[-1])
+    assert failures == {}, "\n".join(f"{name}:\n{text}" for name, text in failures.items())
+
+
+def _cycle_report(components: list[list[str]]) -> str:
+    return "\n".join(" -> ".join(cycle) for cycle in components)
+
+
+def test_module_level_imports_form_a_dag() -> None:
+    cycles = graph.find_cycles(graph.build().of_kind(graph.MODULE))
+    assert cycles == [], "import cycles:\n" + _cycle_report(cycles)
+
+
+def test_no_circle_through_deferred_imports() -> None:
+    built = graph.build()
+    edges = {
+        module: built.edges[module][graph.MODULE] | built.edges[module][graph.DEFERRED]
+        for module in built.modules
+    }
+    cycles = graph.find_cycles(edges)
+    components = [frozenset(_component(cycle[0], edges)) for cycle in cycles]
+    new = [
+        cycle
+        for cycle, found in zip(cycles, components, strict=True)
+        if found not in KNOWN_SMTP_CYCLES
+    ]
+    assert new == [], "import cycles (a function-level import counts):\n" + _cycle_report(new)
+    gone = [sorted(known) for known in KNOWN_SMTP_CYCLES if known not in components]
+    assert gone == [], f"no longer a cycle, remove from KNOWN_SMTP_CYCLES: {gone}"
+
+
+def _component(start: str, edges: dict[str, set[str]]) -> set[str]:
+    """The modules that `start` reaches and that reach `start`."""
+
+    def reachable(source: str, forward: bool) -> set[str]:
+        seen, todo = {source}, [source]
+        while todo:
+            node = todo.pop()
+            targets = edges[node] if forward else {m for m, ts in edges.items() if node in ts}
+            for target in targets - seen:
+                seen.add(target)
+                todo.append(target)
+        return seen
+
+    return reachable(start, forward=True) & reachable(start, forward=False)
+
+
+def test_graph_finds_circles_and_ignores_type_checking(tmp_path: Path) -> None:
+    """The checker itself: circles through a package and its lazy exports; TYPE_CHECKING is not."""
+    package = tmp_path / "mailbridge"
+    files = {
+        "__init__.py": "",
+        "a.py": "from .sub.c import C\n",
+        "b.py": "def late():\n    from . import a\n",
+        "e.py": "from .sub import D\n",
+        "sub/__init__.py": (
+            "from .c import C\nfrom .._lazy import exports\n"
+            '__getattr__, __dir__ = exports(__name__, {".d": ("D",)}, globals())\n'
+        ),
+        "sub/c.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..b import late\n"
+        ),
+        "sub/d.py": "from mailbridge import e\n",
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text, encoding="utf-8")
+    built = graph.build(tmp_path)
+    assert built.edges["mailbridge.a"][graph.MODULE] == {"mailbridge.sub", "mailbridge.sub.c"}
+    assert built.edges["mailbridge.b"][graph.DEFERRED] == {"mailbridge.a"}
+    assert built.edges["mailbridge.sub.c"][graph.TYPE_CHECKING] == {"mailbridge.b"}
+    assert built.edges["mailbridge.e"][graph.MODULE] == {"mailbridge.sub", "mailbridge.sub.d"}
+    assert graph.find_cycles(built.of_kind(graph.MODULE)) == [
+        ["mailbridge.e", "mailbridge.sub.d", "mailbridge.e"]
+    ]
+
+
+# -- import mailbridge is cheap ---------------------------------------------------------
+
+PACKAGES = [
+    "mailbridge",
+    "mailbridge.dnsauth",
+    "mailbridge.imap",
+    "mailbridge.providers",
+    "mailbridge.testing",
+]
+# Libraries that only the parts which use them may load: IMAP, DNS, address validation,
+# XML, TLS and sockets. (`mailbridge.smtp` is imported eagerly by its own package.)
+HEAVY = [
+    "imapclient",
+    "imaplib",
+    "dns",
+    "email_validator",
+    "publicsuffixlist",
+    "defusedxml",
+    "attrs",
+    "ssl",
+    "socket",
+    "email",
+]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_importing_a_package_loads_nothing_heavy(package: str) -> None:
+    code = f"import json, sys\nimport {package}\nprint(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(_python(code))
+    ours = sorted(name for name in loaded if name.partition(".")[0] == "mailbridge")
+    expected = {"mailbridge", "mailbridge._lazy", package}
+    if package == "mailbridge.testing":
+        expected.add("mailbridge._distribution")
+    assert set(ours) == expected
+    assert [name for name in HEAVY if name in loaded] == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_exported_name_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    exported = module.__all__
+    assert sorted(exported) == sorted(set(exported))
+    missing = [name for name in exported if getattr(module, name, None) is None]
+    assert missing == []
+    assert set(exported) <= set(dir(module))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        _ = module.NoSuchName
+
+
+def _type_checking_imports(tree: ast.Module) -> dict[str, str]:
+    """The names a package imports in `if TYPE_CHECKING:`, with their modules."""
+    checked: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name):
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom):
+                    checked.update(
+                        dict.fromkeys((a.name for a in statement.names), statement.module)
+                    )
+    return checked
+
+
+def _literal_all(tree: ast.Module) -> list[str]:
+    (names,) = (
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__"
+    )
+    return list(names)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_type_checkers_see_what_runs(package: str) -> None:
+    tree = ast.parse(SRC.joinpath(*package.split("."), "__init__.py").read_text(encoding="utf-8"))
+    runtime = graph.lazy_exports(tree)
+    assert _type_checking_imports(tree) == runtime
+    assert sorted(runtime) == sorted(set(_literal_all(tree)) - {"__version__"})
+
+
+def test_lazy_names_are_the_real_objects() -> None:
+    code = textwrap.dedent("""
+        import mailbridge
+        from mailbridge._client import DeliveryClient
+        assert mailbridge.DeliveryClient is DeliveryClient
+        assert "DeliveryClient" in vars(mailbridge)
+        print("ok")
+    """)
+    assert _python(code).strip() == "ok"
