@@ -192,6 +192,24 @@ def test_a_stale_idle_connection_is_checked_and_replaced(smtp_server: FakeSmtpSe
     assert smtp_server.connections == 2
 
 
+def test_a_connection_is_replaced_after_max_messages_per_connection(
+    smtp_server: FakeSmtpServer,
+) -> None:
+    async def scenario() -> None:
+        pool = AsyncConnectionPool(max_messages_per_connection=2)
+        async with AsyncDeliveryClient.own_smtp(
+            USER, smtp_server.smtp_settings(), pool=pool
+        ) as client:
+            for email in _emails(5, "rotated"):
+                await client.send(email)
+        await pool.aclose()
+
+    run(scenario)
+    assert len(smtp_server.messages) == 5
+    assert smtp_server.connections == 3  # 2 + 2 + 1
+    assert smtp_server.quits == 3  # each one ended politely
+
+
 def test_pool_limits_through_the_constructors(smtp_server: FakeSmtpServer) -> None:
     settings = smtp_server.smtp_settings()
     client = AsyncDeliveryClient.own_smtp(USER, settings, max_per_server=2, messages_in_flight=5)
