@@ -17,14 +17,19 @@ from mailbridge import (
     Attachment,
     AuthenticationError,
     BulkOutcome,
+    Category,
     ConfigurationError,
     ConnectError,
+    ConnectionReport,
     DeliveryClient,
     DocumentEmail,
     MailbridgeError,
     RecipientsRefused,
+    Security,
     SmtpSettings,
+    TlsError,
 )
+from mailbridge.smtp import probe_smtp_async
 from mailbridge.smtp.transport import MAX_CONNECTIONS_TRIED
 from mailbridge.testing import FakeImapServer, FakeSmtpServer
 from mailbridge.testing.realservers import RealMailServers
@@ -208,6 +213,39 @@ def test_a_connection_is_replaced_after_max_messages_per_connection(
     assert len(smtp_server.messages) == 5
     assert smtp_server.connections == 3  # 2 + 2 + 1
     assert smtp_server.quits == 3  # each one ended politely
+
+
+def test_implicit_tls_and_the_probe_that_finds_the_right_mode() -> None:
+    with FakeSmtpServer(tls="implicit", users={USER: PASSWORD}) as server:
+
+        async def scenario() -> tuple[ConnectionReport, ConnectionReport]:
+            async with AsyncDeliveryClient.own_smtp(USER, server.smtp_settings()) as client:
+                await client.send(_emails(1, "implicit")[0])
+            wrong = server.smtp_settings(security=Security.STARTTLS, command_timeout=1.0)
+            mixed_up = await probe_smtp_async(wrong)
+            good = await probe_smtp_async(server.smtp_settings())
+            return mixed_up, good
+
+        mixed_up, good = run(scenario)
+        assert server.messages[0].tls
+    assert good.ok and [s.name for s in good.steps][2] == "tls"
+    assert mixed_up.diagnosis is not None
+    assert mixed_up.diagnosis.category == Category.EXPECTED_IMPLICIT_TLS
+    assert mixed_up.alternative is not None
+    assert mixed_up.alternative.security is Security.IMPLICIT_TLS
+    assert "worked" in mixed_up.diagnosis.hints[0]
+
+
+def test_a_certificate_for_another_host_is_refused() -> None:
+    with FakeSmtpServer(users={USER: PASSWORD}, certificate_hostnames=["mail.other.example"]) as s:
+
+        async def scenario() -> None:
+            async with AsyncDeliveryClient.own_smtp(USER, s.smtp_settings()) as client:
+                await client.send(_emails(1, "never")[0])
+
+        with pytest.raises(TlsError):
+            run(scenario)
+        assert s.messages == []
 
 
 def test_pool_limits_through_the_constructors(smtp_server: FakeSmtpServer) -> None:
