@@ -115,7 +115,7 @@ def test_cancelled_after_the_data_went_out_is_outcome_unknown(chunking: bool) ->
     async def scenario() -> None:
         async with ScriptedSmtp(chunking=chunking) as server:
             transport = AsyncSmtpTransport(server.settings())
-            server.hold_final()
+            release = server.hold_final()
             send = asyncio.create_task(transport.deliver(_message(1)))
             await asyncio.wait_for(server.reached_final.wait(), 5)
             send.cancel()
@@ -123,7 +123,34 @@ def test_cancelled_after_the_data_went_out_is_outcome_unknown(chunking: bool) ->
                 await send
             assert isinstance(info.value.__cause__, DeliveryOutcomeUnknown)
             assert server.messages == ["m1"]  # it did arrive: never reported as not sent
+            release.set()  # its late 250 must never be taken for the next message's reply
+            assert (await transport.deliver(_message(2))).accepted == ("r2@example.test",)
+            assert server.messages == ["m1", "m2"]
             await transport.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_message_on_a_shared_connection_keeps_the_replies_in_step() -> None:
+    async def scenario() -> None:
+        async with ScriptedSmtp(chunking=True) as server:
+            pool = AsyncConnectionPool(max_per_server=1, messages_in_flight=3)
+            transport = AsyncSmtpTransport(server.settings(), pool=pool)
+            release = server.hold_final()
+            first = asyncio.create_task(transport.deliver(_message(1)))
+            await asyncio.wait_for(server.reached_final.wait(), 5)
+            second = asyncio.create_task(transport.deliver(_message(2)))  # BDAT: written ahead
+            await _settle()
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await first
+            assert isinstance(info.value.__cause__, DeliveryOutcomeUnknown)
+            release.set()
+            result = await second  # gets its own 250, not the first message's
+            assert result.accepted == ("r2@example.test",)
+            await transport.aclose()
+            assert server.messages == ["m1", "m2"]
+            assert server.connections == 1
 
     asyncio.run(scenario())
 

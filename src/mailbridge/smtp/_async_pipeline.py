@@ -14,8 +14,9 @@ on the wire is doomed: when it becomes the oldest in flight (every earlier
 message settled) the connection is closed before its message can follow, and
 the messages behind it, never written, are "not sent" and go again on a new
 connection. One cancelled after its message bytes went out stays on the wire
-(its reply is still read, so later replies stay in step); its `CancelledError`
-carries a `DeliveryOutcomeUnknown` as `__cause__`.
+while other tasks use the connection (its reply is still read, so later replies
+stay in step; the pool closes a connection nobody uses any more before it is
+settled); its `CancelledError` carries a `DeliveryOutcomeUnknown` as `__cause__`.
 """
 
 from __future__ import annotations
