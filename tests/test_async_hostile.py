@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
-from mailbridge import DeliveryError, SmtpSettings
-from mailbridge.smtp import AsyncSmtpConnection
+from mailbridge import Category, ConnectionReport, DeliveryError, SmtpSettings
+from mailbridge.smtp import AsyncSmtpConnection, probe_smtp_async
 
 FLOOD = 16 * 1024 * 1024
 
@@ -48,3 +49,34 @@ def test_an_idle_connection_flooded_by_the_server_stays_bounded() -> None:
         await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_a_server_that_never_greets_times_out_on_asyncio_time() -> None:
+    async def scenario() -> tuple[ConnectionReport, float, int]:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)  # says nothing; closed at the end
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = SmtpSettings(
+            "127.0.0.1", port, "starttls", command_timeout=0.5, connect_timeout=0.5
+        )
+        threads = threading.active_count()
+        started = asyncio.get_running_loop().time()
+        report = await probe_smtp_async(settings)  # STARTTLS, then implicit TLS tried too
+        elapsed = asyncio.get_running_loop().time() - started
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        return report, elapsed, threading.active_count() - threads
+
+    report, elapsed, new_threads = asyncio.run(scenario())
+    assert report.diagnosis is not None
+    assert report.diagnosis.category == Category.TIMEOUT
+    assert "expect TLS immediately" in report.diagnosis.summary
+    assert report.alternative is None
+    assert elapsed < 3
+    assert new_threads == 0
