@@ -10,6 +10,7 @@ from ._lazy import exports
 
 if TYPE_CHECKING:
     from ._addresses import Mailbox
+    from ._async_client import AsyncDeliveryClient
     from ._attachments import Attachment
     from ._bulk import BulkOutcome, send_many
     from ._client import DeliveryClient, SendResult
@@ -57,11 +58,13 @@ if TYPE_CHECKING:
     from .providers import DiscoveryResult, SetupResult, discover, setup
     from .reply import SmtpReply
     from .settings import ImapSettings, Secret, Security, SmtpSettings
-    from .smtp import ConnectionPool, SmtpTransport, Transport
+    from .smtp import AsyncConnectionPool, ConnectionPool, SmtpTransport, Transport
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncConnectionPool",
+    "AsyncDeliveryClient",
     "Attachment",
     "AuthenticationError",
     "AutoconfigError",
@@ -137,6 +140,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
         __name__,
         {
             "._addresses": ("Mailbox",),
+            "._async_client": ("AsyncDeliveryClient",),
             "._attachments": ("Attachment",),
             "._bulk": ("BulkOutcome", "send_many"),
             "._client": ("DeliveryClient", "SendResult"),
@@ -195,7 +199,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
             ".reply": ("SmtpReply",),
             ".settings": ("ImapSettings", "Secret", "Security", "SmtpSettings"),
             "._results": ("ConnectionReport", "Step"),  # leaf values: no SMTP code loaded
-            ".smtp": ("ConnectionPool", "SmtpTransport", "Transport"),
+            ".smtp": ("AsyncConnectionPool", "ConnectionPool", "SmtpTransport", "Transport"),
         },
         globals(),
     )

@@ -12,6 +12,7 @@ from .errors import ConfigurationError
 from .smtp.pool import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncDeliveryClient
     from ._client import DeliveryClient, SendResult
     from ._message import DocumentEmail
     from .composer import PreparedMessage
@@ -28,7 +29,7 @@ class BulkOutcome:
     """
 
     index: int
-    client: DeliveryClient = attrs.field(repr=False)
+    client: DeliveryClient | AsyncDeliveryClient = attrs.field(repr=False)
     email: DocumentEmail | PreparedMessage = attrs.field(repr=False)
     result: SendResult | None = None
     error: Exception | None = None

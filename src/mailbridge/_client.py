@@ -22,7 +22,7 @@ from ._identity import (
     SpfIdentity,
 )
 from ._message import DocumentEmail
-from ._results import ConnectionReport
+from ._results import ConnectionReport, Transaction
 from .composer import PreparedMessage, compose, new_message_id
 from .dnsauth._dkim import DkimSigner
 from .dnsauth._dmarc import organizational_domain
@@ -329,7 +329,12 @@ class DeliveryClient:
                 raise MailbridgeError("this DeliveryClient is closed")
         # Sends run concurrently (up to the pool's limit); after close() a send in
         # progress finishes and its connection is closed when it is given back.
-        transaction = self.transport.deliver(prepared)
+        result = self._result_of(prepared, self.transport.deliver(prepared))
+        return result if result.archive_reason or self._archiver is None else self.archive(result)
+
+    def _result_of(self, prepared: PreparedMessage, transaction: Transaction) -> SendResult:
+        """The `SendResult` of a delivered message, before archiving (`archive_reason` set
+        when it will not be archived because the server files its own copy)."""
         result = SendResult(
             message_id=prepared.message_id,
             accepted=transaction.accepted,
@@ -341,11 +346,9 @@ class DeliveryClient:
             note=prepared.note,
             message=prepared,
         )
-        if self._archiver is None:
-            return result
-        if not self.archive_sent:
+        if self._archiver is not None and not self.archive_sent:
             return attrs.evolve(result, archive_reason="the SMTP server files its own copy in Sent")
-        return self.archive(result)
+        return result
 
     def send_many(
         self, emails: Iterable[DocumentEmail | PreparedMessage], *, concurrency: int | None = None

@@ -445,6 +445,20 @@ def not_sent(cause: DeliveryError) -> ConnectError:
     )
 
 
+def cancelled() -> ConnectError:
+    """An asyncio send was cancelled with its envelope on the wire: the connection ended
+    before the message could follow, so the server never took it."""
+    return ConnectError(
+        "the connection was closed because a send was cancelled before its message went out",
+        diagnosis=Diagnosis(
+            Category.CONNECTION_LOST,
+            "The send was cancelled before the message was sent; it was not delivered.",
+            ("Sending it again is safe.",),
+        ),
+        temporary=True,
+    )
+
+
 def interrupted() -> ConnectError:
     """The thread driving a shared connection was interrupted, so the connection ended."""
     return ConnectError(

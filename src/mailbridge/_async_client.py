@@ -1,0 +1,351 @@
+"""`AsyncDeliveryClient`: `DeliveryClient` for asyncio applications.
+
+Composing (pure CPU) and the IMAP work (archive, import, folders: imapclient,
+run in a worker thread) are the sync client's own code; SMTP runs on asyncio
+connections over the same sans-I/O core, without threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+import attrs
+import dns.resolver
+
+from ._addresses import Mailbox
+from ._bulk import BulkOutcome
+from ._client import DeliveryClient, SendResult
+from ._identity import PlatformRelay, SenderAuthorization, SpfIdentity
+from ._message import DocumentEmail
+from ._results import ConnectionReport, Transaction
+from .composer import PreparedMessage
+from .dnsauth import DkimSigner
+from .errors import ConfigurationError, MailbridgeError
+from .imap import Checkpoint, Folder, ImportBatch, probe_imap
+from .settings import ImapSettings, SmtpSettings
+from .smtp._async_pool import AsyncConnectionPool, AsyncSmtpTransport, AsyncTransport
+from .smtp._async_probe import probe_smtp_async
+from .smtp.pool import DEFAULT_CONCURRENCY, DEFAULT_MAX_PER_SERVER, DEFAULT_MESSAGES_IN_FLIGHT
+
+__all__ = ["AsyncDeliveryClient"]
+
+Email = DocumentEmail | PreparedMessage
+
+
+class _ComposeOnly:
+    """The inner sync client's transport: it composes and archives, never sends."""
+
+    def deliver(self, message: PreparedMessage) -> Transaction:
+        raise RuntimeError("the composing client of an AsyncDeliveryClient never sends")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _make_transport(
+    smtp: SmtpSettings,
+    transport: AsyncTransport | None,
+    pool: AsyncConnectionPool | None,
+    max_per_server: int | None,
+    messages_in_flight: int | None,
+) -> AsyncTransport:
+    """As `DeliveryClient`'s: `transport`, or one over `pool` or a pool with these limits."""
+    limited = max_per_server is not None or messages_in_flight is not None
+    if transport is not None:
+        if pool is not None or limited:
+            raise ConfigurationError("transport", "give a transport or pool settings, not both")
+        if not isinstance(transport, AsyncTransport):
+            raise ConfigurationError("transport", "must have async deliver() and aclose()")
+        return transport
+    if pool is not None and limited:
+        raise ConfigurationError("pool", "give a pool or its limits, not both")
+    if pool is not None and not isinstance(pool, AsyncConnectionPool):
+        raise ConfigurationError("pool", "must be an AsyncConnectionPool")
+    if pool is None and limited:
+        pool = AsyncConnectionPool(
+            max_per_server=max_per_server or DEFAULT_MAX_PER_SERVER,
+            messages_in_flight=messages_in_flight or DEFAULT_MESSAGES_IN_FLIGHT,
+        )
+    return AsyncSmtpTransport(smtp, pool=pool)
+
+
+class AsyncDeliveryClient:
+    """Composes, validates and sends document emails for one tenant account, for asyncio.
+
+    The same API as `DeliveryClient`, with `async` methods; create it with
+    `own_smtp()`, `relay()` or `spf_imitation()` and use it with `async with`
+    (or call `aclose()`). Use it from one event loop.
+    """
+
+    def __init__(
+        self,
+        composer: DeliveryClient,
+        transport: AsyncTransport,
+        connection_test: Callable[[], Awaitable[ConnectionReport]] | None = None,
+    ) -> None:
+        self._sync = composer
+        self.transport = transport
+        self._connection_test = connection_test
+        self._closed = False
+
+    @classmethod
+    def own_smtp(
+        cls,
+        sender: str | Mailbox,
+        smtp: SmtpSettings,
+        display_name: str | None = None,
+        imap: ImapSettings | None = None,
+        *,
+        archive_sent: bool | None = None,
+        pool: AsyncConnectionPool | None = None,
+        max_per_server: int | None = None,
+        messages_in_flight: int | None = None,
+        transport: AsyncTransport | None = None,
+    ) -> AsyncDeliveryClient:
+        """Send through the tenant's own SMTP server (see `DeliveryClient.own_smtp`).
+
+        `pool` is an `AsyncConnectionPool` to share between clients.
+        """
+        composer = DeliveryClient.own_smtp(
+            sender, smtp, display_name, imap, archive_sent=archive_sent, transport=_ComposeOnly()
+        )
+        return cls(
+            composer,
+            _make_transport(smtp, transport, pool, max_per_server, messages_in_flight),
+            lambda: probe_smtp_async(smtp),
+        )
+
+    @classmethod
+    def relay(
+        cls,
+        sender: str | Mailbox,
+        relay: PlatformRelay,
+        display_name: str | None = None,
+        imap: ImapSettings | None = None,
+        *,
+        pool: AsyncConnectionPool | None = None,
+        max_per_server: int | None = None,
+        messages_in_flight: int | None = None,
+        transport: AsyncTransport | None = None,
+    ) -> AsyncDeliveryClient:
+        """Send through the platform's relay for the tenant (see `DeliveryClient.relay`)."""
+        composer = DeliveryClient.relay(sender, relay, display_name, imap, transport=_ComposeOnly())
+        return cls(
+            composer,
+            _make_transport(relay.smtp, transport, pool, max_per_server, messages_in_flight),
+            lambda: probe_smtp_async(relay.smtp),
+        )
+
+    @classmethod
+    def spf_imitation(
+        cls,
+        sender: str | Mailbox,
+        relay: PlatformRelay,
+        display_name: str | None = None,
+        *,
+        fallback: bool = True,
+        resolver: dns.resolver.Resolver | None = None,
+        imap: ImapSettings | None = None,
+        dkim: DkimSigner | None = None,
+        pool: AsyncConnectionPool | None = None,
+        max_per_server: int | None = None,
+        messages_in_flight: int | None = None,
+        transport: AsyncTransport | None = None,
+    ) -> AsyncDeliveryClient:
+        """Send through the relay with the tenant's address in From (see
+        `DeliveryClient.spf_imitation`); the SPF check runs in a worker thread."""
+        composer = DeliveryClient.spf_imitation(
+            sender,
+            relay,
+            display_name,
+            fallback=fallback,
+            resolver=resolver,
+            imap=imap,
+            dkim=dkim,
+            transport=_ComposeOnly(),
+        )
+        return cls(
+            composer,
+            _make_transport(relay.smtp, transport, pool, max_per_server, messages_in_flight),
+            lambda: probe_smtp_async(relay.smtp),
+        )
+
+    @property
+    def identity(self) -> Any:
+        """Who the messages come from (the delivery mode's identity)."""
+        return self._sync.identity
+
+    @property
+    def imap(self) -> ImapSettings | None:
+        """The IMAP account for archiving and importing, if any."""
+        return self._sync.imap
+
+    @property
+    def archive_sent(self) -> bool:
+        """Whether sent messages are copied to the archive folder."""
+        return self._sync.archive_sent
+
+    def __repr__(self) -> str:
+        transport = type(self.transport).__name__
+        return f"<AsyncDeliveryClient mode={self._sync.identity.mode} transport={transport}>"
+
+    async def sender_authorization(self, *, refresh: bool = False) -> SenderAuthorization:
+        """For SPF imitation: does the tenant's SPF record authorise the relay (and DMARC)?"""
+        return await asyncio.to_thread(self._sync.sender_authorization, refresh=refresh)
+
+    # -- composing -------------------------------------------------------------
+
+    async def prepare(self, email: DocumentEmail) -> PreparedMessage:
+        """Compose `email` into the exact bytes `send()` will transmit.
+
+        Composing is CPU work done in place; in SPF imitation the SPF check
+        (DNS, cached for the records' TTL) runs in a worker thread.
+        """
+        if isinstance(self._sync.identity, SpfIdentity):
+            return await asyncio.to_thread(self._sync.prepare, email)
+        return self._sync.prepare(email)
+
+    async def preview(self, email: Email) -> bytes:
+        """The message exactly as it would be transmitted (Bcc not included)."""
+        if isinstance(email, PreparedMessage):
+            return email.data
+        return (await self.prepare(email)).data
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send(self, email: Email) -> SendResult:
+        """Send one email; returns who accepted it or raises a `DeliveryError`.
+
+        Cancelling it never leaves half a message: before its bytes went out it
+        is withdrawn; after, the `CancelledError` carries a
+        `DeliveryOutcomeUnknown` as its `__cause__` (the message may arrive).
+        """
+        prepared = email if isinstance(email, PreparedMessage) else await self.prepare(email)
+        if self._closed:
+            raise MailbridgeError("this AsyncDeliveryClient is closed")
+        result = self._sync._result_of(prepared, await self.transport.deliver(prepared))
+        if result.archive_reason or self._sync.imap is None:
+            return result
+        return await self.archive(result)
+
+    async def send_many(
+        self, emails: Iterable[Email] | AsyncIterable[Email], *, concurrency: int | None = None
+    ) -> AsyncIterator[BulkOutcome]:
+        """Send many emails, `concurrency` at a time; outcomes arrive as they complete.
+
+        As `DeliveryClient.send_many`, as an async iterator; `emails` may be an
+        async iterable. Leaving the loop early cancels the sends still running
+        (see `send()` for what a cancelled send means).
+        """
+        if concurrency is None:
+            concurrency = self.default_concurrency
+        if concurrency < 1:
+            raise ConfigurationError("concurrency", "must be at least 1")
+        running: set[asyncio.Task[BulkOutcome]] = set()
+        failure: Exception | None = None
+        try:
+            iterator = _aenumerate(emails)
+            while True:
+                try:
+                    index, email = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # the input failed: report what runs, then raise
+                    failure = exc
+                    break
+                running.add(asyncio.create_task(self._outcome(index, email)))
+                if len(running) >= concurrency:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        yield task.result()
+            while running:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
+        if failure is not None:
+            raise failure
+
+    async def _outcome(self, index: int, email: Email) -> BulkOutcome:
+        try:
+            return BulkOutcome(index, self, email, result=await self.send(email))
+        except Exception as exc:
+            return BulkOutcome(index, self, email, error=exc)
+
+    @property
+    def default_concurrency(self) -> int:
+        """Sends that fill this client's connection pool: connections x messages in flight."""
+        if isinstance(self.transport, AsyncSmtpTransport):
+            pool = self.transport.pool
+            return pool.max_per_server * pool.messages_in_flight
+        return DEFAULT_CONCURRENCY
+
+    # -- IMAP (imapclient, in a worker thread) ----------------------------------
+
+    async def archive(self, result: SendResult) -> SendResult:
+        """Store the sent message in the archive folder (again); never stores it twice."""
+        return await asyncio.to_thread(self._sync.archive, result)
+
+    async def import_documents(
+        self, checkpoint: Checkpoint | None = None, *, folder: str = "INBOX"
+    ) -> ImportBatch:
+        """Import the documents that arrived in `folder` since `checkpoint` (see InboxImporter)."""
+        return await asyncio.to_thread(self._sync.import_documents, checkpoint, folder=folder)
+
+    async def list_folders(self) -> list[Folder]:
+        """The IMAP account's folders with their special-use flags (for a folder picker)."""
+        return await asyncio.to_thread(self._sync.list_folders)
+
+    async def test_connection(self) -> ConnectionReport:
+        """Connect, secure, log in and report each step; never sends a message.
+
+        With an IMAP account, `report.imap` holds its own report.
+        """
+        if self._connection_test is None:
+            raise MailbridgeError("this transport has no connection test")
+        report = await self._connection_test()
+        imap = self._sync.imap
+        if imap is None:
+            return report
+        imap_report = await asyncio.to_thread(probe_imap, imap)
+        return attrs.evolve(report, ok=report.ok and imap_report.ok, imap=imap_report)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close open connections. The client can no longer send afterwards."""
+        self._closed = True
+        await self.transport.aclose()
+        await asyncio.to_thread(self._sync.close)
+
+    async def __aenter__(self) -> AsyncDeliveryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _aenumerate(
+    emails: Iterable[Email] | AsyncIterable[Email],
+) -> AsyncIterator[tuple[int, Email]]:
+    index = 0
+    if isinstance(emails, AsyncIterable):
+        async for email in emails:
+            yield index, email
+            index += 1
+    else:
+        for email in emails:
+            yield index, email
+            index += 1
