@@ -188,7 +188,8 @@ class _Handler:
                 # the 421 is surely out: closing at once with unread input sends a reset,
                 # which can discard the 421 still queued, and the client could not tell
                 # "refused" from "lost after the data".
-                transport.pause_reading()
+                if isinstance(transport, asyncio.ReadTransport):
+                    transport.pause_reading()
                 asyncio.get_running_loop().call_later(0.2, transport.close)
             return "421 4.7.0 Too many messages on this connection, closing"
         if fake.sender_reply is not None:
