@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 
@@ -12,6 +13,7 @@ from mailbridge import (
     ConnectError,
     ConnectionPool,
     DeliveryClient,
+    DeliveryOutcomeUnknown,
     DocumentEmail,
     ImapSettings,
     PoolClosed,
@@ -20,7 +22,7 @@ from mailbridge import (
     SmtpSettings,
     send_many,
 )
-from mailbridge.smtp import SmtpConnection, Transaction
+from mailbridge.smtp import AsyncSmtpConnection, SmtpConnection, Transaction
 from mailbridge.smtp.transport import MAX_CONNECTIONS_TRIED
 from mailbridge.testing import FakeSmtpServer
 
@@ -249,3 +251,30 @@ def test_a_transport_of_ones_own_keeps_test_connection_and_sent_copy_defaults(
     with pytest.raises(ConfigurationError):
         DeliveryClient.own_smtp(USER, smtp_server.smtp_settings(), transport=transport,
                                 max_per_server=2)  # fmt: skip
+
+
+def test_a_message_queued_on_a_connection_closed_meanwhile_counts_as_not_sent() -> None:
+    """A 421 met by another message closes the shared connection; a message that had
+    joined it but was not written yet must go again, not be reported "outcome unknown"
+    (about one run in twenty-five of the per-connection limit test, under load). With
+    CHUNKING the envelope and the message are handed out together."""
+    data = b"Subject: x\r\n\r\nbody\r\n"
+    with FakeSmtpServer(users={USER: PASSWORD}, chunking=True) as server:
+        connection = SmtpConnection.open(server.smtp_settings())
+        attempt = connection.prepare(USER, ["r@example.test"], data)
+        connection.close()
+        with pytest.raises(ConnectError) as caught:
+            connection.run(attempt)
+        assert not isinstance(caught.value, DeliveryOutcomeUnknown)
+        assert not attempt.data_started
+
+        async def the_same_over_asyncio() -> None:
+            link = await AsyncSmtpConnection.open(server.smtp_settings())
+            queued = link.prepare(USER, ["r@example.test"], data)
+            link.close()
+            with pytest.raises(ConnectError):
+                await link.run(queued)
+            assert not queued.data_started
+
+        asyncio.run(the_same_over_asyncio())
+    assert server.messages == []

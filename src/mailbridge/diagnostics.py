@@ -466,3 +466,13 @@ def interrupted() -> ConnectError:
         diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was interrupted."),
         temporary=True,
     )
+
+
+def closed_before_writing() -> ConnectError:
+    """The connection was closed (after another message's failure) before a message
+    queued on it could be written: nothing of it went out, so it may go again."""
+    return ConnectError(
+        "the connection was closed before this message could be written",
+        diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was closed."),
+        temporary=True,
+    )

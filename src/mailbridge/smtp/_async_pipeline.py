@@ -48,6 +48,9 @@ class Link(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
+    @property
+    def is_open(self) -> bool: ...
+
     async def drain(self, timeout: float) -> None: ...
 
     async def receive(self, what: str, timeout: float, deadline: float) -> None: ...
@@ -163,6 +166,11 @@ class AsyncPipeline:
 
         Raises `ConnectError` when the server sent replies nobody asked for."""
         queue = self.queue
+        if not self.connection.is_open:
+            # Closed by a failure met after this message joined: take nothing from the
+            # core, so that it counts as never written (and goes again elsewhere).
+            queue.write_failed(diagnostics.closed_before_writing())
+            return
         outgoing = queue.data_to_send()
         if outgoing.data:
             try:

@@ -49,6 +49,9 @@ class Link(Protocol):
     @property
     def channel(self) -> Channel: ...
 
+    @property
+    def is_open(self) -> bool: ...
+
     def read_reply(self, what: str, timeout: float | None = None) -> SmtpReply: ...
 
     def write_bytes(
@@ -226,6 +229,11 @@ class Pipeline:
         connection = self.connection
         while True:
             with self._changed:
+                if not connection.is_open:
+                    # Closed by a failure another thread met (a 421) after this message
+                    # joined: take nothing from the core, so it counts as never written.
+                    core.write_failed(diagnostics.closed_before_writing())
+                    return
                 outgoing = core.data_to_send()
             if not outgoing.data:
                 return
