@@ -1,0 +1,221 @@
+"""The opening of an SMTP session, written once for the sync and asyncio connections.
+
+`opening(session, greeting_timeout)` is a generator: it yields the I/O it
+needs (`Resolve`, `Connect`, `StartTls`, `ReadGreeting`, `RunExchange`,
+`SocketName`), the connection performs each and sends the result back (or
+throws the failure in), and the sequence — greeting, EHLO, STARTTLS, EHLO
+again, AUTH — its diagnoses and the steps timed for the observer live here.
+`drive_opening` runs it for the sync connection; the asyncio connection
+drives it the same way with `await`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .. import diagnostics
+from .._results import Step
+from ..diagnosis import Category, Diagnosis
+from ..errors import ConnectError
+from ..reply import SmtpReply
+from ..settings import Security, SmtpSettings
+from ._core import (
+    Exchange,
+    ReplyReader,
+    ehlo_exchange,
+    judge_greeting,
+    login_exchange,
+    starttls_exchange,
+)
+
+__all__ = [
+    "Connect",
+    "Opening",
+    "ReadGreeting",
+    "Request",
+    "Resolve",
+    "RunExchange",
+    "SocketName",
+    "StartTls",
+    "address_literal",
+    "advance",
+    "drive_opening",
+    "opening",
+]
+
+MAX_ADDRESSES_TRIED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Look up the server's addresses: send back `getaddrinfo`'s list."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Connect to the first of `infos` that answers: send back None."""
+
+    infos: Sequence[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """Start TLS over the open connection: send back the version and cipher."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGreeting:
+    """Read the greeting within `timeout`: send back the reply."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunExchange:
+    """Run one of the core's exchanges: send back its result."""
+
+    exchange: Exchange[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SocketName:
+    """Send back the local socket address (`getsockname()`), or None."""
+
+
+Request = Resolve | Connect | StartTls | ReadGreeting | RunExchange | SocketName
+Opening = Generator[Request, Any, None]
+
+
+class Session(Protocol):
+    """What the opening reads and sets on a connection."""
+
+    settings: SmtpSettings
+    reader: ReplyReader
+    extensions: dict[str, str]
+    greeting: SmtpReply | None
+    authenticated: bool
+
+    @property
+    def encrypted(self) -> bool: ...
+
+
+def address_literal(sockname: Any) -> str:
+    """EHLO's name without `local_hostname`: the local address as a literal."""
+    try:
+        address = ipaddress.ip_address(sockname[0])
+    except (TypeError, IndexError, ValueError):
+        return "[127.0.0.1]"
+    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
+
+
+@contextmanager
+def _step(
+    observer: Callable[[Step], None] | None, name: str, detail: str = ""
+) -> Iterator[list[str]]:
+    started = time.perf_counter()
+    note = [detail]
+    try:
+        yield note
+    except BaseException as exc:
+        if observer:
+            observer(Step(name, False, time.perf_counter() - started, str(exc)))
+        raise
+    if observer:
+        observer(Step(name, True, time.perf_counter() - started, note[0]))
+
+
+def opening(
+    session: Session,
+    greeting_timeout: float,
+    observer: Callable[[Step], None] | None = None,
+) -> Opening:
+    """Connect, secure, greet and log in as `session.settings` say (see the module)."""
+    settings = session.settings
+    with _step(observer, "resolve") as note:
+        try:
+            infos = yield Resolve()
+        except UnicodeError:  # an IDN label the IDNA codec refuses (e.g. over 63 octets)
+            raise diagnostics.connect_failed(
+                socket.gaierror(socket.EAI_NONAME, "invalid name"), settings
+            ) from None
+        except OSError as exc:  # TimeoutError included
+            raise diagnostics.connect_failed(exc, settings) from None
+        note[0] = ", ".join(sorted({str(info[4][0]) for info in infos}))
+    with _step(observer, "connect", f"{settings.host}:{settings.port}"):
+        yield Connect(infos)
+    if settings.security == Security.IMPLICIT_TLS:
+        with _step(observer, "tls") as note:
+            note[0] = yield StartTls()
+    with _step(observer, "greeting") as note:
+        session.greeting = yield from _greeting(settings, greeting_timeout)
+        note[0] = str(session.greeting)
+    with _step(observer, "ehlo") as note:
+        yield from _ehlo(session)
+        note[0] = " ".join(sorted(session.extensions))
+    if settings.security == Security.STARTTLS:
+        with _step(observer, "starttls") as note:
+            yield RunExchange(starttls_exchange(session.extensions, settings, session.reader))
+            session.extensions = {}
+            note[0] = yield StartTls()
+        with _step(observer, "ehlo") as note:
+            yield from _ehlo(session)
+            note[0] = " ".join(sorted(session.extensions))
+    if settings.has_credentials:
+        with _step(observer, "auth") as note:
+            note[0] = yield RunExchange(
+                login_exchange(session.extensions, settings, encrypted=session.encrypted)
+            )
+            session.authenticated = True
+
+
+def _greeting(settings: SmtpSettings, timeout: float) -> Generator[Request, Any, SmtpReply]:
+    try:
+        reply = yield ReadGreeting(timeout)
+    except ConnectError as exc:
+        if exc.diagnosis.category == Category.TIMEOUT and settings.security != (
+            Security.IMPLICIT_TLS
+        ):
+            exc.diagnosis = Diagnosis(
+                Category.TIMEOUT,
+                "The server did not greet; it may expect TLS immediately.",
+                (
+                    *diagnostics.port_hints(settings),
+                    "If this port is for SSL/TLS (usually 465), choose SSL/TLS.",
+                ),
+            )
+        raise
+    return judge_greeting(reply)
+
+
+def _ehlo(session: Session) -> Generator[Request, Any, None]:
+    name = session.settings.local_hostname or address_literal((yield SocketName()))
+    session.extensions = yield RunExchange(ehlo_exchange(name))
+
+
+def advance(
+    sequence: Opening, result: Any = None, error: BaseException | None = None
+) -> Request | None:
+    """Resume `sequence` with the last request's result (or failure): the next request,
+    or None when the session is open."""
+    try:
+        return sequence.throw(error) if error is not None else sequence.send(result)
+    except StopIteration:
+        return None
+
+
+def drive_opening(sequence: Opening, perform: Callable[[Request], Any]) -> None:
+    """Run `sequence` to its end, `perform` doing each request's I/O (sync)."""
+    request: Request | None = next(sequence)
+    while request is not None:
+        try:
+            result = perform(request)
+        except BaseException as exc:
+            request = advance(sequence, error=exc)
+        else:
+            request = advance(sequence, result)
