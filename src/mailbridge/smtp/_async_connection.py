@@ -34,7 +34,6 @@ from ._core import (
     Exchange,
     ReplyReader,
     command_exchange,
-    plan_attempt,
 )
 from ._opening import (
     MAX_ADDRESSES_TRIED,
@@ -42,6 +41,7 @@ from ._opening import (
     ReadGreeting,
     Request,
     RunExchange,
+    SessionState,
     SocketName,
     StartTls,
     advance,
@@ -144,7 +144,7 @@ async def _resolve(settings: SmtpSettings) -> list[tuple[Any, ...]]:
     )
 
 
-class AsyncSmtpConnection:
+class AsyncSmtpConnection(SessionState):
     """A connected, greeted, secured and (with credentials) authenticated session, for asyncio.
 
     Use `await AsyncSmtpConnection.open(settings)`. `run(attempt)` sends one
@@ -153,15 +153,9 @@ class AsyncSmtpConnection:
     """
 
     def __init__(self, settings: SmtpSettings, observer: Callable[[Step], None] | None = None):
-        self.settings = settings
-        self._observer = observer
-        self.reader = ReplyReader()  # kept across STARTTLS
+        super().__init__(settings, observer)
         self._protocol = _Protocol(self.reader)
-        self.extensions: dict[str, str] = {}
-        self.greeting: SmtpReply | None = None
-        self.authenticated = False
         self.encrypted = False
-        self.opened_at = self.last_used = time.monotonic()
         self.pipeline = AsyncPipeline(self)
 
     @classmethod
@@ -264,11 +258,6 @@ class AsyncSmtpConnection:
         return protocol.transport is not None and protocol.ended is None
 
     @property
-    def pipelining(self) -> bool:
-        """True when the server accepts commands ahead of replies (RFC 2920)."""
-        return "PIPELINING" in self.extensions
-
-    @property
     def messages_sent(self) -> int:
         """How many messages the server accepted on this connection."""
         return self.pipeline.queue.messages_sent
@@ -344,19 +333,6 @@ class AsyncSmtpConnection:
     async def noop(self) -> SmtpReply:
         """NOOP: checks that the session is still alive."""
         return await self.run_exchange(command_exchange("NOOP"))
-
-    def prepare(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
-    ) -> Attempt:
-        """Check and build one transaction without writing anything (see `run`)."""
-        return plan_attempt(
-            self.extensions,
-            sender,
-            recipients,
-            data,
-            smtputf8=smtputf8,
-            chunking=self.settings.chunking,
-        )
 
     async def run(self, attempt: Attempt) -> Transaction:
         """Send a prepared transaction; raises if the sender or every recipient is refused.

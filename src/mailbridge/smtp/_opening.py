@@ -26,11 +26,13 @@ from ..errors import ConnectError
 from ..reply import SmtpReply
 from ..settings import Security, SmtpSettings
 from ._core import (
+    Attempt,
     Exchange,
     ReplyReader,
     ehlo_exchange,
     judge_greeting,
     login_exchange,
+    plan_attempt,
     starttls_exchange,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "Request",
     "Resolve",
     "RunExchange",
+    "SessionState",
     "SocketName",
     "StartTls",
     "address_literal",
@@ -103,6 +106,41 @@ class Session(Protocol):
 
     @property
     def encrypted(self) -> bool: ...
+
+
+class SessionState:
+    """What both connections hold of a session, and decide alike from it (no I/O)."""
+
+    def __init__(self, settings: SmtpSettings, observer: Callable[[Step], None] | None) -> None:
+        self.settings = settings
+        self._observer = observer
+        self.reader = ReplyReader()  # the receive buffer, kept across STARTTLS
+        self.extensions: dict[str, str] = {}
+        self.greeting: SmtpReply | None = None
+        self.authenticated = False
+        self.opened_at = self.last_used = time.monotonic()
+
+    @property
+    def pipelining(self) -> bool:
+        """True when the server accepts commands ahead of replies (RFC 2920)."""
+        return "PIPELINING" in self.extensions
+
+    def prepare(
+        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
+    ) -> Attempt:
+        """Check and build one transaction without writing anything (see `run`).
+
+        Raises `MessageError`, or `UnsupportedByServer`/`MessageRejected` when the
+        message needs an extension the server lacks or exceeds its SIZE.
+        """
+        return plan_attempt(
+            self.extensions,
+            sender,
+            recipients,
+            data,
+            smtputf8=smtputf8,
+            chunking=self.settings.chunking,
+        )
 
 
 def address_literal(sockname: Any) -> str:

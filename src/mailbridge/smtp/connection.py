@@ -22,9 +22,7 @@ from ..settings import SmtpSettings
 from ._core import (
     Attempt,
     Exchange,
-    ReplyReader,
     command_exchange,
-    plan_attempt,
 )
 from ._opening import (
     MAX_ADDRESSES_TRIED,
@@ -32,6 +30,7 @@ from ._opening import (
     ReadGreeting,
     Request,
     RunExchange,
+    SessionState,
     SocketName,
     StartTls,
     drive_opening,
@@ -48,7 +47,7 @@ log = logging.getLogger("mailbridge.smtp")
 T = TypeVar("T")
 
 
-class SmtpConnection:
+class SmtpConnection(SessionState):
     """A connected, greeted, secured and (when credentials are set) authenticated session.
 
     Use `SmtpConnection.open(settings)`. This is the sync I/O layer: what is
@@ -61,14 +60,8 @@ class SmtpConnection:
     """
 
     def __init__(self, settings: SmtpSettings, observer: Callable[[Step], None] | None = None):
-        self.settings = settings
-        self._observer = observer
+        super().__init__(settings, observer)
         self._channel: Channel | None = None
-        self.reader = ReplyReader()  # the receive buffer, kept across STARTTLS
-        self.extensions: dict[str, str] = {}
-        self.greeting: SmtpReply | None = None
-        self.authenticated = False
-        self.opened_at = self.last_used = time.monotonic()
         # Whether other threads may queue messages while one waits for a reply (the pool
         # says no when it never shares); waits then also watch for them.
         self.shareable = True
@@ -210,11 +203,6 @@ class SmtpConnection:
         return self.command("NOOP")
 
     @property
-    def pipelining(self) -> bool:
-        """True when the server accepts commands ahead of replies (RFC 2920)."""
-        return "PIPELINING" in self.extensions
-
-    @property
     def channel(self) -> Channel:
         """The open channel; raises `ConnectError` when the connection is closed."""
         return self._require_channel()
@@ -235,23 +223,6 @@ class SmtpConnection:
         if channel is not None:
             with contextlib.suppress(OSError):
                 channel.sock.shutdown(socket.SHUT_RDWR)
-
-    def prepare(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
-    ) -> Attempt:
-        """Check and build one transaction without writing anything (see `run`).
-
-        Raises `MessageError`, or `UnsupportedByServer`/`MessageRejected` when the
-        message needs an extension the server lacks or exceeds its SIZE.
-        """
-        return plan_attempt(
-            self.extensions,
-            sender,
-            recipients,
-            data,
-            smtputf8=smtputf8,
-            chunking=self.settings.chunking,
-        )
 
     def run(self, attempt: Attempt) -> Transaction:
         """Send a prepared transaction; raises if the sender or every recipient is refused.
