@@ -14,13 +14,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import diagnostics
-from .._results import Step
+from .._results import Step, timed_step
 from ..diagnosis import Category, Diagnosis
 from ..errors import ConnectError
 from ..reply import SmtpReply
@@ -152,22 +151,6 @@ def address_literal(sockname: Any) -> str:
     return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
 
 
-@contextmanager
-def _step(
-    observer: Callable[[Step], None] | None, name: str, detail: str = ""
-) -> Iterator[list[str]]:
-    started = time.perf_counter()
-    note = [detail]
-    try:
-        yield note
-    except BaseException as exc:
-        if observer:
-            observer(Step(name, False, time.perf_counter() - started, str(exc)))
-        raise
-    if observer:
-        observer(Step(name, True, time.perf_counter() - started, note[0]))
-
-
 def opening(
     session: Session,
     greeting_timeout: float,
@@ -175,7 +158,7 @@ def opening(
 ) -> Opening:
     """Connect, secure, greet and log in as `session.settings` say (see the module)."""
     settings = session.settings
-    with _step(observer, "resolve") as note:
+    with timed_step(observer, "resolve") as note:
         try:
             infos = yield Resolve()
         except UnicodeError:  # an IDN label the IDNA codec refuses (e.g. over 63 octets)
@@ -185,27 +168,27 @@ def opening(
         except OSError as exc:  # TimeoutError included
             raise diagnostics.connect_failed(exc, settings) from None
         note[0] = ", ".join(sorted({str(info[4][0]) for info in infos}))
-    with _step(observer, "connect", f"{settings.host}:{settings.port}"):
+    with timed_step(observer, "connect", f"{settings.host}:{settings.port}"):
         yield Connect(infos)
     if settings.security == Security.IMPLICIT_TLS:
-        with _step(observer, "tls") as note:
+        with timed_step(observer, "tls") as note:
             note[0] = yield StartTls()
-    with _step(observer, "greeting") as note:
+    with timed_step(observer, "greeting") as note:
         session.greeting = yield from _greeting(settings, greeting_timeout)
         note[0] = str(session.greeting)
-    with _step(observer, "ehlo") as note:
+    with timed_step(observer, "ehlo") as note:
         yield from _ehlo(session)
         note[0] = " ".join(sorted(session.extensions))
     if settings.security == Security.STARTTLS:
-        with _step(observer, "starttls") as note:
+        with timed_step(observer, "starttls") as note:
             yield RunExchange(starttls_exchange(session.extensions, settings, session.reader))
             session.extensions = {}
             note[0] = yield StartTls()
-        with _step(observer, "ehlo") as note:
+        with timed_step(observer, "ehlo") as note:
             yield from _ehlo(session)
             note[0] = " ".join(sorted(session.extensions))
     if settings.has_credentials:
-        with _step(observer, "auth") as note:
+        with timed_step(observer, "auth") as note:
             note[0] = yield RunExchange(
                 login_exchange(session.extensions, settings, encrypted=session.encrypted)
             )
