@@ -261,6 +261,15 @@ def test_pool_limits_through_the_constructors(smtp_server: FakeSmtpServer) -> No
         AsyncConnectionPool(messages_in_flight=0)
 
 
+@pytest.mark.parametrize("limit", ["max_per_server", "messages_in_flight"])
+def test_a_zero_limit_is_refused_as_by_the_sync_client(limit: str) -> None:
+    settings = SmtpSettings("127.0.0.1", 2525, Security.NONE)
+    for client_class in (DeliveryClient, AsyncDeliveryClient):  # one rule, both front doors
+        with pytest.raises(ConfigurationError) as info:
+            client_class.own_smtp(USER, settings, **{limit: 0})  # type: ignore[arg-type]
+        assert info.value.field == limit
+
+
 def test_connection_test_archive_folders_and_import(
     smtp_server: FakeSmtpServer, imap_server: FakeImapServer
 ) -> None:

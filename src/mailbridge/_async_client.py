@@ -12,7 +12,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from types import TracebackType
 from typing import Any
 
-import attrs
 import dns.resolver
 
 from ._addresses import Mailbox
@@ -21,6 +20,7 @@ from ._client import DeliveryClient, SendResult
 from ._identity import PlatformRelay, SenderAuthorization, SpfIdentity
 from ._message import DocumentEmail
 from ._results import ConnectionReport, Transaction
+from ._transport_choice import choose_transport, concurrency_of, with_imap
 from .composer import PreparedMessage
 from .dnsauth import DkimSigner
 from .errors import ConfigurationError, MailbridgeError
@@ -28,7 +28,6 @@ from .imap import Checkpoint, Folder, ImportBatch, probe_imap
 from .settings import ImapSettings, SmtpSettings
 from .smtp._async_pool import AsyncConnectionPool, AsyncSmtpTransport, AsyncTransport
 from .smtp._async_probe import probe_smtp_async
-from .smtp.pool import DEFAULT_CONCURRENCY, DEFAULT_MAX_PER_SERVER, DEFAULT_MESSAGES_IN_FLIGHT
 
 __all__ = ["AsyncDeliveryClient"]
 
@@ -53,23 +52,17 @@ def _make_transport(
     messages_in_flight: int | None,
 ) -> AsyncTransport:
     """As `DeliveryClient`'s: `transport`, or one over `pool` or a pool with these limits."""
-    limited = max_per_server is not None or messages_in_flight is not None
-    if transport is not None:
-        if pool is not None or limited:
-            raise ConfigurationError("transport", "give a transport or pool settings, not both")
-        if not isinstance(transport, AsyncTransport):
-            raise ConfigurationError("transport", "must have async deliver() and aclose()")
-        return transport
-    if pool is not None and limited:
-        raise ConfigurationError("pool", "give a pool or its limits, not both")
-    if pool is not None and not isinstance(pool, AsyncConnectionPool):
-        raise ConfigurationError("pool", "must be an AsyncConnectionPool")
-    if pool is None and limited:
-        pool = AsyncConnectionPool(
-            max_per_server=max_per_server or DEFAULT_MAX_PER_SERVER,
-            messages_in_flight=messages_in_flight or DEFAULT_MESSAGES_IN_FLIGHT,
-        )
-    return AsyncSmtpTransport(smtp, pool=pool)
+    return choose_transport(
+        smtp,
+        transport,
+        pool,
+        max_per_server,
+        messages_in_flight,
+        protocol=AsyncTransport,
+        pool_class=AsyncConnectionPool,
+        make=lambda smtp, pool: AsyncSmtpTransport(smtp, pool=pool),
+        methods="async deliver() and aclose()",
+    )
 
 
 class AsyncDeliveryClient:
@@ -282,10 +275,7 @@ class AsyncDeliveryClient:
     @property
     def default_concurrency(self) -> int:
         """Sends that fill this client's connection pool: connections x messages in flight."""
-        if isinstance(self.transport, AsyncSmtpTransport):
-            pool = self.transport.pool
-            return pool.max_per_server * pool.messages_in_flight
-        return DEFAULT_CONCURRENCY
+        return concurrency_of(self.transport, AsyncSmtpTransport)
 
     # -- IMAP (imapclient, in a worker thread) ----------------------------------
 
@@ -314,8 +304,7 @@ class AsyncDeliveryClient:
         imap = self._sync.imap
         if imap is None:
             return report
-        imap_report = await asyncio.to_thread(probe_imap, imap)
-        return attrs.evolve(report, ok=report.ok and imap_report.ok, imap=imap_report)
+        return with_imap(report, await asyncio.to_thread(probe_imap, imap))
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from ._identity import (
 )
 from ._message import DocumentEmail
 from ._results import ConnectionReport, Transaction
+from ._transport_choice import choose_transport, concurrency_of, with_imap
 from .composer import PreparedMessage, compose, new_message_id
 from .dnsauth._dkim import DkimSigner
 from .dnsauth._dmarc import organizational_domain
@@ -41,12 +42,7 @@ from .imap import (
 )
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
-from .smtp.pool import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_PER_SERVER,
-    DEFAULT_MESSAGES_IN_FLIGHT,
-    ConnectionPool,
-)
+from .smtp.pool import ConnectionPool
 from .smtp.probe import probe_smtp
 from .smtp.transport import SmtpTransport, Transport
 
@@ -98,29 +94,16 @@ def _make_transport(
 ) -> Transport:
     """The constructors' `transport`, or an `SmtpTransport` over `pool` or a pool with these
     limits (the defaults when none is given)."""
-    limited = max_per_server is not None or messages_in_flight is not None
-    if transport is not None:
-        if pool is not None or limited:
-            raise ConfigurationError("transport", "give a transport or pool settings, not both")
-        if not isinstance(transport, Transport):
-            raise ConfigurationError("transport", "must have deliver() and close()")
-        return transport
-    if pool is not None:
-        if limited:
-            raise ConfigurationError("pool", "give a pool or its limits, not both")
-        if not isinstance(pool, ConnectionPool):
-            raise ConfigurationError("pool", "must be a ConnectionPool")
-        return SmtpTransport(smtp, pool=pool)
-    if not limited:
-        return SmtpTransport(smtp)
-    return SmtpTransport(
+    return choose_transport(
         smtp,
-        pool=ConnectionPool(
-            max_per_server=DEFAULT_MAX_PER_SERVER if max_per_server is None else max_per_server,
-            messages_in_flight=(
-                DEFAULT_MESSAGES_IN_FLIGHT if messages_in_flight is None else messages_in_flight
-            ),
-        ),
+        transport,
+        pool,
+        max_per_server,
+        messages_in_flight,
+        protocol=Transport,
+        pool_class=ConnectionPool,
+        make=lambda smtp, pool: SmtpTransport(smtp, pool=pool),
+        methods="deliver() and close()",
     )
 
 
@@ -367,10 +350,7 @@ class DeliveryClient:
     @property
     def default_concurrency(self) -> int:
         """Threads that fill this client's connection pool: connections x messages in flight."""
-        if isinstance(self.transport, SmtpTransport):
-            pool = self.transport.pool
-            return pool.max_per_server * pool.messages_in_flight
-        return DEFAULT_CONCURRENCY
+        return concurrency_of(self.transport, SmtpTransport)
 
     def archive(self, result: SendResult) -> SendResult:
         """Store the sent message in the archive folder (again); never stores it twice.
@@ -425,8 +405,7 @@ class DeliveryClient:
         report = self._connection_test()
         if self.imap is None:
             return report
-        imap_report = probe_imap(self.imap)
-        return attrs.evolve(report, ok=report.ok and imap_report.ok, imap=imap_report)
+        return with_imap(report, probe_imap(self.imap))
 
     # -- lifecycle -------------------------------------------------------------
 

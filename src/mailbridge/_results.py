@@ -8,6 +8,10 @@ it never imports SMTP code.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import attrs
 
 from .diagnosis import Diagnosis
@@ -26,6 +30,24 @@ class Step:
     ok: bool
     seconds: float
     detail: str = ""
+
+
+@contextmanager
+def timed_step(
+    observer: Callable[[Step], None] | None, name: str, detail: str = ""
+) -> Iterator[list[str]]:
+    """Time the block as step `name` and tell `observer` how it ended: `note[0]` set
+    inside is the detail of a success; a failure's detail is the exception."""
+    started = time.perf_counter()
+    note = [detail]
+    try:
+        yield note
+    except BaseException as exc:
+        if observer:
+            observer(Step(name, False, time.perf_counter() - started, str(exc)))
+        raise
+    if observer:
+        observer(Step(name, True, time.perf_counter() - started, note[0]))
 
 
 @attrs.frozen

@@ -9,15 +9,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import imapclient
 import imapclient.exceptions
 
 from .. import diagnostics
-from .._results import Step
+from .._results import Step, timed_step
 from ..diagnosis import Category, Diagnosis
 from ..errors import (
     AuthenticationError,
@@ -62,20 +60,6 @@ def _protocol(exc: Exception) -> ProtocolError:
     )
 
 
-@contextmanager
-def _step(name: str, observer: Callable[[Step], None] | None) -> Iterator[list[str]]:
-    started = time.perf_counter()
-    note = [""]
-    try:
-        yield note
-    except BaseException as exc:
-        if observer:
-            observer(Step(name, False, time.perf_counter() - started, str(exc)))
-        raise
-    if observer:
-        observer(Step(name, True, time.perf_counter() - started, note[0]))
-
-
 def _connect(settings: ImapSettings, context: ssl.SSLContext, limits: ImapLimits) -> BoundedClient:
     try:
         return BoundedClient(
@@ -111,7 +95,7 @@ def open_imap(
     `ImapConnectionLost`, `ImapLimitExceeded`, `ImapTimeout`).
     """
     context = settings.create_ssl_context()
-    with _step("connect", observer) as note:
+    with timed_step(observer, "connect") as note:
         client = _connect(settings, context, limits or ImapLimits())
         note[0] = f"{settings.host}:{settings.port}"
     with contextlib.suppress(OSError, AttributeError):
@@ -120,7 +104,7 @@ def open_imap(
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         if settings.security == Security.STARTTLS:
-            with _step("starttls", observer) as note:
+            with timed_step(observer, "starttls") as note:
                 if not client.has_capability("STARTTLS"):
                     raise TlsError(
                         "the IMAP server does not offer STARTTLS; refusing to continue",
@@ -142,7 +126,7 @@ def open_imap(
                     raise client.typed_error(exc, "STARTTLS") from None
                 note[0] = "TLS"
         if settings.username is not None:
-            with _step("login", observer) as note:
+            with timed_step(observer, "login") as note:
                 _login(client, settings)
                 note[0] = f"as {settings.username}"
     except BaseException:

@@ -19,8 +19,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .. import diagnostics
@@ -28,20 +27,26 @@ from .._results import Step, Transaction
 from ..diagnosis import Category, Diagnosis
 from ..errors import AuthenticationError, ConnectError, DeliveryError
 from ..reply import SmtpReply
-from ..settings import Security, SmtpSettings
+from ..settings import SmtpSettings
 from ._async_pipeline import AsyncPipeline
 from ._core import (
     Attempt,
     Exchange,
     ReplyReader,
     command_exchange,
-    ehlo_exchange,
-    judge_greeting,
-    login_exchange,
-    plan_attempt,
-    starttls_exchange,
 )
-from .connection import MAX_ADDRESSES_TRIED
+from ._opening import (
+    MAX_ADDRESSES_TRIED,
+    Connect,
+    ReadGreeting,
+    Request,
+    RunExchange,
+    SessionState,
+    SocketName,
+    StartTls,
+    advance,
+    opening,
+)
 from .wire import _lost as lost
 from .wire import timed_out
 
@@ -125,14 +130,6 @@ class _Protocol(asyncio.Protocol):
             await self._writable
 
 
-def _address_literal(sockname: Any) -> str:
-    try:
-        address = ipaddress.ip_address(sockname[0])
-    except (TypeError, IndexError, ValueError):
-        return "[127.0.0.1]"
-    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
-
-
 async def _resolve(settings: SmtpSettings) -> list[tuple[Any, ...]]:
     """The server's addresses; an address literal without the executor's thread."""
     try:
@@ -147,7 +144,7 @@ async def _resolve(settings: SmtpSettings) -> list[tuple[Any, ...]]:
     )
 
 
-class AsyncSmtpConnection:
+class AsyncSmtpConnection(SessionState):
     """A connected, greeted, secured and (with credentials) authenticated session, for asyncio.
 
     Use `await AsyncSmtpConnection.open(settings)`. `run(attempt)` sends one
@@ -156,15 +153,9 @@ class AsyncSmtpConnection:
     """
 
     def __init__(self, settings: SmtpSettings, observer: Callable[[Step], None] | None = None):
-        self.settings = settings
-        self._observer = observer
-        self.reader = ReplyReader()  # kept across STARTTLS
+        super().__init__(settings, observer)
         self._protocol = _Protocol(self.reader)
-        self.extensions: dict[str, str] = {}
-        self.greeting: SmtpReply | None = None
-        self.authenticated = False
         self.encrypted = False
-        self.opened_at = self.last_used = time.monotonic()
         self.pipeline = AsyncPipeline(self)
 
     @classmethod
@@ -188,58 +179,30 @@ class AsyncSmtpConnection:
 
     # -- opening ---------------------------------------------------------------
 
-    @contextmanager
-    def _step(self, name: str, detail: str = "") -> Iterator[list[str]]:
-        started = time.perf_counter()
-        note = [detail]
-        try:
-            yield note
-        except BaseException as exc:
-            if self._observer:
-                self._observer(Step(name, False, time.perf_counter() - started, str(exc)))
-            raise
-        if self._observer:
-            self._observer(Step(name, True, time.perf_counter() - started, note[0]))
-
     async def _open(self, greeting_timeout: float) -> None:
-        settings = self.settings
-        with self._step("resolve") as note:
+        sequence = opening(self, greeting_timeout, self._observer)
+        request: Request | None = next(sequence)
+        while request is not None:
             try:
-                infos = await _resolve(settings)
-            except UnicodeError:  # an IDN label the IDNA codec refuses
-                raise diagnostics.connect_failed(
-                    socket.gaierror(socket.EAI_NONAME, "invalid name"), settings
-                ) from None
-            except OSError as exc:  # TimeoutError included
-                raise diagnostics.connect_failed(exc, settings) from None
-            note[0] = ", ".join(sorted({str(info[4][0]) for info in infos}))
-        with self._step("connect", f"{settings.host}:{settings.port}"):
-            await self._connect(infos)
-        if settings.security == Security.IMPLICIT_TLS:
-            with self._step("tls") as note:
-                note[0] = await self._start_tls()
-        with self._step("greeting") as note:
-            self.greeting = await self._expect_greeting(greeting_timeout)
-            note[0] = str(self.greeting)
-        with self._step("ehlo") as note:
-            await self._ehlo()
-            note[0] = " ".join(sorted(self.extensions))
-        if settings.security == Security.STARTTLS:
-            with self._step("starttls") as note:
-                await self.run_exchange(
-                    starttls_exchange(self.extensions, self.settings, self.reader)
-                )
-                self.extensions = {}
-                note[0] = await self._start_tls()
-            with self._step("ehlo") as note:
-                await self._ehlo()
-                note[0] = " ".join(sorted(self.extensions))
-        if settings.has_credentials:
-            with self._step("auth") as note:
-                note[0] = await self.run_exchange(
-                    login_exchange(self.extensions, self.settings, encrypted=self.encrypted)
-                )
-                self.authenticated = True
+                result = await self._perform(request)
+            except BaseException as exc:
+                request = advance(sequence, error=exc)
+            else:
+                request = advance(sequence, result)
+
+    async def _perform(self, request: Request) -> Any:
+        """The I/O of one step of the opening sequence (`_opening.py`)."""
+        if isinstance(request, RunExchange):
+            return await self.run_exchange(request.exchange)
+        if isinstance(request, ReadGreeting):
+            return await self.read_reply("the greeting", request.timeout)
+        if isinstance(request, SocketName):
+            return self._require_transport().get_extra_info("sockname")
+        if isinstance(request, StartTls):
+            return await self._start_tls()
+        if isinstance(request, Connect):
+            return await self._connect(request.infos)
+        return await _resolve(self.settings)
 
     async def _connect(self, infos: Sequence[tuple[Any, ...]]) -> None:
         loop = asyncio.get_running_loop()
@@ -286,31 +249,6 @@ class AsyncSmtpConnection:
         cipher = tls.get_extra_info("cipher") or ("?",)
         return f"{tls.get_extra_info('ssl_object').version()} {cipher[0]}"
 
-    async def _expect_greeting(self, timeout: float) -> SmtpReply:
-        try:
-            reply = await self.read_reply("the greeting", timeout)
-        except ConnectError as exc:
-            if exc.diagnosis.category == Category.TIMEOUT and self.settings.security != (
-                Security.IMPLICIT_TLS
-            ):
-                exc.diagnosis = Diagnosis(
-                    Category.TIMEOUT,
-                    "The server did not greet; it may expect TLS immediately.",
-                    (
-                        *diagnostics.port_hints(self.settings),
-                        "If this port is for SSL/TLS (usually 465), choose SSL/TLS.",
-                    ),
-                )
-            raise
-        return judge_greeting(reply)
-
-    async def _ehlo(self) -> None:
-        transport = self._require_transport()
-        name = self.settings.local_hostname or _address_literal(
-            transport.get_extra_info("sockname")
-        )
-        self.extensions = await self.run_exchange(ehlo_exchange(name))
-
     # -- talking ---------------------------------------------------------------
 
     @property
@@ -318,11 +256,6 @@ class AsyncSmtpConnection:
         """True until the connection is closed or lost."""
         protocol = self._protocol
         return protocol.transport is not None and protocol.ended is None
-
-    @property
-    def pipelining(self) -> bool:
-        """True when the server accepts commands ahead of replies (RFC 2920)."""
-        return "PIPELINING" in self.extensions
 
     @property
     def messages_sent(self) -> int:
@@ -400,19 +333,6 @@ class AsyncSmtpConnection:
     async def noop(self) -> SmtpReply:
         """NOOP: checks that the session is still alive."""
         return await self.run_exchange(command_exchange("NOOP"))
-
-    def prepare(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
-    ) -> Attempt:
-        """Check and build one transaction without writing anything (see `run`)."""
-        return plan_attempt(
-            self.extensions,
-            sender,
-            recipients,
-            data,
-            smtputf8=smtputf8,
-            chunking=self.settings.chunking,
-        )
 
     async def run(self, attempt: Attempt) -> Transaction:
         """Send a prepared transaction; raises if the sender or every recipient is refused.

@@ -12,43 +12,22 @@ failure. A pool belongs to the event loop that first uses it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol, runtime_checkable
 
-from .. import diagnostics
 from .._results import Transaction
 from ..composer import PreparedMessage
-from ..errors import ConfigurationError, ConnectError, DeliveryError, PoolClosed
+from ..errors import ConnectError, DeliveryError, PoolClosed
 from ..settings import SmtpSettings
 from ._async_connection import AsyncSmtpConnection
+from ._pooling import Retries, Slot, SlotRules
 from .pool import DEFAULT_MAX_PER_SERVER, DEFAULT_MESSAGES_IN_FLIGHT
-from .transport import MAX_CONNECTIONS_TRIED, _never_taken
 
 __all__ = ["AsyncConnectionPool", "AsyncSmtpTransport", "AsyncTransport"]
 
 
-class _Slot:
-    """The connections of one server + login."""
-
-    def __init__(self) -> None:
-        self.idle: list[AsyncSmtpConnection] = []
-        self.users: dict[AsyncSmtpConnection, int] = {}  # busy connections: tasks using each
-        self.opening = 0  # being opened or health-checked: not shareable yet
-        self.waiters = 0
-        self.last_used = time.monotonic()
-
-    @property
-    def count(self) -> int:
-        return len(self.idle) + len(self.users) + self.opening
-
-    @property
-    def unused(self) -> bool:
-        return not (self.users or self.opening or self.waiters)
-
-
-class AsyncConnectionPool:
+class AsyncConnectionPool(SlotRules[AsyncSmtpConnection]):
     """Keeps SMTP connections open between messages, for asyncio (see `ConnectionPool`)."""
 
     def __init__(
@@ -64,48 +43,30 @@ class AsyncConnectionPool:
             AsyncSmtpConnection.open
         ),
     ) -> None:
-        if max_per_server < 1:
-            raise ConfigurationError("max_per_server", "must be at least 1")
-        if messages_in_flight < 1:
-            raise ConfigurationError("messages_in_flight", "must be at least 1")
-        if max_idle_logins < 0:
-            raise ConfigurationError("max_idle_logins", "must not be negative")
-        self.max_per_server = max_per_server
-        self.messages_in_flight = messages_in_flight
-        self.max_messages_per_connection = max_messages_per_connection
-        self.health_check_after = health_check_after
-        self.idle_timeout = idle_timeout
-        self.max_idle_logins = max_idle_logins
+        super().__init__(
+            max_per_server=max_per_server,
+            messages_in_flight=messages_in_flight,
+            max_messages_per_connection=max_messages_per_connection,
+            health_check_after=health_check_after,
+            idle_timeout=idle_timeout,
+            max_idle_logins=max_idle_logins,
+        )
         self._opener = opener
-        self._slots: dict[SmtpSettings, _Slot] = {}
         self._changed = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()  # QUITs said in the background
-        self._closed = False
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
     async def _reusable(self, connection: AsyncSmtpConnection) -> bool:
-        idle = time.monotonic() - connection.last_used
-        if not connection.is_open or idle > self.idle_timeout:
+        verdict = self._reuse_verdict(connection)
+        if verdict is not None:
+            return verdict
+        try:
+            return (await connection.noop()).code == 250
+        except DeliveryError:
             return False
-        if connection.messages_sent >= self.max_messages_per_connection:
-            return False
-        if idle > self.health_check_after:
-            try:
-                return (await connection.noop()).code == 250
-            except DeliveryError:
-                return False
-        return True
-
-    def _shareable(self, connection: AsyncSmtpConnection, users: int) -> bool:
-        return (
-            users < self.messages_in_flight
-            and connection.is_open
-            and connection.pipelining
-            and connection.messages_sent + users < self.max_messages_per_connection
-        )
 
     def _quit_later(self, connection: AsyncSmtpConnection) -> None:
         task = asyncio.create_task(connection.quit())
@@ -114,103 +75,61 @@ class AsyncConnectionPool:
 
     async def _acquire(
         self, settings: SmtpSettings, opened_after: float | None
-    ) -> tuple[_Slot, AsyncSmtpConnection, bool]:
-        def recent(connection: AsyncSmtpConnection) -> bool:
-            return opened_after is None or connection.opened_at >= opened_after
-
+    ) -> tuple[Slot[AsyncSmtpConnection], AsyncSmtpConnection, bool]:
         while True:
             if self._closed:
                 raise PoolClosed("the connection pool is closed")
             slot = self._slots.get(settings)
             if slot is None:
-                self._evict()  # a new login: forget the stale ones first
-                slot = self._slots[settings] = _Slot()
-            idle = [c for c in slot.idle if recent(c)]
-            if idle:
-                connection = idle[-1]
-                slot.idle.remove(connection)
-                slot.opening += 1  # until its health check passes, nobody may share it
+                self._quit_all_later(self._evict())  # a new login: forget the stale ones first
+                slot = self._slots[settings] = Slot()
+            how, connection = self._claim(slot, opened_after)
+            if how == "wait":
+                slot.waiters += 1
                 try:
-                    usable = await self._reusable(connection)
-                except BaseException:
-                    connection.close()
-                    raise
+                    await self._changed.wait()
                 finally:
-                    slot.opening -= 1
-                    self._notify()
-                if usable:
-                    slot.users[connection] = 1
-                    return slot, connection, True
+                    slot.waiters -= 1
+                continue
+            if how == "shared":
+                assert connection is not None
+                return slot, connection, True
+            if how == "retire":
+                assert connection is not None
                 self._quit_later(connection)
                 continue
-            if slot.count >= self.max_per_server and slot.idle:
-                self._quit_later(slot.idle.pop(0))  # the oldest idle one makes room
-                continue
-            if slot.count < self.max_per_server:
-                slot.opening += 1
-                try:
-                    connection = await self._opener(settings)
-                finally:
-                    slot.opening -= 1
-                    self._notify()
-                slot.users[connection] = 1
-                return slot, connection, False
-            shareable = [c for c, n in slot.users.items() if recent(c) and self._shareable(c, n)]
-            if shareable:
-                connection = min(shareable, key=lambda c: slot.users[c])
-                slot.users[connection] += 1
-                return slot, connection, True
-            slot.waiters += 1
+            reused = connection is not None
             try:
-                await self._changed.wait()
-            finally:
-                slot.waiters -= 1
-
-    def _evict(self) -> None:
-        """Forget logins unused for `idle_timeout`, and the oldest unused ones beyond
-        `max_idle_logins`; their idle connections say QUIT in the background."""
-        now = time.monotonic()
-        unused = sorted(
-            ((key, slot) for key, slot in self._slots.items() if slot.unused),
-            key=lambda item: item[1].last_used,
-        )
-        excess = len(unused) - self.max_idle_logins
-        for position, (key, slot) in enumerate(unused):
-            if now - slot.last_used > self.idle_timeout or not slot.idle or position < excess:
-                for connection in slot.idle:
+                if connection is None:
+                    connection = await self._opener(settings)
+                elif not await self._reusable(connection):
+                    self._settle(slot, None)
+                    self._notify()
                     self._quit_later(connection)
-                del self._slots[key]
-
-    def _release(self, slot: _Slot, connection: AsyncSmtpConnection) -> None:
-        slot.last_used = time.monotonic()
-        slot.users[connection] -= 1
-        if slot.users[connection]:
+                    continue
+            except BaseException:
+                self._settle(slot, None)
+                self._notify()
+                if connection is not None:
+                    connection.close()
+                raise
+            self._settle(slot, connection)
             self._notify()
-            return
-        del slot.users[connection]
-        # A message still on the wire (its task was cancelled): it finishes on its
-        # own, but the connection is not handed out again.
-        settled = connection.settled
-        keep = (
-            settled
-            and not self._closed
-            and connection.is_open
-            and connection.messages_sent < self.max_messages_per_connection
-        )
-        if keep:
-            slot.idle.append(connection)
-        elif settled:
-            self._quit_later(connection)
-        else:
-            connection.close()
-        if len(self._slots) > self.max_idle_logins:
-            self._evict()
-        self._notify()
+            return slot, connection, reused
 
-    @property
-    def login_count(self) -> int:
-        """How many server + login combinations the pool currently keeps track of."""
-        return len(self._slots)
+    def _quit_all_later(self, connections: list[AsyncSmtpConnection]) -> None:
+        for connection in connections:
+            self._quit_later(connection)
+
+    def _release(self, slot: Slot[AsyncSmtpConnection], connection: AsyncSmtpConnection) -> None:
+        fate = self._give_back(slot, connection)
+        if fate == "quit":
+            self._quit_later(connection)
+        elif fate == "close":
+            connection.close()
+        if fate != "busy" and len(self._slots) > self.max_idle_logins:
+            self._quit_all_later(self._evict())
+        self._notify()
 
     @asynccontextmanager
     async def connection(
@@ -225,11 +144,7 @@ class AsyncConnectionPool:
 
     async def aclose(self) -> None:
         """Say QUIT on every idle connection; connections in use close when given back."""
-        self._closed = True
-        for slot in self._slots.values():
-            for connection in slot.idle:
-                self._quit_later(connection)
-            slot.idle.clear()
+        self._quit_all_later(self._close_slots())
         self._notify()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
@@ -258,9 +173,9 @@ class AsyncSmtpTransport:
 
     async def deliver(self, message: PreparedMessage) -> Transaction:
         """Send `message`; reuse and retry rules as for `SmtpTransport`."""
-        failed_at: float | None = None
-        for tried in range(1, MAX_CONNECTIONS_TRIED + 1):
-            async with self.pool.connection(self.settings, opened_after=failed_at) as (
+        retries = Retries()
+        for _ in retries:
+            async with self.pool.connection(self.settings, opened_after=retries.failed_at) as (
                 connection,
                 reused,
             ):
@@ -273,11 +188,8 @@ class AsyncSmtpTransport:
                 try:
                     return await connection.run(attempt)
                 except ConnectError as exc:
-                    if attempt.data_started or not _never_taken(exc, reused):
+                    if not retries.again(exc, data_started=attempt.data_started, reused=reused):
                         raise
-                    if tried == MAX_CONNECTIONS_TRIED:
-                        raise diagnostics.kept_refusing(exc, tried) from exc
-                    failed_at = time.monotonic()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:

@@ -7,30 +7,34 @@ write and how each reply is judged come from the core's exchanges.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from .. import diagnostics
 from .._results import Step, Transaction
 from ..diagnosis import Category, Diagnosis
 from ..errors import AuthenticationError, ConnectError, DeliveryError
 from ..reply import SmtpReply
-from ..settings import Security, SmtpSettings
+from ..settings import SmtpSettings
 from ._core import (
     Attempt,
     Exchange,
-    ReplyReader,
     command_exchange,
-    ehlo_exchange,
-    judge_greeting,
-    login_exchange,
-    plan_attempt,
-    starttls_exchange,
+)
+from ._opening import (
+    MAX_ADDRESSES_TRIED,
+    Connect,
+    ReadGreeting,
+    Request,
+    RunExchange,
+    SessionState,
+    SocketName,
+    StartTls,
+    drive_opening,
+    opening,
 )
 from .pipeline import Pipeline
 from .wire import Channel
@@ -39,21 +43,11 @@ __all__ = ["SmtpConnection", "Step", "Transaction"]
 
 log = logging.getLogger("mailbridge.smtp")
 
-MAX_ADDRESSES_TRIED = 4
-
 
 T = TypeVar("T")
 
 
-def _address_literal(sock: socket.socket) -> str:
-    try:
-        address = ipaddress.ip_address(sock.getsockname()[0])
-    except (OSError, ValueError):
-        return "[127.0.0.1]"
-    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
-
-
-class SmtpConnection:
+class SmtpConnection(SessionState):
     """A connected, greeted, secured and (when credentials are set) authenticated session.
 
     Use `SmtpConnection.open(settings)`. This is the sync I/O layer: what is
@@ -66,14 +60,8 @@ class SmtpConnection:
     """
 
     def __init__(self, settings: SmtpSettings, observer: Callable[[Step], None] | None = None):
-        self.settings = settings
-        self._observer = observer
+        super().__init__(settings, observer)
         self._channel: Channel | None = None
-        self.reader = ReplyReader()  # the receive buffer, kept across STARTTLS
-        self.extensions: dict[str, str] = {}
-        self.greeting: SmtpReply | None = None
-        self.authenticated = False
-        self.opened_at = self.last_used = time.monotonic()
         # Whether other threads may queue messages while one waits for a reply (the pool
         # says no when it never shares); waits then also watch for them.
         self.shareable = True
@@ -100,52 +88,26 @@ class SmtpConnection:
 
     # -- opening ---------------------------------------------------------------
 
-    @contextmanager
-    def _step(self, name: str, detail: str = "") -> Iterator[list[str]]:
-        started = time.perf_counter()
-        note = [detail]
-        try:
-            yield note
-        except BaseException as exc:
-            if self._observer:
-                self._observer(Step(name, False, time.perf_counter() - started, str(exc)))
-            raise
-        if self._observer:
-            self._observer(Step(name, True, time.perf_counter() - started, note[0]))
-
     def _open(self, greeting_timeout: float) -> None:
-        settings = self.settings
-        with self._step("resolve") as note:
+        drive_opening(opening(self, greeting_timeout, self._observer), self._perform)
+
+    def _perform(self, request: Request) -> Any:
+        """The I/O of one step of the opening sequence (`_opening.py`)."""
+        if isinstance(request, RunExchange):
+            return self.run_exchange(request.exchange)
+        if isinstance(request, ReadGreeting):
+            return self.read_reply("the greeting", request.timeout)
+        if isinstance(request, SocketName):
             try:
-                infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
-            except UnicodeError:  # an IDN label the IDNA codec refuses (e.g. over 63 octets)
-                raise diagnostics.connect_failed(
-                    socket.gaierror(socket.EAI_NONAME, "invalid name"), settings
-                ) from None
-            except OSError as exc:
-                raise diagnostics.connect_failed(exc, settings) from None
-            note[0] = ", ".join(sorted({str(info[4][0]) for info in infos}))
-        with self._step("connect", f"{settings.host}:{settings.port}"):
-            sock = self._connect(infos)
-        self._channel = Channel(sock, self.reader)
-        if settings.security == Security.IMPLICIT_TLS:
-            with self._step("tls") as note:
-                note[0] = self._wrap_tls()
-        with self._step("greeting") as note:
-            self.greeting = self._expect_greeting(greeting_timeout)
-            note[0] = str(self.greeting)
-        with self._step("ehlo") as note:
-            self._ehlo()
-            note[0] = " ".join(sorted(self.extensions))
-        if settings.security == Security.STARTTLS:
-            with self._step("starttls") as note:
-                note[0] = self._starttls()
-            with self._step("ehlo") as note:
-                self._ehlo()
-                note[0] = " ".join(sorted(self.extensions))
-        if settings.has_credentials:
-            with self._step("auth") as note:
-                note[0] = self._auth()
+                return self._require_channel().sock.getsockname()
+            except OSError:
+                return None
+        if isinstance(request, StartTls):
+            return self._wrap_tls()
+        if isinstance(request, Connect):
+            self._channel = Channel(self._connect(request.infos), self.reader)
+            return None
+        return socket.getaddrinfo(self.settings.host, self.settings.port, type=socket.SOCK_STREAM)
 
     def _connect(self, infos: Sequence[tuple[object, ...]]) -> socket.socket:
         error: OSError | None = None
@@ -173,40 +135,6 @@ class SmtpConnection:
             raise diagnostics.tls_failed(exc, self.settings) from None
         self._channel = Channel(tls, self.reader)
         return f"{tls.version()} {(tls.cipher() or ('?',))[0]}"
-
-    def _expect_greeting(self, timeout: float) -> SmtpReply:
-        try:
-            reply = self.read_reply("the greeting", timeout)
-        except ConnectError as exc:
-            if exc.diagnosis.category == Category.TIMEOUT and self.settings.security != (
-                Security.IMPLICIT_TLS
-            ):
-                exc.diagnosis = Diagnosis(
-                    Category.TIMEOUT,
-                    "The server did not greet; it may expect TLS immediately.",
-                    (
-                        *diagnostics.port_hints(self.settings),
-                        "If this port is for SSL/TLS (usually 465), choose SSL/TLS.",
-                    ),
-                )
-            raise
-        return judge_greeting(reply)
-
-    def _ehlo(self) -> None:
-        name = self.settings.local_hostname or _address_literal(self._require_channel().sock)
-        self.extensions = self.run_exchange(ehlo_exchange(name))
-
-    def _starttls(self) -> str:
-        self.run_exchange(starttls_exchange(self.extensions, self.settings, self.reader))
-        self.extensions = {}
-        return self._wrap_tls()
-
-    def _auth(self) -> str:
-        detail = self.run_exchange(
-            login_exchange(self.extensions, self.settings, encrypted=self.encrypted)
-        )
-        self.authenticated = True
-        return detail
 
     # -- talking ---------------------------------------------------------------
 
@@ -275,11 +203,6 @@ class SmtpConnection:
         return self.command("NOOP")
 
     @property
-    def pipelining(self) -> bool:
-        """True when the server accepts commands ahead of replies (RFC 2920)."""
-        return "PIPELINING" in self.extensions
-
-    @property
     def channel(self) -> Channel:
         """The open channel; raises `ConnectError` when the connection is closed."""
         return self._require_channel()
@@ -300,23 +223,6 @@ class SmtpConnection:
         if channel is not None:
             with contextlib.suppress(OSError):
                 channel.sock.shutdown(socket.SHUT_RDWR)
-
-    def prepare(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
-    ) -> Attempt:
-        """Check and build one transaction without writing anything (see `run`).
-
-        Raises `MessageError`, or `UnsupportedByServer`/`MessageRejected` when the
-        message needs an extension the server lacks or exceeds its SIZE.
-        """
-        return plan_attempt(
-            self.extensions,
-            sender,
-            recipients,
-            data,
-            smtputf8=smtputf8,
-            chunking=self.settings.chunking,
-        )
 
     def run(self, attempt: Attempt) -> Transaction:
         """Send a prepared transaction; raises if the sender or every recipient is refused.

@@ -53,6 +53,44 @@ def use_alternative(settings: SmtpSettings, other: Security, result: ConnectionR
     )
 
 
+class Probe:
+    """The bookkeeping of one connection test, I/O aside (shared with `_async_probe.py`):
+    the steps seen, and what a failure or a success reports."""
+
+    def __init__(self, settings: SmtpSettings, observer: Callable[[Step], None] | None) -> None:
+        self.settings = settings
+        self.observer = observer
+        self.steps: list[Step] = []
+        self.greeting_timeout = min(settings.command_timeout, PROBE_GREETING_TIMEOUT)
+
+    def record(self, step: Step) -> None:
+        self.steps.append(step)
+        if self.observer is not None:
+            self.observer(step)
+
+    def alternative(self, exc: DeliveryError, try_alternative: bool) -> SmtpSettings | None:
+        """The settings with the other TLS mode, to probe after `exc`, if worth it."""
+        failed = self.steps[-1].name if self.steps else ""
+        other = alternative_security(self.settings, failed, exc.diagnosis)
+        if not try_alternative or other is None:
+            return None
+        return attrs.evolve(self.settings, security=other)
+
+    def failed(
+        self, exc: DeliveryError, tried: tuple[SmtpSettings, ConnectionReport] | None = None
+    ) -> ConnectionReport:
+        """The report after `exc`; `tried` is the other TLS mode's settings and probe, if run."""
+        diagnosis = exc.diagnosis
+        alternative = None
+        if tried is not None and reached_smtp_over_tls(tried[1], tried[0].security):
+            alternative, result = tried
+            diagnosis = use_alternative(self.settings, alternative.security, result)
+        return ConnectionReport(False, tuple(self.steps), diagnosis, exc, alternative)
+
+    def succeeded(self, extensions: dict[str, str]) -> ConnectionReport:
+        return ConnectionReport(True, tuple(self.steps), extensions=dict(extensions))
+
+
 def probe_smtp(
     settings: SmtpSettings,
     *,
@@ -63,31 +101,17 @@ def probe_smtp(
 
     `observer` is called with each step as it ends (a CLI shows progress with it).
     """
-    steps: list[Step] = []
-
-    def record(step: Step) -> None:
-        steps.append(step)
-        if observer is not None:
-            observer(step)
-
+    probe = Probe(settings, observer)
     try:
         connection = SmtpConnection.open(
-            settings,
-            observer=record,
-            greeting_timeout=min(settings.command_timeout, PROBE_GREETING_TIMEOUT),
+            settings, observer=probe.record, greeting_timeout=probe.greeting_timeout
         )
     except DeliveryError as exc:
-        failed = steps[-1].name if steps else ""
-        diagnosis = exc.diagnosis
-        alternative = None
-        other = alternative_security(settings, failed, diagnosis) if try_alternative else None
-        if other is not None:
-            candidate = attrs.evolve(settings, security=other)
-            result = probe_smtp(candidate, try_alternative=False, observer=observer)
-            if reached_smtp_over_tls(result, other):
-                alternative = candidate
-                diagnosis = use_alternative(settings, other, result)
-        return ConnectionReport(False, tuple(steps), diagnosis, exc, alternative)
-    extensions = dict(connection.extensions)
+        candidate = probe.alternative(exc, try_alternative)
+        if candidate is None:
+            return probe.failed(exc)
+        result = probe_smtp(candidate, try_alternative=False, observer=observer)
+        return probe.failed(exc, (candidate, result))
+    report = probe.succeeded(connection.extensions)
     connection.quit()
-    return ConnectionReport(True, tuple(steps), extensions=extensions)
+    return report

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Protocol, runtime_checkable
 
-from .. import diagnostics
 from .._results import Transaction
 from ..composer import PreparedMessage
-from ..diagnosis import Category
-from ..errors import ConnectError, DeliveryTimeout
+from ..errors import ConnectError
 from ..settings import SmtpSettings
+from ._pooling import MAX_CONNECTIONS_TRIED, Retries
 from .pool import ConnectionPool
 
 __all__ = ["MAX_CONNECTIONS_TRIED", "SmtpTransport", "Transport"]
-
-MAX_CONNECTIONS_TRIED = 4  # per message: the first one, then fresh ones after a 421 or a loss
 
 
 @runtime_checkable
@@ -58,9 +54,9 @@ class SmtpTransport:
 
     def deliver(self, message: PreparedMessage) -> Transaction:
         """Send `message`; see the class docstring for reuse and retry rules."""
-        failed_at: float | None = None
-        for tried in range(1, MAX_CONNECTIONS_TRIED + 1):
-            with self.pool.connection(self.settings, opened_after=failed_at) as (
+        retries = Retries()
+        for _ in retries:
+            with self.pool.connection(self.settings, opened_after=retries.failed_at) as (
                 connection,
                 reused,
             ):
@@ -73,29 +69,11 @@ class SmtpTransport:
                 try:
                     return connection.run(attempt)
                 except ConnectError as exc:
-                    if attempt.data_started or not _never_taken(exc, reused):
+                    if not retries.again(exc, data_started=attempt.data_started, reused=reused):
                         raise
-                    if tried == MAX_CONNECTIONS_TRIED:
-                        raise diagnostics.kept_refusing(exc, tried) from exc
-                    failed_at = time.monotonic()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Close the pool's idle connections (only when this transport owns the pool)."""
         if self.owns_pool:
             self.pool.close()
-
-
-def _never_taken(exc: ConnectError, reused: bool) -> bool:
-    """Whether the failure leaves the server without the message, so it may go again.
-
-    A 421 ends the session without taking the message; a connection lost before
-    any message bytes went out, when it was reused (stale) or broken by another
-    message, took nothing. A time-out on a new connection is not retried: the
-    server is slow, and waiting again would double the wait.
-    """
-    if exc.reply is not None and exc.reply.closes_connection:
-        return True
-    if isinstance(exc, DeliveryTimeout):
-        return reused
-    return reused or exc.diagnosis.category == Category.CONNECTION_LOST
