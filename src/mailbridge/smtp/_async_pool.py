@@ -179,12 +179,7 @@ class AsyncSmtpTransport:
                 connection,
                 reused,
             ):
-                attempt = connection.prepare(
-                    message.envelope_sender,
-                    message.recipients,
-                    message.data,
-                    smtputf8=message.smtputf8,
-                )
+                attempt = connection.prepare_message(message)
                 try:
                     return await connection.run(attempt)
                 except ConnectError as exc:

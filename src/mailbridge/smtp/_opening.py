@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import diagnostics
 from .._results import Step, timed_step
@@ -24,6 +24,10 @@ from ..diagnosis import Category, Diagnosis
 from ..errors import ConnectError
 from ..reply import SmtpReply
 from ..settings import Security, SmtpSettings
+
+if TYPE_CHECKING:
+    from ..composer import PreparedMessage
+
 from ._core import (
     Attempt,
     Exchange,
@@ -139,6 +143,12 @@ class SessionState:
             data,
             smtputf8=smtputf8,
             chunking=self.settings.chunking,
+        )
+
+    def prepare_message(self, message: PreparedMessage) -> Attempt:
+        """`prepare` for a composed message: its envelope, recipients and bytes."""
+        return self.prepare(
+            message.envelope_sender, message.recipients, message.data, smtputf8=message.smtputf8
         )
 
 

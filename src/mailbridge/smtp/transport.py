@@ -60,12 +60,7 @@ class SmtpTransport:
                 connection,
                 reused,
             ):
-                attempt = connection.prepare(
-                    message.envelope_sender,
-                    message.recipients,
-                    message.data,
-                    smtputf8=message.smtputf8,
-                )
+                attempt = connection.prepare_message(message)
                 try:
                     return connection.run(attempt)
                 except ConnectError as exc:
