@@ -150,12 +150,16 @@ def test_failing_input_still_reports_what_was_in_flight(smtp_server: FakeSmtpSer
 
 
 def test_bad_arguments_name_the_field() -> None:
-    from mailbridge import ConfigurationError, ImapSettings
+    from mailbridge import AsyncConnectionPool, ConfigurationError, ImapSettings
     from mailbridge.imap import SentArchiver
 
     for make, field in (
         (lambda: ConnectionPool(max_per_server=0), "max_per_server"),
         (lambda: ConnectionPool(messages_in_flight=0), "messages_in_flight"),
+        (lambda: ConnectionPool(max_messages_per_connection=0), "max_messages_per_connection"),
+        (lambda: ConnectionPool(idle_timeout=float("nan")), "idle_timeout"),
+        (lambda: ConnectionPool(health_check_after=-1), "health_check_after"),
+        (lambda: AsyncConnectionPool(idle_timeout=float("inf")), "idle_timeout"),
         (
             lambda: SentArchiver(ImapSettings("imap.example.test", 993, "ssl"), max_batch=0),
             "max_batch",

@@ -12,6 +12,7 @@ and I/O around these.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Generic, Literal, Protocol, TypeVar
 
@@ -95,6 +96,14 @@ class SlotRules(Generic[C]):
             raise ConfigurationError("messages_in_flight", "must be at least 1")
         if max_idle_logins < 0:
             raise ConfigurationError("max_idle_logins", "must not be negative")
+        if max_messages_per_connection < 1:
+            raise ConfigurationError("max_messages_per_connection", "must be at least 1")
+        for name, seconds in (
+            ("health_check_after", health_check_after),
+            ("idle_timeout", idle_timeout),
+        ):
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ConfigurationError(name, "must be a finite number of seconds, 0 or more")
         self.max_per_server = max_per_server
         self.messages_in_flight = messages_in_flight
         self.max_messages_per_connection = max_messages_per_connection
