@@ -184,13 +184,7 @@ class _Handler:
         if over_limit or closing:
             transport = server.transport
             if transport is not None:
-                # Read nothing more (the pipelined rest gets no replies), and close once
-                # the 421 is surely out: closing at once with unread input sends a reset,
-                # which can discard the 421 still queued, and the client could not tell
-                # "refused" from "lost after the data".
-                if isinstance(transport, asyncio.ReadTransport):
-                    transport.pause_reading()
-                asyncio.get_running_loop().call_later(0.2, transport.close)
+                asyncio.get_running_loop().call_soon(transport.close)  # as Exim does
             return "421 4.7.0 Too many messages on this connection, closing"
         if fake.sender_reply is not None:
             return fake.sender_reply
