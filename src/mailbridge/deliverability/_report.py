@@ -48,8 +48,8 @@ class ListResult:
             line += f": {', '.join(self.meanings)}"
             if self.reason:
                 line += f' - "{self.reason}"'
-        elif self.status == ListStatus.ERROR and self.diagnosis is not None:
-            line += f": {self.diagnosis.summary}"
+        elif self.status == ListStatus.ERROR and self.error is not None:
+            line += f": {self.error}"
         elif self.status == ListStatus.SKIPPED:
             line += ": lists no IPv6 addresses"
         return line
