@@ -238,3 +238,22 @@ def test_the_async_client_refuses_in_step_with_the_sync_one(smtp_server: FakeSmt
     asyncio.run(main())
     assert memory.asked == [("jane@customer.example", "gone@customer.example")]
     assert len(smtp_server.messages) == 1
+
+
+def test_send_many_reports_a_suppressed_message_and_sends_the_others(
+    smtp_server: FakeSmtpServer, suppression: SqliteSuppressionList
+) -> None:
+    suppression.add("gone@customer.example", reason="user_unknown", status="5.1.1")
+    emails = [
+        DocumentEmail(to=f"{name}@customer.example", subject="Invoice", body="b")
+        for name in ("jane", "gone", "max")
+    ]
+    settings = smtp_server.smtp_settings()
+    with DeliveryClient.own_smtp(USER, settings, suppression=suppression) as client:
+        outcomes = sorted(client.send_many(emails, concurrency=3), key=lambda o: o.index)
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1].error, RecipientsSuppressed)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "jane@customer.example",
+        "max@customer.example",
+    ]

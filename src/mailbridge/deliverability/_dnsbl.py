@@ -315,6 +315,13 @@ def check_blacklists(
     return _check([ip_or_host], check)
 
 
+def _system_resolver() -> dns.resolver.Resolver:
+    try:
+        return dns.resolver.Resolver()
+    except dns.exception.DNSException as exc:  # no /etc/resolv.conf, no name server in it
+        raise ConfigurationError("resolver", f"no system DNS resolver to use ({exc})") from None
+
+
 def _check(targets: list[str], check: BlacklistCheck) -> BlacklistReport:
     if not (0 < check.timeout <= 600):  # also refuses NaN
         raise ConfigurationError("timeout", "must be more than 0 and at most 600 seconds")
@@ -324,7 +331,7 @@ def _check(targets: list[str], check: BlacklistCheck) -> BlacklistReport:
         raise ConfigurationError("lists", "must be one or more Blacklist objects")
     parsed = [_parse_target(target) for target in targets]
     started = time.monotonic()
-    asker = _Asker(check.resolver or dns.resolver.Resolver(), started + check.timeout)
+    asker = _Asker(check.resolver or _system_resolver(), started + check.timeout)
     addresses: list[Address] = []
     for item in parsed:
         for address in [item] if not isinstance(item, str) else _addresses_of(asker, item):
