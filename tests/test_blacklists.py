@@ -329,3 +329,16 @@ def test_without_a_system_resolver_the_check_says_so(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(dns.resolver.Resolver, "__init__", missing)
     with pytest.raises(ConfigurationError, match="resolver"):
         check_blacklists(LISTED_IP, lists=[BL], timeout=1)
+
+
+def test_a_hostile_txt_reason_is_made_plain_and_short() -> None:
+    hostile = '"line one\\013\\010Injected: header" "' + "x" * 250 + '" "' + "y" * 250 + '"'
+    entry = {"A": ["127.0.0.2", "127.0.0.3"], "TXT": hostile}
+    with FakeDnsServer({"bl.test": _zone(**{"9.2.0.192": entry})}) as server:
+        (result,) = _check(server, LISTED_IP).results
+    assert result.codes == ("127.0.0.2", "127.0.0.3")
+    assert result.meanings == ("a spam source", "code 127.0.0.3")
+    assert result.reason is not None and len(result.reason) == 300
+    assert result.reason.startswith("line one Injected: headerxxx")  # strings joined
+    assert result.reason.endswith("y...")
+    assert "\n" not in str(result) and "\r" not in str(result)
