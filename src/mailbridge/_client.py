@@ -73,6 +73,7 @@ class SendResult:
     archive_reason: str | None = None  # why it was not archived (or skipped)
     archive_folder: str | None = None
     message: PreparedMessage | None = attrs.field(default=None, repr=False, eq=False)
+    envelope_id: str | None = None  # the DSN envelope id (RFC 3461 ENVID) bounces will name
 
     @property
     def ok(self) -> bool:
@@ -328,6 +329,7 @@ class DeliveryClient:
             mode=prepared.mode,
             note=prepared.note,
             message=prepared,
+            envelope_id=prepared.envelope_id,
         )
         if self._archiver is not None and not self.archive_sent:
             return attrs.evolve(result, archive_reason="the SMTP server files its own copy in Sent")
