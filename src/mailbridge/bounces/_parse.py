@@ -12,7 +12,7 @@ from ._model import BounceRecipient, BounceReport, Reason
 from ._reasons import classify, find_reply_code, find_status, is_permanent
 from ._ses import parse_ses
 
-__all__ = ["parse_bounce"]
+__all__ = ["looks_like_report", "parse_bounce"]
 
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery (?:system|subsystem)|mdaemon", re.I)
@@ -276,4 +276,23 @@ def _heuristic(
         original_message_id=original or _inline_message_id(text, _GENERIC_END),
         subject=subject,
         failed_recipients=failed,
+    )
+
+
+def looks_like_report(fields: list[tuple[str, str]]) -> bool:
+    """From a message's header fields alone: could it be a bounce, complaint or auto-reply?"""
+    values: dict[str, str] = {}
+    for name, value in fields:
+        values.setdefault(name, value)
+    subject = decode_words(values.get("subject", ""))
+    content_type = values.get("content-type", "").lower()
+    return (
+        "multipart/report" in content_type
+        or "x-failed-recipients" in values
+        or (values.get("auto-submitted") or "no").strip().lower() != "no"
+        or any(name in values for name in ("x-autoreply", "x-autorespond"))
+        or values.get("return-path", "").strip() == "<>"
+        or bool(_DAEMON.search(values.get("from", "")))
+        or bool(_BOUNCE_SUBJECT.search(subject) or _AUTO_SUBJECT.search(subject))
+        or "notification" in subject.lower()
     )
