@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from mailbridge import SmtpSettings
@@ -50,7 +52,10 @@ def dsn(
     return text.replace("\n", "\r\n").encode()
 
 
-ORDINARY = b"From: Customer <c@customer.example>\r\nTo: billing@acme.example\r\nSubject: Question\r\n\r\nHi.\r\n"
+ORDINARY = (
+    b"From: Customer <c@customer.example>\r\nTo: billing@acme.example\r\n"
+    b"Subject: Question\r\n\r\nHi.\r\n"
+)
 VACATION = (
     b"From: d@customer.example\r\nTo: billing@acme.example\r\nSubject: Out of office\r\n"
     b"Auto-Submitted: auto-replied\r\nIn-Reply-To: <m1@acme.example>\r\n\r\nAway.\r\n"
@@ -58,7 +63,7 @@ VACATION = (
 
 
 @pytest.fixture
-def server() -> FakeImapServer:
+def server() -> Iterator[FakeImapServer]:
     with FakeImapServer(users={USER: "pw"}) as fake:
         yield fake
 

@@ -19,16 +19,16 @@ STATUS = (
 )
 
 
-def _timed(raw: bytes, seconds: float = 2.0) -> object:
+def _timed(raw: bytes, seconds: float = 2.0) -> BounceReport | None:
     started = time.monotonic()
     report = parse_bounce(raw)
     assert time.monotonic() - started < seconds
     return report
 
 
-def _unread(report: object) -> bool:
+def _unread(report: BounceReport | None) -> bool:
     """No report, or one that found no recipient (the status part was not read)."""
-    return report is None or (isinstance(report, BounceReport) and not report.recipients)
+    return report is None or not report.recipients
 
 
 def test_deep_nesting_stops_at_the_depth_limit() -> None:
