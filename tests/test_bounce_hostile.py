@@ -19,7 +19,7 @@ STATUS = (
 )
 
 
-def _timed(raw: bytes, seconds: float = 2.0) -> BounceReport | None:
+def _timed(raw: bytes, seconds: float = 6.0) -> BounceReport | None:
     started = time.monotonic()
     report = parse_bounce(raw)
     assert time.monotonic() - started < seconds
@@ -82,7 +82,7 @@ def test_many_parts_huge_headers_and_huge_messages_are_bounded() -> None:
     ids=lambda raw: f"{len(raw)}-bytes",
 )
 def test_malformed_input_is_a_report_or_none(raw: bytes) -> None:
-    report = _timed(raw, 3.0)
+    report = _timed(raw)
     assert report is None or report.kind in ("dsn", "arf", "auto_reply", "heuristic")
 
 

@@ -18,8 +18,7 @@ _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery (?:system|subsystem)|mdaemon", re.I)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery (?:status notification|failure|failed|has failed|problem)"
-    r"|returned mail|failure notice|non-?delivery|not (?:be )?delivered|mail delivery failed"
-    r"|delivery notification|rejected",
+    r"|returned mail|failure notice|non-?delivery|mail delivery failed|delivery notification",
     re.I,
 )
 _AUTO_SUBJECT = re.compile(
@@ -223,9 +222,10 @@ def _auto_reply(root: Entity, subject: str) -> BounceReport:
 
 
 def _looks_like_bounce(root: Entity, subject: str) -> bool:
+    """From a mailer daemon, or a bounce's subject with the null sender (RFC 5321 4.5.5)."""
     return bool(_DAEMON.search(root.get("from", "") or "")) or (
         bool(_BOUNCE_SUBJECT.search(subject))
-        and (root.get("return-path") or "").strip() in ("<>", "")
+        and (root.get("return-path") or "").strip() == "<>"
     )
 
 
