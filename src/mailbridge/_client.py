@@ -58,7 +58,9 @@ class SendResult:
     others). `archived` is True once a copy is in the tenant's archive folder,
     False when archiving failed (`archive_reason` says why; the send itself
     succeeded, retry with `DeliveryClient.archive(result)`), None when no IMAP
-    account is configured or the server files its own copy.
+    account is configured or the server files its own copy. `envelope_id` is the
+    DSN envelope id sent with the message when the server offers DSN: store it with
+    `message_id`, bounces name it (docs/bounces.md).
     """
 
     message_id: str
