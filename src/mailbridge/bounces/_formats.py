@@ -56,7 +56,8 @@ FORMATS: tuple[TextFormat, ...] = (
         diagnostic=_re(
             r"(?:SMTP error from remote mail server after (?:[A-Z ]+:<[^>\n]*>)?[^:\n]*:\s*"
             r"(?:host [^:\n]*:\s*)?"
-            r"|Delay reason:\s*|LMTP error after [^:\n]*:\s*)(?P<text>[^\n]*(?:\n {4,}[^\n]+)*)"
+            r"|Delay reason:\s*+(?!SMTP error)|LMTP error after [^:\n]*:\s*)"
+            r"(?P<text>[^\n]*(?:\n {4,}[^\n]+)*)"
         ),
         delayed=_re(r"^Subject: Warning: message \S+ delayed|has not yet been delivered"),
         remote_mta=_re(r"\bhost (?P<host>[A-Za-z0-9._-]+) \["),

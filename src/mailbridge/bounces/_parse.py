@@ -224,8 +224,7 @@ def _auto_reply(root: Entity, subject: str) -> BounceReport:
 def _looks_like_bounce(root: Entity, subject: str) -> bool:
     """From a mailer daemon, or a bounce's subject with the null sender (RFC 5321 4.5.5)."""
     return bool(_DAEMON.search(root.get("from", "") or "")) or (
-        bool(_BOUNCE_SUBJECT.search(subject))
-        and (root.get("return-path") or "").strip() == "<>"
+        bool(_BOUNCE_SUBJECT.search(subject)) and (root.get("return-path") or "").strip() == "<>"
     )
 
 

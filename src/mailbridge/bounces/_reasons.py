@@ -22,7 +22,8 @@ TEXT_PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
         (
             Reason.RATE_LIMITED,
             r"rate.?limit|too many (?:messages|mails|emails|connections|recipients)|throttl"
-            r"|sending (?:limit|quota)|unusual rate|try again later.{0,20}limit",
+            r"|sending (?:limit|quota)|unusual rate|try again later.{0,20}limit"
+            r"|unexpected volume|temporarily deferred due to",
         ),
         (
             Reason.MAILBOX_FULL,
@@ -62,7 +63,8 @@ TEXT_PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"|invalid (?:recipient|mailbox)|unrouteable address|address (?:couldn't|could not)"
             r" be found|not a valid (?:user|mailbox|recipient)|no mailbox here"
             r"|(?:mailbox|address) unavailable|user doesn't have a .{0,20} account"
-            r"|unknown or illegal alias|not our customer|undeliverable address",
+            r"|unknown or illegal alias|not our customer|undeliverable address|addressee unknown"
+            r"|recipient address rejected: access denied",
         ),
         (
             Reason.AUTH_FAILURE,
@@ -88,6 +90,7 @@ TEXT_PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
         (
             Reason.EXPIRED,
             r"expired|retry time(?:out)? (?:was )?exceeded|too long in (?:the )?queue"
+            r"|queue too long"
             r"|could not be delivered (?:with)?in|delivery time limit|queue lifetime",
         ),
         (

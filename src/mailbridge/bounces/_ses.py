@@ -15,7 +15,8 @@ MAX_JSON = 256 * 1024
 
 def _notification(text: str) -> dict[str, Any] | None:
     start = text.find("{")
-    if start == -1 or ('"notificationType"' not in text[:MAX_JSON] and '"eventType"' not in text):
+    head = text[:MAX_JSON]
+    if start == -1 or ("notificationType" not in head and "eventType" not in head):
         return None
     try:
         data = json.loads(text[start : start + MAX_JSON].strip())
