@@ -183,3 +183,25 @@ def test_relay_verp_tag_round_trips_through_the_index() -> None:
     assert report is not None
     token = verp_token(raw, "bounces@app.example")
     assert correlate(report, index=index, verp=token).message_id == "<m9@app.example>"
+
+
+def test_only_the_start_of_a_large_bounce_is_downloaded(server: FakeImapServer) -> None:
+    returned = b"\r\n--B\r\nContent-Type: message/rfc822\r\n\r\nTo: decoy@x.example\r\n\r\n"
+    big = dsn("gone@customer.example").replace(b"--B--", returned[2:] + b"x" * 3_000_000)
+    server.seed("INBOX", big)
+    collector = BounceCollector(server.imap_settings(), max_message_bytes=64 * 1024)
+    (event,) = collector.fetch().events
+    assert [r.address for r in event.report.recipients] == ["gone@customer.example"]
+    assert event.report.recipients[0].summary == "bounced: user unknown (5.1.1)"
+
+
+def test_collector_settings_are_checked() -> None:
+    from mailbridge import ConfigurationError, ImapSettings
+
+    settings = ImapSettings("127.0.0.1", 993, "implicit_tls", username="u", password="p")
+    with pytest.raises(ConfigurationError, match="mark"):
+        BounceCollector(settings, mark=None)
+    with pytest.raises(ConfigurationError, match="max_message_bytes"):
+        BounceCollector(settings, max_message_bytes=10)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        BounceCollector(settings).fetch(timeout=float("nan"))

@@ -56,6 +56,13 @@ class BounceRecipient:
     remote_mta: str | None = None
     original_recipient: str | None = None
 
+    @property
+    def summary(self) -> str:
+        """For people: "bounced: mailbox full (5.2.2)", "delayed: network error (4.4.1)"."""
+        what = {"failed": "bounced"}.get(self.action, self.action)
+        code = f" ({self.status})" if self.status else ""
+        return f"{what}: {self.reason.replace('_', ' ')}{code}"
+
 
 @attrs.frozen
 class BounceReport:
