@@ -77,3 +77,38 @@ def test_plan_builds_the_parameters_into_every_command_and_the_log_view() -> Non
 def test_an_overlong_envelope_id_is_a_message_error() -> None:
     with pytest.raises(MessageError, match="envelope_id"):
         plan_attempt({"DSN": ""}, "a@acme.example", ["x@c.example"], b"b\r\n", envelope_id="+" * 40)
+
+
+def test_connections_take_an_envelope_id_sync_and_async() -> None:
+    from mailbridge.smtp import AsyncSmtpConnection, SmtpConnection
+
+    with FakeSmtpServer(tls="none", dsn=True) as server:
+        settings = server.smtp_settings()
+        connection = SmtpConnection.open(settings)
+        try:
+            connection.send(
+                "a@acme.example", ["x@c.example"], b"S: 1\r\n\r\nb\r\n", envelope_id="s1"
+            )
+        finally:
+            connection.quit()
+
+        async def main() -> None:
+            connection = await AsyncSmtpConnection.open(settings)
+            try:
+                await connection.send(
+                    "a@acme.example", ["x@c.example"], b"S: 2\r\n\r\nb\r\n", envelope_id="a1"
+                )
+            finally:
+                await connection.quit()
+
+        asyncio.run(main())
+        sync, async_ = server.messages
+    assert "ENVID=s1" in sync.mail_options and "ENVID=a1" in async_.mail_options
+    assert (
+        sync.rcpt_options
+        == async_.rcpt_options
+        == (
+            "NOTIFY=FAILURE,DELAY",
+            "ORCPT=rfc822;x@c.example",
+        )
+    )
