@@ -71,7 +71,9 @@ class SendResult:
     others). `archived` is True once a copy is in the tenant's archive folder,
     False when archiving failed (`archive_reason` says why; the send itself
     succeeded, retry with `DeliveryClient.archive(result)`), None when no IMAP
-    account is configured or the server files its own copy.
+    account is configured or the server files its own copy. `envelope_id` is the
+    DSN envelope id sent with the message when the server offers DSN: store it with
+    `message_id`, bounces name it (docs/bounces.md).
     """
 
     message_id: str
@@ -86,6 +88,7 @@ class SendResult:
     archive_reason: str | None = None  # why it was not archived (or skipped)
     archive_folder: str | None = None
     message: PreparedMessage | None = attrs.field(default=None, repr=False, eq=False)
+    envelope_id: str | None = None  # the DSN envelope id (RFC 3461 ENVID) bounces will name
 
     @property
     def ok(self) -> bool:
@@ -361,6 +364,7 @@ class DeliveryClient:
             mode=prepared.mode,
             note=prepared.note,
             message=prepared,
+            envelope_id=prepared.envelope_id,
         )
         if self._archiver is not None and not self.archive_sent:
             return attrs.evolve(result, archive_reason="the SMTP server files its own copy in Sent")
