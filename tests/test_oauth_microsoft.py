@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -325,3 +326,20 @@ def test_imap_renews_a_refused_token_once(auth: FakeAuthorizationServer) -> None
         close_imap(open_imap(settings))
         assert imap.oauth_refused == 1
     assert auth.refreshes == 1
+
+
+def test_no_token_reaches_the_logs(
+    auth: FakeAuthorizationServer, smtp: FakeSmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    store = MemoryTokenStore()
+    ms = public(auth, store)
+    device_login(auth, ms, "acme")
+    provider = ms.token_provider("acme")
+    send_one(smtp, provider)
+    access = provider.token()
+    blob = store.load("acme") or ""
+    secrets = re.findall(r'"secret": "([^"]+)"', blob)  # msal's cache: tokens as "secret"
+    assert len(secrets) >= 2 and access in secrets
+    logged = caplog.text
+    assert not [secret for secret in secrets if secret in logged]
