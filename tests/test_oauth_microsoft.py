@@ -149,6 +149,21 @@ def test_authorization_code_flow_of_a_confidential_web_client(
     assert len(smtp.messages) == 1
 
 
+def test_authorization_code_flow_with_form_post(
+    auth: FakeAuthorizationServer, smtp: FakeSmtpServer
+) -> None:
+    ms = confidential(auth, MemoryTokenStore())
+    request = ms.authorization_request(
+        "https://app.example.test/oauth/callback", response_mode="form_post"
+    )
+    assert "response_mode=form_post" in request.url
+    action, form = auth.sign_in_form(request.url)
+    assert action == "https://app.example.test/oauth/callback" and set(form) == {"code", "state"}
+    assert ms.finish_authorization("acme", request, form) == USER
+    send_one(smtp, ms.token_provider("acme"))
+    assert len(smtp.messages) == 1
+
+
 def test_a_wrong_client_secret_is_a_typed_error(auth: FakeAuthorizationServer) -> None:
     ms = MicrosoftOAuth(
         auth.client_id,
