@@ -358,3 +358,20 @@ def test_no_token_reaches_the_logs(
     assert len(secrets) >= 2 and access in secrets
     logged = caplog.text
     assert not [secret for secret in secrets if secret in logged]
+
+
+def test_a_batch_after_revocation_fails_typed_with_one_refresh_attempt(
+    auth: FakeAuthorizationServer, smtp: FakeSmtpServer
+) -> None:
+    ms = public(auth, MemoryTokenStore())
+    device_login(auth, ms, "acme")
+    provider = ms.token_provider("acme")
+    provider.token()
+    auth.revoke(USER)
+    before = auth.token_requests
+    settings = smtp.smtp_settings(username=USER, oauth2_token=provider)
+    with DeliveryClient.own_smtp(USER, settings) as client:
+        outcomes = list(send_many(((client, invoice(n)) for n in range(5)), concurrency=1))
+    assert [type(outcome.error) for outcome in outcomes] == [OAuthGrantInvalid] * 5
+    assert auth.token_requests - before == 1  # msal drops the dead refresh token
+    assert smtp.messages == []
