@@ -71,6 +71,17 @@ def test_invalidate_names_the_refused_token_to_acquire() -> None:
     assert acquire.calls == [None, first]
 
 
+def test_a_token_refused_on_two_connections_is_renewed_once() -> None:
+    acquire = Counting()
+    provider = CachingTokenProvider(acquire)
+    old = provider.token()
+    provider.reject(old)  # connection A: refused, renewed
+    assert provider.token() == "tok-2"
+    provider.reject(old)  # connection B, refused with the same old token a moment later
+    assert provider.token() == "tok-2"
+    assert acquire.calls == [None, old]
+
+
 def test_threads_sharing_a_provider_acquire_once() -> None:
     acquire = Counting(delay=0.2)
     provider = CachingTokenProvider(acquire)
