@@ -277,7 +277,7 @@ def auth_failed(reply: SmtpReply, settings: SmtpSettings, mechanism: str) -> Aut
             ),
         )
     category, hints = _provider_auth_hints(reply, settings)
-    if mechanism == "XOAUTH2":
+    if mechanism in ("XOAUTH2", "OAUTHBEARER"):
         hints.append("The OAuth2 token was refused: it may be expired or lack the SMTP scope.")
     else:
         hints.extend(
