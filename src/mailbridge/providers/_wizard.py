@@ -24,8 +24,14 @@ __all__ = ["SetupAttempt", "SetupResult", "setup"]
 
 # Failures that say more about the account than about the server: they win the diagnosis.
 _ACCOUNT_PROBLEMS = (
+    Category.OAUTH_CONSENT_REQUIRED,
+    Category.OAUTH_GRANT_INVALID,
+    Category.BASIC_AUTH_DISABLED,
+    Category.AUTH_BLOCKED_BY_POLICY,
+    Category.WEB_LOGIN_REQUIRED,
     Category.APP_PASSWORD_REQUIRED,
     Category.AUTH_DISABLED,
+    Category.OAUTH_TOKEN_REFUSED,
     Category.AUTH_FAILED,
     Category.AUTH_MECHANISM_UNSUPPORTED,
 )
