@@ -366,17 +366,25 @@ def _generic(*, who: str | None, oauth: bool, weak: bool, protocol: str) -> Diag
 # The token endpoint
 
 
-def grant_refused(error: str, description: str = "", *, issuer: str | None = None) -> Diagnosis:
+def grant_refused(
+    error: str,
+    description: str = "",
+    *,
+    provider: str | None = None,
+    issuer: str | None = None,
+    error_codes: tuple[int, ...] = (),
+) -> Diagnosis:
     """The diagnosis for an OAuth2 token endpoint error (RFC 6749 section 5.2).
 
     `error` is the ``error`` field (``invalid_grant``), `description` the
-    ``error_description`` (Microsoft puts ``AADSTS…`` codes there), `issuer` the
-    authority's host name when known (``login.microsoftonline.com``).
+    ``error_description`` (Microsoft puts ``AADSTS…`` codes there, and in
+    `error_codes`), `provider` ``"microsoft"`` or ``"google"`` when known, else
+    `issuer`, the authority's host name, tells.
     """
     code = error.strip().lower()
     match = _AADSTS.search(description)
-    aadsts = match.group(1) if match else None
-    who = vendor(issuer or "", description) or ("microsoft" if aadsts else None)
+    aadsts = str(error_codes[0]) if error_codes else (match.group(1) if match else None)
+    who = provider or vendor(issuer or "", description) or ("microsoft" if aadsts else None)
     name = {"microsoft": "Microsoft", "google": "Google"}.get(who or "", "the provider")
     if aadsts in ("65001", "65004", "90094", "90095") or code == "consent_required":
         return _consent(aadsts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from . import _login_advice
 from .diagnosis import Category, Diagnosis
@@ -35,7 +35,7 @@ __all__ = [
     "connect_failed",
     "data_refused",
     "imap_auth_failed",
-    "oauth_grant_failed",
+    "oauth_failed",
     "recipients_refused",
     "sender_refused",
     "tls_failed",
@@ -276,20 +276,20 @@ def imap_auth_failed(settings: ImapSettings, text: str) -> AuthenticationError:
     )
 
 
-def oauth_grant_failed(
-    error: str, description: str = "", *, issuer: str | None = None
-) -> AuthenticationError:
-    """The token endpoint refused to issue a token (``invalid_grant``, missing consent, ...).
+def oauth_failed(
+    provider: str, error: str, error_codes: Iterable[int] = (), description: str = ""
+) -> Diagnosis:
+    """What a token endpoint's refusal means for the tenant (``invalid_grant``, consent, ...).
 
-    `error` and `description` are the endpoint's ``error`` and ``error_description``;
-    they are codes and the provider's words, never a token. Not temporary: trying
-    again without a new sign-in gives the same answer.
+    `provider` is ``"microsoft"``, ``"google"`` or ``""``; `error` the endpoint's
+    ``error`` code, `error_codes` Microsoft's AADSTS numbers, `description` its
+    ``error_description`` (the provider's words, never a token).
     """
-    code = " ".join(str(error).split())[:64] or "unknown"
-    return AuthenticationError(
-        f"the OAuth2 token endpoint refused to issue a token ({code})",
-        diagnosis=_login_advice.grant_refused(code, str(description)[:2000], issuer=issuer),
-        temporary=False,
+    return _login_advice.grant_refused(
+        " ".join(str(error).split())[:64],
+        str(description)[:2000],
+        provider=provider or None,
+        error_codes=tuple(error_codes),
     )
 
 
