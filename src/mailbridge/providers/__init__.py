@@ -26,12 +26,12 @@ if TYPE_CHECKING:
         USERNAME_FORMS,
         AuthMethod,
         Endpoint,
-        OAuth2Info,
         Provider,
         UsernameForm,
         expand,
         normalize_domain,
     )
+    from ._oauth_info import Milestone, OAuth2Info
     from ._registry import ProviderRegistry
     from ._wizard import SetupAttempt, SetupResult, setup
 
@@ -47,6 +47,7 @@ __all__ = [
     "Endpoint",
     "Fetcher",
     "HttpsFetcher",
+    "Milestone",
     "OAuth2Info",
     "Provider",
     "ProviderRegistry",
@@ -79,12 +80,12 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "USERNAME_FORMS",
                 "AuthMethod",
                 "Endpoint",
-                "OAuth2Info",
                 "Provider",
                 "UsernameForm",
                 "expand",
                 "normalize_domain",
             ),
+            "._oauth_info": ("Milestone", "OAuth2Info"),
             "._registry": ("ProviderRegistry",),
             "._wizard": ("SetupAttempt", "SetupResult", "setup"),
         },
