@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from ..settings import ImapSettings, Security, SmtpSettings
+from ._oauth_info import OAuth2Info
 
 __all__ = ["PRIORITY", "Candidate"]
 
@@ -27,6 +28,12 @@ class Candidate:
     trusted: bool
     explanation: str
     provider_id: str | None = None  # set when the candidate comes from the registry
+    oauth2: OAuth2Info | None = None  # how to get tokens, when the server takes OAuth2
+
+    @property
+    def offers_oauth2(self) -> bool:
+        """True when the server takes OAuth2 logins and it is known where tokens come from."""
+        return self.oauth2 is not None and "oauth2" in self.auth_methods
 
     @property
     def rank_key(self) -> tuple[int, int, int]:
