@@ -241,10 +241,42 @@ def test_auth_xoauth2_error_is_diagnosed() -> None:
     error = base64.b64encode(b'{"status":"401","schemes":"Bearer"}')
     with pytest.raises(AuthenticationError) as info:
         _drive(
-            login_exchange({"AUTH": "XOAUTH2"}, settings, encrypted=True),
+            login_exchange({"AUTH": "XOAUTH2"}, settings, encrypted=True, token="tok"),
             [b"334 " + error + b"\r\n", b"535 5.7.8 bad\r\n"],
         )
     assert "status=401" in str(info.value.reply)
+
+
+def test_oauthbearer_is_chosen_when_offered_and_ends_a_failure_with_0x01() -> None:
+    # RFC 7628 3.2.3: after the server's error challenge the client sends %x01 alone.
+    settings = _settings(username=USER, oauth2_token=lambda: "unused")
+    exchange = login_exchange(
+        {"AUTH": "XOAUTH2 OAUTHBEARER PLAIN"}, settings, encrypted=True, token="ya29.SECRET"
+    )
+    first = next(exchange)
+    assert first.data.startswith(b"AUTH OAUTHBEARER ")
+    assert base64.b64decode(first.data.split()[2]) == (
+        f"n,a={USER},\x01host=127.0.0.1\x01port=587\x01auth=Bearer ya29.SECRET\x01\x01".encode()
+    )
+    assert b"SECRET" not in first.shown.encode()
+    error = base64.b64encode(b'{"status":"invalid_token","schemes":"bearer"}').decode()
+    second = exchange.send(SmtpReply(334, None, error))
+    assert second.data == b"AQ==\r\n"
+    with pytest.raises(AuthenticationError) as info:
+        exchange.send(SmtpReply(535, "5.7.8", "bad"))
+    assert "status=invalid_token" in str(info.value.reply)
+    assert "SECRET" not in str(info.value)
+
+
+def test_xoauth2_is_used_when_oauthbearer_is_not_offered() -> None:
+    settings = _settings(username=USER, oauth2_token=lambda: "unused")
+    written, _ = _drive(
+        login_exchange({"AUTH": "PLAIN XOAUTH2"}, settings, encrypted=True, token="tok"),
+        [b"235 ok\r\n"],
+    )
+    assert base64.b64decode(written[0].split()[2]) == (
+        f"user={USER}\x01auth=Bearer tok\x01\x01".encode()
+    )
 
 
 def test_auth_refused_before_any_password_without_tls() -> None:

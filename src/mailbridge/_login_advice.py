@@ -408,6 +408,12 @@ def grant_refused(
             ),
             MS_ADMIN_CONSENT if who == "microsoft" else None,
         )
+    if code in ("temporarily_unavailable", "server_error"):
+        return Diagnosis(
+            Category.SERVER_UNAVAILABLE,
+            f"{name} could not issue an access token right now.",
+            ("Try again in a few minutes; nothing needs to change.",),
+        )
     if code == "expired_token":
         return Diagnosis(
             Category.TIMEOUT,

@@ -27,6 +27,9 @@ The hierarchy, so that callers can branch on what they can act on::
         ├── TlsError                handshake, certificate, STARTTLS not offered
         │   └── TlsHandshakeTimeout no TLS handshake in time (also a DeliveryTimeout)
         ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
+        │   └── OAuthError          no OAuth2 access token; .provider, .error, .error_codes
+        │       ├── OAuthGrantInvalid       invalid_grant: refresh token revoked or expired
+        │       └── OAuthConsentRequired    the user or their admin has not consented to the scopes
         ├── ProtocolError           the server broke the protocol or closed mid-transaction
         │   ├── ImapCommandFailed       IMAP NO/BAD or an unreadable answer (imaplib.error)
         │   └── ImapLimitExceeded       an IMAP answer over a size/count limit; connection closed
@@ -71,6 +74,9 @@ __all__ = [
     "MessageFormatError",
     "MessageRejected",
     "MissingPlaceholder",
+    "OAuthConsentRequired",
+    "OAuthError",
+    "OAuthGrantInvalid",
     "PoolClosed",
     "ProtocolError",
     "RecipientsRefused",
@@ -265,6 +271,43 @@ class TlsHandshakeTimeout(TlsError, DeliveryTimeout):
 
 class AuthenticationError(DeliveryError):
     """The server refused the credentials, or no safe way to authenticate was available."""
+
+
+class OAuthError(AuthenticationError):
+    """No OAuth2 access token could be obtained from the authorization server.
+
+    `provider` is "microsoft", "google" or "", `error` the OAuth error code (RFC 6749
+    5.2, e.g. "invalid_grant"), `error_codes` Microsoft's AADSTS numbers, `description`
+    the server's error_description (shortened; never a token).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        diagnosis: Diagnosis,
+        provider: str = "",
+        error: str = "",
+        error_codes: tuple[int, ...] = (),
+        description: str = "",
+        temporary: bool = False,
+    ) -> None:
+        super().__init__(message, diagnosis=diagnosis, temporary=temporary)
+        self.provider = provider
+        self.error = error
+        self.error_codes = error_codes
+        self.description = description
+
+
+class OAuthGrantInvalid(OAuthError):
+    """The refresh token was refused (invalid_grant): revoked, expired or the password changed.
+
+    Permanent: the account must be signed in again; it is never retried.
+    """
+
+
+class OAuthConsentRequired(OAuthError):
+    """The user, or their organisation's administrator, has not consented to the scopes."""
 
 
 class ProtocolError(DeliveryError):

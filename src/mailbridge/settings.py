@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from ._tokens import TokenProvider, TokenSource
 from .errors import ConfigurationError
 
 __all__ = ["ImapSettings", "Secret", "Security", "ServerSettings", "SmtpSettings"]
@@ -100,8 +101,13 @@ def _to_upper(value: str | None) -> str | None:
     return None if value is None else str(value).upper()
 
 
-def _to_secret(value: Secret | str | None) -> Secret | None:
-    if value is None or isinstance(value, Secret):
+def _is_token_provider(value: object) -> bool:
+    return isinstance(value, TokenProvider)
+
+
+def _to_secret(value: Any) -> Any:
+    # A TokenProvider given as the password is kept as it is; post-init moves it.
+    if value is None or isinstance(value, Secret) or _is_token_provider(value):
         return value
     return Secret(value)
 
@@ -145,7 +151,8 @@ class ServerSettings:
     security: Security = attrs.field(converter=_to_security)
     username: str | None = None
     password: Secret | None = attrs.field(default=None, converter=_to_secret)
-    oauth2_token: Callable[[], str] | None = attrs.field(default=None, repr=False)
+    # A mailbridge.oauth.TokenProvider, or a callable returning a fresh bearer token.
+    oauth2_token: TokenSource | None = attrs.field(default=None, repr=False)
     ca_file: Path | None = attrs.field(default=None, converter=_to_path)
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     connect_timeout: float = attrs.field(
@@ -156,12 +163,23 @@ class ServerSettings:
     )
 
     def __attrs_post_init__(self) -> None:
+        if _is_token_provider(self.password):  # password=provider: an OAuth2 login
+            if self.oauth2_token is not None:
+                raise ConfigurationError(
+                    "password", "give either a password or an OAuth2 token provider"
+                )
+            object.__setattr__(self, "oauth2_token", self.password)
+            object.__setattr__(self, "password", None)
         if self.password is not None and self.oauth2_token is not None:
             raise ConfigurationError(
                 "password", "give either a password or an OAuth2 token provider"
             )
-        if self.oauth2_token is not None and not callable(self.oauth2_token):
-            raise ConfigurationError("oauth2_token", "must be a callable that returns a token")
+        if self.oauth2_token is not None and not (
+            callable(self.oauth2_token) or _is_token_provider(self.oauth2_token)
+        ):
+            raise ConfigurationError(
+                "oauth2_token", "must be a TokenProvider or a callable that returns a token"
+            )
         has_secret = self.password is not None or self.oauth2_token is not None
         if has_secret and not self.username:
             raise ConfigurationError("username", "a password or OAuth2 token needs a user name")
@@ -205,7 +223,8 @@ class SmtpSettings(ServerSettings):
     `security` decides the protection (see `Security`); certificates are always
     verified, against the system's trust store, `ca_file`, or your own
     `ssl_context`. Give `password` for AUTH PLAIN/LOGIN/CRAM-MD5, or
-    `oauth2_token` (a callable returning a fresh bearer token) for XOAUTH2.
+    `oauth2_token` (a `mailbridge.oauth.TokenProvider`, also accepted as `password`,
+    or a callable returning a fresh bearer token) for OAUTHBEARER/XOAUTH2.
     Passwords are only sent over TLS unless `allow_plaintext_auth` is set.
     """
 
@@ -219,7 +238,7 @@ class SmtpSettings(ServerSettings):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        supported = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
+        supported = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
         if self.auth_mechanism is not None and self.auth_mechanism not in supported:
             raise ConfigurationError(
                 "auth_mechanism", f"{self.auth_mechanism!r} is not one of {', '.join(supported)}"

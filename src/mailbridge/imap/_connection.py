@@ -16,6 +16,7 @@ import imapclient.exceptions
 
 from .. import diagnostics
 from .._results import Step, timed_step
+from .._tokens import TokenSource
 from ..diagnosis import Category, Diagnosis
 from ..errors import (
     AuthenticationError,
@@ -24,7 +25,9 @@ from ..errors import (
     ProtocolError,
     TlsError,
 )
+from ..oauth._provider import fetch_token, renewable
 from ..settings import ImapSettings, Security
+from ..smtp._core import OAUTH_MECHANISMS, oauth_initial_response
 from ._client import BoundedClient
 from ._failures import PARSE_FAILURES, server_text
 from ._wire import ImapLimits
@@ -132,18 +135,7 @@ def _login(client: BoundedClient, settings: ImapSettings) -> None:
     assert settings.username is not None
     try:
         if settings.oauth2_token is not None:
-            try:
-                token = settings.oauth2_token()
-            except Exception:
-                raise AuthenticationError(
-                    "the OAuth2 token provider failed",
-                    diagnosis=Diagnosis(
-                        Category.AUTH_FAILED,
-                        "No OAuth2 access token could be obtained.",
-                        ("Sign in again to the email account to renew the authorisation.",),
-                    ),
-                ) from None
-            client.oauth2_login(settings.username, token)
+            _oauth_login(client, settings, settings.oauth2_token)
         else:
             assert settings.password is not None
             _password_login(client, settings.username, settings.password.reveal())
@@ -164,6 +156,46 @@ def _login(client: BoundedClient, settings: ImapSettings) -> None:
             diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was lost."),
             temporary=True,
         ) from None
+
+
+def _oauth_login(client: BoundedClient, settings: ImapSettings, source: TokenSource) -> None:
+    """AUTHENTICATE OAUTHBEARER (RFC 7628) or XOAUTH2, whichever the server offers.
+
+    A refused token from a `TokenProvider` is invalidated and one new token tried.
+    """
+    assert settings.username is not None
+    mechanism = next((m for m in OAUTH_MECHANISMS if client.has_capability(f"AUTH={m}")), None)
+    if mechanism is None:
+        raise AuthenticationError(
+            "the IMAP server offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2",
+            diagnosis=Diagnosis(
+                Category.AUTH_MECHANISM_UNSUPPORTED,
+                "This server does not accept OAuth2 logins.",
+                ("Use a password (or app password) for this server instead.",),
+            ),
+        )
+    for attempt in range(2 if renewable(source) else 1):
+        token = fetch_token(source, renew=attempt > 0)
+        first = oauth_initial_response(
+            mechanism, settings.username, token, settings.host, settings.port
+        )
+        try:
+            client.sasl_login(mechanism, _sasl_answers(mechanism, first))
+        except imapclient.exceptions.LoginError as exc:
+            if attempt or not renewable(source) or isinstance(client.wire.failure, DeliveryError):
+                raise
+            text = server_text(exc).upper()
+            if "AUTHENTICATIONFAILED" not in text and "AUTHENTICATE FAILED" not in text:
+                raise
+            continue
+        return
+
+
+def _sasl_answers(mechanism: str, first: str) -> Callable[[bytes], str | None]:
+    """The client's answers: `first`, then the end of a failed exchange (RFC 7628 3.2.3:
+    %x01 for OAUTHBEARER, an empty line for XOAUTH2), then None (imaplib sends "*")."""
+    answers = iter((first, "" if mechanism == "XOAUTH2" else "\x01"))
+    return lambda _challenge: next(answers, None)
 
 
 def _password_login(client: BoundedClient, username: str, password: str) -> None:

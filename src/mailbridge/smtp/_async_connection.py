@@ -26,6 +26,7 @@ from .. import diagnostics
 from .._results import Step, Transaction
 from ..diagnosis import Category, Diagnosis
 from ..errors import AuthenticationError, ConnectError, DeliveryError
+from ..oauth._provider import fetch_token
 from ..reply import SmtpReply
 from ..settings import SmtpSettings
 from ._async_pipeline import AsyncPipeline
@@ -38,6 +39,7 @@ from ._core import (
 from ._opening import (
     MAX_ADDRESSES_TRIED,
     Connect,
+    FetchToken,
     ReadGreeting,
     Request,
     RunExchange,
@@ -202,6 +204,12 @@ class AsyncSmtpConnection(SessionState):
             return await self._start_tls()
         if isinstance(request, Connect):
             return await self._connect(request.infos)
+        if isinstance(request, FetchToken):
+            assert self.settings.oauth2_token is not None
+            # A refresh is blocking HTTP (msal, google-auth): never on the event loop.
+            return await asyncio.to_thread(
+                fetch_token, self.settings.oauth2_token, renew=request.renew
+            )
         return await _resolve(self.settings)
 
     async def _connect(self, infos: Sequence[tuple[Any, ...]]) -> None:

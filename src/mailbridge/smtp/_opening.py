@@ -2,9 +2,10 @@
 
 `opening(session, greeting_timeout)` is a generator: it yields the I/O it
 needs (`Resolve`, `Connect`, `StartTls`, `ReadGreeting`, `RunExchange`,
-`SocketName`), the connection performs each and sends the result back (or
+`SocketName`, `FetchToken`), the connection performs each and sends the result back (or
 throws the failure in), and the sequence — greeting, EHLO, STARTTLS, EHLO
-again, AUTH — its diagnoses and the steps timed for the observer live here.
+again, AUTH (a refused OAuth token is renewed and AUTH retried once) — its
+diagnoses and the steps timed for the observer live here.
 `drive_opening` runs it for the sync connection; the asyncio connection
 drives it the same way with `await`.
 """
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import diagnostics
 from .._results import Step, timed_step
 from ..diagnosis import Category, Diagnosis
-from ..errors import ConnectError
+from ..errors import AuthenticationError, ConnectError, OAuthError
+from ..oauth._provider import renewable
 from ..reply import SmtpReply
 from ..settings import Security, SmtpSettings
 
@@ -41,6 +43,7 @@ from ._core import (
 
 __all__ = [
     "Connect",
+    "FetchToken",
     "Opening",
     "ReadGreeting",
     "Request",
@@ -94,7 +97,15 @@ class SocketName:
     """Send back the local socket address (`getsockname()`), or None."""
 
 
-Request = Resolve | Connect | StartTls | ReadGreeting | RunExchange | SocketName
+@dataclass(frozen=True, slots=True)
+class FetchToken:
+    """Send back an access token from `settings.oauth2_token` (`oauth._provider.fetch_token`);
+    with `renew`, the last one was refused. It may do HTTP: run it off the event loop."""
+
+    renew: bool
+
+
+Request = Resolve | Connect | StartTls | ReadGreeting | RunExchange | SocketName | FetchToken
 Opening = Generator[Request, Any, None]
 
 
@@ -199,10 +210,36 @@ def opening(
             note[0] = " ".join(sorted(session.extensions))
     if settings.has_credentials:
         with timed_step(observer, "auth") as note:
-            note[0] = yield RunExchange(
-                login_exchange(session.extensions, settings, encrypted=session.encrypted)
-            )
+            note[0] = yield from _login(session)
             session.authenticated = True
+
+
+def _login(session: Session) -> Generator[Request, Any, str]:
+    settings = session.settings
+    source = settings.oauth2_token
+    token = None if source is None else (yield FetchToken(renew=False))
+    try:
+        result: str = yield RunExchange(
+            login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
+        )
+    except AuthenticationError as exc:
+        if not (renewable(source) and refused_token(exc)):
+            raise
+        # The token was refused (expired early, revoked): one new token, one more AUTH.
+        token = yield FetchToken(renew=True)
+        result = yield RunExchange(
+            login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
+        )
+    return result
+
+
+def refused_token(exc: AuthenticationError) -> bool:
+    """True when the server refused a presented OAuth token for good (5.7.x / 535)."""
+    reply = exc.reply
+    if isinstance(exc, OAuthError) or reply is None or reply.is_temporary:
+        return False
+    status = reply.enhanced_status or ""
+    return reply.code == 535 or (reply.code // 100 == 5 and status.startswith("5.7."))
 
 
 def _greeting(settings: SmtpSettings, timeout: float) -> Generator[Request, Any, SmtpReply]:

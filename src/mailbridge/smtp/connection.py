@@ -17,6 +17,7 @@ from .. import diagnostics
 from .._results import Step, Transaction
 from ..diagnosis import Category, Diagnosis
 from ..errors import AuthenticationError, ConnectError, DeliveryError
+from ..oauth._provider import fetch_token
 from ..reply import SmtpReply
 from ..settings import SmtpSettings
 from ._core import (
@@ -27,6 +28,7 @@ from ._core import (
 from ._opening import (
     MAX_ADDRESSES_TRIED,
     Connect,
+    FetchToken,
     ReadGreeting,
     Request,
     RunExchange,
@@ -107,6 +109,9 @@ class SmtpConnection(SessionState):
         if isinstance(request, Connect):
             self._channel = Channel(self._connect(request.infos), self.reader)
             return None
+        if isinstance(request, FetchToken):
+            assert self.settings.oauth2_token is not None
+            return fetch_token(self.settings.oauth2_token, renew=request.renew)
         return socket.getaddrinfo(self.settings.host, self.settings.port, type=socket.SOCK_STREAM)
 
     def _connect(self, infos: Sequence[tuple[object, ...]]) -> socket.socket:

@@ -11,7 +11,7 @@ No sockets, threads, clocks or time-outs live here; the sync layer
   which reply belongs to which.
 """
 
-from ._auth import choose_mechanism
+from ._auth import OAUTH_MECHANISMS, choose_mechanism, oauth_initial_response
 from ._framing import check_command, frame_data, normalize_data
 from ._pipeline import Outgoing, TransactionQueue
 from ._plan import Attempt, Stage, check_not_closing, plan_attempt
@@ -30,6 +30,7 @@ from ._session import (
 __all__ = [
     "MAX_REPLY_LINE",
     "MAX_REPLY_LINES",
+    "OAUTH_MECHANISMS",
     "Attempt",
     "Command",
     "Exchange",
@@ -46,6 +47,7 @@ __all__ = [
     "judge_greeting",
     "login_exchange",
     "normalize_data",
+    "oauth_initial_response",
     "parse_ehlo",
     "plan_attempt",
     "starttls_exchange",

@@ -1,4 +1,4 @@
-"""SMTP AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5 and XOAUTH2, as a sans-I/O exchange.
+"""SMTP AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5, XOAUTH2 and OAUTHBEARER, as a sans-I/O exchange.
 
 `auth_exchange` is a generator: it yields each line to send (with whether it
 carries a secret, so it is never logged) and is sent the server's reply to it.
@@ -18,11 +18,20 @@ from ...errors import AuthenticationError, ProtocolError
 from ...reply import SmtpReply
 from ...settings import SmtpSettings
 
-__all__ = ["AuthExchange", "auth_exchange", "choose_mechanism", "shown_line"]
+__all__ = [
+    "OAUTH_MECHANISMS",
+    "AuthExchange",
+    "auth_exchange",
+    "choose_mechanism",
+    "oauth_initial_response",
+    "shown_line",
+]
 
 # Yields (line, secret) to send, is sent the reply; returns the 235 reply or raises.
 AuthExchange = Generator[tuple[str, bool], SmtpReply, SmtpReply]
 
+# OAUTHBEARER (RFC 7628, the standard) where offered, else XOAUTH2 (Microsoft 365 has only it).
+OAUTH_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
 _PREFERENCE_ENCRYPTED = ("PLAIN", "LOGIN", "CRAM-MD5")
 _PREFERENCE_PLAINTEXT = ("CRAM-MD5", "PLAIN", "LOGIN")
 
@@ -42,8 +51,9 @@ def _unsupported(
             f"The server does not support the login method {wanted}.",
             (
                 f"The server offers: {offered_text}.",
-                "OAuth2 (XOAUTH2) needs a server that offers it (e.g. Gmail, Microsoft 365)."
-                if wanted == "XOAUTH2"
+                "OAuth2 needs a server that offers XOAUTH2 or OAUTHBEARER "
+                "(e.g. Gmail, Microsoft 365)."
+                if wanted in OAUTH_MECHANISMS or wanted == "XOAUTH2 or OAUTHBEARER"
                 else "Leave the login method on automatic.",
             ),
         ),
@@ -53,12 +63,15 @@ def _unsupported(
 def choose_mechanism(settings: SmtpSettings, offered: frozenset[str], encrypted: bool) -> str:
     """Pick the mechanism to use, or raise `AuthenticationError` when none fits."""
     if settings.oauth2_token is not None:
-        wanted = settings.auth_mechanism or "XOAUTH2"
-        if wanted != "XOAUTH2" or wanted not in offered:
+        wanted = settings.auth_mechanism
+        if wanted is None:
+            wanted = next((m for m in OAUTH_MECHANISMS if m in offered), "XOAUTH2 or OAUTHBEARER")
+        if wanted not in OAUTH_MECHANISMS or wanted not in offered:
             raise _unsupported(settings, wanted, offered)
         return wanted
     if settings.auth_mechanism is not None:
-        if settings.auth_mechanism not in offered or settings.auth_mechanism == "XOAUTH2":
+        mechanism = settings.auth_mechanism
+        if mechanism not in offered or mechanism in OAUTH_MECHANISMS:
             raise _unsupported(settings, settings.auth_mechanism, offered)
         return settings.auth_mechanism
     for mechanism in _PREFERENCE_ENCRYPTED if encrypted else _PREFERENCE_PLAINTEXT:
@@ -75,43 +88,40 @@ def shown_line(line: str, secret: bool) -> str:
     return " ".join([*words[:2], "********"]) if words[0] == "AUTH" else "********"
 
 
-def auth_exchange(settings: SmtpSettings, mechanism: str) -> AuthExchange:
+def _saslname(text: str) -> str:
+    # RFC 5801 section 4: "=" and "," are escaped in the GS2 header's authzid.
+    return text.replace("=", "=3D").replace(",", "=2C")
+
+
+def oauth_initial_response(
+    mechanism: str, username: str, token: str, host: str = "", port: int = 0
+) -> str:
+    """The client's first SASL message for XOAUTH2 or OAUTHBEARER (RFC 7628 3.1), unencoded."""
+    if mechanism == "XOAUTH2":
+        return f"user={username}\x01auth=Bearer {token}\x01\x01"
+    where = f"host={host}\x01port={port}\x01" if host else ""
+    return f"n,a={_saslname(username)},\x01{where}auth=Bearer {token}\x01\x01"
+
+
+def auth_exchange(settings: SmtpSettings, mechanism: str, token: str | None = None) -> AuthExchange:
     """The AUTH exchange for `mechanism`: yields (line, secret), is sent each reply.
 
-    Returns the 235 reply; raises `AuthenticationError` (diagnosed) or `ProtocolError`.
+    An OAuth mechanism sends `token` (the I/O layer fetched it from
+    `settings.oauth2_token`). Returns the 235 reply; raises `AuthenticationError`
+    (diagnosed) or `ProtocolError`.
     """
     username = settings.username or ""
-    if mechanism == "XOAUTH2":
-        assert settings.oauth2_token is not None
-        try:
-            token = settings.oauth2_token()
-        except Exception as exc:  # a revoked refresh token, a network error, ...
-            raise AuthenticationError(
-                f"the OAuth2 token provider failed ({type(exc).__name__})",
-                diagnosis=Diagnosis(
-                    Category.AUTH_FAILED,
-                    "No OAuth2 access token could be obtained.",
-                    ("Sign in again to the email account to renew the authorisation.",),
-                ),
-            ) from None  # the provider's own error may carry a refresh token or URL
-        if not isinstance(token, str) or not token:
-            raise AuthenticationError(
-                "the OAuth2 token provider returned no token",
-                diagnosis=Diagnosis(
-                    Category.AUTH_FAILED,
-                    "No OAuth2 access token was available.",
-                    ("Sign in again to the email account to renew the authorisation.",),
-                ),
-            )
-        reply = yield (
-            "AUTH XOAUTH2 " + _b64(f"user={username}\x01auth=Bearer {token}\x01\x01"),
-            True,
-        )
+    if mechanism in OAUTH_MECHANISMS:
+        if token is None:
+            raise ValueError("an OAuth mechanism needs the token fetched by the I/O layer")
+        first = oauth_initial_response(mechanism, username, token, settings.host, settings.port)
+        reply = yield (f"AUTH {mechanism} {_b64(first)}", True)
         if reply.code == 334:
-            # The server's JSON error (status, schemes, scope) comes as a challenge;
-            # an empty line ends the exchange and brings the final 5xx.
+            # The server's JSON error (status, schemes, scope) comes as a challenge; the
+            # client ends the exchange (XOAUTH2: an empty line; OAUTHBEARER: %x01, RFC
+            # 7628 3.2.3) and the server sends the final 5xx.
             detail = _decode_xoauth2_error(reply.text)
-            final = yield ("", False)
+            final = yield ("" if mechanism == "XOAUTH2" else _b64("\x01"), False)
             if detail:
                 final = SmtpReply(
                     final.code,

@@ -158,9 +158,12 @@ def starttls_exchange(
 
 
 def login_exchange(
-    extensions: dict[str, str], settings: SmtpSettings, *, encrypted: bool
+    extensions: dict[str, str], settings: SmtpSettings, *, encrypted: bool, token: str | None = None
 ) -> Exchange[str]:
-    """AUTH with the best mechanism offered; returns "MECHANISM as user" or raises."""
+    """AUTH with the best mechanism offered; returns "MECHANISM as user" or raises.
+
+    With `settings.oauth2_token`, `token` is the access token the I/O layer fetched.
+    """
     if "AUTH" not in extensions:
         if not encrypted:
             raise AuthenticationError(
@@ -198,7 +201,7 @@ def login_exchange(
         )
     offered = frozenset(extensions["AUTH"].upper().split())
     mechanism = choose_mechanism(settings, offered, encrypted)
-    steps = auth_exchange(settings, mechanism)
+    steps = auth_exchange(settings, mechanism, token)
     try:
         line, secret = next(steps)
         while True:

@@ -1,0 +1,120 @@
+"""`TokenProvider`: where SMTP and IMAP get an OAuth2 access token, refreshed before expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+
+from .._tokens import TokenProvider, TokenSource
+from ..diagnosis import Category, Diagnosis
+from ..errors import AuthenticationError, MailbridgeError
+from ..settings import Secret
+
+__all__ = [
+    "AccessToken",
+    "CachingTokenProvider",
+    "TokenProvider",
+    "TokenSource",
+    "fetch_token",
+    "renewable",
+]
+
+DEFAULT_MARGIN = 300.0  # seconds before expiry a token is renewed (msal's own margin)
+
+
+def _to_secret(value: Secret | str) -> Secret:
+    return value if isinstance(value, Secret) else Secret(value)
+
+
+@attrs.frozen
+class AccessToken:
+    """An access token and when it expires (epoch seconds); `repr` hides the value."""
+
+    value: Secret = attrs.field(converter=_to_secret)
+    expires_at: float
+
+
+class CachingTokenProvider:
+    """A `TokenProvider` around `acquire(rejected)`, called only when a new token is needed.
+
+    `acquire` gets the token the server refused (or None when the cached one merely
+    expires within `margin` seconds) and returns a new `AccessToken`; calls are
+    serialised, so threads sharing the provider refresh once.
+    """
+
+    def __init__(
+        self,
+        acquire: Callable[[str | None], AccessToken],
+        *,
+        margin: float = DEFAULT_MARGIN,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._acquire = acquire
+        self._margin = margin
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: AccessToken | None = None
+        self._rejected: str | None = None
+
+    def token(self) -> str:
+        """The cached token, or a new one when it expires within the margin or was refused."""
+        with self._lock:
+            current = self._current
+            if current is None or current.expires_at - self._margin <= self._clock():
+                current = self._acquire(self._rejected)
+                self._current, self._rejected = current, None
+            return current.value.reveal()
+
+    def invalidate(self) -> None:
+        """Forget the cached token; the next `token()` acquires one the server has not refused."""
+        with self._lock:
+            if self._current is not None:
+                self._rejected = self._current.value.reveal()
+            self._current = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+def renewable(source: TokenSource | None) -> bool:
+    """True when `source` can be told a token was refused (then one retry makes sense)."""
+    return isinstance(source, TokenProvider)
+
+
+def fetch_token(source: TokenSource, *, renew: bool = False) -> str:
+    """A token from `source`; with `renew`, invalidate the last one first.
+
+    `MailbridgeError`s (an `OAuthError`) pass unchanged; any other failure of the
+    source becomes an `AuthenticationError` that never quotes it (it may hold a secret).
+    """
+    try:
+        if isinstance(source, TokenProvider):
+            if renew:
+                source.invalidate()
+            token = source.token()
+        else:
+            token = source()
+    except MailbridgeError:
+        raise
+    except Exception as exc:  # the application's own callable: a network error, ...
+        raise AuthenticationError(
+            f"the OAuth2 token provider failed ({type(exc).__name__})",
+            diagnosis=Diagnosis(
+                Category.AUTH_FAILED,
+                "No OAuth2 access token could be obtained.",
+                ("Sign in again to the email account to renew the authorisation.",),
+            ),
+        ) from None  # the provider's own error may carry a refresh token or URL
+    if not isinstance(token, str) or not token:
+        raise AuthenticationError(
+            "the OAuth2 token provider returned no token",
+            diagnosis=Diagnosis(
+                Category.AUTH_FAILED,
+                "No OAuth2 access token was available.",
+                ("Sign in again to the email account to renew the authorisation.",),
+            ),
+        )
+    return token

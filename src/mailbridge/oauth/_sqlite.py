@@ -1,0 +1,109 @@
+"""`SqliteTokenStore`: tokens in one SQLite file (WAL), locked per tenant across processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from ._store import DEFAULT_LOCK_TIMEOUT, _TenantLocks, lock_timed_out
+
+__all__ = ["SqliteTokenStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS oauth_tokens (
+    tenant TEXT PRIMARY KEY, blob TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS oauth_locks (
+    tenant TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL);
+"""
+POLL_INTERVAL = 0.05
+
+
+class SqliteTokenStore:
+    """A `TokenStore` in one SQLite file, shared by threads and processes on one machine.
+
+    `lock(tenant)` takes a lease row (valid `lease` seconds, so a crashed worker
+    cannot block a tenant for ever) and waits at most `lock_timeout` seconds for it.
+    The file is created readable by its owner only: it holds refresh tokens.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        lease: float = 60.0,
+    ) -> None:
+        self.path = Path(path)
+        self._lock_timeout = lock_timeout
+        self._lease = lease
+        self._locks = _TenantLocks()
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        with contextlib.closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=self._lock_timeout, isolation_level=None)
+
+    def load(self, tenant: str) -> str | None:
+        with contextlib.closing(self._connect()) as db:
+            row = db.execute("SELECT blob FROM oauth_tokens WHERE tenant = ?", (tenant,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def save(self, tenant: str, blob: str) -> None:
+        with contextlib.closing(self._connect()) as db:
+            db.execute(
+                "INSERT INTO oauth_tokens (tenant, blob, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE "
+                "SET blob = excluded.blob, updated = excluded.updated",
+                (tenant, blob, time.time()),
+            )
+
+    def lock(self, tenant: str) -> AbstractContextManager[None]:
+        return self._hold(tenant)
+
+    @contextmanager
+    def _hold(self, tenant: str) -> Iterator[None]:
+        deadline = time.monotonic() + self._lock_timeout
+        with self._locks.hold(tenant, self._lock_timeout):  # threads of this process queue here
+            holder = f"{os.getpid()}-{uuid.uuid4().hex}"
+            while not self._take_lease(tenant, holder):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise lock_timed_out(tenant, self._lock_timeout)
+                time.sleep(min(POLL_INTERVAL, remaining))
+            try:
+                yield
+            finally:
+                with contextlib.closing(self._connect()) as db:
+                    db.execute(
+                        "DELETE FROM oauth_locks WHERE tenant = ? AND holder = ?", (tenant, holder)
+                    )
+
+    def _take_lease(self, tenant: str, holder: str) -> bool:
+        with contextlib.closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                row = db.execute(
+                    "SELECT expires FROM oauth_locks WHERE tenant = ?", (tenant,)
+                ).fetchone()
+                if row is not None and row[0] > now:
+                    return False
+                db.execute(
+                    "INSERT OR REPLACE INTO oauth_locks (tenant, holder, expires) VALUES (?, ?, ?)",
+                    (tenant, holder, now + self._lease),
+                )
+                return True
+            finally:
+                db.execute("COMMIT")
+
+    def __repr__(self) -> str:
+        return f"<SqliteTokenStore {str(self.path)!r}>"
