@@ -361,3 +361,31 @@ def test_device_flow_ends_without_a_grant() -> None:
 def test_a_hostile_error_code_is_bounded() -> None:
     diagnosis = oauth_failed("", "x" * 10_000 + "\r\nInjected: yes", (), "y" * 1_000_000)
     assert len(str(diagnosis)) < 300 and "Injected" not in str(diagnosis)
+
+
+# -- A token that cannot be renewed, seen through the connection test ----------------------
+
+
+def test_a_revoked_refresh_token_is_diagnosed_in_the_report_without_retrying() -> None:
+    from mailbridge.oauth import AccessToken, CachingTokenProvider
+    from mailbridge.oauth._errors import oauth_error
+
+    calls: list[str | None] = []
+
+    def acquire(rejected: str | None) -> AccessToken:
+        calls.append(rejected)
+        raise oauth_error(
+            "google",
+            {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+            "renewing the access token",
+        )
+
+    provider = CachingTokenProvider(acquire)
+    with FakeSmtpServer(tokens={USER: "good"}) as server:
+        settings = server.smtp_settings(username=USER, oauth2_token=provider)
+        with DeliveryClient.own_smtp(USER, settings) as client:
+            report = client.test_connection()
+    assert not report.ok and report.diagnosis is not None
+    assert report.diagnosis.category == Category.OAUTH_GRANT_INVALID
+    assert "7 days" in str(report)
+    assert calls == [None]  # asked once: a dead grant is not retried
