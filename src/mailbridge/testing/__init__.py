@@ -5,10 +5,11 @@ PIPELINING and fault injection; `FakeDnsServer` is an authoritative DNS
 server (UDP and TCP) for zones given as data; `FakeImapServer` is an
 in-memory IMAP4rev1 server with SPECIAL-USE folders, checked against Dovecot by
 the same scenarios; `FakeAutoconfigServer` serves autoconfig
-documents over HTTPS; `RealMailServers` (in `mailbridge.testing.realservers`)
-starts Postfix and Dovecot (Debian packages) for integration tests. The pytest
-plugin provides the fixtures `smtp_server`, `imap_server`, `dns_server`,
-`autoconfig_server` and `delivery_client`.
+documents over HTTPS; `FakeAuthorizationServer` is an OAuth2 authorization server
+over HTTPS that msal and google-auth sign in against; `RealMailServers` (in
+`mailbridge.testing.realservers`) starts Postfix and Dovecot (Debian packages) for
+integration tests. The pytest plugin provides the fixtures `smtp_server`,
+`imap_server`, `dns_server`, `autoconfig_server` and `delivery_client`.
 
 All but `FakeDnsServer` need the `testing` extra (aiosmtpd, trustme). The names
 are imported on first use, so that the pytest plugin loads without the extra;
@@ -28,12 +29,15 @@ if TYPE_CHECKING:
     from ._autoconfig import AutoconfigRequest, FakeAutoconfigServer, client_config_xml
     from ._dns import DnsQuery, FakeDnsServer
     from ._imap import FakeImapServer, ImapMessage
+    from ._oauth import FakeAuthorizationServer, FakeBrowser
     from ._smtp import FakeSmtpServer, ReceivedMessage
 
 __all__ = [
     "AutoconfigRequest",
     "DnsQuery",
+    "FakeAuthorizationServer",
     "FakeAutoconfigServer",
+    "FakeBrowser",
     "FakeDnsServer",
     "FakeImapServer",
     "FakeSmtpServer",
@@ -67,6 +71,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
             "_autoconfig": ("AutoconfigRequest", "FakeAutoconfigServer", "client_config_xml"),
             "_dns": ("DnsQuery", "FakeDnsServer"),
             "_imap": ("FakeImapServer", "ImapMessage"),
+            "_oauth": ("FakeAuthorizationServer", "FakeBrowser"),
             "_smtp": ("FakeSmtpServer", "ReceivedMessage"),
         },
         globals(),

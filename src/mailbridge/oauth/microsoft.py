@@ -1,0 +1,247 @@
+"""Microsoft 365 (Exchange Online) sign-in and tokens through msal (`mailbridge[microsoft]`).
+
+msal is Microsoft's own library: it knows Entra ID's authorities, the device-code
+and authorization-code flows, confidential clients, and keeps a serialisable token
+cache whose refresh tokens it rotates; mailbridge only persists that cache per
+tenant in a `TokenStore`, under the tenant's lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .._distribution import install_hint
+from ..errors import OAuthError
+from ..settings import Secret
+from ._errors import oauth_error, token_endpoint_unreachable
+from ._flows import AuthorizationRequest, DeviceCode
+from ._provider import AccessToken, CachingTokenProvider
+from ._store import TokenStore
+
+try:
+    import msal
+    import requests
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised by the install check
+    raise ImportError(
+        f"mailbridge.oauth.microsoft needs msal ({exc.name} is missing): "
+        f"{install_hint('microsoft')}",
+        name=__name__,
+    ) from exc
+
+from ._http import http_session
+
+__all__ = [
+    "DEFAULT_AUTHORITY",
+    "IMAP_SCOPE",
+    "SMTP_SCOPE",
+    "MicrosoftOAuth",
+]
+
+SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
+IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
+# Work and school accounts of any organisation; a tenant ID or domain narrows it.
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com/organizations"
+PROVIDER = "microsoft"
+
+
+class MicrosoftOAuth:
+    """One application registration in Microsoft Entra, its sign-in flows and tokens.
+
+    Without `client_secret` it is a public client (desktop, command line: device
+    code and authorization code with PKCE); with it, a confidential client (a web
+    application). `store` keeps each tenant's msal token cache. `authority` is
+    `https://login.microsoftonline.com/<directory>`; for any other host (a test
+    server), pass `instance_discovery=False`, msal's supported switch for authorities
+    it cannot look up at Microsoft. `ca_file` replaces the system trust store.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        store: TokenStore,
+        authority: str = DEFAULT_AUTHORITY,
+        client_secret: str | Secret | None = None,
+        scopes: Sequence[str] = (SMTP_SCOPE, IMAP_SCOPE),
+        instance_discovery: bool | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.client_id = client_id
+        self.store = store
+        self.authority = authority
+        self.scopes = list(scopes)
+        self._secret = Secret(client_secret) if isinstance(client_secret, str) else client_secret
+        self._instance_discovery = instance_discovery
+        self._session = http_session(ca_file, timeout)
+        self._http_cache: dict[Any, Any] = {}  # authority metadata, fetched once
+
+    @property
+    def confidential(self) -> bool:
+        """True for a confidential client (one with a client secret)."""
+        return self._secret is not None
+
+    def _app(self, cache: msal.SerializableTokenCache) -> Any:
+        options: dict[str, Any] = {
+            "authority": self.authority,
+            "token_cache": cache,
+            "http_client": self._session,
+            "http_cache": self._http_cache,
+        }
+        if self._instance_discovery is not None:
+            options["instance_discovery"] = self._instance_discovery
+        try:
+            if self._secret is not None:
+                return msal.ConfidentialClientApplication(
+                    self.client_id, client_credential=self._secret.reveal(), **options
+                )
+            return msal.PublicClientApplication(self.client_id, **options)
+        except requests.RequestException as exc:
+            raise token_endpoint_unreachable(PROVIDER, exc, "reading the authority") from None
+
+    # -- device code (public clients) -----------------------------------------------
+
+    def start_device_flow(self) -> DeviceCode:
+        """Begin a device-code sign-in: show `message` (code and URL) to the user."""
+        if self.confidential:
+            raise ValueError("the device-code flow is for public clients (no client_secret)")
+        app = self._app(msal.SerializableTokenCache())
+        with _network("starting the device sign-in"):
+            flow = app.initiate_device_flow(scopes=self.scopes)
+        if "user_code" not in flow:
+            raise oauth_error(PROVIDER, flow, "starting the device sign-in")
+        return DeviceCode(
+            user_code=flow["user_code"],
+            verification_uri=flow.get("verification_uri", ""),
+            message=flow.get("message", ""),
+            expires_at=float(flow.get("expires_at", time.time() + 900)),
+            data=dict(flow),
+        )
+
+    def finish_device_flow(
+        self,
+        tenant: str,
+        code: DeviceCode,
+        *,
+        timeout: float | None = None,
+        progress: Callable[[float], object] | None = None,
+    ) -> str:
+        """Wait (until the code expires, or `timeout` s) for the user to sign in; save the
+        tenant's tokens and return the account's user name. `progress(seconds_left)` is
+        called at each poll."""
+        cache = msal.SerializableTokenCache()
+        app = self._app(cache)
+        flow = dict(code.data)
+        deadline = flow.get("expires_at", time.time() + 900)
+        if timeout is not None:
+            deadline = min(deadline, time.time() + timeout)
+
+        def stop(_flow: dict[str, Any]) -> bool:
+            left = deadline - time.time()
+            if progress is not None:
+                progress(max(0.0, left))
+            return bool(left <= 0)
+
+        with _network("the device sign-in"):
+            result = app.acquire_token_by_device_flow(flow, exit_condition=stop)
+        return self._signed_in(tenant, cache, result, "the device sign-in")
+
+    # -- authorization code (web applications, or desktop with a loopback redirect) ---------
+
+    def authorization_request(
+        self, redirect_uri: str, *, login_hint: str | None = None, state: str | None = None
+    ) -> AuthorizationRequest:
+        """Where to send the user's browser; keep the returned request for the callback."""
+        app = self._app(msal.SerializableTokenCache())
+        flow = app.initiate_auth_code_flow(
+            self.scopes, redirect_uri=redirect_uri, login_hint=login_hint, state=state
+        )
+        return AuthorizationRequest(url=flow["auth_uri"], state=flow["state"], data=dict(flow))
+
+    def finish_authorization(
+        self, tenant: str, request: AuthorizationRequest, query: Mapping[str, str]
+    ) -> str:
+        """Redeem the callback's parameters (`code`, `state` or an `error`); save the
+        tenant's tokens and return the account's user name."""
+        cache = msal.SerializableTokenCache()
+        app = self._app(cache)
+        try:
+            with _network("the sign-in"):
+                result = app.acquire_token_by_auth_code_flow(dict(request.data), dict(query))
+        except ValueError:  # msal: the state does not match (a forged or stale callback)
+            raise oauth_error(
+                PROVIDER,
+                {"error": "invalid_state", "error_description": "the callback's state differs"},
+                "the sign-in",
+            ) from None
+        return self._signed_in(tenant, cache, result, "the sign-in")
+
+    def _signed_in(
+        self, tenant: str, cache: msal.SerializableTokenCache, result: Any, doing: str
+    ) -> str:
+        if not isinstance(result, dict) or "access_token" not in result:
+            raise oauth_error(PROVIDER, result if isinstance(result, dict) else {}, doing)
+        with self.store.lock(tenant):
+            self.store.save(tenant, cache.serialize())
+        claims = result.get("id_token_claims") or {}
+        return str(claims.get("preferred_username") or claims.get("upn") or "")
+
+    # -- tokens -----------------------------------------------------------------------
+
+    def token_provider(self, tenant: str, username: str | None = None) -> CachingTokenProvider:
+        """The `TokenProvider` for `tenant`'s account (`username`, or the only one)."""
+
+        def acquire(rejected: str | None) -> AccessToken:
+            return self._acquire(tenant, username, rejected)
+
+        return CachingTokenProvider(acquire)
+
+    def _acquire(self, tenant: str, username: str | None, rejected: str | None) -> AccessToken:
+        doing = "renewing the Microsoft login"
+        with self.store.lock(tenant):
+            cache = msal.SerializableTokenCache()
+            blob = self.store.load(tenant)
+            if blob:
+                cache.deserialize(blob)
+            app = self._app(cache)
+            accounts = app.get_accounts(username=username)
+            if not accounts:
+                raise _not_signed_in(doing)
+            with _network(doing):
+                # Another worker may have refreshed already: its token is in the cache.
+                result = app.acquire_token_silent_with_error(self.scopes, accounts[0])
+                if result and result.get("access_token") == rejected:
+                    result = app.acquire_token_silent_with_error(
+                        self.scopes, accounts[0], force_refresh=True
+                    )
+            if cache.has_state_changed:  # a rotated refresh token: saved before unlocking
+                self.store.save(tenant, cache.serialize())
+        if result is None:
+            raise _not_signed_in(doing)
+        if "access_token" not in result:
+            raise oauth_error(PROVIDER, result, doing)
+        return AccessToken(result["access_token"], time.time() + float(result["expires_in"]))
+
+    def __repr__(self) -> str:
+        kind = "confidential" if self.confidential else "public"
+        return f"<MicrosoftOAuth {kind} client {self.client_id!r} at {self.authority!r}>"
+
+
+def _not_signed_in(doing: str) -> OAuthError:
+    return oauth_error(
+        PROVIDER,
+        {"error": "invalid_grant", "error_description": "no sign-in is stored for this account"},
+        doing,
+    )
+
+
+@contextmanager
+def _network(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except requests.RequestException as exc:
+        raise token_endpoint_unreachable(PROVIDER, exc, doing) from None
