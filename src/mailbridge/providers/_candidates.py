@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from .._tokens import TokenSource
 from ..settings import ImapSettings, Security, SmtpSettings
 from ._oauth_info import OAuth2Info
 
@@ -44,16 +45,40 @@ class Candidate:
             self.security != Security.IMPLICIT_TLS,
         )
 
-    def smtp_settings(self, password: str | None = None, **changes: Any) -> SmtpSettings:
-        """`SmtpSettings` for this candidate (with the user name it found)."""
-        username = self.username if password is not None else None
+    def smtp_settings(
+        self,
+        password: str | None = None,
+        *,
+        oauth2_token: TokenSource | None = None,
+        **changes: Any,
+    ) -> SmtpSettings:
+        """`SmtpSettings` for this candidate (with the user name it found), logging in
+        with `password` or with `oauth2_token` (a `TokenProvider`)."""
         return SmtpSettings(
-            self.host, self.port, self.security, username=username, password=password, **changes
+            self.host, self.port, self.security, **_login(self, password, oauth2_token, changes)
         )
 
-    def imap_settings(self, password: str | None = None, **changes: Any) -> ImapSettings:
-        """`ImapSettings` for this candidate."""
-        username = self.username if password is not None else None
+    def imap_settings(
+        self,
+        password: str | None = None,
+        *,
+        oauth2_token: TokenSource | None = None,
+        **changes: Any,
+    ) -> ImapSettings:
+        """`ImapSettings` for this candidate, like `smtp_settings`."""
         return ImapSettings(
-            self.host, self.port, self.security, username=username, password=password, **changes
+            self.host, self.port, self.security, **_login(self, password, oauth2_token, changes)
         )
+
+
+def _login(
+    candidate: Candidate,
+    password: str | None,
+    token: TokenSource | None,
+    changes: dict[str, Any],
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"password": password}
+    if token is not None:
+        values["oauth2_token"] = token
+    values["username"] = candidate.username if password is not None or token else None
+    return {**values, **changes}
