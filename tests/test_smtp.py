@@ -76,12 +76,16 @@ def test_auth_mechanisms(smtp_server: FakeSmtpServer, mechanism: str) -> None:
 
 def test_xoauth2() -> None:
     with FakeSmtpServer(tokens={USER: "ya29.token"}) as server:
-        settings = server.smtp_settings(username=USER, oauth2_token=lambda: "ya29.token")
+        settings = server.smtp_settings(
+            username=USER, oauth2_token=lambda: "ya29.token", auth_mechanism="XOAUTH2"
+        )
         with DeliveryClient.own_smtp(USER, settings) as client:
             client.send(_invoice())
         assert server.messages[0].user == USER
 
-        bad = server.smtp_settings(username=USER, oauth2_token=lambda: "expired")
+        bad = server.smtp_settings(
+            username=USER, oauth2_token=lambda: "expired", auth_mechanism="XOAUTH2"
+        )
         with pytest.raises(AuthenticationError) as info:
             SmtpConnection.open(bad)
     assert info.value.reply is not None and info.value.reply.code == 535

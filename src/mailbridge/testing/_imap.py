@@ -16,6 +16,7 @@ from ..settings import ImapSettings
 from ._imap_protocol import Session
 from ._imap_store import LAYOUTS, SYSTEM_FLAGS, Folder, Store
 from ._loop import STOP_TIMEOUT
+from ._sasl import TokenIssuer
 from ._tls_server import TlsMode, TlsServer
 
 __all__ = ["FakeImapServer", "ImapMessage"]
@@ -40,7 +41,9 @@ class FakeImapServer(TlsServer):
     `tls` is "implicit" (default), "starttls" (LOGINDISABLED until STARTTLS) or "none";
     certificates come from a throw-away ECDSA CA (`ca_file`, `client_ssl_context()`).
     `users` maps addresses to passwords (LOGIN, AUTHENTICATE PLAIN; default one user
-    alice@example.test / alice-secret), `tokens` to XOAUTH2 bearer tokens. Each user has
+    alice@example.test / alice-secret), `tokens` to XOAUTH2/OAUTHBEARER bearer tokens;
+    with `authorization_server` (a `FakeAuthorizationServer`) the tokens it issued and
+    has not expired are accepted too (`oauth_refused` counts refused ones). Each user has
     their own folders, made from `layout`: "english" (special-use Sent, Drafts, Trash,
     Junk, Archive), "german" (Gesendet, Entwürfe, Papierkorb, no special-use), "gmail"
     ([Gmail]/...) or "dotted" (INBOX.Sent, delimiter "."). Folder names are Unicode
@@ -63,6 +66,7 @@ class FakeImapServer(TlsServer):
         tls: TlsMode = "implicit",
         users: Mapping[str, str] | None = None,
         tokens: Mapping[str, str] | None = None,
+        authorization_server: TokenIssuer | None = None,
         layout: Layout = "english",
         certificate_hostnames: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
         max_literal: int = 50 * 1024 * 1024,
@@ -73,6 +77,8 @@ class FakeImapServer(TlsServer):
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         self.users = dict(users if users is not None else {"alice@example.test": "alice-secret"})
         self.tokens = dict(tokens or {})
+        self.authorization_server = authorization_server
+        self.oauth_refused = 0
         self.layout = layout
         self.max_literal = max_literal
         self.connections = 0

@@ -131,7 +131,7 @@ class Connection(asyncio.Protocol):
         if self.server.tls == "starttls" and not self.tls:
             caps += ["STARTTLS", "LOGINDISABLED"]
         elif self.user is None:
-            caps += ["AUTH=PLAIN", "AUTH=XOAUTH2"]
+            caps += ["AUTH=PLAIN", "AUTH=XOAUTH2", "AUTH=OAUTHBEARER"]
         omit = {name.upper() for name in self.server.omit_capabilities}
         return " ".join(cap for cap in caps if cap.upper() not in omit).encode()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 
 from ._imap_connection import Connection, No
 from ._imap_syntax import (
@@ -14,11 +13,11 @@ from ._imap_syntax import (
     Token,
     astring,
 )
-from ._sasl import xoauth2_user
+from ._sasl import OAUTH_MECHANISMS, bearer_login, oauth_error_challenge, token_valid
 
 
 class LoginCommands(Connection):
-    """STARTTLS, LOGIN and AUTHENTICATE (PLAIN, XOAUTH2)."""
+    """STARTTLS, LOGIN and AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER)."""
 
     async def cmd_starttls(self, tag: bytes, args: list[Token], uid: bool) -> bytes:
         if self.server.tls != "starttls" or self.tls:
@@ -76,7 +75,7 @@ class LoginCommands(Connection):
         if not args or not isinstance(args[0], Atom):
             raise ParseError("AUTHENTICATE needs a mechanism")
         mechanism = args[0].upper()
-        if mechanism not in ("PLAIN", "XOAUTH2"):
+        if mechanism not in ("PLAIN", *OAUTH_MECHANISMS):
             raise No("Unsupported authentication mechanism.")
         self.check_plaintext()
         blob = await self.sasl_response(args)
@@ -88,10 +87,12 @@ class LoginCommands(Connection):
             if self.password_ok(user, password):
                 return self.logged_in(user)
             raise self.failed()
-        user, valid = xoauth2_user(blob, self.server.tokens)
-        if self.server.login_reply is None and valid:
+        user, token = bearer_login(mechanism, blob)
+        issuer = self.server.authorization_server
+        if self.server.login_reply is None and token_valid(user, token, self.server.tokens, issuer):
             return self.logged_in(user)
-        error = {"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}
-        self.write(b"+ " + base64.b64encode(json.dumps(error).encode()) + b"\r\n")
-        await self.readline()
+        self.server.oauth_refused += 1
+        error = oauth_error_challenge(mechanism, "https://mail.google.com/", "400")
+        self.write(b"+ " + base64.b64encode(error) + b"\r\n")
+        await self.readline()  # RFC 7628 3.2.3: the client's %x01 (XOAUTH2: an empty line)
         raise self.failed()

@@ -8,7 +8,6 @@ import binascii
 import email
 import email.policy
 import hmac
-import json
 import secrets
 import threading
 import warnings
@@ -22,7 +21,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..settings import SmtpSettings
 from ._loop import STOP_TIMEOUT
-from ._sasl import xoauth2_user
+from ._sasl import TokenIssuer, bearer_login, oauth_error_challenge, token_valid
 from ._tls_server import TlsMode, TlsServer
 
 __all__ = ["FakeSmtpServer", "ReceivedMessage"]
@@ -230,6 +229,12 @@ class _Handler:
         return "250 2.0.0 OK: queued"
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "OAUTHBEARER")
+
+    async def _bearer(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
         if len(args) == 2:
             try:
                 blob = base64.b64decode(args[1], validate=True)
@@ -240,16 +245,22 @@ class _Handler:
             if not isinstance(answer, bytes):
                 return AuthResult(success=False, handled=True)
             blob = answer
-        user, valid = xoauth2_user(blob, self.server.tokens)
-        if self.server.login_reply is None and valid:
+        user, token = bearer_login(mechanism, blob)
+        fake = self.server
+        if fake.login_reply is None and token_valid(
+            user, token, fake.tokens, fake.authorization_server
+        ):
             return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
-        error = {"status": "401", "schemes": "Bearer", "scope": "https://mail.example/"}
-        if not isinstance(await server.challenge_auth(json.dumps(error).encode()), bytes):
+        with fake._lock:
+            fake.oauth_refused += 1
+        error = oauth_error_challenge(mechanism, "https://mail.example/")
+        # The client ends the exchange: XOAUTH2 an empty line, OAUTHBEARER %x01 (RFC 7628).
+        if not isinstance(await server.challenge_auth(error), bytes):
             return AuthResult(success=False, handled=True)  # "*": aiosmtpd already said 501
         return AuthResult(
             success=False,
             handled=False,
-            message=self.server.login_reply or "535 5.7.8 Username and Password not accepted",
+            message=fake.login_reply or "535 5.7.8 Username and Password not accepted",
         )
 
     async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -271,7 +282,9 @@ class FakeSmtpServer(TlsServer):
 
     `tls` is "starttls" (default), "implicit" or "none"; certificates come from
     a throw-away CA (`ca_file`, `client_ssl_context()`). With `users` (and/or
-    `tokens` for XOAUTH2) logins are required. Every accepted message is in
+    `tokens` for XOAUTH2/OAUTHBEARER, or `authorization_server`, a
+    `FakeAuthorizationServer` whose unexpired tokens are accepted) logins are
+    required; `oauth_refused` counts refused tokens. Every accepted message is in
     `messages`. Faults are attributes you may set at any time:
     `refuse_recipient()`, `login_reply`, `sender_reply`, `data_reply`,
     `close_after`, `messages_per_connection` (421 to MAIL and close once a
@@ -279,7 +292,7 @@ class FakeSmtpServer(TlsServer):
     `stall_seconds`, `drop_before_data_reply`, `omit_starttls`. `quits` counts
     the QUIT commands received.
     `auth_mechanisms` limits the AUTH mechanisms offered (default: PLAIN,
-    LOGIN, CRAM-MD5 and XOAUTH2); `chunking=True` also offers BDAT (RFC 3030).
+    LOGIN, CRAM-MD5, XOAUTH2 and OAUTHBEARER); `chunking=True` also offers BDAT (RFC 3030).
     """
 
     _name = "FakeSmtpServer"
@@ -290,6 +303,7 @@ class FakeSmtpServer(TlsServer):
         tls: TlsMode = "starttls",
         users: Mapping[str, str] | None = None,
         tokens: Mapping[str, str] | None = None,
+        authorization_server: TokenIssuer | None = None,
         auth_required: bool | None = None,
         pipelining: bool = True,
         chunking: bool = False,
@@ -303,8 +317,12 @@ class FakeSmtpServer(TlsServer):
         super().__init__(tls=tls, host=host, certificate_hostnames=certificate_hostnames)
         self.users = dict(users or {})
         self.tokens = dict(tokens or {})
+        self.authorization_server = authorization_server
+        self.oauth_refused = 0
         self.auth_required = (
-            bool(self.users or self.tokens) if auth_required is None else auth_required
+            bool(self.users or self.tokens or authorization_server)
+            if auth_required is None
+            else auth_required
         )
         self.pipelining = pipelining
         self.chunking = chunking
@@ -415,7 +433,7 @@ class FakeSmtpServer(TlsServer):
             timeout=30,
             auth_exclude_mechanism=[
                 mechanism
-                for mechanism in ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
+                for mechanism in ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
                 if self.auth_mechanisms is not None and mechanism not in self.auth_mechanisms
             ],
         )
