@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         normalize_domain,
     )
     from ._oauth_info import Milestone, OAuth2Info
+    from ._oauth_setup import OAuthSetup
     from ._registry import ProviderRegistry
     from ._wizard import SetupAttempt, SetupResult, setup
 
@@ -49,6 +50,7 @@ __all__ = [
     "HttpsFetcher",
     "Milestone",
     "OAuth2Info",
+    "OAuthSetup",
     "Provider",
     "ProviderRegistry",
     "SetupAttempt",
@@ -86,6 +88,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "normalize_domain",
             ),
             "._oauth_info": ("Milestone", "OAuth2Info"),
+            "._oauth_setup": ("OAuthSetup",),
             "._registry": ("ProviderRegistry",),
             "._wizard": ("SetupAttempt", "SetupResult", "setup"),
         },
