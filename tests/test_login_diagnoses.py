@@ -354,6 +354,7 @@ def test_microsoft_error_codes_decide_without_a_description() -> None:
 
 def test_device_flow_ends_without_a_grant() -> None:
     assert oauth_failed("", "expired_token").category == Category.TIMEOUT
+    assert oauth_failed("microsoft", "authorization_pending").category == Category.TIMEOUT
     declined = oauth_failed("google", "access_denied")
     assert declined.category == Category.OAUTH_CONSENT_REQUIRED
 

@@ -414,10 +414,10 @@ def grant_refused(
             f"{name} could not issue an access token right now.",
             ("Try again in a few minutes; nothing needs to change.",),
         )
-    if code == "expired_token":
+    if code in ("expired_token", "authorization_pending", "slow_down"):
         return Diagnosis(
             Category.TIMEOUT,
-            "The sign-in code expired before the sign-in was finished.",
+            "The sign-in was not finished in time (the code was not entered, or expired).",
             ("Start the sign-in again and enter the new code within its time limit.",),
         )
     if code in ("invalid_client", "unauthorized_client", "invalid_scope", "invalid_request"):

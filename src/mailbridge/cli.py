@@ -1,4 +1,4 @@
-"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup.
+"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup, oauth.
 
 Exit codes: 0 success, 1 delivery or connection failed, 2 bad usage or
 settings, 3 sent but some recipients were refused, 70 internal error (a bug:
@@ -25,6 +25,7 @@ from . import (
     MailbridgeError,
     MessageError,
     SmtpSettings,
+    _cli_oauth,
 )
 from . import _cli_args as _args
 from ._distribution import version
@@ -265,6 +266,9 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 def _cmd_setup(args: argparse.Namespace) -> int:
     from .providers import setup
 
+    resolver = _resolver(args) if args.nameserver else None
+    if args.oauth:
+        return _cli_oauth.setup_command(args, resolver)
     password = os.environ.get(args.password_env)
     if password is None:
         if not sys.stdin.isatty():
@@ -272,9 +276,13 @@ def _cmd_setup(args: argparse.Namespace) -> int:
                 "password", f"set {args.password_env} or run in a terminal to be asked"
             )
         password = getpass.getpass(f"Password for {args.email}: ")
-    resolver = _resolver(args) if args.nameserver else None
     result = setup(
-        args.email, password, resolver=resolver, timeout=args.timeout, want_imap=not args.no_imap
+        args.email,
+        password,
+        resolver=resolver,
+        timeout=args.timeout,
+        want_imap=not args.no_imap,
+        **_cli_oauth.proof_options(args),
     )
     print(result)
     if result.smtp is not None:
@@ -392,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     wizard.add_argument("--no-imap", action="store_true", help="only SMTP")
     wizard.add_argument("--timeout", type=_args.seconds, default=10.0)
     _add_dns_options(wizard)
+    _cli_oauth.add_setup_options(wizard)
     wizard.set_defaults(handler=_cmd_setup)
+    _cli_oauth.add_commands(commands)
 
     providers = commands.add_parser("providers", help="list the built-in provider presets")
     providers.add_argument("--domain", help="only the provider for this address domain")
