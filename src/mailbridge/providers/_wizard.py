@@ -37,6 +37,12 @@ _ACCOUNT_PROBLEMS = (
     Category.AUTH_FAILED,
     Category.AUTH_MECHANISM_UNSUPPORTED,
 )
+# Failures of the OAuth2 sign-in itself: trying other servers would only ask again.
+_SIGN_IN_PROBLEMS = (
+    Category.OAUTH_GRANT_INVALID,
+    Category.OAUTH_CONSENT_REQUIRED,
+    Category.OAUTH_CLIENT_INVALID,
+)
 # Failures to reach a server at all: then the host's next address is worth a try.
 _UNREACHABLE = (Category.CONNECTION_REFUSED, Category.TIMEOUT)
 MAX_ADDRESSES_TRIED = 3  # of one host name, in DNS order
@@ -169,6 +175,14 @@ def _best_failure(attempts: list[SetupAttempt]) -> Diagnosis | None:
     return diagnoses[0] if diagnoses else None
 
 
+def _signed_out(attempts: list[SetupAttempt]) -> bool:
+    """True once the sign-in itself failed (revoked, no consent): no server can help."""
+    return any(
+        a.report.diagnosis is not None and a.report.diagnosis.category in _SIGN_IN_PROBLEMS
+        for a in attempts
+    )
+
+
 def _no_oauth2(email: str) -> Diagnosis:
     return Diagnosis(
         Category.AUTH_MECHANISM_UNSUPPORTED,
@@ -250,6 +264,8 @@ def setup(
     for candidate in found.smtp:
         if sum(a.candidate.protocol == "smtp" for a in attempts) >= max_attempts:
             break
+        if _signed_out(attempts):
+            break
         if not (pins := addresses(candidate)):
             continue
         settings = candidate.smtp_settings(password, **options)
@@ -261,6 +277,8 @@ def setup(
     if want_imap:
         for candidate in found.imap:
             if sum(a.candidate.protocol == "imap" for a in attempts) >= max_attempts:
+                break
+            if _signed_out(attempts):
                 break
             if not (pins := addresses(candidate)):
                 continue
