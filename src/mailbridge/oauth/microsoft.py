@@ -153,12 +153,25 @@ class MicrosoftOAuth:
     # -- authorization code (web applications, or desktop with a loopback redirect) ---------
 
     def authorization_request(
-        self, redirect_uri: str, *, login_hint: str | None = None, state: str | None = None
+        self,
+        redirect_uri: str,
+        *,
+        login_hint: str | None = None,
+        state: str | None = None,
+        response_mode: str | None = None,
     ) -> AuthorizationRequest:
-        """Where to send the user's browser; keep the returned request for the callback."""
+        """Where to send the user's browser; keep the returned request for the callback.
+
+        `response_mode="form_post"` (msal's advice) makes the callback a POST whose form
+        fields are what `finish_authorization` takes; the default is a query string.
+        """
         app = self._app(msal.SerializableTokenCache())
         flow = app.initiate_auth_code_flow(
-            self.scopes, redirect_uri=redirect_uri, login_hint=login_hint, state=state
+            self.scopes,
+            redirect_uri=redirect_uri,
+            login_hint=login_hint,
+            state=state,
+            response_mode=response_mode,
         )
         return AuthorizationRequest(url=flow["auth_uri"], state=flow["state"], data=dict(flow))
 

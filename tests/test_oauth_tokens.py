@@ -1,0 +1,254 @@
+"""TokenProvider, token stores, settings, and SMTP renewing a refused token (sync, async)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mailbridge import AuthenticationError, ImapSettings, SmtpSettings
+from mailbridge.errors import ConfigurationError, OAuthError
+from mailbridge.oauth import (
+    AccessToken,
+    CachingTokenProvider,
+    MemoryTokenStore,
+    SqliteTokenStore,
+    TokenProvider,
+)
+from mailbridge.smtp import SmtpConnection
+from mailbridge.smtp._async_connection import AsyncSmtpConnection
+from mailbridge.testing import FakeSmtpServer
+
+USER = "carol@example.test"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+class Counting:
+    """An `acquire` that hands out tok-1, tok-2, ... valid for `lifetime` seconds."""
+
+    def __init__(self, lifetime: float = 3600.0, delay: float = 0.0) -> None:
+        self.lifetime = lifetime
+        self.delay = delay
+        self.calls: list[str | None] = []
+
+    def __call__(self, rejected: str | None) -> AccessToken:
+        self.calls.append(rejected)
+        time.sleep(self.delay)
+        return AccessToken(f"tok-{len(self.calls)}", time.time() + self.lifetime)
+
+
+def test_a_token_is_reused_until_it_nears_expiry_then_renewed() -> None:
+    now = [1000.0]
+    acquire = Counting()
+
+    def fixed(rejected: str | None) -> AccessToken:
+        acquire.calls.append(rejected)
+        return AccessToken(f"tok-{len(acquire.calls)}", now[0] + 3600)
+
+    provider = CachingTokenProvider(fixed, margin=300, clock=lambda: now[0])
+    assert provider.token() == "tok-1"
+    now[0] += 3000
+    assert provider.token() == "tok-1"  # 600 s left
+    now[0] += 301
+    assert provider.token() == "tok-2"  # 299 s left: renewed before it expires
+    assert acquire.calls == [None, None]
+
+
+def test_invalidate_names_the_refused_token_to_acquire() -> None:
+    acquire = Counting()
+    provider = CachingTokenProvider(acquire)
+    first = provider.token()
+    provider.invalidate()
+    assert provider.token() == "tok-2"
+    assert acquire.calls == [None, first]
+
+
+def test_threads_sharing_a_provider_acquire_once() -> None:
+    acquire = Counting(delay=0.2)
+    provider = CachingTokenProvider(acquire)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(provider.token())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == ["tok-1"] * 8 and len(acquire.calls) == 1
+
+
+def test_no_token_or_secret_in_repr() -> None:
+    token = AccessToken("ya29.SECRET", 0.0)
+    assert "SECRET" not in repr(token)
+    provider = CachingTokenProvider(lambda _: token)
+    provider.token()
+    assert "SECRET" not in repr(provider)
+    store = MemoryTokenStore()
+    store.save("acme", '{"refresh_token": "SECRET"}')
+    assert "SECRET" not in repr(store)
+
+
+def test_settings_take_a_token_provider_where_they_take_a_password() -> None:
+    provider = CachingTokenProvider(Counting())
+    assert isinstance(provider, TokenProvider)
+    smtp = SmtpSettings("smtp.example", 587, "starttls", username=USER, password=provider)
+    assert smtp.oauth2_token is provider and smtp.password is None
+    imap = ImapSettings("imap.example", 993, "implicit_tls", username=USER, password=provider)
+    assert imap.oauth2_token is provider
+    assert "tok-" not in repr(smtp) and "tok-" not in repr(imap)
+    with pytest.raises(ConfigurationError):
+        SmtpSettings(
+            "smtp.example", 587, "starttls", username=USER, password=provider, oauth2_token=provider
+        )
+
+
+@pytest.mark.parametrize("make", [MemoryTokenStore, "sqlite"])
+def test_store_locks_are_per_tenant_and_time_out_typed(make: object, tmp_path: Path) -> None:
+    def new() -> MemoryTokenStore | SqliteTokenStore:
+        if make == "sqlite":
+            return SqliteTokenStore(tmp_path / "t.sqlite3", lock_timeout=0.3)
+        return MemoryTokenStore(lock_timeout=0.3)
+
+    store, other = new(), new()
+    store.save("acme", "blob-1")
+    assert other.load("acme") == ("blob-1" if make == "sqlite" else None)
+    with store.lock("acme"):
+        with store.lock("globex"):  # another tenant is not blocked
+            pass
+        failure: list[BaseException] = []
+
+        def contend() -> None:
+            try:
+                with store.lock("acme"):
+                    pass
+            except OAuthError as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=contend)
+        started = time.monotonic()
+        thread.start()
+        thread.join(5)
+    assert len(failure) == 1 and isinstance(failure[0], OAuthError) and failure[0].temporary
+    assert 0.25 < time.monotonic() - started < 3
+    with store.lock("acme"):  # released
+        pass
+
+
+def test_the_sqlite_store_is_private_wal_and_locks_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.sqlite3"
+    store = SqliteTokenStore(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Another process holds acme's lock for 1 s: we wait for it, and then read its save.
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from mailbridge.oauth import SqliteTokenStore
+        store = SqliteTokenStore({str(path)!r})
+        with store.lock("acme"):
+            print("locked", flush=True)
+            time.sleep(1.0)
+            store.save("acme", "rotated")
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with store.lock("acme"):
+            waited = time.monotonic() - started
+            assert store.load("acme") == "rotated"
+    finally:
+        holder.wait(10)
+    assert 0.5 < waited < 5
+
+
+def test_a_lease_of_a_crashed_worker_expires(tmp_path: Path) -> None:
+    store = SqliteTokenStore(tmp_path / "t.sqlite3", lease=0.3, lock_timeout=5)
+    assert store._take_lease("acme", "crashed-worker")  # never released
+    started = time.monotonic()
+    with store.lock("acme"):
+        pass
+    assert time.monotonic() - started < 2
+
+
+# -- SMTP: one renewal after a refused token, sync and asyncio alike ------------------------
+
+
+def refusing_once(server: FakeSmtpServer) -> tuple[CachingTokenProvider, list[str | None]]:
+    calls: list[str | None] = []
+
+    def acquire(rejected: str | None) -> AccessToken:
+        calls.append(rejected)
+        token = f"ya29.t{len(calls)}"
+        if len(calls) > 1:
+            server.tokens[USER] = token  # the server only knows the renewed token
+        return AccessToken(token, time.time() + 3600)
+
+    return CachingTokenProvider(acquire), calls
+
+
+@pytest.mark.parametrize("mechanism", ["OAUTHBEARER", "XOAUTH2"])
+def test_a_refused_token_is_invalidated_and_auth_retried_once(mechanism: str) -> None:
+    with FakeSmtpServer(tokens={USER: "unknown-yet"}) as server:
+        provider, calls = refusing_once(server)
+        settings = server.smtp_settings(
+            username=USER, oauth2_token=provider, auth_mechanism=mechanism
+        )
+        connection = SmtpConnection.open(settings)
+        try:
+            assert connection.authenticated
+        finally:
+            connection.close()
+        assert calls == [None, "ya29.t1"] and server.oauth_refused == 1
+
+
+def test_a_token_refused_twice_is_an_authentication_error_after_one_retry() -> None:
+    with FakeSmtpServer(tokens={USER: "never"}) as server:
+        acquire = Counting()
+        settings = server.smtp_settings(username=USER, oauth2_token=CachingTokenProvider(acquire))
+        with pytest.raises(AuthenticationError) as info:
+            SmtpConnection.open(settings)
+        assert len(acquire.calls) == 2 and server.oauth_refused == 2
+        assert "tok-" not in str(info.value)
+
+
+def test_a_plain_callable_is_not_retried() -> None:
+    with FakeSmtpServer(tokens={USER: "never"}) as server:
+        calls: list[int] = []
+        settings = server.smtp_settings(
+            username=USER, oauth2_token=lambda: str(calls.append(1) or "tok")
+        )
+        with pytest.raises(AuthenticationError):
+            SmtpConnection.open(settings)
+        assert calls == [1]
+
+
+def test_the_asyncio_connection_renews_a_refused_token_too() -> None:
+    with FakeSmtpServer(tokens={USER: "unknown-yet"}) as server:
+        provider, calls = refusing_once(server)
+        settings = server.smtp_settings(username=USER, oauth2_token=provider)
+
+        async def run() -> bool:
+            connection = await AsyncSmtpConnection.open(settings)
+            try:
+                return connection.authenticated
+            finally:
+                await connection.quit()
+
+        assert asyncio.run(run())
+        assert calls == [None, "ya29.t1"] and server.oauth_refused == 1
