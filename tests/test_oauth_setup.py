@@ -207,8 +207,8 @@ def test_the_setup_result_offers_oauth_where_the_provider_does() -> None:
     assert result.oauth2 is not None and result.oauth2.scopes == MS_SCOPES
 
 
-def test_delivery_client_setup_with_a_token_provider() -> None:
-    from mailbridge import DeliveryClient, MailbridgeError
+def test_setup_with_a_token_provider_and_a_dead_sign_in() -> None:
+    from mailbridge import MailbridgeError
 
     with world() as w:
         microsoft = w.microsoft()
@@ -216,13 +216,13 @@ def test_delivery_client_setup_with_a_token_provider() -> None:
         w.auth.approve_device_code()
         username = microsoft.finish_device_flow("acme", code, timeout=20)
         provider = microsoft.token_provider("acme", username)
-        with DeliveryClient.setup(EMAIL, oauth2_token=provider, **w.options()) as client:
+        with setup(EMAIL, oauth2_token=provider, **w.options()).client() as client:
             assert client.imap is not None and client.test_connection().ok
         w.auth.revoke()
         provider.invalidate()
-        with pytest.raises(MailbridgeError, match="expired or revoked"):
-            DeliveryClient.setup(EMAIL, oauth2_token=provider, **w.options())
         result = setup(EMAIL, oauth2_token=provider, **w.options())
+        with pytest.raises(MailbridgeError, match="expired or revoked"):
+            result.client()
     assert len(result.attempts) == 1  # a dead sign-in: IMAP (or another server) is not tried
     assert result.diagnosis is not None
     assert result.diagnosis.category == Category.OAUTH_GRANT_INVALID

@@ -6,7 +6,6 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
 
 import attrs
 import dns.resolver
@@ -254,24 +253,6 @@ class DeliveryClient:
             connection_test=lambda: probe_smtp(relay.smtp),
             dkim=dkim,
         )
-
-    @classmethod
-    def setup(
-        cls,
-        email: str,
-        password: str | None = None,
-        display_name: str | None = None,
-        **options: Any,
-    ) -> DeliveryClient:
-        """The set-up wizard in one call: a client with the settings `mailbridge.setup()`
-        proved for `email`, with `password` or `oauth2_token=` (a `TokenProvider`).
-
-        `options` go to `setup()`. Raises `MailbridgeError` (with the diagnosis in its
-        text) when no SMTP server worked; use `setup()` itself to show every attempt.
-        """
-        from .providers._wizard import setup
-
-        return setup(email, password, **options).client(display_name)
 
     def sender_authorization(self, *, refresh: bool = False) -> SenderAuthorization:
         """For SPF imitation: does the tenant's SPF record authorise the relay (and DMARC)?"""
