@@ -1,8 +1,11 @@
 """A child process that runs a FakeSmtpServer and DelayProxies for `bulk.py`.
 
 Servers and proxies live in their own process so that they do not compete with
-the measured client for the GIL. The parent talks to the child over a pipe;
-every call has a time limit, and `stop()` ends the child (terminate, then kill).
+the measured client for the GIL; with `separate_proxies=True` the proxies get a
+process of their own too, so that they do not compete with the server either
+(a real network does not slow down the server it carries traffic to). The parent
+talks to the child over a pipe; every call has a time limit, and `stop()` ends the
+child (terminate, then kill).
 """
 
 from __future__ import annotations
@@ -88,8 +91,11 @@ def _serve(conn: Any, spec: dict[str, Any]) -> None:  # runs in the child
 class ServerProcess:
     """Parent side: `ServerProcess(fake=True, tls="none", chunking=False).start()`."""
 
-    def __init__(self, **spec: Any) -> None:
+    _PROXY_COMMANDS = frozenset({"proxy", "reset", "turns"})
+
+    def __init__(self, *, separate_proxies: bool = False, **spec: Any) -> None:
         self.spec = spec
+        self._proxies = ServerProcess(fake=False) if separate_proxies else None
         self.info: dict[str, Any] = {}
         self._context = multiprocessing.get_context("spawn")
         self._conn: Any = None
@@ -105,9 +111,17 @@ class ServerProcess:
             self.stop()
             raise RuntimeError("the server process did not start in time")
         self.info = parent.recv()
+        if self._proxies is not None:
+            try:
+                self._proxies.start()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def call(self, *command: Any) -> Any:
+        if self._proxies is not None and command[0] in self._PROXY_COMMANDS:
+            return self._proxies.call(*command)
         self._conn.send(command)
         if not self._conn.poll(CALL_TIMEOUT):
             raise RuntimeError(f"the server process did not answer {command[0]!r} in time")
@@ -121,6 +135,8 @@ class ServerProcess:
         return int(self.call("proxy", host, port, delay))
 
     def stop(self) -> None:
+        if self._proxies is not None:
+            self._proxies.stop()
         process, conn = self._process, self._conn
         if process is None:
             return

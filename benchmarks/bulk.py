@@ -736,7 +736,11 @@ def run_server(
             chunking = server == "aiosmtpd+chunking"
             helper = stack.enter_context(
                 ServerProcess(
-                    fake=True, tls="starttls" if tls else "none", users=users, chunking=chunking
+                    fake=True,
+                    tls="starttls" if tls else "none",
+                    users=users,
+                    chunking=chunking,
+                    separate_proxies=True,
                 )
             )
             host, port, ca_file = helper.info["host"], helper.info["port"], helper.info["ca_file"]

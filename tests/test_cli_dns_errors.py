@@ -114,6 +114,7 @@ def test_library_errors_are_typed(dns_server: FakeDnsServer) -> None:
     with pytest.raises(ConfigurationError) as bad_ip:
         check_host("not-an-ip", "example.com", "a@example.com", resolver=resolver)
     assert bad_ip.value.field == "ip"
-    with pytest.raises(ConfigurationError) as bad_timeout:
-        check_host("192.0.2.1", "example.com", "a@example.com", timeout=float("nan"))
-    assert bad_timeout.value.field == "timeout"
+    for timeout in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(ConfigurationError) as bad_timeout:
+            check_host("192.0.2.1", "example.com", "a@example.com", timeout=timeout)
+        assert bad_timeout.value.field == "timeout"

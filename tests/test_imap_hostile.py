@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import imapclient
 import pytest
 
 from mailbridge import ImapSettings
+from mailbridge.diagnosis import Category
 from mailbridge.errors import (
     ConfigurationError,
     DeliveryTimeout,
@@ -300,6 +302,40 @@ def test_a_server_that_never_greets_is_a_timeout_error() -> None:
             open_imap(settings)
     assert isinstance(caught.value, TimeoutError)
     assert "did not greet" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("greeting", "expected"),
+    [
+        (b"", "closed the connection before its greeting"),
+        (b"* OK half a gree", "closed the connection before its greeting"),
+        (b"* BYE too many connections from your address\r\n", "refused the connection"),
+    ],
+)
+def test_a_server_that_closes_or_says_bye_instead_of_greeting_is_a_lost_connection(
+    greeting: bytes, expected: str
+) -> None:
+    """Not "answered unexpectedly" (a protocol error): the server went away or is busy."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5.0)
+        settings = ImapSettings("127.0.0.1", listener.getsockname()[1], "none", command_timeout=5)
+
+        def greet_and_close() -> None:
+            peer, _ = listener.accept()
+            with peer:
+                peer.sendall(greeting)
+
+        thread = threading.Thread(target=greet_and_close)
+        thread.start()
+        try:
+            with pytest.raises(ImapConnectionLost, match=expected) as caught:
+                open_imap(settings)
+        finally:
+            thread.join(5.0)
+    assert caught.value.temporary and caught.value.diagnosis is not None
+    if greeting.startswith(b"* BYE"):
+        assert "too many connections" in str(caught.value)
+        assert caught.value.diagnosis.category == Category.SERVER_UNAVAILABLE
 
 
 def test_a_fetch_timeout_bounds_all_its_commands_together() -> None:

@@ -176,6 +176,7 @@ def test_graph_finds_circles_and_ignores_type_checking(tmp_path: Path) -> None:
 
 PACKAGES = [
     "mailbridge",
+    "mailbridge.bounces",
     "mailbridge.dnsauth",
     "mailbridge.imap",
     "mailbridge.providers",

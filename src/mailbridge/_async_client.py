@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import dns.resolver
 
 from ._addresses import Mailbox
@@ -20,7 +21,14 @@ from ._client import DeliveryClient, SendResult
 from ._identity import PlatformRelay, SenderAuthorization, SpfIdentity
 from ._message import DocumentEmail
 from ._results import ConnectionReport, Transaction
-from ._transport_choice import choose_transport, concurrency_of, with_imap
+from ._transport_choice import (
+    blacklist_check,
+    choose_transport,
+    concurrency_of,
+    refuse_suppressed,
+    run_blacklist_check,
+    with_imap,
+)
 from .composer import PreparedMessage
 from .dnsauth import DkimSigner
 from .errors import ConfigurationError, MailbridgeError
@@ -28,6 +36,9 @@ from .imap import Checkpoint, Folder, ImportBatch, probe_imap
 from .settings import ImapSettings, SmtpSettings
 from .smtp._async_pool import AsyncConnectionPool, AsyncSmtpTransport, AsyncTransport
 from .smtp._async_probe import probe_smtp_async
+
+if TYPE_CHECKING:
+    from .deliverability import BlacklistCheck, SuppressionList
 
 __all__ = ["AsyncDeliveryClient"]
 
@@ -97,13 +108,20 @@ class AsyncDeliveryClient:
         max_per_server: int | None = None,
         messages_in_flight: int | None = None,
         transport: AsyncTransport | None = None,
+        suppression: SuppressionList | None = None,
     ) -> AsyncDeliveryClient:
         """Send through the tenant's own SMTP server (see `DeliveryClient.own_smtp`).
 
         `pool` is an `AsyncConnectionPool` to share between clients.
         """
         composer = DeliveryClient.own_smtp(
-            sender, smtp, display_name, imap, archive_sent=archive_sent, transport=_ComposeOnly()
+            sender,
+            smtp,
+            display_name,
+            imap,
+            archive_sent=archive_sent,
+            transport=_ComposeOnly(),
+            suppression=suppression,
         )
         return cls(
             composer,
@@ -123,9 +141,12 @@ class AsyncDeliveryClient:
         max_per_server: int | None = None,
         messages_in_flight: int | None = None,
         transport: AsyncTransport | None = None,
+        suppression: SuppressionList | None = None,
     ) -> AsyncDeliveryClient:
         """Send through the platform's relay for the tenant (see `DeliveryClient.relay`)."""
-        composer = DeliveryClient.relay(sender, relay, display_name, imap, transport=_ComposeOnly())
+        composer = DeliveryClient.relay(
+            sender, relay, display_name, imap, transport=_ComposeOnly(), suppression=suppression
+        )
         return cls(
             composer,
             _make_transport(relay.smtp, transport, pool, max_per_server, messages_in_flight),
@@ -147,6 +168,7 @@ class AsyncDeliveryClient:
         max_per_server: int | None = None,
         messages_in_flight: int | None = None,
         transport: AsyncTransport | None = None,
+        suppression: SuppressionList | None = None,
     ) -> AsyncDeliveryClient:
         """Send through the relay with the tenant's address in From (see
         `DeliveryClient.spf_imitation`); the SPF check runs in a worker thread."""
@@ -159,6 +181,7 @@ class AsyncDeliveryClient:
             imap=imap,
             dkim=dkim,
             transport=_ComposeOnly(),
+            suppression=suppression,
         )
         return cls(
             composer,
@@ -209,16 +232,21 @@ class AsyncDeliveryClient:
 
     # -- sending ---------------------------------------------------------------
 
-    async def send(self, email: Email) -> SendResult:
+    async def send(self, email: Email, *, allow_suppressed: bool = False) -> SendResult:
         """Send one email; returns who accepted it or raises a `DeliveryError`.
 
         Cancelling it never leaves half a message: before its bytes went out it
         is withdrawn; after, the `CancelledError` carries a
         `DeliveryOutcomeUnknown` as its `__cause__` (the message may arrive).
+        Suppressed recipients are refused as by `DeliveryClient.send` (the
+        suppression list is asked in a worker thread).
         """
         prepared = email if isinstance(email, PreparedMessage) else await self.prepare(email)
         if self._closed:
             raise MailbridgeError("this AsyncDeliveryClient is closed")
+        suppression = self._sync.suppression
+        if suppression is not None and not allow_suppressed:
+            await asyncio.to_thread(refuse_suppressed, suppression, prepared, allow_suppressed)
         result = self._sync._result_of(prepared, await self.transport.deliver(prepared))
         if result.archive_reason or self._sync.imap is None:
             return result
@@ -293,18 +321,25 @@ class AsyncDeliveryClient:
         """The IMAP account's folders with their special-use flags (for a folder picker)."""
         return await asyncio.to_thread(self._sync.list_folders)
 
-    async def test_connection(self) -> ConnectionReport:
+    async def test_connection(
+        self, *, blacklists: bool | BlacklistCheck = False
+    ) -> ConnectionReport:
         """Connect, secure, log in and report each step; never sends a message.
 
-        With an IMAP account, `report.imap` holds its own report.
+        With an IMAP account, `report.imap` holds its own report; `blacklists` as
+        for `DeliveryClient.test_connection` (the DNS lookups run in a worker thread).
         """
         if self._connection_test is None:
             raise MailbridgeError("this transport has no connection test")
+        check = blacklist_check(blacklists)
         report = await self._connection_test()
         imap = self._sync.imap
-        if imap is None:
+        if imap is not None:
+            report = with_imap(report, await asyncio.to_thread(probe_imap, imap))
+        if check is None:
             return report
-        return with_imap(report, await asyncio.to_thread(probe_imap, imap))
+        found = await asyncio.to_thread(run_blacklist_check, check, self._sync.blacklist_targets)
+        return attrs.evolve(report, blacklists=found)
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import attrs
 import dns.resolver
@@ -23,7 +24,16 @@ from ._identity import (
 )
 from ._message import DocumentEmail
 from ._results import ConnectionReport, Transaction
-from ._transport_choice import choose_transport, concurrency_of, with_imap
+from ._transport_choice import (
+    blacklist_check,
+    blacklist_targets,
+    check_suppression,
+    choose_transport,
+    concurrency_of,
+    refuse_suppressed,
+    run_blacklist_check,
+    with_imap,
+)
 from .composer import PreparedMessage, compose, new_message_id
 from .dnsauth._dkim import DkimSigner
 from .dnsauth._dmarc import organizational_domain
@@ -46,6 +56,9 @@ from .smtp.pool import ConnectionPool
 from .smtp.probe import probe_smtp
 from .smtp.transport import SmtpTransport, Transport
 
+if TYPE_CHECKING:
+    from .deliverability import BlacklistCheck, SuppressionList
+
 __all__ = ["DeliveryClient", "SendResult"]
 
 
@@ -58,7 +71,9 @@ class SendResult:
     others). `archived` is True once a copy is in the tenant's archive folder,
     False when archiving failed (`archive_reason` says why; the send itself
     succeeded, retry with `DeliveryClient.archive(result)`), None when no IMAP
-    account is configured or the server files its own copy.
+    account is configured or the server files its own copy. `envelope_id` is the
+    DSN envelope id sent with the message when the server offers DSN: store it with
+    `message_id`, bounces name it (docs/bounces.md).
     """
 
     message_id: str
@@ -73,6 +88,7 @@ class SendResult:
     archive_reason: str | None = None  # why it was not archived (or skipped)
     archive_folder: str | None = None
     message: PreparedMessage | None = attrs.field(default=None, repr=False, eq=False)
+    envelope_id: str | None = None  # the DSN envelope id (RFC 3461 ENVID) bounces will name
 
     @property
     def ok(self) -> bool:
@@ -124,7 +140,12 @@ class DeliveryClient:
         connection_test: Callable[[], ConnectionReport] | None = None,
         dkim: DkimSigner | None = None,
         archive_sent: bool = True,
+        suppression: SuppressionList | None = None,
+        blacklist_targets: tuple[str, ...] = (),
     ) -> None:
+        check_suppression(suppression)
+        self.suppression = suppression
+        self.blacklist_targets = blacklist_targets
         self.identity = identity
         self.dkim = dkim
         self.archive_sent = archive_sent and imap is not None
@@ -149,6 +170,7 @@ class DeliveryClient:
         max_per_server: int | None = None,
         messages_in_flight: int | None = None,
         transport: Transport | None = None,
+        suppression: SuppressionList | None = None,
     ) -> DeliveryClient:
         """Send through the tenant's own SMTP server, as `sender` (the tenant's address).
 
@@ -160,7 +182,8 @@ class DeliveryClient:
         `pool` to share one between clients, or `max_per_server` /
         `messages_in_flight` to limit this client's. `transport` replaces the
         SMTP transport altogether (e.g. a test double); `test_connection()`
-        still checks `smtp`.
+        still checks `smtp`. With `suppression` (a `SuppressionList`), `send()`
+        refuses recipients that bounced hard before.
         """
         if not isinstance(smtp, SmtpSettings):
             raise ConfigurationError("smtp", "must be an SmtpSettings")
@@ -176,6 +199,8 @@ class DeliveryClient:
             archive_sent=not files_own_sent_copy(smtp.host)
             if archive_sent is None
             else archive_sent,
+            suppression=suppression,
+            blacklist_targets=blacklist_targets(smtp),
         )
 
     @classmethod
@@ -190,14 +215,15 @@ class DeliveryClient:
         max_per_server: int | None = None,
         messages_in_flight: int | None = None,
         transport: Transport | None = None,
+        suppression: SuppressionList | None = None,
     ) -> DeliveryClient:
         """Send through the platform's relay on behalf of the tenant at `sender`.
 
         The message comes "from" `"<display_name> via <app>" <noreply@app>`,
         replies go to `sender` (which the tenant must have verified), bounces to
         the platform. In this mode an email's `from_override` means Reply-To.
-        `pool`, the limits and `transport` are as for `own_smtp()`: one pool
-        shared by every tenant's relay client keeps the relay's connections bounded.
+        `pool`, the limits, `transport` and `suppression` are as for `own_smtp()`:
+        one pool shared by every tenant's relay client keeps the relay's connections bounded.
         """
         if not isinstance(relay, PlatformRelay):
             raise ConfigurationError("relay", "must be a PlatformRelay")
@@ -210,6 +236,8 @@ class DeliveryClient:
             ),
             imap=imap,
             connection_test=lambda: probe_smtp(relay.smtp),
+            suppression=suppression,
+            blacklist_targets=blacklist_targets(relay.smtp, relay.sending_ips),
         )
 
     @classmethod
@@ -227,6 +255,7 @@ class DeliveryClient:
         max_per_server: int | None = None,
         messages_in_flight: int | None = None,
         transport: Transport | None = None,
+        suppression: SuppressionList | None = None,
     ) -> DeliveryClient:
         """Send through the platform's relay with the tenant's own address in From.
 
@@ -236,7 +265,7 @@ class DeliveryClient:
         is set (`SendResult.note` says why), else `SenderNotAuthorized` is
         raised with the record the tenant must publish. With `dkim` (a
         `DkimSigner` for the tenant's domain) messages are also DKIM-signed.
-        `pool`, the limits and `transport` are as for `own_smtp()`.
+        `pool`, the limits, `transport` and `suppression` are as for `own_smtp()`.
         """
         if not isinstance(relay, PlatformRelay):
             raise ConfigurationError("relay", "must be a PlatformRelay")
@@ -252,6 +281,8 @@ class DeliveryClient:
             imap=imap,
             connection_test=lambda: probe_smtp(relay.smtp),
             dkim=dkim,
+            suppression=suppression,
+            blacklist_targets=blacklist_targets(relay.smtp, relay.sending_ips),
         )
 
     def sender_authorization(self, *, refresh: bool = False) -> SenderAuthorization:
@@ -299,17 +330,22 @@ class DeliveryClient:
 
     # -- sending ---------------------------------------------------------------
 
-    def send(self, email: DocumentEmail | PreparedMessage) -> SendResult:
+    def send(
+        self, email: DocumentEmail | PreparedMessage, *, allow_suppressed: bool = False
+    ) -> SendResult:
         """Send one email; returns who accepted it or raises a `DeliveryError`.
 
         Refused recipients are reported in `SendResult.refused` while the others
         get the message; only when every recipient is refused is it an error
-        (`RecipientsRefused`).
+        (`RecipientsRefused`). With a suppression list, a message to any address
+        on it is not sent at all (`RecipientsSuppressed` names them) unless
+        `allow_suppressed`.
         """
         prepared = email if isinstance(email, PreparedMessage) else self.prepare(email)
         with self._lock:
             if self._closed:
                 raise MailbridgeError("this DeliveryClient is closed")
+        refuse_suppressed(self.suppression, prepared, allow_suppressed)
         # Sends run concurrently (up to the pool's limit); after close() a send in
         # progress finishes and its connection is closed when it is given back.
         result = self._result_of(prepared, self.transport.deliver(prepared))
@@ -328,6 +364,7 @@ class DeliveryClient:
             mode=prepared.mode,
             note=prepared.note,
             message=prepared,
+            envelope_id=prepared.envelope_id,
         )
         if self._archiver is not None and not self.archive_sent:
             return attrs.evolve(result, archive_reason="the SMTP server files its own copy in Sent")
@@ -394,18 +431,24 @@ class DeliveryClient:
         finally:
             close_imap(client)
 
-    def test_connection(self) -> ConnectionReport:
+    def test_connection(self, *, blacklists: bool | BlacklistCheck = False) -> ConnectionReport:
         """Connect, secure, log in and report each step; never sends a message.
 
         With an IMAP account, `report.imap` holds its own report (login and the
-        archive folder found) and `report.ok` needs both to work.
+        archive folder found) and `report.ok` needs both to work. With
+        `blacklists` (True, or a `BlacklistCheck` with a resolver or DQS key),
+        `report.blacklists` says whether the sending server (the relay's
+        `sending_ips`, else the SMTP host) is on a DNS blacklist.
         """
         if self._connection_test is None:
             raise MailbridgeError("this transport has no connection test")
+        check = blacklist_check(blacklists)
         report = self._connection_test()
-        if self.imap is None:
+        if self.imap is not None:
+            report = with_imap(report, probe_imap(self.imap))
+        if check is None:
             return report
-        return with_imap(report, probe_imap(self.imap))
+        return attrs.evolve(report, blacklists=run_blacklist_check(check, self.blacklist_targets))
 
     # -- lifecycle -------------------------------------------------------------
 

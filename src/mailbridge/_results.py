@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -18,6 +19,9 @@ from .diagnosis import Diagnosis
 from .errors import DeliveryError
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
+
+if TYPE_CHECKING:
+    from .deliverability import BlacklistReport
 
 __all__ = ["ConnectionReport", "Step", "Transaction"]
 
@@ -67,7 +71,8 @@ class ConnectionReport:
     greeting, EHLO, STARTTLS and AUTH as far as they got, each with outcome
     and time. On failure `diagnosis` explains it; when the cause was the wrong
     security mode and the other one works, `alternative` holds the settings
-    that work.
+    that work. With `test_connection(blacklists=True)`, `blacklists` says whether
+    the sending server is on a blacklist (`ok` stays about the connection).
     """
 
     ok: bool
@@ -78,6 +83,7 @@ class ConnectionReport:
     extensions: dict[str, str] = attrs.field(factory=dict)
     imap: ConnectionReport | None = None  # the IMAP account's own report, when configured
     imap_alternative: ImapSettings | None = None  # for an IMAP report: the mode that works
+    blacklists: BlacklistReport | None = None
 
     def __str__(self) -> str:
         lines = []
@@ -90,4 +96,6 @@ class ConnectionReport:
             lines.append(str(self.diagnosis))
         if self.imap is not None:
             lines += ["", "IMAP:", str(self.imap)]
+        if self.blacklists is not None:
+            lines += ["", str(self.blacklists)]
         return "\n".join(lines)

@@ -1,22 +1,37 @@
 """What `DeliveryClient` and `AsyncDeliveryClient` decide alike, I/O aside.
 
 Which transport a constructor's `transport` / `pool` / limits arguments give,
-how many sends fill it, and how an IMAP report joins the SMTP one.
+how many sends fill it, how an IMAP report joins the SMTP one, which recipients
+the suppression list refuses, and what a connection test checks on blacklists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from ._results import ConnectionReport
-from .errors import ConfigurationError
+from .errors import BlacklistError, ConfigurationError, RecipientsSuppressed
 from .settings import SmtpSettings
 from .smtp.pool import DEFAULT_CONCURRENCY, DEFAULT_MAX_PER_SERVER, DEFAULT_MESSAGES_IN_FLIGHT
 
-__all__ = ["choose_transport", "concurrency_of", "with_imap"]
+if TYPE_CHECKING:
+    from .composer import PreparedMessage
+    from .deliverability import BlacklistCheck, BlacklistReport, SuppressionList
+
+__all__ = [
+    "blacklist_check",
+    "blacklist_targets",
+    "check_suppression",
+    "choose_transport",
+    "concurrency_of",
+    "refuse_suppressed",
+    "run_blacklist_check",
+    "with_imap",
+]
 
 T = TypeVar("T")
 
@@ -76,3 +91,53 @@ def concurrency_of(transport: object, smtp_transport: type[Any]) -> int:
 def with_imap(report: ConnectionReport, imap_report: ConnectionReport) -> ConnectionReport:
     """The SMTP connection test's `report` with the IMAP account's; ok only if both are."""
     return attrs.evolve(report, ok=report.ok and imap_report.ok, imap=imap_report)
+
+
+def check_suppression(suppression: object) -> None:
+    """Refuse a constructor's `suppression` that is not a `SuppressionList`."""
+    if suppression is not None and not callable(getattr(suppression, "lookup", None)):
+        raise ConfigurationError("suppression", "must be a SuppressionList (with lookup())")
+
+
+def refuse_suppressed(
+    suppression: SuppressionList | None, prepared: PreparedMessage, allowed: bool
+) -> None:
+    """Raise `RecipientsSuppressed` naming every envelope recipient on the list (before
+    anything is sent), unless `allowed`."""
+    if suppression is None or allowed:
+        return
+    found = suppression.lookup(prepared.recipients)
+    if found:
+        raise RecipientsSuppressed(found)
+
+
+def blacklist_targets(smtp: SmtpSettings, sending_ips: Sequence[str] = ()) -> tuple[str, ...]:
+    """What a connection test checks on blacklists: the relay's sending IPs when known,
+    else the SMTP server's host name."""
+    return tuple(sending_ips) or (smtp.host,)
+
+
+def blacklist_check(blacklists: object) -> BlacklistCheck | None:
+    """The check a `test_connection(blacklists=...)` asks for: True (the defaults), a
+    `BlacklistCheck`, or False / None (none)."""
+    from .deliverability import BlacklistCheck
+
+    if blacklists is None or blacklists is False:
+        return None
+    if blacklists is True:
+        return BlacklistCheck()
+    if not isinstance(blacklists, BlacklistCheck):
+        raise ConfigurationError("blacklists", "must be True, False or a BlacklistCheck")
+    return blacklists
+
+
+def run_blacklist_check(check: BlacklistCheck, targets: Iterable[str]) -> BlacklistReport:
+    """`check.run(targets)`; a check that cannot start (no address) is reported, not raised."""
+    from .deliverability import BlacklistReport
+
+    targets = list(targets)
+    started = time.monotonic()
+    try:
+        return check.run(targets)
+    except BlacklistError as error:
+        return BlacklistReport(", ".join(targets), (), (), time.monotonic() - started, error=error)

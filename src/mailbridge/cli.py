@@ -1,7 +1,9 @@
-"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup, oauth.
+"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup,
+blacklist, oauth.
 
-Exit codes: 0 success, 1 delivery or connection failed, 2 bad usage or
-settings, 3 sent but some recipients were refused, 70 internal error (a bug:
+Exit codes: 0 success, 1 delivery or connection failed (blacklist: listed), 2 bad
+usage or settings, 3 sent but some recipients were refused, 4 blacklists that
+could not be checked, 70 internal error (a bug:
 `--debug` or MAILBRIDGE_DEBUG=1 shows its traceback), 130 interrupted.
 No other error shows a traceback.
 """
@@ -407,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     providers = commands.add_parser("providers", help="list the built-in provider presets")
     providers.add_argument("--domain", help="only the provider for this address domain")
     providers.set_defaults(handler=_cmd_providers)
+
+    from ._cli_blacklist import add_blacklist_command
+
+    add_blacklist_command(commands, _add_dns_options, _resolver)
     return parser
 
 

@@ -21,7 +21,13 @@ from ._headersafety import has_line_break
 from ._message import DocumentEmail
 from .errors import HeaderInjection, MailbridgeError, MessageError, MessageFormatError
 
-__all__ = ["PreparedMessage", "check_transmittable", "compose", "new_message_id"]
+__all__ = [
+    "PreparedMessage",
+    "check_transmittable",
+    "compose",
+    "new_envelope_id",
+    "new_message_id",
+]
 
 # What the email package raises for input it cannot represent (HeaderParseError and the
 # other email.errors are MessageError subclasses; UnicodeError is a ValueError).
@@ -32,7 +38,11 @@ _PART_HEADERS = frozenset({"content-type", "content-transfer-encoding", "content
 
 @attrs.frozen
 class PreparedMessage:
-    """A composed message, ready to send: exactly the bytes that will be transmitted."""
+    """A composed message, ready to send: exactly the bytes that will be transmitted.
+
+    `envelope_id` is sent as the DSN envelope id (RFC 3461 ENVID) when the server
+    offers DSN; bounces name it, so keep it with the message (see docs/bounces.md).
+    """
 
     data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
     envelope_sender: str
@@ -42,6 +52,12 @@ class PreparedMessage:
     smtputf8: bool = False
     mode: str = "own_smtp"  # the delivery mode it was composed for
     note: str | None = None
+    envelope_id: str | None = None
+
+
+def new_envelope_id() -> str:
+    """A unique envelope id for DSN requests: 32 hex digits (no xtext escaping needed)."""
+    return secrets.token_hex(16)
 
 
 def new_message_id(domain: str) -> str:
@@ -210,6 +226,7 @@ def compose(
         message_id=message_id,
         bcc=tuple(m.envelope_address for m in email_.bcc),
         smtputf8=utf8,
+        envelope_id=new_envelope_id(),
     )
 
 

@@ -12,6 +12,13 @@ The hierarchy, so that callers can branch on what they can act on::
     ├── AutoconfigError             an autoconfig document cannot be used (ValueError)
     ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
     ├── DnsLookupError              a DNS lookup failed or timed out; .name, .temporary
+    ├── BlacklistError              a blacklist (DNSBL) could not be checked; .zone, .diagnosis
+    │   ├── BlacklistQueryRefused   the list answered an error code (Spamhaus 127.255.255.x)
+    │   ├── BlacklistResolverUntrusted  self-test failed, or an answer outside 127.0.0.0/8
+    │   ├── BlacklistLookupFailed   SERVFAIL, no DNS server reachable, the host has no address
+    │   └── BlacklistTimeout        no answer in time (also a TimeoutError)
+    ├── RecipientsSuppressed        send() refused recipients on the suppression list; .suppressed
+    ├── SuppressionListError        the suppression list's database failed (locked, unreadable)
     ├── UidValidityChanged          an import batch no longer matches the folder's UIDs
     ├── PoolClosed                  the connection pool (or its client) was closed
     ├── VerificationError           a sender-verification token is not valid
@@ -57,6 +64,11 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "AutoconfigError",
+    "BlacklistError",
+    "BlacklistLookupFailed",
+    "BlacklistQueryRefused",
+    "BlacklistResolverUntrusted",
+    "BlacklistTimeout",
     "ConfigurationError",
     "ConnectError",
     "DeliveryError",
@@ -80,8 +92,10 @@ __all__ = [
     "PoolClosed",
     "ProtocolError",
     "RecipientsRefused",
+    "RecipientsSuppressed",
     "SenderNotAuthorized",
     "SenderRefused",
+    "SuppressionListError",
     "TlsError",
     "TlsHandshakeTimeout",
     "TokenExpired",
@@ -183,6 +197,67 @@ class DnsLookupError(MailbridgeError):
         self.problem = problem
         self.temporary = True
         super().__init__(f"the DNS lookup of {name} failed: {problem}")
+
+
+class BlacklistError(MailbridgeError):
+    """A blacklist (DNSBL) could not be checked, so its verdict is unknown.
+
+    `zone` names the list (a DQS key shown as `<key>`; None for the host lookup),
+    `diagnosis` says what to do, `temporary` whether asking again later may help.
+    Never a listing: a listed address is a result, not an error.
+    """
+
+    def __init__(
+        self, message: str, *, zone: str | None, diagnosis: Diagnosis, temporary: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.zone = zone
+        self.diagnosis = diagnosis
+        self.temporary = temporary
+
+
+class BlacklistQueryRefused(BlacklistError):
+    """The list answered with an error code (e.g. Spamhaus 127.255.255.254: the resolver is
+    blocked), never a listing; `codes` are the answers."""
+
+    def __init__(
+        self, message: str, *, zone: str | None, diagnosis: Diagnosis, codes: tuple[str, ...]
+    ) -> None:
+        super().__init__(message, zone=zone, diagnosis=diagnosis)
+        self.codes = codes
+
+
+class BlacklistResolverUntrusted(BlacklistError):
+    """The DNS resolver's answers cannot be trusted: the RFC 5782 self-test failed, or it
+    answered with an address outside 127.0.0.0/8 (a resolver that rewrites unknown names)."""
+
+
+class BlacklistLookupFailed(BlacklistError):
+    """A DNS lookup for the check failed: SERVFAIL, no server reachable, or the host name
+    to check has no address."""
+
+
+class BlacklistTimeout(BlacklistLookupFailed, TimeoutError):
+    """No answer within the check's time limit; `temporary` is True."""
+
+
+class RecipientsSuppressed(MailbridgeError):
+    """`send()` refused the message before sending anything: recipients on the suppression
+    list. `suppressed` maps each address to its `Suppression` (reason, status)."""
+
+    def __init__(self, suppressed: Mapping[str, Any]) -> None:
+        self.suppressed = dict(suppressed)
+        listing = "; ".join(
+            f"{address} ({entry.reason}{', ' + entry.status if entry.status else ''})"
+            for address, entry in self.suppressed.items()
+        )
+        super().__init__(
+            f"not sent: recipients on the suppression list (they bounced before): {listing}"
+        )
+
+
+class SuppressionListError(MailbridgeError):
+    """The suppression list's database failed (locked too long, unreadable, disk full)."""
 
 
 class UidValidityChanged(MailbridgeError):

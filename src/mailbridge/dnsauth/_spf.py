@@ -384,11 +384,12 @@ def check_host(
 
     `sender` is the MAIL FROM address (a bare domain means postmaster@domain);
     `resolver` any `dns.resolver.Resolver` (the system's by default). An `ip`
-    that is no IP address, or a `timeout` that is NaN, raises `ConfigurationError`.
+    that is no IP address, or a `timeout` that is not a finite number of seconds
+    greater than zero, raises `ConfigurationError`.
     """
     address = _ip(ip)
-    if math.isnan(timeout):
-        raise ConfigurationError("timeout", "must be a number of seconds, not NaN")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError("timeout", "must be a finite number of seconds greater than 0")
     domain = domain.rstrip(".").lower()
     if "@" not in sender:
         sender = f"postmaster@{sender}"

@@ -135,7 +135,41 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._last_tag = b""
         self._idle = False
         self._start_command()
-        super().__init__(host, port, timeout=connect_timeout)
+        try:
+            super().__init__(host, port, timeout=connect_timeout)
+        except imaplib.IMAP4.error as exc:
+            self._raise_greeting_failure(exc)
+            raise
+
+    def _raise_greeting_failure(self, exc: imaplib.IMAP4.error) -> None:
+        """Typed errors for a server that closes or says BYE instead of greeting.
+
+        imaplib reports both as a bare `error`/`abort` ("socket error: EOF",
+        the BYE line) that would read as a protocol violation.
+        """
+        welcome = getattr(self, "welcome", b"")
+        if isinstance(self.failure, ImapConnectionLost):
+            failure: Exception = self.failure
+        elif isinstance(welcome, bytes) and welcome[:6].upper() == b"* BYE ":
+            text = welcome[6:200].decode("utf-8", "replace").strip()
+            failure = ImapConnectionLost(
+                f"the IMAP server refused the connection at its greeting: {text!r}",
+                diagnosis=Diagnosis(
+                    Category.SERVER_UNAVAILABLE,
+                    "The IMAP server does not accept connections right now.",
+                    (
+                        "Try again later; servers say this when they are busy or limit "
+                        "connections per account or address.",
+                    ),
+                ),
+                temporary=True,
+            )
+        else:
+            return
+        self.failure = None
+        with contextlib.suppress(OSError, AttributeError):
+            self.shutdown()
+        raise failure from exc
 
     # -- imaplib's hooks -------------------------------------------------------------
 
@@ -218,7 +252,9 @@ class BoundedIMAP4(imaplib.IMAP4):
                 line = bytes(self._buffer)
                 self._buffer.clear()
                 if self._broken is None:  # imaplib turns b"" into a bare abort: keep why
-                    self._broken = "the IMAP server closed the connection"
+                    self._broken = "the IMAP server closed the connection" + (
+                        "" if self._last_tag or hasattr(self, "welcome") else " before its greeting"
+                    )
                     self.failure = _lost(self._broken)
                 return line
         line = bytes(self._buffer[: end + 1])

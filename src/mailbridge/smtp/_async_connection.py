@@ -357,10 +357,21 @@ class AsyncSmtpConnection(SessionState):
             self.last_used = time.monotonic()
 
     async def send(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool = False,
+        envelope_id: str | None = None,
     ) -> Transaction:
-        """Run one mail transaction; raises if the sender or every recipient is refused."""
-        return await self.run(self.prepare(sender, recipients, data, smtputf8=smtputf8))
+        """Run one mail transaction; raises if the sender or every recipient is refused.
+
+        With `envelope_id`, bounces are requested when the server offers DSN (RFC 3461).
+        """
+        return await self.run(
+            self.prepare(sender, recipients, data, smtputf8=smtputf8, envelope_id=envelope_id)
+        )
 
     async def quit(self) -> None:
         """Say QUIT politely, end TLS with close_notify and close; never raises."""

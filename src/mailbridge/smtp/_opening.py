@@ -140,7 +140,13 @@ class SessionState:
         return "PIPELINING" in self.extensions
 
     def prepare(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool = False,
+        envelope_id: str | None = None,
     ) -> Attempt:
         """Check and build one transaction without writing anything (see `run`).
 
@@ -154,12 +160,17 @@ class SessionState:
             data,
             smtputf8=smtputf8,
             chunking=self.settings.chunking,
+            envelope_id=envelope_id,
         )
 
     def prepare_message(self, message: PreparedMessage) -> Attempt:
-        """`prepare` for a composed message: its envelope, recipients and bytes."""
+        """`prepare` for a composed message: its envelope, recipients, bytes and envelope id."""
         return self.prepare(
-            message.envelope_sender, message.recipients, message.data, smtputf8=message.smtputf8
+            message.envelope_sender,
+            message.recipients,
+            message.data,
+            smtputf8=message.smtputf8,
+            envelope_id=message.envelope_id,
         )
 
 

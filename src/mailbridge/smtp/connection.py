@@ -247,9 +247,15 @@ class SmtpConnection(SessionState):
         data: bytes,
         *,
         smtputf8: bool = False,
+        envelope_id: str | None = None,
     ) -> Transaction:
-        """Run one mail transaction; raises if the sender or every recipient is refused."""
-        return self.run(self.prepare(sender, recipients, data, smtputf8=smtputf8))
+        """Run one mail transaction; raises if the sender or every recipient is refused.
+
+        With `envelope_id`, bounces are requested when the server offers DSN (RFC 3461).
+        """
+        return self.run(
+            self.prepare(sender, recipients, data, smtputf8=smtputf8, envelope_id=envelope_id)
+        )
 
     def quit(self) -> None:
         """Say QUIT politely, end TLS with close_notify and close; never raises."""

@@ -39,6 +39,7 @@ class ReceivedMessage:
     tls: bool
     user: str | None
     mail_options: tuple[str, ...] = ()
+    rcpt_options: tuple[str, ...] = ()  # DSN's NOTIFY= and ORCPT=, when `dsn` is on
 
     @property
     def message(self) -> EmailMessage:
@@ -88,7 +89,25 @@ class _Smtp(SMTP):
 
     async def smtp_MAIL(self, arg: str) -> None:
         self._chunks = None
+        arg, dsn = self._dsn_parameters(arg, ("RET=", "ENVID="))
         await super().smtp_MAIL(arg)
+        if dsn and self.envelope is not None and self.envelope.mail_from:
+            self.envelope.mail_options.extend(dsn)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        arg, dsn = self._dsn_parameters(arg, ("NOTIFY=", "ORCPT="))
+        before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+        await super().smtp_RCPT(arg)
+        if dsn and self.envelope is not None and len(self.envelope.rcpt_tos) > before:
+            self.envelope.rcpt_options.extend(dsn)
+
+    def _dsn_parameters(self, arg: str, keys: tuple[str, ...]) -> tuple[str, list[str]]:
+        """RFC 3461 parameters taken out of `arg` (aiosmtpd refuses them) when `dsn` is on."""
+        if not self.fake.dsn or not arg:
+            return arg, []
+        words = arg.split(" ")
+        dsn = [word for word in words if word.upper().startswith(keys)]
+        return " ".join(word for word in words if word not in dsn), dsn
 
     async def smtp_BDAT(self, arg: str) -> None:
         """RFC 3030 CHUNKING: the chunk is read (and discarded on error) in every case."""
@@ -156,6 +175,8 @@ class _Handler:
         extra = ["250-PIPELINING"] if self.server.pipelining else []
         if self.server.chunking:
             extra.append("250-CHUNKING")
+        if self.server.dsn:
+            extra.append("250-DSN")
         if self.server.omit_starttls:
             responses = [line for line in responses if "STARTTLS" not in line]
         logins = self.server.users or self.server.tokens or self.server.auth_required
@@ -224,6 +245,7 @@ class _Handler:
                     tls=session.ssl is not None,
                     user=login.decode() if isinstance(login, bytes) else login,
                     mail_options=tuple(envelope.mail_options),
+                    rcpt_options=tuple(envelope.rcpt_options),
                 )
             )
         return "250 2.0.0 OK: queued"
@@ -292,7 +314,8 @@ class FakeSmtpServer(TlsServer):
     `stall_seconds`, `drop_before_data_reply`, `omit_starttls`. `quits` counts
     the QUIT commands received.
     `auth_mechanisms` limits the AUTH mechanisms offered (default: PLAIN,
-    LOGIN, CRAM-MD5, XOAUTH2 and OAUTHBEARER); `chunking=True` also offers BDAT (RFC 3030).
+    LOGIN, CRAM-MD5, XOAUTH2 and OAUTHBEARER); `chunking=True` also offers BDAT (RFC 3030);
+    `dsn=True` offers DSN (RFC 3461) and accepts its MAIL and RCPT parameters.
     """
 
     _name = "FakeSmtpServer"
@@ -307,6 +330,7 @@ class FakeSmtpServer(TlsServer):
         auth_required: bool | None = None,
         pipelining: bool = True,
         chunking: bool = False,
+        dsn: bool = False,
         smtputf8: bool = True,
         omit_starttls: bool = False,
         certificate_hostnames: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
@@ -326,6 +350,7 @@ class FakeSmtpServer(TlsServer):
         )
         self.pipelining = pipelining
         self.chunking = chunking
+        self.dsn = dsn
         self.smtputf8 = smtputf8
         self.omit_starttls = omit_starttls
         self.data_size_limit = data_size_limit

@@ -20,6 +20,7 @@ from ..._results import Transaction
 from ...diagnosis import Category, Diagnosis
 from ...errors import DeliveryError, MessageError, MessageRejected, UnsupportedByServer
 from ...reply import SmtpReply
+from ._dsn import dsn_mail_parameters, dsn_rcpt_parameters
 from ._framing import check_command, frame_data, normalize_data
 
 __all__ = ["Attempt", "Stage", "check_not_closing", "plan_attempt"]
@@ -60,6 +61,7 @@ class Attempt:
     result: Transaction | None = None
     error: BaseException | None = None
     head: bytes = b""  # MAIL, every RCPT and DATA or BDAT, checked and encoded once
+    rcpt_lines: tuple[str, ...] = ()  # the RCPT commands with their parameters (DSN)
 
     def __attrs_post_init__(self) -> None:
         if not self.head:
@@ -72,7 +74,7 @@ class Attempt:
         return [
             *(["RSET"] if self.reset else []),
             self.mail,
-            *(f"RCPT TO:<{recipient}>" for recipient in self.recipients),
+            *(self.rcpt_lines or (f"RCPT TO:<{recipient}>" for recipient in self.recipients)),
             last,
         ]
 
@@ -160,10 +162,12 @@ def plan_attempt(
     *,
     smtputf8: bool = False,
     chunking: bool = True,
+    envelope_id: str | None = None,
 ) -> Attempt:
     """Check the message against the envelope rules and the server's extensions; build it.
 
-    `chunking` False keeps DATA even when the server offers CHUNKING. Raises
+    `chunking` False keeps DATA even when the server offers CHUNKING. With an
+    `envelope_id` and a server offering DSN, bounces are requested (`_dsn`). Raises
     `MessageError` or `UnsupportedByServer`/`MessageRejected` (SIZE) before
     anything is written.
     """
@@ -171,16 +175,23 @@ def plan_attempt(
         raise MessageError("to", "at least one recipient is needed")
     if sender:  # the null reverse-path <> is allowed (bounces)
         _check_path("sender", sender)
-    rcpts = []
+    lines = []
     for recipient in recipients:
         _check_path("to", recipient)
-        rcpts.append(check_command(f"RCPT TO:<{recipient}>"))
+        lines.append(
+            f"RCPT TO:<{recipient}>" + dsn_rcpt_parameters(extensions, envelope_id, recipient)
+        )
+    rcpts = [check_command(line) for line in lines]
     chunked = chunking and "CHUNKING" in extensions and "PIPELINING" in extensions
     payload = normalize_data(raw) if chunked else frame_data(raw)
-    mail = f"MAIL FROM:<{sender}>" + _mail_parameters(extensions, len(payload), raw, smtputf8)
+    params = _mail_parameters(extensions, len(payload), raw, smtputf8)
+    params += "".join(" " + p for p in dsn_mail_parameters(extensions, envelope_id))
+    mail = f"MAIL FROM:<{sender}>" + params
     last = f"BDAT {len(payload)} LAST\r\n".encode() if chunked else b"DATA\r\n"
     head = b"".join([check_command(mail), *rcpts, last])
-    return Attempt(sender, tuple(recipients), mail, payload, chunked, head=head)
+    return Attempt(
+        sender, tuple(recipients), mail, payload, chunked, head=head, rcpt_lines=tuple(lines)
+    )
 
 
 def _mail_parameters(
