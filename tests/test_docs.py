@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mailbridge.testing import FakeDnsServer, FakeSmtpServer
+from mailbridge.testing import (
+    FakeAuthorizationServer,
+    FakeDnsServer,
+    FakeImapServer,
+    FakeSmtpServer,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -52,7 +57,8 @@ def test_page_examples_run(
             exec(code, namespace)
     finally:
         for value in namespace.values():
-            if isinstance(value, (FakeSmtpServer, FakeDnsServer)):
+            servers = (FakeSmtpServer, FakeDnsServer, FakeImapServer, FakeAuthorizationServer)
+            if isinstance(value, servers):
                 value.stop()
     capsys.readouterr()
 

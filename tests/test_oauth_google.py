@@ -149,3 +149,16 @@ def test_a_sign_in_never_stored_is_a_typed_error(auth: FakeAuthorizationServer) 
     with pytest.raises(OAuthGrantInvalid):
         google(auth, "web", MemoryTokenStore()).token_provider("nobody").token()
     assert auth.token_requests == 0
+
+
+def test_a_revoked_grant_is_not_asked_for_again(auth: FakeAuthorizationServer) -> None:
+    g = google(auth, "web", MemoryTokenStore())
+    web_login(auth, g, "acme")
+    provider = g.token_provider("acme")
+    provider.token()
+    auth.revoke()
+    for _ in range(3):  # every message of a batch would ask
+        provider.invalidate()
+        with pytest.raises(OAuthGrantInvalid):
+            provider.token()
+    assert auth.token_requests == 2  # the code, then one refresh: msal does the same

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -144,6 +145,21 @@ def test_authorization_code_flow_of_a_confidential_web_client(
     blob = store.load("acme")
     assert blob is not None and auth.client_secret not in blob
     assert auth.client_secret not in repr(ms)
+    send_one(smtp, ms.token_provider("acme"))
+    assert len(smtp.messages) == 1
+
+
+def test_authorization_code_flow_with_form_post(
+    auth: FakeAuthorizationServer, smtp: FakeSmtpServer
+) -> None:
+    ms = confidential(auth, MemoryTokenStore())
+    request = ms.authorization_request(
+        "https://app.example.test/oauth/callback", response_mode="form_post"
+    )
+    assert "response_mode=form_post" in request.url
+    action, form = auth.sign_in_form(request.url)
+    assert action == "https://app.example.test/oauth/callback" and set(form) == {"code", "state"}
+    assert ms.finish_authorization("acme", request, form) == USER
     send_one(smtp, ms.token_provider("acme"))
     assert len(smtp.messages) == 1
 
@@ -325,3 +341,37 @@ def test_imap_renews_a_refused_token_once(auth: FakeAuthorizationServer) -> None
         close_imap(open_imap(settings))
         assert imap.oauth_refused == 1
     assert auth.refreshes == 1
+
+
+def test_no_token_reaches_the_logs(
+    auth: FakeAuthorizationServer, smtp: FakeSmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    store = MemoryTokenStore()
+    ms = public(auth, store)
+    device_login(auth, ms, "acme")
+    provider = ms.token_provider("acme")
+    send_one(smtp, provider)
+    access = provider.token()
+    blob = store.load("acme") or ""
+    secrets = re.findall(r'"secret": "([^"]+)"', blob)  # msal's cache: tokens as "secret"
+    assert len(secrets) >= 2 and access in secrets
+    logged = caplog.text
+    assert not [secret for secret in secrets if secret in logged]
+
+
+def test_a_batch_after_revocation_fails_typed_with_one_refresh_attempt(
+    auth: FakeAuthorizationServer, smtp: FakeSmtpServer
+) -> None:
+    ms = public(auth, MemoryTokenStore())
+    device_login(auth, ms, "acme")
+    provider = ms.token_provider("acme")
+    provider.token()
+    auth.revoke(USER)
+    before = auth.token_requests
+    settings = smtp.smtp_settings(username=USER, oauth2_token=provider)
+    with DeliveryClient.own_smtp(USER, settings) as client:
+        outcomes = list(send_many(((client, invoice(n)) for n in range(5)), concurrency=1))
+    assert [type(outcome.error) for outcome in outcomes] == [OAuthGrantInvalid] * 5
+    assert auth.token_requests - before == 1  # msal drops the dead refresh token
+    assert smtp.messages == []

@@ -71,6 +71,17 @@ def test_invalidate_names_the_refused_token_to_acquire() -> None:
     assert acquire.calls == [None, first]
 
 
+def test_a_token_refused_on_two_connections_is_renewed_once() -> None:
+    acquire = Counting()
+    provider = CachingTokenProvider(acquire)
+    old = provider.token()
+    provider.reject(old)  # connection A: refused, renewed
+    assert provider.token() == "tok-2"
+    provider.reject(old)  # connection B, refused with the same old token a moment later
+    assert provider.token() == "tok-2"
+    assert acquire.calls == [None, old]
+
+
 def test_threads_sharing_a_provider_acquire_once() -> None:
     acquire = Counting(delay=0.2)
     provider = CachingTokenProvider(acquire)
@@ -215,6 +226,7 @@ def test_a_refused_token_is_invalidated_and_auth_retried_once(mechanism: str) ->
         finally:
             connection.close()
         assert calls == [None, "ya29.t1"] and server.oauth_refused == 1
+        assert server.oauth_endings == [b"\x01" if mechanism == "OAUTHBEARER" else b""]
 
 
 def test_a_token_refused_twice_is_an_authentication_error_after_one_retry() -> None:
@@ -252,3 +264,40 @@ def test_the_asyncio_connection_renews_a_refused_token_too() -> None:
 
         assert asyncio.run(run())
         assert calls == [None, "ya29.t1"] and server.oauth_refused == 1
+
+
+# -- IMAP: the mechanism the server offers, and one renewal after NO [AUTHENTICATIONFAILED] ----
+
+
+@pytest.mark.parametrize("mechanism", ["OAUTHBEARER", "XOAUTH2"])
+def test_imap_uses_what_the_server_offers_and_renews_a_refused_token_once(
+    mechanism: str,
+) -> None:
+    from mailbridge.imap._connection import close_imap, open_imap
+    from mailbridge.testing import FakeImapServer
+
+    other = "AUTH=XOAUTH2" if mechanism == "OAUTHBEARER" else "AUTH=OAUTHBEARER"
+    with FakeImapServer(users={}, tokens={USER: "unknown-yet"}) as server:
+        server.omit_capabilities = {other}
+        calls: list[str | None] = []
+
+        def acquire(rejected: str | None) -> AccessToken:
+            calls.append(rejected)
+            if len(calls) > 1:
+                server.tokens[USER] = f"ya29.t{len(calls)}"
+            return AccessToken(f"ya29.t{len(calls)}", time.time() + 3600)
+
+        settings = server.imap_settings(username=USER, oauth2_token=CachingTokenProvider(acquire))
+        close_imap(open_imap(settings))
+        assert calls == [None, "ya29.t1"] and server.oauth_refused == 1
+        assert server.oauth_endings == [b"AQ==" if mechanism == "OAUTHBEARER" else b""]
+
+
+def test_imap_without_an_oauth_mechanism_is_a_typed_error() -> None:
+    from mailbridge.imap._connection import open_imap
+    from mailbridge.testing import FakeImapServer
+
+    with FakeImapServer(users={}, tokens={USER: "t"}) as server:
+        server.omit_capabilities = {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER"}
+        with pytest.raises(AuthenticationError, match="OAUTHBEARER nor AUTH=XOAUTH2"):
+            open_imap(server.imap_settings(username=USER, oauth2_token=lambda: "t"))

@@ -174,8 +174,9 @@ def _oauth_login(client: BoundedClient, settings: ImapSettings, source: TokenSou
                 ("Use a password (or app password) for this server instead.",),
             ),
         )
+    token: str | None = None
     for attempt in range(2 if renewable(source) else 1):
-        token = fetch_token(source, renew=attempt > 0)
+        token = fetch_token(source, refused=token)
         first = oauth_initial_response(
             mechanism, settings.username, token, settings.host, settings.port
         )

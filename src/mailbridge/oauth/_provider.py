@@ -75,6 +75,15 @@ class CachingTokenProvider:
                 self._rejected = self._current.value.reveal()
             self._current = None
 
+    def reject(self, token: str) -> None:
+        """The server refused `token`: forget it, unless another thread already replaced it
+        (then the cached token is newer, and renewing again would waste a rotation)."""
+        with self._lock:
+            if self._current is None:
+                self._rejected = token
+            elif self._current.value.reveal() == token:
+                self._current, self._rejected = None, token
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
 
@@ -84,15 +93,17 @@ def renewable(source: TokenSource | None) -> bool:
     return isinstance(source, TokenProvider)
 
 
-def fetch_token(source: TokenSource, *, renew: bool = False) -> str:
-    """A token from `source`; with `renew`, invalidate the last one first.
+def fetch_token(source: TokenSource, *, refused: str | None = None) -> str:
+    """A token from `source`; `refused` is the token the server just refused, if any.
 
     `MailbridgeError`s (an `OAuthError`) pass unchanged; any other failure of the
     source becomes an `AuthenticationError` that never quotes it (it may hold a secret).
     """
     try:
         if isinstance(source, TokenProvider):
-            if renew:
+            if isinstance(source, CachingTokenProvider) and refused is not None:
+                source.reject(refused)
+            elif refused is not None:
                 source.invalidate()
             token = source.token()
         else:

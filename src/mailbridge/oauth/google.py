@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._distribution import install_hint
+from ..errors import OAuthGrantInvalid
 from ._errors import oauth_error, token_endpoint_unreachable
 from ._flows import AuthorizationRequest
 from ._provider import DEFAULT_MARGIN, AccessToken, CachingTokenProvider
@@ -183,9 +184,20 @@ class GoogleOAuth:
                 )
             credentials = self._credentials(blob)
             token = _usable(credentials, rejected)
+            if token is None and not credentials.refresh_token:
+                raise oauth_error(
+                    PROVIDER,
+                    {"error": "invalid_grant", "error_description": "the sign-in was revoked"},
+                    doing,
+                )
             if token is None:  # nobody refreshed it meanwhile: refresh and save the rotation
-                with _failures(doing):
-                    credentials.refresh(google.auth.transport.requests.Request(self._session))
+                try:
+                    with _failures(doing):
+                        credentials.refresh(google.auth.transport.requests.Request(self._session))
+                except OAuthGrantInvalid:
+                    # Forget the dead grant (as msal does): later calls fail without a request.
+                    self.store.save(tenant, json.dumps({"token": None, "refresh_token": None}))
+                    raise
                 self.store.save(tenant, _dump(credentials))
                 token = _usable(credentials, None)
             if token is None:

@@ -208,7 +208,7 @@ class AsyncSmtpConnection(SessionState):
             assert self.settings.oauth2_token is not None
             # A refresh is blocking HTTP (msal, google-auth): never on the event loop.
             return await asyncio.to_thread(
-                fetch_token, self.settings.oauth2_token, renew=request.renew
+                fetch_token, self.settings.oauth2_token, refused=request.refused
             )
         return await _resolve(self.settings)
 

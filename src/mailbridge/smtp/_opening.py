@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import diagnostics
@@ -100,9 +100,9 @@ class SocketName:
 @dataclass(frozen=True, slots=True)
 class FetchToken:
     """Send back an access token from `settings.oauth2_token` (`oauth._provider.fetch_token`);
-    with `renew`, the last one was refused. It may do HTTP: run it off the event loop."""
+    `refused` is the one the server just refused. It may do HTTP: run it off the event loop."""
 
-    renew: bool
+    refused: str | None = field(default=None, repr=False)
 
 
 Request = Resolve | Connect | StartTls | ReadGreeting | RunExchange | SocketName | FetchToken
@@ -228,7 +228,7 @@ def opening(
 def _login(session: Session) -> Generator[Request, Any, str]:
     settings = session.settings
     source = settings.oauth2_token
-    token = None if source is None else (yield FetchToken(renew=False))
+    token = None if source is None else (yield FetchToken())
     try:
         result: str = yield RunExchange(
             login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
@@ -237,7 +237,7 @@ def _login(session: Session) -> Generator[Request, Any, str]:
         if not (renewable(source) and refused_token(exc)):
             raise
         # The token was refused (expired early, revoked): one new token, one more AUTH.
-        token = yield FetchToken(renew=True)
+        token = yield FetchToken(refused=token)
         result = yield RunExchange(
             login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
         )

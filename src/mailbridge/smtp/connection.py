@@ -111,7 +111,7 @@ class SmtpConnection(SessionState):
             return None
         if isinstance(request, FetchToken):
             assert self.settings.oauth2_token is not None
-            return fetch_token(self.settings.oauth2_token, renew=request.renew)
+            return fetch_token(self.settings.oauth2_token, refused=request.refused)
         return socket.getaddrinfo(self.settings.host, self.settings.port, type=socket.SOCK_STREAM)
 
     def _connect(self, infos: Sequence[tuple[object, ...]]) -> socket.socket:

@@ -94,5 +94,6 @@ class LoginCommands(Connection):
         self.server.oauth_refused += 1
         error = oauth_error_challenge(mechanism, "https://mail.google.com/", "400")
         self.write(b"+ " + base64.b64encode(error) + b"\r\n")
-        await self.readline()  # RFC 7628 3.2.3: the client's %x01 (XOAUTH2: an empty line)
+        # RFC 7628 3.2.3: the client's %x01 ("AQ=="; XOAUTH2: an empty line), kept for tests.
+        self.server.oauth_endings.append((await self.readline()).strip())
         raise self.failed()

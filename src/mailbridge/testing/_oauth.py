@@ -14,7 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
+import re
 import secrets
 import threading
 import time
@@ -171,14 +173,30 @@ class FakeAuthorizationServer:
     def sign_in(self, url: str, user: str | None = None) -> str:
         """Play the user in a browser: open the authorization `url`, sign in as `user`
         (default: the first user), consent, and return the redirect's URL."""
-        query = urlsplit(url).query
-        sep = "&" if query else ""
-        target = f"{url}{sep}fake_user={user}" if user else url
-        status, headers, body = get(target, self.client_ssl_context())
+        status, headers, body = get(self._as_user(url, user), self.client_ssl_context())
         location = headers.get("Location") or headers.get("location")
         if status != 302 or not location:
             raise AssertionError(f"the fake sign-in answered {status}: {body[:200]!r}")
         return location
+
+    def sign_in_form(self, url: str, user: str | None = None) -> tuple[str, dict[str, str]]:
+        """`sign_in` for `response_mode=form_post`: the callback URL and the fields the
+        browser POSTs to it."""
+        status, _, body = get(self._as_user(url, user), self.client_ssl_context())
+        page = body.decode("utf-8", "replace")
+        action = re.search(r'action="([^"]*)"', page)
+        if status != 200 or action is None:
+            raise AssertionError(f"the fake sign-in answered {status}: {body[:200]!r}")
+        fields = re.findall(r'name="([^"]*)" value="([^"]*)"', page)
+        return html.unescape(action.group(1)), {
+            html.unescape(k): html.unescape(v) for k, v in fields
+        }
+
+    @staticmethod
+    def _as_user(url: str, user: str | None) -> str:
+        if not user:
+            return url
+        return f"{url}{'&' if urlsplit(url).query else '?'}{urlencode({'fake_user': user})}"
 
     def browser(self, user: str | None = None) -> FakeBrowser:
         """A browser to hand to a flow that opens one: it signs in and follows the
@@ -316,6 +334,16 @@ class FakeAuthorizationServer:
             params = {"code": code}
         if state:
             params["state"] = state
+        if one("response_mode") == "form_post":  # a page that POSTs the fields to the callback
+            fields = "".join(
+                f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                for k, v in params.items()
+            )
+            page = (
+                f'<html><body onload="document.forms[0].submit()"><form method="post" '
+                f'action="{html.escape(redirect_uri)}">{fields}</form></body></html>'
+            )
+            return Response(200, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
         sep = "&" if "?" in redirect_uri else "?"
         return Response(302, headers={"Location": f"{redirect_uri}{sep}{urlencode(params)}"})
 

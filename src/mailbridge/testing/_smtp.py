@@ -277,8 +277,11 @@ class _Handler:
             fake.oauth_refused += 1
         error = oauth_error_challenge(mechanism, "https://mail.example/")
         # The client ends the exchange: XOAUTH2 an empty line, OAUTHBEARER %x01 (RFC 7628).
-        if not isinstance(await server.challenge_auth(error), bytes):
+        ending = await server.challenge_auth(error)
+        if not isinstance(ending, bytes):
             return AuthResult(success=False, handled=True)  # "*": aiosmtpd already said 501
+        with fake._lock:
+            fake.oauth_endings.append(ending)
         return AuthResult(
             success=False,
             handled=False,
@@ -306,7 +309,8 @@ class FakeSmtpServer(TlsServer):
     a throw-away CA (`ca_file`, `client_ssl_context()`). With `users` (and/or
     `tokens` for XOAUTH2/OAUTHBEARER, or `authorization_server`, a
     `FakeAuthorizationServer` whose unexpired tokens are accepted) logins are
-    required; `oauth_refused` counts refused tokens. Every accepted message is in
+    required; `oauth_refused` counts refused tokens, `oauth_endings` keeps the client's
+    (decoded) answers to the error challenge. Every accepted message is in
     `messages`. Faults are attributes you may set at any time:
     `refuse_recipient()`, `login_reply`, `sender_reply`, `data_reply`,
     `close_after`, `messages_per_connection` (421 to MAIL and close once a
@@ -343,6 +347,7 @@ class FakeSmtpServer(TlsServer):
         self.tokens = dict(tokens or {})
         self.authorization_server = authorization_server
         self.oauth_refused = 0
+        self.oauth_endings: list[bytes] = []  # decoded answers to the error challenge
         self.auth_required = (
             bool(self.users or self.tokens or authorization_server)
             if auth_required is None

@@ -1,8 +1,8 @@
 """pytest fixtures of mailbridge, registered automatically when mailbridge is installed.
 
-Fixtures: `smtp_server`, `imap_server`, `dns_server`, `autoconfig_server`
-and `delivery_client` (a `DeliveryClient` wired to `smtp_server`, and to
-`imap_server` when the test uses it too). Each is started for one test
+Fixtures: `smtp_server`, `imap_server`, `dns_server`, `autoconfig_server`,
+`authorization_server` (OAuth2) and `delivery_client` (a `DeliveryClient` wired
+to `smtp_server`, and to `imap_server` when the test uses it too). Each is started for one test
 and stopped after it. Configure a server with a marker of the same name whose
 keyword arguments go to its constructor::
 
@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from ._autoconfig import FakeAutoconfigServer
     from ._dns import FakeDnsServer
     from ._imap import FakeImapServer
+    from ._oauth import FakeAuthorizationServer
     from ._smtp import FakeSmtpServer
 
 __all__ = [
     "FAKE_PASSWORD",
     "FAKE_USER",
+    "authorization_server",
     "autoconfig_server",
     "delivery_client",
     "dns_server",
@@ -44,6 +46,7 @@ _MARKERS = {
     "dns_server": "keyword arguments for the FakeDnsServer of the dns_server fixture",
     "imap_server": "keyword arguments for the FakeImapServer of the imap_server fixture",
     "autoconfig_server": "keyword arguments for the FakeAutoconfigServer fixture",
+    "authorization_server": "keyword arguments for the FakeAuthorizationServer fixture",
 }
 
 
@@ -107,6 +110,18 @@ def autoconfig_server(request: pytest.FixtureRequest) -> Iterator[FakeAutoconfig
     with _helper("_autoconfig", "FakeAutoconfigServer")(
         **_options(request, "autoconfig_server")
     ) as server:
+        yield server
+
+
+@pytest.fixture
+def authorization_server(request: pytest.FixtureRequest) -> Iterator[FakeAuthorizationServer]:
+    """A `FakeAuthorizationServer` (OAuth2 over HTTPS) whose one user is `tenant@example.test`.
+
+    Give it to `FakeSmtpServer(authorization_server=...)` (e.g. through the `smtp_server`
+    marker) to accept the access tokens it issues.
+    """
+    options = _options(request, "authorization_server", users=(FAKE_USER,))
+    with _helper("_oauth", "FakeAuthorizationServer")(**options) as server:
         yield server
 
 
