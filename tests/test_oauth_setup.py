@@ -136,6 +136,13 @@ def test_web_flow_is_two_calls() -> None:
         assert callback.startswith("https://app.example/oauth/callback?")
         result = wizard.finish_authorization(request, callback)
         assert result.ok, str(result)
+        # msal's advice: the code comes back as a form POST, not in the URL.
+        request = wizard.authorization_request(
+            "https://app.example/oauth/callback", response_mode="form_post"
+        )
+        action, form = w.auth.sign_in_form(request.url)
+        assert action == "https://app.example/oauth/callback" and "code" in form
+        assert wizard.finish_authorization(request, form).ok
 
 
 def test_google_installed_app_flow() -> None:

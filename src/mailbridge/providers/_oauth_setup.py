@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -50,22 +50,39 @@ class OAuthSetup:
 
     # -- web applications -------------------------------------------------------------
 
-    def authorization_request(self, redirect_uri: str) -> AuthorizationRequest:
-        """The first call: where to send the tenant's browser (`url`); keep the request."""
+    def authorization_request(
+        self, redirect_uri: str, *, response_mode: str | None = None
+    ) -> AuthorizationRequest:
+        """The first call: where to send the tenant's browser (`url`); keep the request.
+
+        Microsoft: `response_mode="form_post"` makes the callback a POST of form fields.
+        """
+        options = {"response_mode": response_mode} if response_mode else {}
         request: AuthorizationRequest = self.client.authorization_request(
-            redirect_uri, login_hint=self.email
+            redirect_uri, login_hint=self.email, **options
         )
         return request
 
-    def finish_authorization(self, request: AuthorizationRequest, callback_url: str) -> SetupResult:
-        """The second call: the URL the browser came back with; signs in and proves it."""
-        if not isinstance(callback_url, str) or len(callback_url) > MAX_CALLBACK:
-            raise ConfigurationError("callback_url", "not a callback URL of a sign-in")
-        if self.provider == "google":
-            self.client.finish_authorization(self.tenant, request, callback_url)
-            return self.prove()
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback_url).query))
-        return self.prove(self.client.finish_authorization(self.tenant, request, query))
+    def finish_authorization(
+        self, request: AuthorizationRequest, callback: str | Mapping[str, str]
+    ) -> SetupResult:
+        """The second call: signs in with what the browser came back with, then proves it.
+
+        `callback` is the callback's URL (a GET with a query string), or the fields of a
+        form-post callback (Microsoft's `response_mode="form_post"`).
+        """
+        if isinstance(callback, str):
+            if len(callback) > MAX_CALLBACK:
+                raise ConfigurationError("callback", "not a callback URL of a sign-in")
+            if self.provider == "google":
+                self.client.finish_authorization(self.tenant, request, callback)
+                return self.prove()
+            fields = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback).query))
+        elif isinstance(callback, Mapping) and self.provider == "microsoft":
+            fields = {str(key): str(value)[:MAX_CALLBACK] for key, value in callback.items()}
+        else:
+            raise ConfigurationError("callback", "give the callback URL (or Microsoft's form)")
+        return self.prove(self.client.finish_authorization(self.tenant, request, fields))
 
     # -- the command line -------------------------------------------------------------
 
