@@ -202,3 +202,38 @@ def test_setup_with_oauth_proves_smtp_and_imap(
     assert code == 0, out + err
     assert f"SMTP: localhost:{smtp.port} implicit_tls as {EMAIL} (OAuth2)" in out
     assert f"IMAP: localhost:{imap.port}" in out
+
+
+def test_a_failed_password_setup_offers_the_sign_in(
+    auth: FakeAuthorizationServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with (
+        FakeSmtpServer(tls="implicit", authorization_server=auth) as smtp,
+        FakeDnsServer({"acme.example": {}}) as dns,
+    ):
+        smtp.login_reply = "550 5.7.30 Basic authentication is not supported for Client Submission."
+        acme = Provider(
+            id="acme",
+            name="Acme Mail",
+            domains=("acme.example",),
+            smtp=(Endpoint("localhost", smtp.port, Security.IMPLICIT_TLS),),
+            auth=("password", "oauth2"),
+            oauth2=OAuth2Info(
+                "login.microsoftonline.com", ("https://outlook.office.com/SMTP.Send",)
+            ),
+        )
+        registry = ProviderRegistry.default().register(acme)
+        monkeypatch.setattr(ProviderRegistry, "default", classmethod(lambda cls: registry))
+        monkeypatch.setenv("MAILBRIDGE_PASSWORD", "old-password")
+        code = main(
+            ["setup", EMAIL, "--no-imap", "--ca-file", str(smtp.ca_file), "--allow-private",
+             "--nameserver", "127.0.0.1", "--dns-port", str(dns.port), "--timeout", "5"]
+        )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "Microsoft 365 no longer accepts passwords for sending" in out
+    assert f"mailbridge setup {EMAIL} --oauth microsoft" in out
+    assert "old-password" not in out

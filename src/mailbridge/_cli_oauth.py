@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from . import _cli_args as _args
 from .errors import ConfigurationError
 
-__all__ = ["add_commands", "add_setup_options", "login_command", "setup_command"]
+__all__ = ["add_commands", "add_setup_options", "login_command", "offer", "setup_command"]
 
 PROVIDERS = ("microsoft", "google")
 TOKEN_DB_ENV = "MAILBRIDGE_TOKEN_DB"  # noqa: S105 (the name of a variable)
@@ -109,6 +109,20 @@ def proof_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.ca_file:
         options["ssl_context"] = ssl.create_default_context(cafile=args.ca_file)
     return options
+
+
+def offer(email: str, oauth2: Any) -> str | None:
+    """After a failed password set-up: how to sign in instead, where the provider allows it."""
+    if oauth2 is None:
+        return None
+    issuer = str(getattr(oauth2, "issuer", ""))
+    provider = next((name for name in PROVIDERS if name in issuer), None)
+    if provider is None:  # an issuer this command has no client for
+        return f"This provider also takes OAuth2 sign-ins (issuer {issuer})."
+    return (
+        f"This provider takes OAuth2 sign-ins instead of passwords: "
+        f"mailbridge setup {email} --oauth {provider} ..."
+    )
 
 
 # -- the sign-in -------------------------------------------------------------------------

@@ -292,6 +292,8 @@ def _cmd_setup(args: argparse.Namespace) -> int:
         print(f"SMTP: --host {s.host} --port {s.port} --security {s.security.value}")
     if result.imap is not None:
         print(f"IMAP: {result.imap.host}:{result.imap.port} {result.imap.security.value}")
+    if not result.ok and (offer := _cli_oauth.offer(args.email, result.oauth2)):
+        print(offer)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
