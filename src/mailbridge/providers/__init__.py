@@ -26,12 +26,13 @@ if TYPE_CHECKING:
         USERNAME_FORMS,
         AuthMethod,
         Endpoint,
-        OAuth2Info,
         Provider,
         UsernameForm,
         expand,
         normalize_domain,
     )
+    from ._oauth_info import Milestone, OAuth2Info
+    from ._oauth_setup import OAuthSetup
     from ._registry import ProviderRegistry
     from ._wizard import SetupAttempt, SetupResult, setup
 
@@ -47,7 +48,9 @@ __all__ = [
     "Endpoint",
     "Fetcher",
     "HttpsFetcher",
+    "Milestone",
     "OAuth2Info",
+    "OAuthSetup",
     "Provider",
     "ProviderRegistry",
     "SetupAttempt",
@@ -79,12 +82,13 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "USERNAME_FORMS",
                 "AuthMethod",
                 "Endpoint",
-                "OAuth2Info",
                 "Provider",
                 "UsernameForm",
                 "expand",
                 "normalize_domain",
             ),
+            "._oauth_info": ("Milestone", "OAuth2Info"),
+            "._oauth_setup": ("OAuthSetup",),
             "._registry": ("ProviderRegistry",),
             "._wizard": ("SetupAttempt", "SetupResult", "setup"),
         },
