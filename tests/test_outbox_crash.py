@@ -73,7 +73,7 @@ class WorkerRuns:
 
     def wait(self, process: subprocess.Popen[str], timeout: float = 30.0) -> int:
         try:
-            out, err = process.communicate(timeout=timeout)
+            _, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate(timeout=10)
