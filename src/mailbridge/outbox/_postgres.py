@@ -26,6 +26,7 @@ __all__ = ["CHANNEL", "PostgresDialect"]
 
 CHANNEL = "mailbridge_outbox"
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise (connect_timeout=)
+SCHEMA_LOCK = 0x6D62_6F78  # advisory lock key ("mbox") held while the schema is read or migrated
 RECONNECT_PAUSE = 1.0  # seconds an idle worker waits before listening again after an error
 
 
@@ -76,6 +77,9 @@ class PostgresDialect:
         # Explicit, whatever default_transaction_isolation says: SKIP LOCKED claims rely on
         # READ COMMITTED re-reading a locked row's newest version.
         cursor.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+
+    def lock_schema(self, cursor: Any) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
