@@ -1,0 +1,228 @@
+"""Several worker processes drain one PostgreSQL outbox, also while they are SIGKILLed in turn.
+
+Workers are real processes (`tests/_outbox_worker_process.py`) sending to a FakeSmtpServer in
+this process; the Message-IDs the server received are counted. Without kills every message
+arrives exactly once. With kills (at the points the worker script's test-only hooks choose),
+no message arrives twice, every message ends `sent` or `outcome_unknown`, and the unknowns
+are at most kills x messages a worker holds at once (its concurrency).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from mailbridge import DeliveryClient, DocumentEmail
+from mailbridge.outbox import Outbox, State
+from mailbridge.testing import FakeSmtpServer
+
+from ._outbox_worker_process import POINTS
+
+pytest.importorskip("psycopg", reason="psycopg 3 is not installed (extra 'postgres')")
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "_outbox_worker_process.py"
+MESSAGES = 300
+CONCURRENCY = 4
+LATER = "later@customer.example"  # refused with 451 until a worker was killed in backoff
+RUN_LIMIT = 150.0  # seconds a whole drain may take
+
+
+@attrs.define
+class Tally:
+    """What the server received against what the outbox says, per Message-ID."""
+
+    kills: int = 0
+    by_point: Counter[str] = attrs.field(factory=Counter)
+    states: Counter[str] = attrs.field(factory=Counter)
+    duplicates: int = 0
+    unknown: int = 0
+    unknown_at_server: int = 0
+    missing_sent: int = 0
+    strangers: int = 0
+    worker_runs: int = 0
+    senders: int = 0
+
+
+@pytest.fixture
+def server() -> Iterator[FakeSmtpServer]:
+    with FakeSmtpServer(tls="none") as running:
+        yield running
+
+
+def enqueue(url: str, server: FakeSmtpServer, count: int, *, later_every: int = 0) -> list[str]:
+    client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+    with Outbox.open(url, resolve_client=lambda tenant: client) as outbox:
+        return [
+            outbox.enqueue(
+                "acme",
+                DocumentEmail(
+                    to=LATER if later_every and n % later_every == 0 else f"c{n}@customer.example",
+                    subject=f"Invoice {n}",
+                    body="Please find your invoice attached.",
+                ),
+            )
+            for n in range(count)
+        ]
+
+
+class Workers:
+    """Worker processes started, watched and (at the end) stopped by a test."""
+
+    def __init__(self, url: str, server: FakeSmtpServer, directory: Path) -> None:
+        self.url, self.server, self.directory = url, server, directory
+        self.running: dict[subprocess.Popen[bytes], dict[str, Any]] = {}
+        self.numbers = itertools.count()
+        self.finished: list[tuple[dict[str, Any], int, str]] = []
+
+    def start(self, kill: dict[str, Any] | None = None, go_file: Path | None = None) -> None:
+        index = next(self.numbers)
+        spec = {
+            "url": self.url, "host": self.server.host, "port": self.server.port,
+            "concurrency": CONCURRENCY, "lease": 2.0, "linger": 2.5, "kill": kill,
+            "index": index, "go_file": str(go_file) if go_file else None,
+        }  # fmt: skip
+        output = (self.directory / f"worker{index}.out").open("wb")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), json.dumps(spec)],
+            stdout=output, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )  # fmt: skip
+        output.close()
+        self.running[process] = spec
+
+    def reap(self) -> list[tuple[dict[str, Any], int]]:
+        """The (spec, return code) of workers that have ended since the last call."""
+        ended = []
+        for process, spec in list(self.running.items()):
+            code = process.poll()
+            if code is not None:
+                del self.running[process]
+                text = (self.directory / f"worker{spec['index']}.out").read_text("utf-8", "replace")
+                self.finished.append((spec, code, text))
+                ended.append((spec, code))
+        return ended
+
+    def stop(self) -> None:
+        for process in self.running:
+            process.kill()
+        for process in self.running:
+            process.wait(10)
+        self.running.clear()
+
+    def failures(self) -> list[str]:
+        """Output of workers that ended neither normally nor by their own SIGKILL."""
+        return [text for _, code, text in self.finished if code not in (0, -signal.SIGKILL)]
+
+    def sent_by_worker(self) -> list[int]:
+        sent = []
+        for _, code, text in self.finished:
+            if code == 0:
+                sent.append(json.loads(text.strip().splitlines()[-1])["sent"])
+        return sent
+
+
+def drain(
+    url: str,
+    server: FakeSmtpServer,
+    directory: Path,
+    *,
+    workers: int,
+    kills: int = 0,
+    later_every: int = 0,
+) -> Tally:
+    """Drain the outbox with `workers` processes at a time, `kills` of them SIGKILLed in turn."""
+    ids = enqueue(url, server, MESSAGES, later_every=later_every)
+    if later_every:
+        server.refuse_recipient(LATER, "451 4.3.0 Try again later")
+    tally = Tally()
+    pending = deque(
+        {"point": point, "after": 1 + n % 3}
+        for n, point in zip(range(kills), itertools.cycle(POINTS), strict=False)
+    )
+    go_file = directory / "go"
+    pool = Workers(url, server, directory)
+    try:
+        for _ in range(workers):  # the first ones start together
+            pool.start(pending.popleft() if pending else None, go_file)
+        deadline = time.monotonic() + 60
+        while len(list(directory.glob("go.*.ready"))) < workers:
+            assert time.monotonic() < deadline, "workers did not start within 60 s"
+            time.sleep(0.02)
+        go_file.touch()
+        deadline = time.monotonic() + RUN_LIMIT
+        with Outbox.open(url) as outbox:
+            while True:
+                for spec, code in pool.reap():
+                    kill = spec["kill"]
+                    if code == -signal.SIGKILL:
+                        tally.kills += 1
+                        tally.by_point[kill["point"]] += 1
+                    elif kill:  # ran out of work before its kill point: another one tries
+                        pending.appendleft(kill)
+                waiting = [*pending, *(spec["kill"] for spec in pool.running.values())]
+                if all(not kill or kill["point"] != "backoff" for kill in waiting):
+                    server.refused_recipients.pop(LATER, None)  # the 451s have served
+                counts = outbox.counts()
+                busy = counts.get(State.QUEUED, 0) + counts.get(State.CLAIMED, 0)
+                if not busy and not pool.running:
+                    break
+                while len(pool.running) < workers and busy:
+                    pool.start(pending.popleft() if pending else None)
+                assert time.monotonic() < deadline, f"not drained in {RUN_LIMIT} s: {counts}"
+                time.sleep(0.05)
+            assert pool.failures() == []
+            statuses = [outbox.status(id) for id in ids]
+    finally:
+        pool.stop()
+    received = Counter(message.message["Message-ID"] for message in server.messages)
+    ours = {status.message_id for status in statuses}
+    tally.worker_runs = len(pool.finished)
+    tally.senders = sum(1 for sent in pool.sent_by_worker() if sent)
+    tally.strangers = sum(1 for message_id in received if message_id not in ours)
+    tally.duplicates = sum(1 for count in received.values() if count > 1)
+    for status in statuses:
+        tally.states[status.state.value] += 1
+        if status.state is State.OUTCOME_UNKNOWN:
+            tally.unknown += 1
+            tally.unknown_at_server += received[status.message_id] > 0
+        elif received[status.message_id] != 1:
+            tally.missing_sent += 1
+    return tally
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_worker_processes_drain_one_outbox_each_message_once(
+    postgres_url: str, server: FakeSmtpServer, tmp_path: Path, workers: int
+) -> None:
+    tally = drain(postgres_url, server, tmp_path, workers=workers)
+    assert tally.states == {"sent": MESSAGES}
+    assert (tally.duplicates, tally.missing_sent, tally.strangers) == (0, 0, 0)
+    assert len(server.messages) == MESSAGES
+    assert tally.senders >= 2, "the processes did not share the work"
+
+
+@pytest.mark.parametrize(("workers", "kills"), [(2, 5), (4, 10)])
+def test_workers_killed_in_turn_never_send_twice(
+    postgres_url: str, server: FakeSmtpServer, tmp_path: Path, workers: int, kills: int
+) -> None:
+    tally = drain(postgres_url, server, tmp_path, workers=workers, kills=kills, later_every=25)
+    print(f"\n{workers} workers: {tally}")
+    assert tally.kills == kills
+    assert set(tally.by_point) == set(POINTS)
+    assert (tally.duplicates, tally.missing_sent, tally.strangers) == (0, 0, 0)
+    assert set(tally.states) <= {"sent", "outcome_unknown"}
+    assert sum(tally.states.values()) == MESSAGES
+    assert tally.unknown <= tally.kills * CONCURRENCY
