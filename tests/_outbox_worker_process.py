@@ -2,10 +2,11 @@
 
     python tests/_outbox_worker_process.py '{"url": ..., "host": ..., "port": ..., ...}'
 
-It drains the outbox at `url` through the SMTP server at host:port until nothing is due,
-then prints its `WorkerStats` as JSON. With `"kill": {"point": P, "after": N}` it SIGKILLs
-itself the N-th time it reaches point P. The kill points are test-only hooks wrapped around
-the library from here (the library has no fault code):
+It drains the outbox at `url` through the SMTP server at host:port until nothing is due
+(`"until_idle": false`: until SIGTERM), then prints its `WorkerStats` as JSON. With
+`"kill": {"point": P, "after": N}` it SIGKILLs itself the N-th time it reaches point P.
+The kill points are test-only hooks wrapped around the library from here (the library has
+no fault code):
 
 * `claim_commit`: inside a claim's transaction, after its rows are updated, before COMMIT;
 * `after_claim`: a claim committed, nothing sent yet;
@@ -133,7 +134,8 @@ def main(spec: dict[str, Any]) -> None:
         )
         if spec.get("go_file"):
             _wait_for_go(Path(spec["go_file"]), int(spec.get("index", 0)))
-        stats = worker.run(until_idle=True, linger=float(spec.get("linger", 3.0)))
+        until_idle = spec.get("until_idle", True)  # False: until SIGTERM
+        stats = worker.run(until_idle=until_idle, linger=float(spec.get("linger", 3.0)))
     print(json.dumps(attrs.asdict(stats)), flush=True)
 
 

@@ -87,9 +87,11 @@ class Workers:
         self.numbers = itertools.count()
         self.finished: list[tuple[dict[str, Any], int, str]] = []
 
-    def start(self, kill: dict[str, Any] | None = None, go_file: Path | None = None) -> None:
+    def start(
+        self, kill: dict[str, Any] | None = None, go_file: Path | None = None, **options: Any
+    ) -> subprocess.Popen[bytes]:
         index = next(self.numbers)
-        spec = {
+        spec = {**options,
             "url": self.url, "host": self.server.host, "port": self.server.port,
             "concurrency": CONCURRENCY, "lease": 2.0, "linger": 2.5, "kill": kill,
             "index": index, "go_file": str(go_file) if go_file else None,
@@ -102,6 +104,7 @@ class Workers:
         )  # fmt: skip
         output.close()
         self.running[process] = spec
+        return process
 
     def reap(self) -> list[tuple[dict[str, Any], int]]:
         """The (spec, return code) of workers that have ended since the last call."""
@@ -226,3 +229,37 @@ def test_workers_killed_in_turn_never_send_twice(
     assert set(tally.states) <= {"sent", "outcome_unknown"}
     assert sum(tally.states.values()) == MESSAGES
     assert tally.unknown <= tally.kills * CONCURRENCY
+
+
+def test_sigterm_while_the_database_is_slow_stops_the_worker(
+    postgres_url: str, server: FakeSmtpServer, tmp_path: Path
+) -> None:
+    import psycopg
+
+    enqueue(postgres_url, server, 3)
+    pool = Workers(postgres_url, server, tmp_path)
+    go_file = tmp_path / "go"
+    try:
+        process = pool.start(None, go_file, until_idle=False)
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("go.*.ready")):
+            assert time.monotonic() < deadline, "the worker did not start within 60 s"
+            time.sleep(0.02)
+        with psycopg.connect(postgres_url) as blocker:
+            blocker.execute("LOCK TABLE outbox_messages IN ACCESS EXCLUSIVE MODE")
+            go_file.touch()
+            deadline = time.monotonic() + 20
+            while not blocker.execute(  # the worker's claim waits for our lock
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND application_name = 'mailbridge-outbox'"
+            ).fetchall():
+                assert time.monotonic() < deadline, "the worker never waited for the lock"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)  # arrives inside the database call
+            time.sleep(0.3)
+        assert process.wait(20) == 0  # a handler touching the store there would hang
+        assert [code for _, code in pool.reap()] == [0]
+    finally:
+        pool.stop()
+    with Outbox.open(postgres_url) as outbox:
+        assert outbox.counts().get(State.CLAIMED, 0) == 0
