@@ -17,7 +17,7 @@ from ._open import open_store
 from ._schema import SCHEMA_VERSION
 from ._sending import Backoff, ResolveClient, Sender
 from ._status import MessageStatus
-from ._store import NewMessage, State, Store
+from ._store import Claimed, NewMessage, State, Store
 
 if TYPE_CHECKING:
     from .._client import DeliveryClient
@@ -269,9 +269,11 @@ class Outbox:
         lease: float = DEFAULT_LEASE,
         backoff: Backoff | None = None,
         name: str | None = None,
+        on_outcome: Callable[[Claimed, State], None] | None = None,
     ) -> Worker:
         """A worker that drains this outbox (see `Worker`); `resolve_client(tenant)` builds
-        each tenant's `DeliveryClient` (default: the outbox's)."""
+        each tenant's `DeliveryClient` (default: the outbox's). `on_outcome(message, state)`
+        is called from the sending threads after each outcome is recorded (progress)."""
         from ._worker import Worker
 
         resolve = resolve_client or self.resolve_client
@@ -284,6 +286,7 @@ class Outbox:
             lease=lease,
             backoff=backoff or Backoff(),
             name=name,
+            on_outcome=on_outcome,
         )
 
     def deliver(

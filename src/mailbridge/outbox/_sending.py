@@ -138,7 +138,7 @@ class Sender:
             self.on_outcome(claimed, state)
         return state
 
-    def _later(self, claimed: Claimed, error: DeliveryError) -> State:
+    def _later(self, claimed: Claimed, error: DeliveryError, why: str = "") -> State:
         now = self.clock()
         when = now + self.backoff.delay(claimed.attempts)
         if when > claimed.deadline:
@@ -149,7 +149,9 @@ class Sender:
             self.owner,
             now=now,
             not_before=when,
-            reason=f"retrying at {time.strftime('%H:%M:%S', time.gmtime(when))}: {_short(error)}",
+            reason=f"retrying at {time.strftime('%H:%M:%S', time.gmtime(when))}: "
+            + (f"{why}: " if why else "")
+            + _short(error),
             error=error_json(error),
         )
         if self.on_outcome is not None:
@@ -175,6 +177,8 @@ class Sender:
             note = result_json((), {}, None)
             return self._finish(claimed, State.SENT, result=note)
         if found is not None and not client.archive_sent:
+            if error is not None:  # this attempt failed after all: back off, up to the deadline
+                return self._later(claimed, error, "not in the Sent folder")
             self.store.reschedule(
                 claimed.id,
                 self.owner,

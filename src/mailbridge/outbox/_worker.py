@@ -82,8 +82,8 @@ class Worker:
         concurrency = DEFAULT_CONCURRENCY if concurrency is None else concurrency
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError("concurrency", "must be at least 1")
-        if not isinstance(lease, int | float) or not 1.0 <= lease < 86_400:
-            raise ConfigurationError("lease", "must be between 1 second and a day")
+        if not isinstance(lease, int | float) or not 0.1 <= lease < 86_400:
+            raise ConfigurationError("lease", "must be between 0.1 seconds and a day")
         self.outbox = outbox
         self.resolve_client = resolve_client
         self.concurrency = concurrency
