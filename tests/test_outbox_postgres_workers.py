@@ -1,14 +1,15 @@
 """Several worker processes drain one PostgreSQL outbox, also while they are SIGKILLed in turn.
 
-Workers are real processes (`tests/_outbox_worker_process.py`) sending to a FakeSmtpServer in
-this process; the Message-IDs the server received are counted. Without kills every message
-arrives exactly once. With kills (at the points the worker script's test-only hooks choose),
-no message arrives twice, every message ends `sent` or `outcome_unknown`, and the unknowns
-are at most kills x messages a worker holds at once (its concurrency).
+Workers are real processes (the crash tests' `tests/_outbox_crash_worker.py`) sending to a
+FakeSmtpServer in this process; the Message-IDs the server received are counted. Without
+kills every message arrives exactly once. With kills (at the points the worker script's
+test-only hooks choose), no message arrives twice, every message ends `sent` or
+`outcome_unknown`, and the unknowns are at most kills x messages a worker holds at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,19 @@ from mailbridge import DeliveryClient, DocumentEmail
 from mailbridge.outbox import Outbox, State
 from mailbridge.testing import FakeSmtpServer
 
-from ._outbox_worker_process import POINTS
-
 pytest.importorskip("psycopg", reason="psycopg 3 is not installed (extra 'postgres')")
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "tests" / "_outbox_worker_process.py"
+WORKER = ROOT / "tests" / "_outbox_crash_worker.py"
+# The worker script's kill points (test-only hooks), each one in turn.
+POINTS = (
+    "before_claim_commit",
+    "after_claim",
+    "mid_data",
+    "after_250_before_commit",
+    "during_backoff",
+)
+LEASE = 2.0
 MESSAGES = 300
 CONCURRENCY = 4
 LATER = "later@customer.example"  # refused with 451 until a worker was killed in backoff
@@ -79,7 +87,7 @@ def enqueue(url: str, server: FakeSmtpServer, count: int, *, later_every: int = 
 
 
 class Workers:
-    """Worker processes started, watched and (at the end) stopped by a test."""
+    """Worker processes (tests/_outbox_crash_worker.py) started and watched by a test."""
 
     def __init__(self, url: str, server: FakeSmtpServer, directory: Path) -> None:
         self.url, self.server, self.directory = url, server, directory
@@ -87,35 +95,43 @@ class Workers:
         self.numbers = itertools.count()
         self.finished: list[tuple[dict[str, Any], int, str]] = []
 
-    def start(
-        self, kill: dict[str, Any] | None = None, go_file: Path | None = None, **options: Any
-    ) -> subprocess.Popen[bytes]:
+    def start(self, kill: dict[str, Any] | None = None) -> subprocess.Popen[bytes]:
         index = next(self.numbers)
-        spec = {**options,
-            "url": self.url, "host": self.server.host, "port": self.server.port,
-            "concurrency": CONCURRENCY, "lease": 2.0, "linger": 2.5, "kill": kill,
-            "index": index, "go_file": str(go_file) if go_file else None,
+        config = {
+            "url": self.url, "sender": "billing@acme.example",
+            "smtp": {"host": self.server.host, "port": self.server.port, "security": "none"},
+            "point": kill["point"] if kill else "none", "nth": kill["nth"] if kill else 0,
+            "concurrency": CONCURRENCY, "lease": LEASE, "linger": LEASE + 0.5,
+            "index": index, "kill": kill,
         }  # fmt: skip
-        output = (self.directory / f"worker{index}.out").open("wb")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-        process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), json.dumps(spec)],
-            stdout=output, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )  # fmt: skip
-        output.close()
-        self.running[process] = spec
+        path = self.directory / f"worker{index}.json"
+        path.write_text(json.dumps(config))
+        with (self.directory / f"worker{index}.out").open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, str(WORKER), str(path)],
+                stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            )  # fmt: skip
+        self.running[process] = config
         return process
 
+    def output(self, config: dict[str, Any]) -> str:
+        path = self.directory / f"worker{config['index']}.out"
+        return path.read_text("utf-8", "replace")
+
+    def ready(self) -> int:
+        """How many running workers have opened the outbox and are about to claim."""
+        return sum(1 for c in self.running.values() if "ready" in self.output(c).split())
+
     def reap(self) -> list[tuple[dict[str, Any], int]]:
-        """The (spec, return code) of workers that have ended since the last call."""
+        """The (config, return code) of workers that have ended since the last call."""
         ended = []
-        for process, spec in list(self.running.items()):
+        for process, config in list(self.running.items()):
             code = process.poll()
             if code is not None:
                 del self.running[process]
-                text = (self.directory / f"worker{spec['index']}.out").read_text("utf-8", "replace")
-                self.finished.append((spec, code, text))
-                ended.append((spec, code))
+                self.finished.append((config, code, self.output(config)))
+                ended.append((config, code))
         return ended
 
     def stop(self) -> None:
@@ -130,11 +146,28 @@ class Workers:
         return [text for _, code, text in self.finished if code not in (0, -signal.SIGKILL)]
 
     def sent_by_worker(self) -> list[int]:
-        sent = []
-        for _, code, text in self.finished:
-            if code == 0:
-                sent.append(json.loads(text.strip().splitlines()[-1])["sent"])
-        return sent
+        return [
+            json.loads(text.strip().splitlines()[-1])["sent"]
+            for _, code, text in self.finished
+            if code == 0
+        ]
+
+
+@contextlib.contextmanager
+def held_back(url: str) -> Iterator[None]:
+    """Claims wait while this holds the messages table (reads and migrations go on)."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        connection.execute("LOCK TABLE outbox_messages IN EXCLUSIVE MODE")
+        yield
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.02)
 
 
 def drain(
@@ -152,31 +185,27 @@ def drain(
         server.refuse_recipient(LATER, "451 4.3.0 Try again later")
     tally = Tally()
     pending = deque(
-        {"point": point, "after": 1 + n % 3}
+        {"point": point, "nth": 1 + n % 3}
         for n, point in zip(range(kills), itertools.cycle(POINTS), strict=False)
     )
-    go_file = directory / "go"
     pool = Workers(url, server, directory)
     try:
-        for _ in range(workers):  # the first ones start together
-            pool.start(pending.popleft() if pending else None, go_file)
-        deadline = time.monotonic() + 60
-        while len(list(directory.glob("go.*.ready"))) < workers:
-            assert time.monotonic() < deadline, "workers did not start within 60 s"
-            time.sleep(0.02)
-        go_file.touch()
+        with held_back(url):  # the first ones start claiming together
+            for _ in range(workers):
+                pool.start(pending.popleft() if pending else None)
+            wait_until(lambda: pool.ready() == workers, "the workers did not start")
         deadline = time.monotonic() + RUN_LIMIT
         with Outbox.open(url) as outbox:
             while True:
-                for spec, code in pool.reap():
-                    kill = spec["kill"]
+                for config, code in pool.reap():
+                    kill = config["kill"]
                     if code == -signal.SIGKILL:
                         tally.kills += 1
                         tally.by_point[kill["point"]] += 1
                     elif kill:  # ran out of work before its kill point: another one tries
                         pending.appendleft(kill)
-                waiting = [*pending, *(spec["kill"] for spec in pool.running.values())]
-                if all(not kill or kill["point"] != "backoff" for kill in waiting):
+                waiting = [*pending, *(config["kill"] for config in pool.running.values())]
+                if all(not kill or kill["point"] != "during_backoff" for kill in waiting):
                     server.refused_recipients.pop(LATER, None)  # the 451s have served
                 counts = outbox.counts()
                 busy = counts.get(State.QUEUED, 0) + counts.get(State.CLAIMED, 0)
@@ -238,23 +267,16 @@ def test_sigterm_while_the_database_is_slow_stops_the_worker(
 
     enqueue(postgres_url, server, 3)
     pool = Workers(postgres_url, server, tmp_path)
-    go_file = tmp_path / "go"
     try:
-        process = pool.start(None, go_file, until_idle=False)
-        deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("go.*.ready")):
-            assert time.monotonic() < deadline, "the worker did not start within 60 s"
-            time.sleep(0.02)
-        with psycopg.connect(postgres_url) as blocker:
-            blocker.execute("LOCK TABLE outbox_messages IN ACCESS EXCLUSIVE MODE")
-            go_file.touch()
-            deadline = time.monotonic() + 20
-            while not blocker.execute(  # the worker's claim waits for our lock
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND application_name = 'mailbridge-outbox'"
-            ).fetchall():
-                assert time.monotonic() < deadline, "the worker never waited for the lock"
-                time.sleep(0.02)
+        with held_back(postgres_url), psycopg.connect(postgres_url, autocommit=True) as watch:
+            process = pool.start()
+            wait_until(  # the worker's claim waits for our lock
+                lambda: watch.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'mailbridge-outbox'"
+                ).fetchall(),
+                "the worker never waited for the lock",
+            )
             process.send_signal(signal.SIGTERM)  # arrives inside the database call
             time.sleep(0.3)
         assert process.wait(20) == 0  # a handler touching the store there would hang
