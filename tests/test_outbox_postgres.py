@@ -13,12 +13,17 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from mailbridge import DeliveryClient, DocumentEmail
+from mailbridge.cli import main
 from mailbridge.errors import ConfigurationError
+from mailbridge.outbox import Outbox
 from mailbridge.outbox._open import open_store
 from mailbridge.outbox._store import NewMessage, State, Store, TenantLimits
+from mailbridge.testing import FakeSmtpServer
 from mailbridge.testing.realpostgres import RealPostgres
 
 pytest.importorskip("psycopg", reason="psycopg 3 is not installed (extra 'postgres')")
@@ -232,3 +237,32 @@ def test_unreachable_server_is_a_configuration_error_without_the_password(url: s
         open_store(url)
     assert "s3cret-pw" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+def test_the_command_line_migrates_and_drains_a_postgresql_outbox(
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with FakeSmtpServer(tls="none") as server:
+        (tmp_path / "outbox_pg_tenants.py").write_text(
+            "from mailbridge import DeliveryClient, SmtpSettings\n"
+            "def client_for(tenant):\n"
+            f"    settings = SmtpSettings('127.0.0.1', {server.port}, 'none')\n"
+            "    return DeliveryClient.own_smtp('billing@acme.example', settings)\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        assert main(["outbox", "migrate", "--url", postgres_url]) == 0
+        assert capsys.readouterr().out == "outbox schema version 1\n"
+        client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+        with Outbox.open(postgres_url, migrate=False) as outbox:
+            for n in range(3):
+                email = DocumentEmail(to="jane@c.example", subject=f"Invoice {n}", body=".")
+                outbox.enqueue("acme", email, client=client)
+        resolver = "outbox_pg_tenants:client_for"
+        argv = ["outbox", "worker", "--url", postgres_url, "--resolver", resolver, "--until-idle"]
+        assert main(argv) == 0
+        assert server.delivered_count == 3
+    assert main(["outbox", "status", "--url", postgres_url]) == 0
+    assert capsys.readouterr().out.split()[-2:] == ["sent", "3"]
