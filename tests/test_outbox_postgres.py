@@ -7,6 +7,7 @@ and the schema can be created by many processes starting together.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -266,3 +267,10 @@ def test_the_command_line_migrates_and_drains_a_postgresql_outbox(
         assert server.delivered_count == 3
     assert main(["outbox", "status", "--url", postgres_url]) == 0
     assert capsys.readouterr().out.split()[-2:] == ["sent", "3"]
+
+
+def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "mailbridge.outbox._postgres")
+    with pytest.raises(ConfigurationError, match=r"mailbridge-documents\[postgres\]"):
+        open_store("postgresql://mailbridge@127.0.0.1:1/outbox")
