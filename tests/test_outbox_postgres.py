@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import pytest
 
 from mailbridge import DeliveryClient, DocumentEmail
 from mailbridge.cli import main
-from mailbridge.errors import ConfigurationError
+from mailbridge.errors import ConfigurationError, OutboxError
 from mailbridge.outbox import Outbox
 from mailbridge.outbox._open import open_store
 from mailbridge.outbox._store import NewMessage, State, Store, TenantLimits
@@ -278,3 +278,72 @@ def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.delitem(sys.modules, "mailbridge.outbox._postgres")
     with pytest.raises(ConfigurationError, match=r"mailbridge-documents\[postgres\]"):
         open_store("postgresql://mailbridge@127.0.0.1:1/outbox")
+
+
+def _terminate_outbox_sessions(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        return len(
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'mailbridge-outbox' AND datname = current_database()"
+            ).fetchall()
+        )
+
+
+def test_a_connection_lost_between_transactions_is_opened_again(stores: list[Store]) -> None:
+    store = stores[0]
+    id, _ = store.enqueue(new_message())
+    assert _terminate_outbox_sessions(store.url) == len(stores)  # a server restart, a failover
+    row = store.get(id)
+    assert row is not None and row.state is State.QUEUED
+    [claimed] = store.claim("w1", limit=1, lease=60, now=time.time())
+    assert store.finish(claimed.id, "w1", State.SENT, now=time.time())
+
+
+def test_a_connection_lost_inside_a_transaction_is_an_outbox_error(
+    stores: list[Store], postgres_url: str
+) -> None:
+    import psycopg
+
+    store = stores[0]
+    store.enqueue(new_message())
+    outcome: list[object] = []
+    with psycopg.connect(postgres_url) as blocker:
+        blocker.execute("LOCK TABLE outbox_messages IN EXCLUSIVE MODE")
+        claiming = threading.Thread(
+            target=lambda: outcome.append(_outcome(store.claim, "w1", limit=1, lease=60, now=1e12))
+        )
+        claiming.start()
+        try:
+            deadline = time.monotonic() + 20
+            with psycopg.connect(postgres_url, autocommit=True) as watch:
+                while not watch.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'mailbridge-outbox'"
+                ).fetchall():
+                    assert time.monotonic() < deadline, "the claim never waited"
+                    time.sleep(0.02)
+            _terminate_outbox_sessions(postgres_url)
+        finally:
+            claiming.join(20)
+    [error] = outcome
+    assert isinstance(error, OutboxError)
+    assert "PostgreSQL outbox failed" in str(error)
+    assert len(store.claim("w1", limit=1, lease=60, now=time.time())) == 1  # connected again
+
+
+def _outcome(function: Callable[..., object], *args: object, **kwargs: object) -> object:
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:
+        return exc
+
+
+def test_a_closed_store_stays_closed(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    store.migrate()
+    store.close()
+    with pytest.raises(OutboxError, match="closed"):
+        store.counts()
