@@ -16,6 +16,7 @@ from typing import Any
 
 from mailbridge import DeliveryClient, SmtpSettings
 from mailbridge.outbox import Backoff, Outbox
+from mailbridge.smtp import wire
 
 
 def main() -> None:
@@ -42,6 +43,16 @@ def main() -> None:
             return taken
 
         store._take = hooked_take
+    elif point == "mid_data":  # half of the message's DATA written to the server
+        write = wire.Channel.write
+
+        def hooked_write(channel: Any, data: bytes, timeout: float) -> None:
+            if data.endswith(b"\r\n.\r\n") and due():
+                channel.sock.sendall(data[: len(data) // 2])
+                die()
+            write(channel, data, timeout)
+
+        wire.Channel.write = hooked_write  # type: ignore[method-assign]
     else:
         exchange = store.exchange  # a worker records outcomes and claims in one transaction
 
