@@ -132,6 +132,7 @@ class Worker:
         clock = self.outbox.clock
         in_flight: dict[concurrent.futures.Future[Outcome], Claimed] = {}
         renewed = time.monotonic()
+        beat = min(0.5, self.lease / 3)  # leases in flight are renewed every third of a lease
         with (
             self._signals(),
             concurrent.futures.ThreadPoolExecutor(
@@ -149,7 +150,7 @@ class Worker:
                     if in_flight:
                         finished, _ = concurrent.futures.wait(
                             in_flight,
-                            timeout=0.05 if len(in_flight) < self.concurrency else 0.5,
+                            timeout=0.05 if len(in_flight) < self.concurrency else beat,
                             return_when=concurrent.futures.FIRST_COMPLETED,
                         )
                         done = {future: in_flight.pop(future) for future in finished}
@@ -162,7 +163,7 @@ class Worker:
                             break
                         wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - now))
                         store.wait(wait)
-                    if in_flight and time.monotonic() - renewed > self.lease / 3:
+                    if in_flight and time.monotonic() - renewed > beat:
                         ids = [c.id for c in in_flight.values()]
                         store.renew(ids, self.name, until=clock() + self.lease)
                         renewed = time.monotonic()
