@@ -15,13 +15,23 @@ if TYPE_CHECKING:
     from ._sending import Backoff
     from ._sql import SqlStore
     from ._status import ErrorInfo, MessageStatus
-    from ._store import Claimed, NewMessage, Outcome, Row, State, Store, TenantLimits
+    from ._store import (
+        Claimed,
+        Envelope,
+        NewMessage,
+        Outcome,
+        Row,
+        State,
+        Store,
+        TenantLimits,
+    )
     from ._worker import Worker, WorkerStats
 
 __all__ = [
     "Backoff",
     "Claimed",
     "Dialect",
+    "Envelope",
     "ErrorInfo",
     "MessageStatus",
     "NewMessage",
@@ -49,6 +59,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
             "._status": ("ErrorInfo", "MessageStatus"),
             "._store": (
                 "Claimed",
+                "Envelope",
                 "NewMessage",
                 "Outcome",
                 "Row",

@@ -431,29 +431,23 @@ class SqlStore:
         return self.record([outcome], owner, now=now)[0]
 
     def release(self, ids: Sequence[str], owner: str, *, now: float) -> int:
-        if not ids:
-            return 0
-        with self._transaction() as cursor:
-            return int(
-                self._run(
-                    cursor,
-                    "UPDATE outbox_messages SET state = 'queued', attempts = attempts - 1,"
-                    " lease_owner = NULL, lease_expires = NULL, updated_at = ?"
-                    f" WHERE state = 'claimed' AND lease_owner = ? AND id IN ({_marks(len(ids))})",
-                    (now, owner, *ids),
-                ).rowcount
-            )
+        changes = "state = 'queued', attempts = attempts - 1, lease_owner = NULL,"
+        return self._held(ids, owner, changes + " lease_expires = NULL, updated_at = ?", now)
 
     def renew(self, ids: Sequence[str], owner: str, *, until: float) -> int:
+        return self._held(ids, owner, "lease_expires = ?", until)
+
+    def _held(self, ids: Sequence[str], owner: str, changes: str, value: float) -> int:
+        """Apply `changes` (one `?`, for `value`) to those of `ids` that `owner` holds."""
         if not ids:
             return 0
         with self._transaction() as cursor:
             return int(
                 self._run(
                     cursor,
-                    "UPDATE outbox_messages SET lease_expires = ?"
-                    f" WHERE state = 'claimed' AND lease_owner = ? AND id IN ({_marks(len(ids))})",
-                    (until, owner, *ids),
+                    f"UPDATE outbox_messages SET {changes} WHERE state = 'claimed'"
+                    f" AND lease_owner = ? AND id IN ({_marks(len(ids))})",
+                    (value, owner, *ids),
                 ).rowcount
             )
 

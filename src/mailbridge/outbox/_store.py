@@ -15,6 +15,7 @@ import attrs
 __all__ = [
     "FINAL_STATES",
     "Claimed",
+    "Envelope",
     "NewMessage",
     "Outcome",
     "Row",
@@ -55,13 +56,12 @@ class TenantLimits:
     in_flight: int | None = None
 
 
-@attrs.frozen
-class NewMessage:
-    """A composed message as `Store.enqueue` stores it (exact bytes and envelope)."""
+@attrs.frozen(kw_only=True)
+class Envelope:
+    """What is stored to send a message: the exact bytes and the SMTP envelope."""
 
     id: str
     tenant: str
-    idempotency_key: str | None
     message_id: str
     envelope_sender: str
     recipients: tuple[str, ...]
@@ -70,30 +70,27 @@ class NewMessage:
     mode: str
     note: str | None
     data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
+
+
+@attrs.frozen(kw_only=True)
+class NewMessage(Envelope):
+    """A composed message as `Store.enqueue` stores it (exact bytes and envelope)."""
+
+    idempotency_key: str | None
     created_at: float
     not_before: float
     deadline: float
     limits: TenantLimits | None = None
 
 
-@attrs.frozen
-class Claimed:
+@attrs.frozen(kw_only=True)
+class Claimed(Envelope):
     """A message a worker holds under a lease: everything needed to send it.
 
     `recovering` is True when the row was taken over from an expired lease: the
     previous holder may have transmitted it, so it must not be sent blindly.
     """
 
-    id: str
-    tenant: str
-    message_id: str
-    envelope_sender: str
-    recipients: tuple[str, ...]
-    bcc: tuple[str, ...]
-    smtputf8: bool
-    mode: str
-    note: str | None
-    data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
     attempts: int
     created_at: float
     deadline: float
