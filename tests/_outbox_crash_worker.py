@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mailbridge import DeliveryClient, SmtpSettings
+from mailbridge import DeliveryClient, ImapSettings, SmtpSettings
 from mailbridge.outbox import Backoff, Outbox
 from mailbridge.smtp import wire
 
@@ -70,9 +70,13 @@ def main() -> None:
         store.exchange = hooked_exchange
     # "during_data": the test's SMTP server kills this process while it receives DATA.
     settings = SmtpSettings(**config["smtp"])
+    imap = ImapSettings(**config["imap"]) if config.get("imap") else None
 
     def resolve(tenant: str) -> DeliveryClient:
-        return DeliveryClient.own_smtp(config["sender"], settings)
+        if imap is None:
+            return DeliveryClient.own_smtp(config["sender"], settings)
+        # A provider that files every accepted message in Sent itself (as Gmail does).
+        return DeliveryClient.own_smtp(config["sender"], settings, imap=imap, archive_sent=False)
 
     worker = outbox.worker(
         resolve,

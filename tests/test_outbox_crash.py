@@ -24,7 +24,7 @@ import pytest
 import mailbridge
 from mailbridge import DeliveryClient, DocumentEmail
 from mailbridge.outbox import Outbox, State
-from mailbridge.testing import FakeSmtpServer
+from mailbridge.testing import FakeImapServer, FakeSmtpServer
 from mailbridge.testing.realservers import RealMailServers
 
 from .conftest import ALICE, alice_smtp
@@ -44,8 +44,16 @@ def smtp_config(server: FakeSmtpServer) -> dict[str, Any]:
 class WorkerRuns:
     """Starts worker processes for one outbox and tells how each ended."""
 
-    def __init__(self, tmp_path: Path, url: str, smtp: dict[str, Any], sender: str) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        url: str,
+        smtp: dict[str, Any],
+        sender: str,
+        imap: dict[str, Any] | None = None,
+    ) -> None:
         self.tmp_path, self.url, self.smtp, self.sender = tmp_path, url, smtp, sender
+        self.imap = imap
         self.kills = 0
         self.current: subprocess.Popen[str] | None = None
 
@@ -54,6 +62,7 @@ class WorkerRuns:
             "url": self.url,
             "smtp": self.smtp,
             "sender": self.sender,
+            "imap": self.imap,
             "point": point,
             "nth": nth,
             "concurrency": CONCURRENCY,
@@ -89,19 +98,34 @@ class WorkerRuns:
         assert code == -signal.SIGKILL, f"the worker was not killed at {point} #{nth}"
 
 
-def kill_during_data(server: FakeSmtpServer, runs: WorkerRuns) -> None:
-    """Patch the server so that its next-but-one DATA kills the current worker first."""
-    original = server._handler.handle_DATA
-    seen = [0]
+class DataHook:
+    """The server's DATA handler, patched: it can kill the worker while receiving DATA.
 
-    async def handle_DATA(smtp: Any, session: Any, envelope: Any) -> str:
-        seen[0] += 1
-        if seen[0] == 10 and runs.current is not None:
-            os.kill(runs.current.pid, signal.SIGKILL)
+    `arm()` makes the tenth DATA from now kill the current worker before the server
+    answers. With `sent_folder`, every accepted message is also filed in that IMAP
+    account's Sent folder, as Gmail and Microsoft 365 do.
+    """
+
+    def __init__(
+        self, server: FakeSmtpServer, runs: WorkerRuns, sent_folder: FakeImapServer | None = None
+    ) -> None:
+        self.runs, self.sent_folder = runs, sent_folder
+        self.seen, self.kill_at = 0, -1
+        self.original = server._handler.handle_DATA
+        server._handler.handle_DATA = self.handle_DATA  # type: ignore[method-assign]
+
+    def arm(self) -> None:
+        self.kill_at = self.seen + 10
+
+    async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+        self.seen += 1
+        if self.seen == self.kill_at and self.runs.current is not None:
+            os.kill(self.runs.current.pid, signal.SIGKILL)
             await asyncio.sleep(0.05)
-        return str(await original(smtp, session, envelope))
-
-    server._handler.handle_DATA = handle_DATA  # type: ignore[method-assign]
+        reply = str(await self.original(smtp, session, envelope))
+        if self.sent_folder is not None and reply.startswith("250"):
+            self.sent_folder.seed("Sent", envelope.original_content or b"")
+        return reply
 
 
 def enqueue_all(outbox: Outbox, client: DeliveryClient, to: str, count: int) -> list[str]:
@@ -153,12 +177,12 @@ def test_sigkill_at_every_point_sends_each_message_once(
     with Outbox.open(url) as outbox:
         ids = enqueue_all(outbox, client, "jane@customer.example", MESSAGES)
     runs = WorkerRuns(tmp_path, url, smtp_config(server), "billing@acme.example")
+    data = DataHook(server, runs)
     for _ in range(2):  # each point twice: ten kills while the backlog drains
         runs.killed_at("before_claim_commit", 3)
         runs.killed_at("after_claim", 3)
-        kill_during_data(server, runs)
+        data.arm()
         runs.killed_at("during_data", 0)
-        server._handler.__dict__.pop("handle_DATA")
         runs.killed_at("after_250_before_commit", 15)
         runs.killed_at("during_backoff", 2)
     server.refused_recipients.clear()
@@ -168,6 +192,39 @@ def test_sigkill_at_every_point_sends_each_message_once(
         figures = settle(outbox, ids, received, runs.kills)
     assert figures["kills"] == 10
     assert figures["sent"] >= MESSAGES - 10 * CONCURRENCY
+
+
+def test_with_a_sent_folder_every_interrupted_message_is_settled_as_sent(
+    tmp_path: Path, server: FakeSmtpServer
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+    with FakeImapServer(users={"billing@acme.example": "imap-pw"}) as imap:
+        imap_config = {
+            "host": imap.host,
+            "port": imap.port,
+            "security": "implicit_tls",
+            "username": "billing@acme.example",
+            "password": "imap-pw",
+            "ca_file": str(imap.ca_file),
+        }
+        with Outbox.open(url) as outbox:
+            ids = enqueue_all(outbox, client, "jane@customer.example", MESSAGES)
+        runs = WorkerRuns(tmp_path, url, smtp_config(server), "billing@acme.example", imap_config)
+        data = DataHook(server, runs, sent_folder=imap)  # the provider files its own copy
+        runs.killed_at("after_claim", 3)
+        runs.killed_at("after_250_before_commit", 15)
+        data.arm()
+        runs.killed_at("during_data", 0)
+        data.arm()
+        runs.killed_at("during_data", 0)
+        runs.killed_at("before_claim_commit", 3)
+        runs.wait(runs.start(), timeout=60)
+        assert len(imap.messages("Sent")) == server.delivered_count
+    received = Counter(m.message["Message-ID"] for m in server.messages)
+    with Outbox.open(url) as outbox:
+        figures = settle(outbox, ids, received, runs.kills)
+    assert (figures["kills"], figures["unknown"], figures["sent"]) == (5, 0, MESSAGES)
 
 
 def test_sigterm_finishes_what_is_in_flight_and_releases_the_rest(
