@@ -445,3 +445,17 @@ def test_an_outbox_refuses_a_schema_it_was_not_allowed_to_create(url: str) -> No
         Outbox.open(url, migrate=False)
     Outbox.open(url).close()
     Outbox.open(url, migrate=False).close()
+
+
+def test_an_applications_exception_text_is_never_stored(
+    outbox: Outbox, server: FakeSmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def resolve(tenant: str) -> DeliveryClient:
+        raise RuntimeError("cannot reach vault with token s3cr3t-T0KEN")
+
+    id = outbox.enqueue("acme", invoice(), client=client_for(server))
+    drain(outbox, resolve)
+    status = outbox.status(id)
+    assert status.state is State.PARKED
+    assert status.summary == "parked: resolve_client failed for this tenant: RuntimeError"
+    assert "s3cr3t" not in repr(status) and "s3cr3t" not in caplog.text

@@ -92,7 +92,7 @@ class Sender:
         try:
             client = resolve(claimed.tenant)
         except Exception as exc:  # the application's resolver: park, never kill the worker
-            log.warning("outbox: resolving tenant %r failed: %s", claimed.tenant, exc)
+            log.warning("outbox: resolving tenant %r failed: %s", claimed.tenant, _resolver(exc))
             return Outcome(claimed.id, State.PARKED, error=error_json(exc, _resolver(exc)))
         if claimed.recovering:
             return self._settle(claimed, client, None)
@@ -117,7 +117,7 @@ class Sender:
         except MailbridgeError as exc:  # the tenant's set-up (SPF, closed client): a person acts
             return Outcome(claimed.id, State.PARKED, error=error_json(exc))
         except Exception as exc:
-            log.exception("outbox: sending %s failed unexpectedly", claimed.id)
+            log.error("outbox: sending %s failed unexpectedly: %s", claimed.id, type(exc).__name__)
             return Outcome(claimed.id, State.PARKED, error=error_json(exc))
         if client.archive_sent and client.imap is not None:
             self._archive(client, prepared)
@@ -207,7 +207,9 @@ class Sender:
 
 
 def _resolver(exc: BaseException) -> str:
-    return f"resolve_client failed for this tenant: {type(exc).__name__}: {exc}"
+    # The application's exception: its type only, its text might hold a secret.
+    text = str(exc) if isinstance(exc, MailbridgeError) else type(exc).__name__
+    return f"resolve_client failed for this tenant: {text}"
 
 
 def _unknown_diagnosis() -> Diagnosis:

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from ..diagnosis import Category, Diagnosis
+from ..errors import MailbridgeError
 from ..reply import SmtpReply
 from ._store import Row, State
 
@@ -41,13 +42,19 @@ def result_json(
 
 
 def error_json(error: BaseException, message: str | None = None) -> str:
-    """The `error` column for `error` (its type, text, reply and `Diagnosis`)."""
+    """The `error` column for `error` (its type, text, reply and `Diagnosis`).
+
+    Only mailbridge's own errors keep their text (they never hold a secret); of any
+    other exception (the application's resolver, a bug) only the type is kept.
+    """
+    if message is None:
+        message = str(error) if isinstance(error, MailbridgeError) else _bare(error)
     reply = getattr(error, "reply", None)
     diagnosis = getattr(error, "diagnosis", None)
     return json.dumps(
         {
             "type": type(error).__name__,
-            "message": message if message is not None else str(error),
+            "message": message,
             "temporary": bool(getattr(error, "temporary", False)),
             "reply": _reply_json(reply) if isinstance(reply, SmtpReply) else None,
             "diagnosis": {
@@ -60,6 +67,10 @@ def error_json(error: BaseException, message: str | None = None) -> str:
             "refused": {a: _reply_json(r) for a, r in getattr(error, "refused", {}).items()},
         }
     )
+
+
+def _bare(error: BaseException) -> str:
+    return f"{type(error).__name__} (its text is not stored: it might hold a secret)"
 
 
 @attrs.frozen
