@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from mailbridge.outbox import NewMessage, State, Store, TenantLimits, open_store
+from mailbridge.outbox import NewMessage, Outcome, State, Store, TenantLimits, open_store
 
 from ._outbox_store_urls import STORES, store_url_for
 
@@ -251,3 +251,23 @@ def test_concurrent_claims_never_share_a_message(store_url: str, store: Store) -
         thread.join(30)
     assert len(taken) == 60
     assert len(set(taken)) == 60
+
+
+def test_exchange_records_outcomes_and_claims_more_in_one_go(store: Store) -> None:
+    ids = [store.enqueue(message(at=T0 + i))[0] for i in range(4)]
+    first = store.claim("w1", limit=2, lease=30, now=T0 + 10)
+    outcomes = [
+        Outcome(first[0].id, State.SENT, result='{"accepted": ["jane@customer.example"]}'),
+        Outcome(first[1].id, State.QUEUED, None, '{"type": "X"}', T0 + 99, "retrying", False),
+        Outcome(ids[3], State.FAILED, error="{}"),  # not held by w1: not recorded
+    ]
+    held, claimed = store.exchange(outcomes, "w1", limit=3, lease=30, now=T0 + 11)
+    assert held == [True, True, False]
+    assert [c.id for c in claimed] == ids[2:]
+    sent, retried, other = store.get(ids[0]), store.get(ids[1]), store.get(ids[3])
+    assert sent is not None and retried is not None and other is not None
+    assert (sent.state, sent.sent_at, sent.lease_owner) == (State.SENT, T0 + 11, None)
+    assert (retried.state, retried.not_before, retried.attempts) == (State.QUEUED, T0 + 99, 0)
+    assert (retried.wait_reason, retried.error) == ("retrying", '{"type": "X"}')
+    assert (other.state, other.lease_owner) == (State.CLAIMED, "w1")
+    assert store.exchange([], "w1", limit=0, lease=30, now=T0 + 12) == ([], [])
