@@ -1,5 +1,5 @@
 """The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup,
-blacklist, oauth.
+blacklist, oauth, outbox.
 
 Exit codes: 0 success, 1 delivery or connection failed (blacklist: listed), 2 bad
 usage or settings, 3 sent but some recipients were refused, 4 blacklists that
@@ -30,6 +30,7 @@ from . import (
     _cli_oauth,
 )
 from . import _cli_args as _args
+from ._cli_outbox import add_outbox_commands
 from ._distribution import version
 from .errors import ConfigurationError
 
@@ -415,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_blacklist import add_blacklist_command
 
     add_blacklist_command(commands, _add_dns_options, _resolver)
+    add_outbox_commands(commands)
     return parser
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._models import Endpoint, Provider
+from ._models import Endpoint, Provider, SendingLimits
 from ._oauth_info import Milestone, OAuth2Info
 
 _SCHEMA_VERSION = 1
@@ -30,11 +30,13 @@ _PROVIDER_KEYS = {
     "hints",
     "notes",
     "timeline",
+    "limits",
 }
 _ENDPOINT_KEYS = {"host", "port", "security", "username"}
 _OAUTH2_KEYS = {"issuer", "scopes"}
 _OAUTH2_OPTIONAL = {"authority", "auth_url", "token_url", "device_code_url", "required_for"}
 _MILESTONE_KEYS = {"date", "change", "source"}
+_LIMIT_KEYS = {"per_minute", "per_day", "connections", "source"}
 
 
 class _Reader:
@@ -103,6 +105,8 @@ class _Reader:
             values["oauth2"] = self.oauth2(entry["oauth2"], prefix, who)
         if "timeline" in entry:
             values["timeline"] = self.timeline(entry["timeline"], prefix, who)
+        if "limits" in entry:
+            values["limits"] = self.limits(entry["limits"], prefix, who)
         try:
             return Provider(**values)
         except ConfigurationError as error:
@@ -177,6 +181,18 @@ class _Reader:
             except ConfigurationError as error:
                 raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
         return tuple(steps)
+
+    def limits(self, raw: object, prefix: str, who: str) -> SendingLimits:
+        place = f"{prefix}.limits"
+        if not isinstance(raw, dict):
+            raise self.fail(place, f"{who}: must be a table {{per_minute, per_day, connections}}")
+        unknown = set(raw) - _LIMIT_KEYS
+        if unknown:
+            raise self.fail(place, f"{who}: unknown keys: {', '.join(sorted(unknown))}")
+        try:
+            return SendingLimits(**raw)
+        except ConfigurationError as error:
+            raise self.fail(f"{prefix}.{error.field}", f"{who}: {error.problem}") from None
 
 
 _KIND_NAMES: dict[type, str] = {str: "string", bool: "boolean (true/false)", dict: "table"}

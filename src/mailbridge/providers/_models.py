@@ -1,4 +1,5 @@
-"""Provider value classes and their validation: `Endpoint`, `Provider`, `expand`."""
+"""Provider value classes and their validation: `Endpoint`, `OAuth2Info`, `SendingLimits`,
+`Provider`, `expand`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import fnmatch
 import re
 import types
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import idna
@@ -192,6 +193,31 @@ class Endpoint:
         return local if self.username == "local_part" else f"{local}@{domain}"
 
 
+def _limit(field: str) -> Any:
+    def check(_: object, __: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigurationError(field, f"{value!r} is not a positive whole number")
+
+    return check
+
+
+@attrs.frozen
+class SendingLimits:
+    """A provider's published sending limits for one mailbox; `source` is where they come from.
+
+    `per_minute` and `per_day` count messages, `connections` the SMTP connections
+    sending at once; None where the provider publishes no figure. The outbox
+    enforces them per tenant across all its workers.
+    """
+
+    per_minute: int | None = attrs.field(default=None, validator=_limit("limits.per_minute"))
+    per_day: int | None = attrs.field(default=None, validator=_limit("limits.per_day"))
+    connections: int | None = attrs.field(default=None, validator=_limit("limits.connections"))
+    source: str | None = None
+
+
 def _domain_names(field: str, values: Iterable[str]) -> tuple[str, ...]:
     """`values` as a tuple of normalized domain names; errors name `field`."""
     if isinstance(values, str):
@@ -267,6 +293,7 @@ class Provider:
     hints: tuple[str, ...] = attrs.field(default=(), converter=to_strings)
     notes: str | None = None
     timeline: tuple[Milestone, ...] = attrs.field(default=(), converter=tuple)
+    limits: SendingLimits | None = None
 
     @id.validator
     def _check_id(self, _: attrs.Attribute[str], value: str) -> None:
