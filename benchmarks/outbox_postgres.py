@@ -13,6 +13,8 @@ postgresql package and psycopg), a FakeSmtpServer and a
   together; the clock runs from their first claim until every message is recorded `sent`.
   For scale, a direct `client.send_many()` of the same messages from one process.
   Goal: near-linear in workers until the server or the network limits.
+* latency: one idle worker process (listening), one message enqueued by this process; time
+  until its row says `sent` (polled every millisecond). Goal: < 2 round trips + 50 ms.
 
     python benchmarks/outbox_postgres.py --quick
     python benchmarks/outbox_postgres.py --messages 2000 --delay-ms 10
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,13 +78,46 @@ def bench_enqueue(url: str, client: DeliveryClient, count: int) -> list[str]:
     return lines
 
 
-def worker_child(url: str, host: str, port: int) -> None:
-    """One worker process: open the outbox, say so, drain until idle."""
+def worker_child(url: str, host: str, port: int, until_idle: bool = True) -> None:
+    """One worker process: open the outbox, say so, drain until idle (or SIGTERM)."""
+    client = DeliveryClient.own_smtp(SENDER, settings(host, port))
     with Outbox.open(url) as outbox:
-        worker = outbox.worker(lambda tenant: DeliveryClient.own_smtp(SENDER, settings(host, port)))
+        worker = outbox.worker(lambda tenant: client)
         print("ready", flush=True)
-        stats = worker.run(until_idle=True, linger=1.0)
+        stats = worker.run(until_idle=until_idle, linger=1.0)
     print(f"sent {stats.sent}", flush=True)
+
+
+def bench_latency(url: str, host: str, port: int, runs: int) -> list[float]:
+    """Seconds from enqueue() to the recorded 250, an idle worker in another process."""
+    client = DeliveryClient.own_smtp(SENDER, settings(host, port))
+    child = subprocess.Popen(  # our own script
+        [sys.executable, __file__, "--worker-child", url, host, str(port), "forever"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    latencies = []
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", "the worker did not start"
+        with Outbox.open(url) as outbox:
+            for n in range(runs + 1):
+                prepared = client.prepare(email(n, b""))
+                time.sleep(0.3)  # the worker is idle, listening
+                started = time.perf_counter()
+                id = outbox.enqueue("acme", prepared)
+                while outbox.status(id).state is not State.SENT:
+                    if time.perf_counter() - started > 10:
+                        raise SystemExit("a message was not sent within 10 s")
+                    time.sleep(0.001)
+                if n:  # the first one opens the worker's connection
+                    latencies.append(time.perf_counter() - started)
+    finally:
+        child.terminate()
+        child.communicate(timeout=30)
+        client.close()
+    return latencies
 
 
 @contextlib.contextmanager
@@ -169,15 +205,16 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
-    parser.add_argument("--worker-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--latency-runs", type=int, default=20)
+    parser.add_argument("--worker-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     if args.worker_child:
-        url, host, port = args.worker_child
-        worker_child(url, host, int(port))
+        url, host, port, *forever = args.worker_child
+        worker_child(url, host, int(port), until_idle=not forever)
         return
     if args.quick:
-        args.messages, args.enqueue = 200, 100
+        args.messages, args.enqueue, args.latency_runs = 200, 100, 5
     directory = Path(tempfile.mkdtemp(prefix="mailbridge-outbox-pg-bench-"))
     postgres: RealPostgres | None = None
     server = ServerProcess(fake=True, tls="none", chunking=False).start()
@@ -205,6 +242,14 @@ def main() -> None:
         client.close()
         for line in bench_drain(new_database, host, proxy_port, args.messages, args.workers):
             print(line, flush=True)
+        latencies = bench_latency(new_database(), host, proxy_port, args.latency_runs)
+        rtt = 2 * args.delay_ms
+        print(
+            f"latency  enqueue -> 250, idle worker in another process (LISTEN/NOTIFY): median "
+            f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+            f" (goal < 2 x {rtt:g} + 50 = {2 * rtt + 50:g} ms)",
+            flush=True,
+        )
     finally:
         server.stop()
         if postgres is not None:
