@@ -16,7 +16,12 @@ import pytest
 import mailbridge
 from mailbridge import ImapSettings, SmtpSettings
 from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
-from mailbridge.testing.realservers import RealMailServers, availability
+from mailbridge.testing.realservers import (
+    RealMailServers,
+    RealRedisServer,
+    availability,
+    redis_availability,
+)
 
 # Load every module now. The packages import lazily, and pytester's in-process runs
 # (test_docs, test_plugin) restore sys.modules afterwards: a module first imported
@@ -97,3 +102,15 @@ def real_servers() -> Iterator[RealMailServers]:
 def mta(real_servers: RealMailServers) -> RealMailServers:
     real_servers.clear_mailboxes()
     return real_servers
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRedisServer]:
+    """Debian's redis-server on a free loopback port (Celery's broker), one per session."""
+    available, reason = redis_availability()
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Redis tests, but: {reason}")
+        pytest.skip(reason)
+    with RealRedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
