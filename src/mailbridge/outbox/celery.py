@@ -1,0 +1,177 @@
+"""The outbox on Celery: a ``deliver(message_id)`` task on your app, and the ``dispatch`` for it.
+
+    tasks = register(app, "postgresql://…/outbox", resolve_client)
+    outbox.enqueue(tenant, email, dispatch=tasks.dispatch)
+
+The outbox's state, not Celery, decides whether a message is sent: the task claims the message
+in the database (``Outbox.deliver``), so a task that Celery runs twice (a duplicate dispatch, a
+redelivery after Redis's visibility timeout, a worker lost with ``acks_late``) sends nothing
+the second time. Needs the ``celery`` extra.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._distribution import install_hint
+from ..errors import ConfigurationError, OutboxError
+from ._outbox import DEFAULT_LEASE, Outbox
+from ._sending import ResolveClient
+from ._status import MessageStatus
+from ._store import State
+
+try:
+    from celery import Celery
+except ImportError as exc:  # pragma: no cover (the extra is installed for the tests)
+    raise ImportError(
+        f"mailbridge.outbox.celery needs the celery extra: {install_hint('celery')}"
+    ) from exc
+
+__all__ = ["DEFAULT_TASK_NAME", "OutboxTasks", "register"]
+
+DEFAULT_TASK_NAME = "mailbridge.outbox.deliver"
+_FINAL = frozenset({State.SENT, State.FAILED, State.OUTCOME_UNKNOWN, State.PARKED, State.CANCELLED})
+_MIN_DELAY = 0.5  # seconds: never schedule a check sooner (clock skew between machines)
+
+log = logging.getLogger(__name__)
+
+
+class OutboxTasks:
+    """The outbox's task on one Celery app; made by `register()`.
+
+    `deliver` is the Celery task (``deliver.delay(message_id)``); `dispatch` is what
+    `Outbox.enqueue(..., dispatch=...)` takes. `outbox()` is this process's `Outbox`,
+    opened on first use (after Celery's prefork pool forked: a database connection is never
+    shared between processes).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        outbox: str | Callable[[], Outbox],
+        resolve_client: ResolveClient,
+        *,
+        name: str,
+        lease: float,
+        queue: str | None,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.lease = lease
+        self.queue = queue
+        self._open: Callable[[], Outbox] = (
+            (lambda: Outbox.open(outbox)) if isinstance(outbox, str) else outbox
+        )
+        self._resolve_client = resolve_client
+        self._lock = threading.Lock()
+        self._outbox: Outbox | None = None
+        self._pid = 0
+
+        # Late acknowledgement: the broker keeps the message until the task returned, so a
+        # worker that dies mid-task (SIGKILL, OOM, power) does not lose it. reject_on_worker_lost
+        # requeues it also when only the pool process died (Celery acknowledges it otherwise).
+        # Both may run the task again: the claim in the database makes that harmless.
+        def deliver(task: Any, message_id: str) -> str:
+            return self._task(task, message_id)
+
+        self.deliver: Any = app.task(
+            name=name,
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            ignore_result=True,  # the outbox keeps the outcome: status(id)
+            serializer="json",  # the one argument is the outbox id: no pickle
+            max_retries=None,
+        )(deliver)
+
+    def __repr__(self) -> str:
+        return f"<OutboxTasks {self.name!r} lease={self.lease}s>"
+
+    def dispatch(self, message_id: str) -> None:
+        """Send the deliver task for ``message_id`` (give this to ``Outbox.enqueue``)."""
+        self.deliver.apply_async((message_id,), queue=self.queue)
+
+    def outbox(self) -> Outbox:
+        """This process's `Outbox` (opened again in a forked child)."""
+        with self._lock:
+            if self._outbox is None or self._pid != os.getpid():
+                self._outbox = self._open()  # a parent's connection is left alone, not closed
+                self._pid = os.getpid()
+            return self._outbox
+
+    def run(self, message_id: str) -> MessageStatus | None:
+        """What the task does, without Celery: deliver the message if it is due and free.
+
+        Returns its status afterwards, or None when the outbox has no such message (purged,
+        or a message of another outbox): nothing to do.
+        """
+        outbox = self.outbox()
+        try:
+            return outbox.deliver(message_id, self._resolve_client, lease=self.lease)
+        except OutboxError:
+            if outbox.store_state(message_id) is not None:
+                raise
+            log.warning("outbox message %s does not exist: nothing to deliver", message_id)
+            return None
+
+    def next_check(
+        self, status: MessageStatus | None, now: dt.datetime | None = None
+    ) -> float | None:
+        """Seconds until the task must run again for this status; None once nothing is left.
+
+        A message waiting for its time (backoff, a provider's limit) is checked when it is due;
+        one that another run holds (a duplicate task, or a worker that died) is checked when that
+        run's lease ends: if the holder died, that check settles the message.
+        """
+        if status is None or status.state in _FINAL:
+            return None
+        now = now or dt.datetime.now(dt.UTC)
+        if status.state is State.QUEUED:
+            wait = (status.not_before - now).total_seconds()
+        else:  # claimed by another run: at the latest its lease ends then
+            wait = self.lease
+        return max(_MIN_DELAY, wait)
+
+    def _task(self, task: Any, message_id: str) -> str:
+        if not isinstance(message_id, str):
+            raise TypeError(f"deliver() takes an outbox id (str), not {type(message_id).__name__}")
+        status = self.run(message_id)
+        delay = self.next_check(status)
+        if delay is not None and not task.request.is_eager:
+            # A new message for later, then this one is acknowledged. The outbox keeps the
+            # attempts and the deadline; Celery only wakes the message up.
+            task.apply_async((message_id,), countdown=delay, queue=self.queue)
+        return "missing" if status is None else status.state.value
+
+
+def register(
+    app: Any,
+    outbox: str | Callable[[], Outbox],
+    resolve_client: ResolveClient,
+    *,
+    name: str = DEFAULT_TASK_NAME,
+    lease: float = DEFAULT_LEASE,
+    queue: str | None = None,
+) -> OutboxTasks:
+    """Register the outbox's ``deliver(message_id)`` task on the Celery ``app``.
+
+    ``outbox`` is the outbox's URL (``postgresql://…``, ``sqlite:///…``) or a function that
+    opens it; ``resolve_client(tenant)`` builds a tenant's `DeliveryClient` (cache them: the
+    task does not close them). ``lease`` bounds how long a worker that died keeps a message
+    from the others (seconds); ``queue`` routes the task. Call it in the module that defines
+    your tasks, so that the workers import it.
+    """
+    if not isinstance(app, Celery):
+        raise ConfigurationError("app", "must be a celery.Celery application")
+    if not callable(resolve_client):
+        raise ConfigurationError("resolve_client", "must be a function tenant -> DeliveryClient")
+    if not isinstance(outbox, str) and not callable(outbox):
+        raise ConfigurationError("outbox", "must be an outbox URL or a function that opens it")
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 1 <= lease <= 86400:
+        raise ConfigurationError("lease", "must be between 1 and 86400 seconds")
+    return OutboxTasks(app, outbox, resolve_client, name=name, lease=float(lease), queue=queue)
