@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import email
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
 from mailbridge.testing.realservers import CeleryWorkers, RealRedisServer
 
 pytest.importorskip("celery", reason="the celery extra is not installed")
+redis = pytest.importorskip("redis", reason="the celery extra is not installed")
 
-from celery import Celery
+from celery import Celery  # noqa: E402
 
-from mailbridge.outbox import Outbox, State
-from mailbridge.outbox.celery import OutboxTasks, register
+from mailbridge.outbox import Outbox, State  # noqa: E402
+from mailbridge.outbox.celery import OutboxTasks, register  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANTS = ("acme", "globex", "initech")
@@ -47,6 +49,7 @@ class Setup:
     workers: CeleryWorkers
     server: FakeSmtpServer
     kill_dir: Path
+    broker_url: str
 
     def enqueue(self, count: int, *, dispatch: bool = True) -> list[str]:
         return [
@@ -60,15 +63,52 @@ class Setup:
             for number in range(count)
         ]
 
-    def wait_final(self, ids: list[str], timeout: float) -> dict[str, State]:
-        """Every message's state once all are final; fails with the workers' logs if not."""
+    def wait_final(
+        self, ids: list[str], timeout: float, *, sweep_every: float | None = None
+    ) -> dict[str, State]:
+        """Every message's state once all are final; fails with the workers' logs if not.
+
+        With ``sweep_every``, sends the sweep task that often, as Celery beat would.
+        """
         deadline = time.monotonic() + timeout
+        next_sweep = time.monotonic() + (sweep_every or timeout)
         while True:
             counts = self.outbox.counts()
             if not counts.get(State.QUEUED) and not counts.get(State.CLAIMED):
                 return {id: self.outbox.status(id).state for id in ids}
-            assert time.monotonic() < deadline, f"{counts}\n{self.workers.log_tail()}"
+            assert time.monotonic() < deadline, self.stuck(counts)
+            if sweep_every and time.monotonic() >= next_sweep:
+                self.tasks.sweep_task.delay(sweep_every)
+                next_sweep = time.monotonic() + sweep_every
             time.sleep(0.1)
+
+    def swept(self) -> int:
+        """How many messages the sweep tasks dispatched again, from the workers' logs."""
+        found = re.compile(r"outbox sweep: dispatched (\d+) message")
+        return sum(
+            int(match[1])
+            for logs in self.workers.log_files
+            for log in logs
+            for match in found.finditer(log.read_text(errors="replace"))
+        )
+
+    def stuck(self, counts: object) -> str:
+        """Why messages are not final: their rows, the broker's queues, the workers' logs."""
+        now = time.time()
+        rows = [
+            f"{row.id} {row.state.value} not_before={row.not_before - now:+.1f}s "
+            f"lease={None if row.lease_expires is None else round(row.lease_expires - now, 1)}"
+            for state in (State.QUEUED, State.CLAIMED)
+            for row in self.outbox.store.rows(state=state, limit=10)
+        ]
+        broker = redis.Redis.from_url(self.broker_url)
+        queues = {
+            "celery": broker.llen("celery"),
+            "unacked": broker.hlen("unacked"),
+            "unacked_index": broker.zcard("unacked_index"),
+        }
+        broker.close()
+        return f"{counts}\n" + "\n".join(rows) + f"\n{queues}\n{self.workers.log_tail(60)}"
 
     def arrivals(self) -> collections.Counter[str]:
         """How often each Message-ID arrived at the server."""
@@ -130,9 +170,11 @@ def setup(
             "tests._outbox_celery_tasks", tmp_path / "workers", count=2, concurrency=2, env=env
         )
         try:
-            with workers:
-                yield Setup(outbox, tasks, workers, server, kill_dir)
+            workers.start()
+            yield Setup(outbox, tasks, workers, server, kill_dir, broker.url)
         finally:
+            for index in range(workers.count):  # no warm shutdown needed: seconds saved
+                workers.kill(index)
             app.close()
             outbox.close()
             client.close()
@@ -202,3 +244,55 @@ def test_a_pool_process_killed_mid_task_loses_nothing_and_sends_nothing_twice(
     }
     assert len(setup.arrivals()) == arrived
     assert set(setup.arrivals().values()) == {1}
+
+
+KILL_POINTS = ("prerun", "claimed", "after_250")
+
+
+@pytest.mark.parametrize("setup", [{"lease": 3.0, "visibility_timeout": 2}], indirect=True)
+def test_workers_killed_in_turn_lose_nothing_and_send_nothing_twice(setup: Setup) -> None:
+    """SIGKILL to a whole worker (main process and pool) at each kill point in turn, restarted.
+
+    Redis hands the dead worker's unacknowledged tasks to the other after the visibility
+    timeout; the messages it had claimed are settled when their leases end.
+    """
+    ids = setup.enqueue(300, dispatch=False)
+    started = time.monotonic()
+    kills = 0
+    for turn, batch in enumerate(range(0, 300, 50)):  # 6 turns of 50 dispatches
+        ticket = setup.leave_ticket(KILL_POINTS[turn % len(KILL_POINTS)], "worker")
+        for id in ids[batch : batch + 50]:
+            setup.tasks.dispatch(id)
+        deadline = time.monotonic() + 20
+        while ticket.exists():
+            assert time.monotonic() < deadline, f"{ticket.name} not reached"
+            time.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while all(setup.workers.running(index) for index in range(setup.workers.count)):
+            assert time.monotonic() < deadline, "the ticket was taken but nobody died"
+            time.sleep(0.01)
+        kills += 1
+        for index in range(setup.workers.count):
+            if not setup.workers.running(index):
+                setup.workers.kill(index)  # reaps what is left of it
+                setup.workers.start_worker(index, wait=False)
+    setup.workers.wait_ready()
+    killed_at = time.monotonic()
+    states = setup.wait_final(ids, timeout=60, sweep_every=2.0)
+    print(f"kills took {killed_at - started:.1f} s, settling {time.monotonic() - killed_at:.1f} s")
+    arrivals = setup.arrivals()
+    by_state = collections.Counter(states.values())
+    message_ids = {id: setup.outbox.status(id).message_id for id in ids}
+    unknown = [id for id, state in states.items() if state is State.OUTCOME_UNKNOWN]
+    print(
+        f"Celery crash test: {kills} kills, 300 messages, "
+        f"{sum(count - 1 for count in arrivals.values())} duplicates, {len(unknown)} unknown, "
+        f"{setup.swept()} dispatched again by the sweep, {dict(by_state)}"
+    )
+    assert kills == 6
+    assert set(arrivals.values()) == {1}  # nothing twice
+    assert set(by_state) <= {State.SENT, State.OUTCOME_UNKNOWN}
+    for id, state in states.items():  # nothing lost: sent means arrived
+        if state is State.SENT:
+            assert arrivals[message_ids[id]] == 1
+    assert len(unknown) <= kills * setup.workers.concurrency

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +33,18 @@ except ImportError as exc:  # pragma: no cover (the extra is installed for the t
         f"mailbridge.outbox.celery needs the celery extra: {install_hint('celery')}"
     ) from exc
 
-__all__ = ["DEFAULT_TASK_NAME", "OutboxTasks", "register"]
+__all__ = [
+    "DEFAULT_SWEEP_AFTER",
+    "DEFAULT_SWEEP_NAME",
+    "DEFAULT_TASK_NAME",
+    "OutboxTasks",
+    "register",
+]
 
 DEFAULT_TASK_NAME = "mailbridge.outbox.deliver"
+DEFAULT_SWEEP_NAME = "mailbridge.outbox.sweep"
+DEFAULT_SWEEP_AFTER = 300.0  # seconds a message may be due with nobody on it before a sweep acts
+_SWEEP_PAGE = 500
 _FINAL = frozenset({State.SENT, State.FAILED, State.OUTCOME_UNKNOWN, State.PARKED, State.CANCELLED})
 _MIN_DELAY = 0.5  # seconds: never schedule a check sooner (clock skew between machines)
 
@@ -42,12 +52,13 @@ log = logging.getLogger(__name__)
 
 
 class OutboxTasks:
-    """The outbox's task on one Celery app; made by `register()`.
+    """The outbox's tasks on one Celery app; made by `register()`.
 
     `deliver` is the Celery task (``deliver.delay(message_id)``); `dispatch` is what
-    `Outbox.enqueue(..., dispatch=...)` takes. `outbox()` is this process's `Outbox`,
-    opened on first use (after Celery's prefork pool forked: a database connection is never
-    shared between processes).
+    `Outbox.enqueue(..., dispatch=...)` takes. `sweep_task` is the safety net to schedule
+    with Celery beat (see `sweep`). `outbox()` is this process's `Outbox`, opened on first
+    use (after Celery's prefork pool forked: a database connection is never shared between
+    processes).
     """
 
     def __init__(
@@ -57,12 +68,15 @@ class OutboxTasks:
         resolve_client: ResolveClient,
         *,
         name: str,
+        sweep_name: str,
         lease: float,
+        sweep_after: float,
         queue: str | None,
     ) -> None:
         self.app = app
         self.name = name
         self.lease = lease
+        self.sweep_after = sweep_after
         self.queue = queue
         self._open: Callable[[], Outbox] = (
             (lambda: Outbox.open(outbox)) if isinstance(outbox, str) else outbox
@@ -88,6 +102,13 @@ class OutboxTasks:
             serializer="json",  # the one argument is the outbox id: no pickle
             max_retries=None,
         )(deliver)
+
+        def sweep(older_than: float | None = None) -> int:
+            return self.sweep(older_than=older_than)
+
+        self.sweep_task: Any = app.task(name=sweep_name, ignore_result=True, serializer="json")(
+            sweep
+        )
 
     def __repr__(self) -> str:
         return f"<OutboxTasks {self.name!r} lease={self.lease}s>"
@@ -137,6 +158,36 @@ class OutboxTasks:
             wait = self.lease
         return max(_MIN_DELAY, wait)
 
+    def sweep(self, *, older_than: float | None = None, limit: int = 1000) -> int:
+        """Dispatch the deliver task again for messages nobody is working on; how many.
+
+        Those are messages due (``queued``, ``not_before`` passed) or with an expired lease
+        (``claimed`` by a run that died) for longer than ``older_than`` seconds (default: the
+        ``sweep_after`` given to `register`). Their task was lost: the application died
+        between commit and dispatch, or the broker lost it (Redis hands a message to a worker
+        by popping it: a worker killed at that moment takes it along). Schedule `sweep_task`
+        with Celery beat; a message whose task was only late is delivered once all the same.
+        """
+        cutoff = time.time() - (self.sweep_after if older_than is None else older_than)
+        store = self.outbox().store
+        found: list[str] = []
+        for state in (State.QUEUED, State.CLAIMED):
+            offset = 0
+            while len(found) < limit:
+                rows = store.rows(state=state, limit=_SWEEP_PAGE, offset=offset)
+                for row in rows:
+                    due = row.not_before if state is State.QUEUED else row.lease_expires
+                    if due is not None and due <= cutoff:
+                        found.append(row.id)
+                if len(rows) < _SWEEP_PAGE:
+                    break
+                offset += len(rows)
+        for message_id in found[:limit]:
+            self.dispatch(message_id)
+        if found:
+            log.warning("outbox sweep: dispatched %d message(s) again", len(found[:limit]))
+        return len(found[:limit])
+
     def _task(self, task: Any, message_id: str) -> str:
         if not isinstance(message_id, str):
             raise TypeError(f"deliver() takes an outbox id (str), not {type(message_id).__name__}")
@@ -155,7 +206,9 @@ def register(
     resolve_client: ResolveClient,
     *,
     name: str = DEFAULT_TASK_NAME,
+    sweep_name: str = DEFAULT_SWEEP_NAME,
     lease: float = DEFAULT_LEASE,
+    sweep_after: float = DEFAULT_SWEEP_AFTER,
     queue: str | None = None,
 ) -> OutboxTasks:
     """Register the outbox's ``deliver(message_id)`` task on the Celery ``app``.
@@ -163,8 +216,9 @@ def register(
     ``outbox`` is the outbox's URL (``postgresql://…``, ``sqlite:///…``) or a function that
     opens it; ``resolve_client(tenant)`` builds a tenant's `DeliveryClient` (cache them: the
     task does not close them). ``lease`` bounds how long a worker that died keeps a message
-    from the others (seconds); ``queue`` routes the task. Call it in the module that defines
-    your tasks, so that the workers import it.
+    from the others (seconds); ``sweep_after`` is how long a message may wait with nobody on it
+    before the sweep task dispatches it again (seconds); ``queue`` routes both tasks. Call it
+    in the module that defines your tasks, so that the workers import it.
     """
     if not isinstance(app, Celery):
         raise ConfigurationError("app", "must be a celery.Celery application")
@@ -172,6 +226,10 @@ def register(
         raise ConfigurationError("resolve_client", "must be a function tenant -> DeliveryClient")
     if not isinstance(outbox, str) and not callable(outbox):
         raise ConfigurationError("outbox", "must be an outbox URL or a function that opens it")
-    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 1 <= lease <= 86400:
-        raise ConfigurationError("lease", "must be between 1 and 86400 seconds")
-    return OutboxTasks(app, outbox, resolve_client, name=name, lease=float(lease), queue=queue)
+    for field, value in (("lease", lease), ("sweep_after", sweep_after)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 86400:
+            raise ConfigurationError(field, "must be between 1 and 86400 seconds")
+    return OutboxTasks(
+        app, outbox, resolve_client, name=name, sweep_name=sweep_name, lease=float(lease),
+        sweep_after=float(sweep_after), queue=queue,
+    )  # fmt: skip

@@ -63,6 +63,7 @@ class CeleryWorkers:
         self.stop_timeout = stop_timeout
         self.log_files: list[list[Path]] = [[] for _ in range(count)]
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * count
+        self._starting: set[int] = set()  # started, not yet seen ready
 
     def __enter__(self) -> CeleryWorkers:
         self.start()
@@ -79,17 +80,25 @@ class CeleryWorkers:
     def start(self) -> None:
         """Start every worker that is not running; return once all are ready."""
         try:
-            started = [index for index in range(self.count) if self._spawn(index)]
-            for index in started:
-                self._wait_ready(index)
+            for index in range(self.count):
+                self._spawn(index)
+            self.wait_ready()
         except BaseException:
             self.stop()
             raise
 
-    def start_worker(self, index: int) -> None:
-        """Start worker ``index`` (again) if it is not running; return once it is ready."""
-        if self._spawn(index):
-            self._wait_ready(index)
+    def start_worker(self, index: int, *, wait: bool = True) -> None:
+        """Start worker ``index`` (again) if it is not running; with ``wait``, return once it
+        is ready (else see wait_ready)."""
+        self._spawn(index)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Return once every worker started so far logged "ready" (RealServerError if not)."""
+        while self._starting:
+            self._wait_ready(min(self._starting))
+            self._starting.discard(min(self._starting))
 
     def running(self, index: int) -> bool:
         """Whether worker ``index``'s main process is alive."""
@@ -119,6 +128,7 @@ class CeleryWorkers:
         process.wait(timeout=5)
         wait_until(lambda: not session_members(process.pid), 5.0)
         self._processes[index] = None
+        self._starting.discard(index)
 
     def stop_worker(self, index: int) -> None:
         """Warm shutdown of worker ``index`` (SIGTERM), SIGKILL after ``stop_timeout`` s."""
@@ -133,6 +143,7 @@ class CeleryWorkers:
         for index in indexes:
             processes.append(self._processes[index])
             self._processes[index] = None
+            self._starting.discard(index)
         pids = [process.pid for process in processes if process is not None]
         for pid in pids:  # all at once: a warm shutdown takes Celery a second or two
             with contextlib.suppress(ProcessLookupError):
@@ -156,9 +167,9 @@ class CeleryWorkers:
             if logs
         )
 
-    def _spawn(self, index: int) -> bool:
+    def _spawn(self, index: int) -> None:
         if self.running(index):
-            return False
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         log_file = self.directory / f"worker{index}.{len(self.log_files[index])}.log"
         self.log_files[index].append(log_file)
@@ -177,7 +188,7 @@ class CeleryWorkers:
                 cwd=self.directory,
                 start_new_session=True,
             )
-        return True
+        self._starting.add(index)
 
     def _wait_ready(self, index: int) -> None:
         log_file = self.log_files[index][-1]
