@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._distribution import install_hint
-from ..errors import ConfigurationError, OutboxError
+from ..errors import ConfigurationError
 from ._outbox import DEFAULT_LEASE, Outbox
 from ._sending import ResolveClient
 from ._status import MessageStatus
@@ -34,6 +34,7 @@ except ImportError as exc:  # pragma: no cover (the extra is installed for the t
     ) from exc
 
 __all__ = [
+    "DEFAULT_MAX_COUNTDOWN",
     "DEFAULT_SWEEP_AFTER",
     "DEFAULT_SWEEP_NAME",
     "DEFAULT_TASK_NAME",
@@ -44,6 +45,7 @@ __all__ = [
 DEFAULT_TASK_NAME = "mailbridge.outbox.deliver"
 DEFAULT_SWEEP_NAME = "mailbridge.outbox.sweep"
 DEFAULT_SWEEP_AFTER = 300.0  # seconds a message may be due with nobody on it before a sweep acts
+DEFAULT_MAX_COUNTDOWN = 600.0  # seconds; below Redis's default visibility timeout (3600)
 _SWEEP_PAGE = 500
 _FINAL = frozenset({State.SENT, State.FAILED, State.OUTCOME_UNKNOWN, State.PARKED, State.CANCELLED})
 _MIN_DELAY = 0.5  # seconds: never schedule a check sooner (clock skew between machines)
@@ -71,12 +73,14 @@ class OutboxTasks:
         sweep_name: str,
         lease: float,
         sweep_after: float,
+        max_countdown: float,
         queue: str | None,
     ) -> None:
         self.app = app
         self.name = name
         self.lease = lease
         self.sweep_after = sweep_after
+        self.max_countdown = max_countdown
         self.queue = queue
         self._open: Callable[[], Outbox] = (
             (lambda: Outbox.open(outbox)) if isinstance(outbox, str) else outbox
@@ -100,7 +104,6 @@ class OutboxTasks:
             reject_on_worker_lost=True,
             ignore_result=True,  # the outbox keeps the outcome: status(id)
             serializer="json",  # the one argument is the outbox id: no pickle
-            max_retries=None,
         )(deliver)
 
         def sweep(older_than: float | None = None) -> int:
@@ -132,13 +135,10 @@ class OutboxTasks:
         or a message of another outbox): nothing to do.
         """
         outbox = self.outbox()
-        try:
-            return outbox.deliver(message_id, self._resolve_client, lease=self.lease)
-        except OutboxError:
-            if outbox.store_state(message_id) is not None:
-                raise
+        if outbox.store.get(message_id) is None:
             log.warning("outbox message %s does not exist: nothing to deliver", message_id)
             return None
+        return outbox.deliver(message_id, self._resolve_client, lease=self.lease)
 
     def next_check(
         self, status: MessageStatus | None, now: dt.datetime | None = None
@@ -147,7 +147,9 @@ class OutboxTasks:
 
         A message waiting for its time (backoff, a provider's limit) is checked when it is due;
         one that another run holds (a duplicate task, or a worker that died) is checked when that
-        run's lease ends: if the holder died, that check settles the message.
+        run's lease ends: if the holder died, that check settles the message. Never later than
+        ``max_countdown``: Redis hands a task held longer than its visibility timeout to
+        another worker as well, and a long wait is cheaper as a chain of short ones.
         """
         if status is None or status.state in _FINAL:
             return None
@@ -156,7 +158,7 @@ class OutboxTasks:
             wait = (status.not_before - now).total_seconds()
         else:  # claimed by another run: at the latest its lease ends then
             wait = self.lease
-        return max(_MIN_DELAY, wait)
+        return min(self.max_countdown, max(_MIN_DELAY, wait))
 
     def sweep(self, *, older_than: float | None = None, limit: int = 1000) -> int:
         """Dispatch the deliver task again for messages nobody is working on; how many.
@@ -209,6 +211,7 @@ def register(
     sweep_name: str = DEFAULT_SWEEP_NAME,
     lease: float = DEFAULT_LEASE,
     sweep_after: float = DEFAULT_SWEEP_AFTER,
+    max_countdown: float = DEFAULT_MAX_COUNTDOWN,
     queue: str | None = None,
 ) -> OutboxTasks:
     """Register the outbox's ``deliver(message_id)`` task on the Celery ``app``.
@@ -217,8 +220,9 @@ def register(
     opens it; ``resolve_client(tenant)`` builds a tenant's `DeliveryClient` (cache them: the
     task does not close them). ``lease`` bounds how long a worker that died keeps a message
     from the others (seconds); ``sweep_after`` is how long a message may wait with nobody on it
-    before the sweep task dispatches it again (seconds); ``queue`` routes both tasks. Call it
-    in the module that defines your tasks, so that the workers import it.
+    before the sweep task dispatches it again; ``max_countdown`` is the longest the task
+    schedules itself ahead (keep it below the broker's visibility timeout); ``queue`` routes
+    both tasks. Call it in the module that defines your tasks, so that workers import it.
     """
     if not isinstance(app, Celery):
         raise ConfigurationError("app", "must be a celery.Celery application")
@@ -226,10 +230,14 @@ def register(
         raise ConfigurationError("resolve_client", "must be a function tenant -> DeliveryClient")
     if not isinstance(outbox, str) and not callable(outbox):
         raise ConfigurationError("outbox", "must be an outbox URL or a function that opens it")
-    for field, value in (("lease", lease), ("sweep_after", sweep_after)):
+    for field, value in (
+        ("lease", lease),
+        ("sweep_after", sweep_after),
+        ("max_countdown", max_countdown),
+    ):
         if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 86400:
             raise ConfigurationError(field, "must be between 1 and 86400 seconds")
     return OutboxTasks(
         app, outbox, resolve_client, name=name, sweep_name=sweep_name, lease=float(lease),
-        sweep_after=float(sweep_after), queue=queue,
+        sweep_after=float(sweep_after), max_countdown=float(max_countdown), queue=queue,
     )  # fmt: skip
