@@ -16,6 +16,7 @@ from typing import Any
 
 from mailbridge import DeliveryClient, SmtpSettings
 from mailbridge.outbox import Backoff, Outbox
+from mailbridge.smtp import wire
 
 
 def main() -> None:
@@ -71,6 +72,16 @@ def main() -> None:
             return done
 
         store.reschedule = hooked_reschedule
+    elif point == "mid_data":  # half of the message's DATA written to the server
+        write = wire.Channel.write
+
+        def hooked_write(channel: Any, data: bytes, timeout: float) -> None:
+            if data.endswith(b"\r\n.\r\n") and due():
+                channel.sock.sendall(data[: len(data) // 2])
+                die()
+            write(channel, data, timeout)
+
+        wire.Channel.write = hooked_write  # type: ignore[method-assign]
     # "during_data": the test's SMTP server kills this process while it receives DATA.
     settings = SmtpSettings(**config["smtp"])
 

@@ -17,6 +17,7 @@ import pytest
 import mailbridge
 from mailbridge import ImapSettings, SmtpSettings
 from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
+from mailbridge.testing.realpostgres import RealPostgres, postgres_availability
 from mailbridge.testing.realservers import (
     RealMailServers,
     RealRedisServer,
@@ -107,6 +108,30 @@ def real_servers() -> Iterator[RealMailServers]:
 def mta(real_servers: RealMailServers) -> RealMailServers:
     real_servers.clear_mailboxes()
     return real_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[RealPostgres]:
+    """A private PostgreSQL cluster on loopback, shared by the tests of a session."""
+    available, reason = postgres_availability()
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests, but: {reason}")
+        pytest.skip(reason)
+    directory = Path(tempfile.mkdtemp(prefix="mailbridge-postgres-"))
+    try:
+        with RealPostgres(directory) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: RealPostgres) -> Iterator[str]:
+    """The URL of a new, empty database of its own for this test (dropped afterwards)."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture(scope="session")

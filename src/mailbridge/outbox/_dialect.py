@@ -43,6 +43,10 @@ class Dialect(Protocol):
         """Inside an enqueue's transaction: wake waiting workers once it commits."""
         ...
 
+    def lock_schema(self, cursor: Any) -> None:
+        """Inside a schema transaction: keep other processes out until it ends."""
+        ...
+
     def wait(self, timeout: float) -> None:
         """Block up to `timeout` seconds or until a notification arrives."""
         ...

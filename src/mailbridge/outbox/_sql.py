@@ -110,6 +110,7 @@ class SqlStore:
             return self._version(cursor)
 
     def _version(self, cursor: Any) -> int:
+        self.dialect.lock_schema(cursor)  # concurrent CREATE TABLE fails on PostgreSQL
         self._run(cursor, "CREATE TABLE IF NOT EXISTS outbox_schema (version INTEGER NOT NULL)")
         found = self._run(cursor, "SELECT MAX(version) FROM outbox_schema").fetchone()
         return int(found[0] or 0)
@@ -131,19 +132,15 @@ class SqlStore:
     def enqueue(self, message: NewMessage) -> tuple[str, bool]:
         with self._transaction() as cursor:
             if message.idempotency_key is not None:
-                found = self._run(
-                    cursor,
-                    "SELECT id FROM outbox_messages WHERE tenant = ? AND idempotency_key = ?",
-                    (message.tenant, message.idempotency_key),
-                ).fetchone()
-                if found is not None:
-                    return str(found[0]), False
-            self._run(
+                existing = self._existing_id(cursor, message)
+                if existing is not None:
+                    return existing, False
+            inserted = self._run(
                 cursor,
                 "INSERT INTO outbox_messages (id, tenant, idempotency_key, state, message_id,"
                 " envelope_sender, recipients, bcc, smtputf8, mode, note, data, size, attempts,"
                 " created_at, updated_at, not_before, deadline)"
-                f" VALUES ({_marks(18)})",
+                f" VALUES ({_marks(18)}) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
                 (
                     message.id,
                     message.tenant,
@@ -165,6 +162,10 @@ class SqlStore:
                     message.deadline,
                 ),
             )
+            if inserted.rowcount == 0:  # the same key committed meanwhile by another process
+                existing = self._existing_id(cursor, message)
+                assert existing is not None, "a conflicting row that is not there"
+                return existing, False
             if message.limits is not None:
                 limits = message.limits
                 self._run(
@@ -183,6 +184,14 @@ class SqlStore:
                 )
             self.dialect.notify(cursor)
             return message.id, True
+
+    def _existing_id(self, cursor: Any, message: NewMessage) -> str | None:
+        found = self._run(
+            cursor,
+            "SELECT id FROM outbox_messages WHERE tenant = ? AND idempotency_key = ?",
+            (message.tenant, message.idempotency_key),
+        ).fetchone()
+        return None if found is None else str(found[0])
 
     # -- claiming ----------------------------------------------------------------
 

@@ -74,6 +74,9 @@ class SqliteDialect:
     def notify(self, cursor: Any) -> None:
         self._event.set()
 
+    def lock_schema(self, cursor: Any) -> None:
+        pass  # BEGIN IMMEDIATE already holds the database's write lock
+
     def wait(self, timeout: float) -> None:
         # Other processes cannot signal us: poll at a short interval.
         if self._event.wait(min(timeout, POLL_INTERVAL)):

@@ -195,7 +195,9 @@ class Worker:
 
         def handler(signum: int, frame: object) -> None:
             log.info("outbox: signal %s: finishing the messages in flight", signum)
-            self.stop()
+            # The handler may run while this thread is inside a database call: waking the
+            # store from here would wait for that call forever (PostgreSQL). A thread waits.
+            threading.Thread(target=self.stop, name="outbox-stop", daemon=True).start()
 
         for sig in previous:
             signal.signal(sig, handler)
