@@ -37,7 +37,7 @@ TENANTS = ("acme", "globex", "initech")
 PYTHONPATH = [
     os.path.abspath(path) for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path
 ]
-FINAL = {State.SENT, State.FAILED, State.OUTCOME_UNKNOWN, State.PARKED, State.CANCELLED}
+KILL_POINTS = ("prerun", "claimed", "after_250")  # see tests/_outbox_celery_tasks.py
 
 
 @dataclass
@@ -147,7 +147,10 @@ def setup(
     request: pytest.FixtureRequest, tmp_path: Path, broker: RealRedisServer
 ) -> Iterator[Setup]:
     options: dict[str, Any] = getattr(request, "param", {})
-    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    if options.get("store") == "sqlite":  # workers on one machine only
+        url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    else:  # what Celery deployments over several machines use
+        url = request.getfixturevalue("postgres_url")
     lease = options.get("lease", 5.0)
     kill_dir = tmp_path / "kills"
     kill_dir.mkdir()
@@ -180,6 +183,9 @@ def setup(
             client.close()
 
 
+@pytest.mark.parametrize(
+    "setup", [{"store": "postgresql"}, {"store": "sqlite"}], indirect=True, ids=lambda o: o["store"]
+)
 def test_300_messages_through_two_workers_arrive_once_each(setup: Setup) -> None:
     started = time.monotonic()
     ids = setup.enqueue(300)
@@ -190,7 +196,8 @@ def test_300_messages_through_two_workers_arrive_once_each(setup: Setup) -> None
     assert len(arrivals) == 300
     assert set(arrivals.values()) == {1}
     assert {setup.outbox.status(id).message_id for id in ids} == set(arrivals)
-    print(f"300 messages through 2 Celery workers (2 processes each): {elapsed:.1f} s")
+    store = setup.outbox.store.url.partition(":")[0]
+    print(f"300 messages, {store}, 2 Celery workers of 2 processes: {elapsed:.1f} s")
 
 
 def test_a_message_dispatched_three_times_is_sent_once(setup: Setup) -> None:
@@ -223,30 +230,21 @@ def test_redelivery_after_the_visibility_timeout_sends_once(setup: Setup) -> Non
     assert set(setup.arrivals().values()) == {1}
 
 
-@pytest.mark.parametrize(
-    ("point", "arrived", "unknown"),
-    [("prerun", 10, 0), ("claimed", 9, 1), ("after_250", 10, 1)],
-)
 @pytest.mark.parametrize("setup", [{"lease": 3.0}], indirect=True)
-def test_a_pool_process_killed_mid_task_loses_nothing_and_sends_nothing_twice(
-    setup: Setup, point: str, arrived: int, unknown: int
-) -> None:
-    ticket = setup.leave_ticket(point, "child")
-    ids = setup.enqueue(10)
+def test_pool_processes_killed_mid_task_lose_nothing_and_send_nothing_twice(setup: Setup) -> None:
+    # One pool process dies at each point: the task started (nothing claimed), the claim
+    # committed (nothing sent), the server's 250 received (not recorded).
+    tickets = [setup.leave_ticket(point, "child") for point in KILL_POINTS]
+    ids = setup.enqueue(30)
     states = setup.wait_final(ids, timeout=60)
-    assert not ticket.exists(), "no process reached the kill point"
-    assert "WorkerLostError" in setup.workers.log_tail(200)
-    # acks_late + reject_on_worker_lost: the task came back. Its message was claimed by the
-    # dead process: never sent again blindly, settled when the lease ended.
-    assert collections.Counter(states.values()) == {
-        State.SENT: 10 - unknown,
-        **({State.OUTCOME_UNKNOWN: unknown} if unknown else {}),
-    }
-    assert len(setup.arrivals()) == arrived
+    assert [ticket.name for ticket in tickets if ticket.exists()] == []
+    assert setup.workers.log_tail(400).count("WorkerLostError") >= 3
+    # acks_late + reject_on_worker_lost: each task came back. A message claimed by the dead
+    # process is never sent again blindly: settled when the lease ended, as outcome_unknown
+    # (no IMAP here), whether it arrived (after_250) or not (claimed).
+    assert collections.Counter(states.values()) == {State.SENT: 28, State.OUTCOME_UNKNOWN: 2}
+    assert len(setup.arrivals()) == 29
     assert set(setup.arrivals().values()) == {1}
-
-
-KILL_POINTS = ("prerun", "claimed", "after_250")
 
 
 @pytest.mark.parametrize("setup", [{"lease": 3.0, "visibility_timeout": 2}], indirect=True)
