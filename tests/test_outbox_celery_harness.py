@@ -154,6 +154,11 @@ def test_a_killed_worker_takes_its_pool_along_and_restarts(workers: CeleryWorker
     assert workers.running(0)
     assert workers.pid(0) != main
     assert len(workers.log_files[0]) == 2  # a log per start, the first kept
+    workers.kill(0)
+    workers.start_worker(0, wait=False)  # returns at once; wait_ready() waits for it
+    assert " ready." not in workers.log_files[0][-1].read_text()
+    workers.wait_ready()
+    assert " ready." in workers.log_files[0][-1].read_text()
 
 
 def test_stop_is_bounded_when_a_task_does_not_end(workers: CeleryWorkers, client: Any) -> None:
