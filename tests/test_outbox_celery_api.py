@@ -121,6 +121,8 @@ def test_the_sweep_dispatches_what_nobody_is_working_on(eager: Eager) -> None:
     assert eager.outbox.status(abandoned).state is State.OUTCOME_UNKNOWN
     assert len(eager.server.messages) == 1
     assert eager.tasks.sweep(older_than=0) == 0
+    with pytest.raises(TypeError, match="seconds"):
+        eager.tasks.sweep_task.delay("soon").get()
 
 
 def test_each_process_opens_its_own_outbox(eager: Eager, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -170,7 +170,11 @@ class OutboxTasks:
         by popping it: a worker killed at that moment takes it along). Schedule `sweep_task`
         with Celery beat; a message whose task was only late is delivered once all the same.
         """
-        cutoff = time.time() - (self.sweep_after if older_than is None else older_than)
+        if older_than is None:
+            older_than = self.sweep_after
+        if isinstance(older_than, bool) or not isinstance(older_than, int | float):
+            raise TypeError(f"older_than must be seconds, not {type(older_than).__name__}")
+        cutoff = time.time() - max(0.0, older_than)
         store = self.outbox().store
         found: list[str] = []
         for state in (State.QUEUED, State.CLAIMED):
