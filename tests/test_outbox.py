@@ -411,3 +411,37 @@ def test_the_built_in_registry_knows_the_big_providers_limits() -> None:
     assert (microsoft.limits.per_minute, microsoft.limits.connections) == (30, 3)
     assert gmail is not None and gmail.limits is not None and gmail.limits.per_day == 500
     assert all(p.limits.source for p in registry if p.limits is not None)
+
+
+def test_a_slow_send_keeps_its_lease_so_no_other_worker_takes_it_over(
+    outbox: Outbox, server: FakeSmtpServer
+) -> None:
+    server.stall_seconds = 0.6  # every MAIL FROM waits longer than two leases
+    ids = [outbox.enqueue(TENANT, invoice(n)) for n in range(2)]
+    slow = outbox.worker(lease=0.25, concurrency=2)
+    thread = threading.Thread(target=slow.run, kwargs={"until_idle": True})
+    thread.start()
+    time.sleep(0.3)
+    rival = outbox.worker(lease=0.25, concurrency=2).run(until_idle=True, linger=1.0)
+    thread.join(30)
+    assert rival.total == 0  # the leases were renewed while the messages were in flight
+    assert {outbox.status(id).state for id in ids} == {State.SENT}
+    assert server.delivered_count == 2
+
+
+def test_backoff_grows_to_its_maximum_with_jitter_below_it() -> None:
+    backoff = Backoff(first=10, factor=3, maximum=100, jitter=0.5)
+    for attempts, base in ((1, 10), (2, 30), (3, 90), (4, 100), (9, 100)):
+        delays = [backoff.delay(attempts) for _ in range(50)]
+        assert all(base / 2 <= delay <= base for delay in delays)
+        assert len(set(delays)) > 1
+    assert Backoff(first=5, jitter=0).delay(1) == 5
+    with pytest.raises(ConfigurationError, match="first"):
+        Backoff(first=0)
+
+
+def test_an_outbox_refuses_a_schema_it_was_not_allowed_to_create(url: str) -> None:
+    with pytest.raises(OutboxError, match="mailbridge outbox migrate"):
+        Outbox.open(url, migrate=False)
+    Outbox.open(url).close()
+    Outbox.open(url, migrate=False).close()

@@ -7,18 +7,24 @@ and the schema can be created by many processes starting together.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from mailbridge.errors import ConfigurationError
+from mailbridge import DeliveryClient, DocumentEmail
+from mailbridge.cli import main
+from mailbridge.errors import ConfigurationError, OutboxError
+from mailbridge.outbox import Outbox
 from mailbridge.outbox._open import open_store
 from mailbridge.outbox._store import NewMessage, State, Store, TenantLimits
+from mailbridge.testing import FakeSmtpServer
 from mailbridge.testing.realpostgres import RealPostgres
 
 pytest.importorskip("psycopg", reason="psycopg 3 is not installed (extra 'postgres')")
@@ -214,10 +220,14 @@ def test_rows_are_plain_columns_and_exact_bytes(stores: list[Store], postgres_ur
                 " WHERE table_name = 'outbox_messages'"
             ).fetchall()
         )
-        data = connection.execute("SELECT data FROM outbox_messages").fetchone()
-    assert types["data"] == "bytea"
+        [(table, data_type)] = connection.execute(  # the bytes may live in a table of their own
+            "SELECT table_name, data_type FROM information_schema.columns"
+            " WHERE column_name = 'data' AND table_name LIKE 'outbox%'"
+        ).fetchall()
+        data = connection.execute(f"SELECT data FROM {table}").fetchall()
+    assert data_type == "bytea"
     assert types["not_before"] == "double precision"
-    assert data == (message.data,)
+    assert data == [(message.data,)]
 
 
 @pytest.mark.parametrize(
@@ -232,3 +242,108 @@ def test_unreachable_server_is_a_configuration_error_without_the_password(url: s
         open_store(url)
     assert "s3cret-pw" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+def test_the_command_line_migrates_and_drains_a_postgresql_outbox(
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with FakeSmtpServer(tls="none") as server:
+        (tmp_path / "outbox_pg_tenants.py").write_text(
+            "from mailbridge import DeliveryClient, SmtpSettings\n"
+            "def client_for(tenant):\n"
+            f"    settings = SmtpSettings('127.0.0.1', {server.port}, 'none')\n"
+            "    return DeliveryClient.own_smtp('billing@acme.example', settings)\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        assert main(["outbox", "migrate", "--url", postgres_url]) == 0
+        assert capsys.readouterr().out == "outbox schema version 1\n"
+        client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+        with Outbox.open(postgres_url, migrate=False) as outbox:
+            for n in range(3):
+                email = DocumentEmail(to="jane@c.example", subject=f"Invoice {n}", body=".")
+                outbox.enqueue("acme", email, client=client)
+        resolver = "outbox_pg_tenants:client_for"
+        argv = ["outbox", "worker", "--url", postgres_url, "--resolver", resolver, "--until-idle"]
+        assert main(argv) == 0
+        assert server.delivered_count == 3
+    assert main(["outbox", "status", "--url", postgres_url]) == 0
+    assert capsys.readouterr().out.split()[-2:] == ["sent", "3"]
+
+
+def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "mailbridge.outbox._postgres")
+    with pytest.raises(ConfigurationError, match=r"mailbridge-documents\[postgres\]"):
+        open_store("postgresql://mailbridge@127.0.0.1:1/outbox")
+
+
+def _terminate_outbox_sessions(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        return len(
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'mailbridge-outbox' AND datname = current_database()"
+            ).fetchall()
+        )
+
+
+def test_a_connection_lost_between_transactions_is_opened_again(stores: list[Store]) -> None:
+    store = stores[0]
+    id, _ = store.enqueue(new_message())
+    assert _terminate_outbox_sessions(store.url) == len(stores)  # a server restart, a failover
+    row = store.get(id)
+    assert row is not None and row.state is State.QUEUED
+    [claimed] = store.claim("w1", limit=1, lease=60, now=time.time())
+    assert store.finish(claimed.id, "w1", State.SENT, now=time.time())
+
+
+def test_a_connection_lost_inside_a_transaction_is_an_outbox_error(
+    stores: list[Store], postgres_url: str
+) -> None:
+    import psycopg
+
+    store = stores[0]
+    store.enqueue(new_message())
+    outcome: list[object] = []
+    with psycopg.connect(postgres_url) as blocker:
+        blocker.execute("LOCK TABLE outbox_messages IN EXCLUSIVE MODE")
+        claiming = threading.Thread(
+            target=lambda: outcome.append(_outcome(store.claim, "w1", limit=1, lease=60, now=1e12))
+        )
+        claiming.start()
+        try:
+            deadline = time.monotonic() + 20
+            with psycopg.connect(postgres_url, autocommit=True) as watch:
+                while not watch.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'mailbridge-outbox'"
+                ).fetchall():
+                    assert time.monotonic() < deadline, "the claim never waited"
+                    time.sleep(0.02)
+            _terminate_outbox_sessions(postgres_url)
+        finally:
+            claiming.join(20)
+    [error] = outcome
+    assert isinstance(error, OutboxError)
+    assert "PostgreSQL outbox failed" in str(error)
+    assert len(store.claim("w1", limit=1, lease=60, now=time.time())) == 1  # connected again
+
+
+def _outcome(function: Callable[..., object], *args: object, **kwargs: object) -> object:
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:
+        return exc
+
+
+def test_a_closed_store_stays_closed(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    store.migrate()
+    store.close()
+    with pytest.raises(OutboxError, match="closed"):
+        store.counts()

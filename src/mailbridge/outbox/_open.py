@@ -25,7 +25,8 @@ def open_store(url: str) -> Store:
         except ImportError as exc:
             raise ConfigurationError(
                 "url",
-                f"PostgreSQL needs the postgres extra (pip install 'mailbridge[postgres]'): {exc}",
+                "PostgreSQL needs the postgres extra"
+                f" (pip install 'mailbridge-documents[postgres]'): {exc}",
             ) from None
         dialect = module.PostgresDialect(url)
         return SqlStore(url, dialect)

@@ -8,6 +8,10 @@ transaction is short and committed before a byte of SMTP is sent.
 An enqueue's transaction sends `NOTIFY mailbridge_outbox`, which PostgreSQL delivers when it
 commits; idle workers `LISTEN` on a second connection, opened on their first `wait()`, and
 wake at once instead of polling.
+
+A connection lost between two transactions (a server restart, a failover, an idle timeout)
+is opened again when the next transaction begins; one lost inside a transaction fails that
+transaction with an `OutboxError` (it rolled back on the server) and the next one reconnects.
 """
 
 from __future__ import annotations
@@ -15,18 +19,20 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OutboxError
 
 __all__ = ["CHANNEL", "PostgresDialect"]
 
 CHANNEL = "mailbridge_outbox"
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise (connect_timeout=)
 SCHEMA_LOCK = 0x6D62_6F78  # advisory lock key ("mbox") held while the schema is read or migrated
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 RECONNECT_PAUSE = 1.0  # seconds an idle worker waits before listening again after an error
 
 
@@ -44,7 +50,7 @@ class PostgresDialect:
         if parts.scheme.lower() not in ("postgresql", "postgres"):
             raise ConfigurationError("url", "a PostgreSQL outbox URL looks like postgresql://…")
         self._url = url
-        self._connection: psycopg.Connection[Any] | None = None
+        self._connection: _Session | None = None
         self._listener: psycopg.Connection[Any] | None = None
         # close() wakes this instance's own waiter on a channel only it listens on.
         self._private_channel = f"{CHANNEL}_{uuid.uuid4().hex}"
@@ -55,7 +61,7 @@ class PostgresDialect:
         return "<PostgresDialect>"
 
     def connect(self) -> Any:
-        self._connection = self._open()
+        self._connection = _Session(self._open)
         return self._connection
 
     def _open(self) -> psycopg.Connection[Any]:
@@ -76,7 +82,13 @@ class PostgresDialect:
     def begin(self, cursor: Any, *, write: bool) -> None:
         # Explicit, whatever default_transaction_isolation says: SKIP LOCKED claims rely on
         # READ COMMITTED re-reading a locked row's newest version.
-        cursor.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        try:
+            cursor.execute(_BEGIN)
+        except OutboxError:
+            if not isinstance(cursor, _Cursor):
+                raise
+            cursor.reconnect()  # nothing of this transaction ran yet: start it again
+            cursor.execute(_BEGIN)
 
     def lock_schema(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -118,7 +130,73 @@ class PostgresDialect:
     def close(self) -> None:
         self._closed.set()
         if self._connection is not None and not self._connection.closed:
-            with contextlib.suppress(psycopg.Error):  # wake our own waiter, if any
-                self._connection.execute(f"NOTIFY {self._private_channel}")
+            with contextlib.suppress(psycopg.Error, OutboxError):  # wake our own waiter, if any
+                self._connection.cursor().execute(f"NOTIFY {self._private_channel}")
         with self._listener_lock:
             self._drop_listener()
+
+
+def _lost(exc: psycopg.Error) -> OutboxError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return OutboxError(f"the PostgreSQL outbox failed: {text}")
+
+
+class _Session:
+    """The store's connection; `reconnect()` replaces it after it was lost."""
+
+    def __init__(self, open_connection: Callable[[], psycopg.Connection[Any]]) -> None:
+        self._open = open_connection
+        self.connection = open_connection()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    def cursor(self) -> _Cursor:
+        if self._closed:
+            raise OutboxError("the outbox is closed")
+        if self.connection.closed:  # known lost (a failed statement): a new one
+            self.reconnect()
+        return _Cursor(self)
+
+    def reconnect(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.connection.close()
+        self.connection = self._open()
+
+    def close(self) -> None:
+        self._closed = True
+        self.connection.close()
+
+
+class _Cursor:
+    """A DB-API cursor for the store; a lost connection or server failure is an OutboxError.
+
+    Constraint violations stay psycopg's own errors (the store tells them apart).
+    """
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+        self._cursor = session.connection.cursor()
+
+    def execute(self, query: str, params: Sequence[Any] | None = None) -> _Cursor:
+        try:
+            self._cursor.execute(query.encode(), params)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise _lost(exc) from None
+        return self
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def reconnect(self) -> None:
+        self._session.reconnect()
+        self._cursor = self._session.connection.cursor()
