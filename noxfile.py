@@ -16,15 +16,16 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
 
 @nox.session(python=["3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
-    """The whole test suite (real-server tests need root and Debian's postfix, dovecot, postgresql)."""
-    session.install("-e", ".[testing,dkim,microsoft,google,postgres]", *TEST_DEPS)
+    """The whole test suite (real-server tests need root and the Debian packages that
+    scripts/test installs: postfix, dovecot, postgresql, redis-server)."""
+    session.install("-e", ".[testing,dkim,microsoft,google,postgres,celery]", *TEST_DEPS)
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python="/usr/bin/python3", venv_backend="venv")
 def system_python(session: nox.Session) -> None:
     """The whole suite on the distribution's Python (Debian 12: 3.11.2), not pyenv's."""
-    session.install("-e", ".[testing,dkim,microsoft,google,postgres]", *TEST_DEPS)
+    session.install("-e", ".[testing,dkim,microsoft,google,postgres,celery]", *TEST_DEPS)
     session.run("pytest", *session.posargs)
 
 
@@ -39,12 +40,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[testing,microsoft,google,postgres]", "mypy>=1.11", "pytest>=8")
+    session.install("-e", ".[testing,microsoft,google,postgres,celery]", "mypy>=1.11", "pytest>=8")
     session.run("mypy")
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """Run every code example in README.md and docs/."""
-    session.install("-e", ".[testing,microsoft,google,postgres]", *TEST_DEPS)
+    session.install("-e", ".[testing,dkim,microsoft,google,postgres,celery]", *TEST_DEPS)
     session.run("pytest", "tests/test_docs.py", *session.posargs)

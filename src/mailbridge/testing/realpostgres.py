@@ -25,14 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from mailbridge.testing.realservers import (
-    RealServerError,
-    _free_ports,
-    _make_traversable,
-    _read_tail,
-    _wait_until,
-    _which,
-)
+from mailbridge.testing._realprocess import free_ports as _free_ports
+from mailbridge.testing._realprocess import read_tail as _read_tail
+from mailbridge.testing._realprocess import wait_until as _wait_until
+from mailbridge.testing.realservers import RealServerError, _make_traversable, _which
 
 __all__ = ["RealPostgres", "postgres_availability", "postgres_bindir"]
 
