@@ -1,0 +1,62 @@
+"""What happened to each Django message and each of its recipients (`message.mailbridge_result`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from .._client import SendResult
+from ..errors import MailbridgeError, RecipientsRefused
+from ..reply import SmtpReply
+
+__all__ = ["MessageStatus", "RecipientStatus", "failed_status", "sent_status"]
+
+
+@attrs.frozen
+class RecipientStatus:
+    """One recipient: `status` is "accepted", "refused" or "failed"; `reply` the server's."""
+
+    status: str
+    reply: SmtpReply | None = None
+
+
+@attrs.frozen
+class MessageStatus:
+    """Set on each message as `message.mailbridge_result` by the backend.
+
+    `status` is "sent" (every recipient accepted), "partial" (some refused) or "failed";
+    `recipients` maps each envelope address to its `RecipientStatus`; `result` is the
+    `SendResult` of a sent message, `error` the `MailbridgeError` of a failed one.
+    """
+
+    status: str
+    message_id: str | None
+    recipients: Mapping[str, RecipientStatus]
+    result: SendResult | None = attrs.field(default=None, repr=False)
+    error: MailbridgeError | None = attrs.field(default=None, repr=False)
+
+
+def sent_status(result: SendResult) -> MessageStatus:
+    """The status of a message the server took (perhaps not for every recipient)."""
+    recipients = {address: RecipientStatus("accepted") for address in result.accepted}
+    recipients.update(
+        {address: RecipientStatus("refused", reply) for address, reply in result.refused.items()}
+    )
+    return MessageStatus(
+        "partial" if result.refused else "sent", result.message_id, recipients, result=result
+    )
+
+
+def failed_status(
+    error: MailbridgeError, recipients: Sequence[str], message_id: str | None
+) -> MessageStatus:
+    """The status of a message that was not sent; refused recipients keep their reply."""
+    refused = error.refused if isinstance(error, RecipientsRefused) else {}
+    statuses = {
+        address: RecipientStatus("refused", refused[address])
+        if address in refused
+        else RecipientStatus("failed", getattr(error, "reply", None))
+        for address in recipients
+    }
+    return MessageStatus("failed", message_id, statuses, error=error)

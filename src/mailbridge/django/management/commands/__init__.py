@@ -1,0 +1,1 @@
+"""`manage.py mailbridge_test_connection`."""
