@@ -11,14 +11,11 @@ from email.mime.image import MIMEImage
 from pathlib import Path
 
 import pytest
+from django.core import mail
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.test import override_settings
 
-from ._django import BACKEND, django
-
-from django.core import mail  # noqa: E402  (after the settings are set up)
-from django.core.mail import EmailMessage, EmailMultiAlternatives  # noqa: E402
-from django.test import override_settings  # noqa: E402
-
-from mailbridge import (  # noqa: E402
+from mailbridge import (
     ConfigurationError,
     DeliveryClient,
     HeaderInjection,
@@ -26,11 +23,12 @@ from mailbridge import (  # noqa: E402
     PlatformRelay,
     RecipientsRefused,
 )
-from mailbridge.django import EmailBackend, Tenant, close_clients  # noqa: E402
-from mailbridge.testing import FakeSmtpServer  # noqa: E402
-from tests.django_project import mail as project_mail  # noqa: E402
+from mailbridge.django import EmailBackend, Tenant, close_clients
+from mailbridge.testing import FakeSmtpServer
+from tests.django_project import mail as project_mail
 
-from .conftest import INVOICE_PDF, USER  # noqa: E402
+from ._django import BACKEND, django
+from .conftest import INVOICE_PDF, USER
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
