@@ -7,10 +7,10 @@ INSTALLED_APPS for the system checks and `manage.py mailbridge_test_connection T
 
 from __future__ import annotations
 
+from ._backend import EmailBackend
 from ._clients import Tenant, close_clients
 from ._convert import DEFAULT_TENANT_HEADER, prepare_django_message, tenant_hint
 from ._status import MessageStatus, RecipientStatus
-from .backend import EmailBackend
 
 __all__ = [
     "DEFAULT_TENANT_HEADER",

@@ -15,7 +15,7 @@ from ._options import mailbridge_settings, resolve_callable
 __all__ = ["BACKEND", "check_settings", "mailbridge_mailers"]
 
 BACKEND = "mailbridge.django.EmailBackend"
-_BACKENDS = {BACKEND, "mailbridge.django.backend.EmailBackend"}
+_BACKENDS = {BACKEND, "mailbridge.django._backend.EmailBackend"}
 
 
 def mailbridge_mailers() -> dict[str, Mapping[str, Any]]:

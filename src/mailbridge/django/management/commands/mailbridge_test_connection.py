@@ -8,9 +8,11 @@ from django.core.mail import EmailMessage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ....errors import MailbridgeError
+from ..._backend import client_of
 from ..._checks import mailbridge_mailers
 from ..._options import load_options, mailbridge_settings
-from ...backend import client_of
+
+__all__ = ["Command"]
 
 
 class Command(BaseCommand):  # type: ignore[misc]
