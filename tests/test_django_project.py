@@ -204,9 +204,11 @@ def test_mailbridge_backend_with_the_fake_server(settings, smtp_server):
 def test_pytest_django_users_get_the_mailbridge_fixtures_alongside(tmp_path: Path) -> None:
     pytest.importorskip("pytest_django")
     (tmp_path / "test_app.py").write_text(PYTEST_DJANGO_APP_TESTS, encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # an app's own config
     result = _run(
-        ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--ds=tests.django_project.settings",
+        ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini"),
+         "--ds=tests.django_project.settings",
          "-W", "ignore::DeprecationWarning", str(tmp_path / "test_app.py")],
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "2 passed" in result.stdout  # mailoutbox and settings are pytest-django's
