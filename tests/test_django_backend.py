@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from email.mime.image import MIMEImage
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.test import override_settings
@@ -24,7 +27,8 @@ from mailbridge import (
     RecipientsRefused,
 )
 from mailbridge.django import EmailBackend, Tenant, close_clients
-from mailbridge.testing import FakeSmtpServer
+from mailbridge.dnsauth._dkim import DkimSigner
+from mailbridge.testing import FakeDnsServer, FakeSmtpServer
 from tests.django_project import mail as project_mail
 
 from ._django import BACKEND, django
@@ -309,3 +313,40 @@ def test_resolver_mistakes_are_configuration_errors(resolver: object, problem: s
 def test_messages_without_recipients_are_skipped() -> None:
     assert EmailBackend().send_messages([]) == 0
     assert EmailBackend().send_messages([EmailMessage("Hi", "body")]) == 0
+
+
+@pytest.mark.dns_server(
+    zones={
+        "tenant.example": {"@": {"TXT": '"v=spf1 include:spf.app.example -all"'}},
+        "app.example": {"spf": {"TXT": '"v=spf1 ip4:127.0.0.1 -all"'}},
+    }
+)
+def test_spf_imitation_signs_django_messages_with_dkim(
+    smtp_server: FakeSmtpServer, dns_server: FakeDnsServer
+) -> None:
+    dkim = pytest.importorskip("dkim")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    relay = PlatformRelay(
+        smtp=smtp_server.smtp_settings(),
+        app_name="Example App",
+        noreply_address="noreply@app.example",
+        bounce_address="bounces@app.example",
+        sending_ips=("127.0.0.1",),
+    )
+    signer = DkimSigner("tenant.example", "app1", pem)
+    with DeliveryClient.spf_imitation(
+        "billing@tenant.example", relay, "Acme", resolver=dns_server.resolver(), dkim=signer
+    ) as client:
+        message = EmailMultiAlternatives("Invoice", "body", to=["jane@customer.example"])
+        message.attach_alternative("<p>body</p>", "text/html")
+        assert EmailBackend(tenant_resolver=lambda m: client).send_messages([message]) == 1
+    (received,) = smtp_server.messages
+    assert received.mail_from == "billing@tenant.example"
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    assert dkim.verify(received.data, dnsfunc=lambda name, timeout=5: record)
