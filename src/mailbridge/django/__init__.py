@@ -10,13 +10,13 @@ from __future__ import annotations
 from ._backend import EmailBackend
 from ._clients import Tenant, close_clients
 from ._convert import DEFAULT_TENANT_HEADER, prepare_django_message, tenant_hint
-from ._status import MessageStatus, RecipientStatus
+from ._status import RecipientStatus, SendStatus
 
 __all__ = [
     "DEFAULT_TENANT_HEADER",
     "EmailBackend",
-    "MessageStatus",
     "RecipientStatus",
+    "SendStatus",
     "Tenant",
     "close_clients",
     "prepare_django_message",

@@ -90,7 +90,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
     def send_messages(self, email_messages: Sequence[Any]) -> int:
         """Send the messages; returns how many were sent (to at least one recipient).
 
-        Each message gets `mailbridge_result` (a `MessageStatus`). Every message is
+        Each message gets `mailbridge_result` (a `SendStatus`). Every message is
         attempted; then, unless `fail_silently`, the first error is raised.
         """
         if not email_messages:

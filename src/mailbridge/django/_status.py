@@ -10,7 +10,7 @@ from .._client import SendResult
 from ..errors import MailbridgeError, RecipientsRefused
 from ..reply import SmtpReply
 
-__all__ = ["MessageStatus", "RecipientStatus", "failed_status", "sent_status"]
+__all__ = ["RecipientStatus", "SendStatus", "failed_status", "sent_status"]
 
 
 @attrs.frozen
@@ -22,7 +22,7 @@ class RecipientStatus:
 
 
 @attrs.frozen
-class MessageStatus:
+class SendStatus:
     """Set on each message as `message.mailbridge_result` by the backend.
 
     `status` is "sent" (every recipient accepted), "partial" (some refused) or "failed";
@@ -37,20 +37,20 @@ class MessageStatus:
     error: MailbridgeError | None = attrs.field(default=None, repr=False)
 
 
-def sent_status(result: SendResult) -> MessageStatus:
+def sent_status(result: SendResult) -> SendStatus:
     """The status of a message the server took (perhaps not for every recipient)."""
     recipients = {address: RecipientStatus("accepted") for address in result.accepted}
     recipients.update(
         {address: RecipientStatus("refused", reply) for address, reply in result.refused.items()}
     )
-    return MessageStatus(
+    return SendStatus(
         "partial" if result.refused else "sent", result.message_id, recipients, result=result
     )
 
 
 def failed_status(
     error: MailbridgeError, recipients: Sequence[str], message_id: str | None
-) -> MessageStatus:
+) -> SendStatus:
     """The status of a message that was not sent; refused recipients keep their reply."""
     refused = error.refused if isinstance(error, RecipientsRefused) else {}
     statuses = {
@@ -59,4 +59,4 @@ def failed_status(
         else RecipientStatus("failed", getattr(error, "reply", None))
         for address in recipients
     }
-    return MessageStatus("failed", message_id, statuses, error=error)
+    return SendStatus("failed", message_id, statuses, error=error)
