@@ -1,4 +1,4 @@
-"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup.
+"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup, outbox.
 
 Exit codes: 0 success, 1 delivery or connection failed, 2 bad usage or
 settings, 3 sent but some recipients were refused, 70 internal error (a bug:
@@ -27,6 +27,7 @@ from . import (
     SmtpSettings,
 )
 from . import _cli_args as _args
+from ._cli_outbox import add_outbox_commands
 from ._distribution import version
 from .errors import ConfigurationError
 
@@ -397,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     providers = commands.add_parser("providers", help="list the built-in provider presets")
     providers.add_argument("--domain", help="only the provider for this address domain")
     providers.set_defaults(handler=_cmd_providers)
+    add_outbox_commands(commands)
     return parser
 
 

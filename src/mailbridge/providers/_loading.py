@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._models import Endpoint, OAuth2Info, Provider
+from ._models import Endpoint, OAuth2Info, Provider, SendingLimits
 
 _SCHEMA_VERSION = 1
 
@@ -28,9 +28,11 @@ _PROVIDER_KEYS = {
     "docs",
     "hints",
     "notes",
+    "limits",
 }
 _ENDPOINT_KEYS = {"host", "port", "security", "username"}
 _OAUTH2_KEYS = {"issuer", "scopes"}
+_LIMIT_KEYS = {"per_minute", "per_day", "connections", "source"}
 
 
 class _Reader:
@@ -97,6 +99,8 @@ class _Reader:
         values["imap"] = self.endpoints(entry, prefix, who, "imap")
         if "oauth2" in entry:
             values["oauth2"] = self.oauth2(entry["oauth2"], prefix, who)
+        if "limits" in entry:
+            values["limits"] = self.limits(entry["limits"], prefix, who)
         try:
             return Provider(**values)
         except ConfigurationError as error:
@@ -155,6 +159,18 @@ class _Reader:
             return OAuth2Info(issuer=raw["issuer"], scopes=raw["scopes"])
         except ConfigurationError as error:
             raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
+
+    def limits(self, raw: object, prefix: str, who: str) -> SendingLimits:
+        place = f"{prefix}.limits"
+        if not isinstance(raw, dict):
+            raise self.fail(place, f"{who}: must be a table {{per_minute, per_day, connections}}")
+        unknown = set(raw) - _LIMIT_KEYS
+        if unknown:
+            raise self.fail(place, f"{who}: unknown keys: {', '.join(sorted(unknown))}")
+        try:
+            return SendingLimits(**raw)
+        except ConfigurationError as error:
+            raise self.fail(f"{prefix}.{error.field}", f"{who}: {error.problem}") from None
 
 
 _KIND_NAMES: dict[type, str] = {str: "string", bool: "boolean (true/false)", dict: "table"}

@@ -1,4 +1,5 @@
-"""Provider value classes and their validation: `Endpoint`, `OAuth2Info`, `Provider`, `expand`."""
+"""Provider value classes and their validation: `Endpoint`, `OAuth2Info`, `SendingLimits`,
+`Provider`, `expand`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import fnmatch
 import re
 import types
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import idna
@@ -215,6 +216,31 @@ class OAuth2Info:
             raise ConfigurationError("scopes", "give at least one non-empty OAuth2 scope")
 
 
+def _limit(field: str) -> Any:
+    def check(_: object, __: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigurationError(field, f"{value!r} is not a positive whole number")
+
+    return check
+
+
+@attrs.frozen
+class SendingLimits:
+    """A provider's published sending limits for one mailbox; `source` is where they come from.
+
+    `per_minute` and `per_day` count messages, `connections` the SMTP connections
+    sending at once; None where the provider publishes no figure. The outbox
+    enforces them per tenant across all its workers.
+    """
+
+    per_minute: int | None = attrs.field(default=None, validator=_limit("limits.per_minute"))
+    per_day: int | None = attrs.field(default=None, validator=_limit("limits.per_day"))
+    connections: int | None = attrs.field(default=None, validator=_limit("limits.connections"))
+    source: str | None = None
+
+
 def _domain_names(field: str, values: Iterable[str]) -> tuple[str, ...]:
     """`values` as a tuple of normalized domain names; errors name `field`."""
     if isinstance(values, str):
@@ -287,6 +313,7 @@ class Provider:
     docs: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping, hash=False)
     hints: tuple[str, ...] = attrs.field(default=(), converter=_to_strings)
     notes: str | None = None
+    limits: SendingLimits | None = None
 
     @id.validator
     def _check_id(self, _: attrs.Attribute[str], value: str) -> None:

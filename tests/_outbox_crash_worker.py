@@ -1,0 +1,96 @@
+"""A worker process for the outbox crash tests, killed with SIGKILL at a chosen point.
+
+Run as `python _outbox_crash_worker.py config.json`. The kill points are test-only
+hooks on this process's store (the library has no fault code): the Nth call of the
+store method named by the point kills the process, as a crash or OOM kill would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from mailbridge import DeliveryClient, SmtpSettings
+from mailbridge.outbox import Backoff, Outbox
+
+
+def main() -> None:
+    config = json.loads(Path(sys.argv[1]).read_text())
+    point, nth = config["point"], config["nth"]
+    calls = [0]
+
+    def due() -> bool:
+        calls[0] += 1
+        return calls[0] == nth
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    outbox = Outbox.open(config["url"])
+    store: Any = outbox.store
+    if point == "before_claim_commit":  # rows marked claimed, the transaction not committed
+        take = store._take
+
+        def hooked_take(*args: Any, **kwargs: Any) -> Any:
+            taken = take(*args, **kwargs)
+            if taken and due():
+                die()
+            return taken
+
+        store._take = hooked_take
+    elif point == "after_claim":  # committed claims, nothing sent yet
+        claim = store.claim
+
+        def hooked_claim(*args: Any, **kwargs: Any) -> Any:
+            claimed = claim(*args, **kwargs)
+            if claimed and due():
+                die()
+            return claimed
+
+        store.claim = hooked_claim
+    elif point == "after_250_before_commit":  # the server said 250, the row still says claimed
+        finish = store.finish
+
+        def hooked_finish(id: str, owner: str, state: Any, **kwargs: Any) -> Any:
+            if state == "sent" and due():
+                die()
+            return finish(id, owner, state, **kwargs)
+
+        store.finish = hooked_finish
+    elif point == "during_backoff":  # a message was put back to wait for its next attempt
+        reschedule = store.reschedule
+
+        def hooked_reschedule(*args: Any, **kwargs: Any) -> Any:
+            done = reschedule(*args, **kwargs)
+            if due():
+                die()
+            return done
+
+        store.reschedule = hooked_reschedule
+    # "during_data": the test's SMTP server kills this process while it receives DATA.
+    settings = SmtpSettings(**config["smtp"])
+
+    def resolve(tenant: str) -> DeliveryClient:
+        return DeliveryClient.own_smtp(config["sender"], settings)
+
+    worker = outbox.worker(
+        resolve,
+        concurrency=config["concurrency"],
+        lease=config["lease"],
+        backoff=Backoff(first=0.2, factor=1.5, maximum=0.5, jitter=0.2),
+    )
+    print("ready", flush=True)
+    stats = worker.run(until_idle=True, linger=config["linger"])
+    print(json.dumps(attrs_dict(stats)), flush=True)
+
+
+def attrs_dict(stats: Any) -> dict[str, int]:
+    return {name: getattr(stats, name) for name in ("sent", "failed", "retried", "unknown")}
+
+
+if __name__ == "__main__":
+    main()
