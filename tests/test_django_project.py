@@ -120,6 +120,10 @@ def test_manage_py_check_reports_a_missing_resolver(tmp_path: Path) -> None:
         ({"TENANT_RESOLVER": "tests.django_project.nothing.resolve"}, ["mailbridge.E002"]),
         ({"TENANT_RESOLVER": "tests.django_project.settings.DEBUG"}, ["mailbridge.E002"]),
         (
+            {"TENANT_RESOLVER": "tests.django_project.mail.resolve", "OUTBOX_DISPATCH": "no.task"},
+            ["mailbridge.E002"],
+        ),
+        (
             {"TENANT_RESOLVER": "tests.django_project.mail.resolve", "MAILER": "invoices"},
             ["mailbridge.E003"],
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._backend import EmailBackend
 from ._clients import Tenant, close_clients
 from ._convert import DEFAULT_TENANT_HEADER, prepare_django_message, tenant_hint
+from ._mailers import mailer_outbox, tenant_client
 from ._status import RecipientStatus, SendStatus
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "SendStatus",
     "Tenant",
     "close_clients",
+    "mailer_outbox",
     "prepare_django_message",
+    "tenant_client",
     "tenant_hint",
 ]

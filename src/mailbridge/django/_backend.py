@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
+from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from .._bulk import send_many
@@ -16,25 +17,40 @@ from ..smtp.pool import DEFAULT_CONCURRENCY
 from ._clients import Tenant, client_for
 from ._convert import prepare_django_message
 from ._options import OPTION_NAMES, Options, load_options
-from ._status import failed_status, sent_status
+from ._outbox_mode import enqueue_on_commit, outbox_at
+from ._status import failed_status, queued_status, sent_status
 
-__all__ = ["EmailBackend", "client_of"]
+__all__ = ["EmailBackend", "client_of", "probe_message", "resolved"]
 
 DEFAULT_ALIAS = "default"
 
 
-def client_of(message: Any, options: Options, alias: str = DEFAULT_ALIAS) -> DeliveryClient:
-    """The tenant's `DeliveryClient` for `message`, as the resolver names it."""
+def resolved(
+    message: Any, options: Options, alias: str = DEFAULT_ALIAS
+) -> tuple[str | None, DeliveryClient]:
+    """The tenant's key (None when the resolver gave a client of its own) and its client."""
     found = options.resolver(message)
     if isinstance(found, Tenant):
-        return client_for(alias, found, options.max_clients)
+        return found.key, client_for(alias, found, options.max_clients)
     if isinstance(found, DeliveryClient):
-        return found
+        return None, found
     raise ConfigurationError(
         "TENANT_RESOLVER",
         f"returned {type(found).__name__} for the message {message.subject!r}; "
         "return a mailbridge.django.Tenant or a DeliveryClient",
     )
+
+
+def client_of(message: Any, options: Options, alias: str = DEFAULT_ALIAS) -> DeliveryClient:
+    """The tenant's `DeliveryClient` for `message`, as the resolver names it."""
+    return resolved(message, options, alias)[1]
+
+
+def probe_message(tenant: str) -> Any:
+    """A message whose tenant is `tenant`, for asking the resolver about a tenant alone."""
+    probe = EmailMessage(subject=f"mailbridge: the account of {tenant}")
+    probe.tenant = tenant
+    return probe
 
 
 def _outcomes(
@@ -97,23 +113,28 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             return 0
         errors: list[MailbridgeError] = []
         batch: list[tuple[Any, DeliveryClient, PreparedMessage]] = []
+        queued = 0
         for message in email_messages:
             if not message.recipients():
                 continue
             try:
-                client = client_of(message, self.options, self.mailer_alias)
+                tenant, client = resolved(message, self.options, self.mailer_alias)
                 prepared = prepare_django_message(
                     client,
                     message,
                     tenant_header=self.options.tenant_header,
                     default_from=settings.DEFAULT_FROM_EMAIL,
                 )
+                if self.options.outbox is not None:
+                    self._queue(message, tenant, client, prepared)
+                    queued += 1
+                    continue
             except MailbridgeError as exc:
                 message.mailbridge_result = failed_status(exc, message.recipients(), None)
                 errors.append(exc)
                 continue
             batch.append((message, client, prepared))
-        sent = 0
+        sent = queued
         for index, result, error in _outcomes([(client, prep) for _, client, prep in batch]):
             message, _, prepared = batch[index]
             if result is not None:
@@ -129,3 +150,24 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         if errors and not self.fail_silently:
             raise errors[0]
         return sent
+
+    def _queue(
+        self, message: Any, tenant: str | None, client: DeliveryClient, prepared: PreparedMessage
+    ) -> None:
+        """Outbox mode: hand the message to the outbox on commit (see `_outbox_mode`)."""
+        if tenant is None:
+            raise ConfigurationError(
+                "TENANT_RESOLVER",
+                "in outbox mode the resolver must return a Tenant: the outbox stores its key "
+                "and the workers build the client again from it",
+            )
+        message.mailbridge_result = queued_status(prepared.recipients, prepared.message_id)
+        enqueue_on_commit(
+            message,
+            tenant,
+            client,
+            prepared,
+            outbox=outbox_at(self.options.outbox),
+            dispatch=self.options.dispatch,
+            database=self.options.database,
+        )

@@ -1,5 +1,5 @@
-"""System checks (`manage.py check`): a resolver that is missing or cannot be imported, an
-alias that names no mailbridge mailer."""
+"""System checks (`manage.py check`): a resolver that is missing, an option that cannot be
+imported or is wrong, an alias that names no mailbridge mailer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core import checks
 
 from ..errors import ConfigurationError
-from ._options import mailbridge_settings, resolve_callable
+from ._options import load_options, mailbridge_settings
 
 __all__ = ["BACKEND", "check_settings", "mailbridge_mailers"]
 
@@ -49,7 +49,7 @@ def _errors(alias: str, options: Mapping[str, Any]) -> Iterator[checks.CheckMess
                 id="mailbridge.E001",
             )
             return
-        resolve_callable(resolver)
+        load_options(options)
     except ConfigurationError as exc:
         yield checks.Error(f"The mailer {alias!r}: {exc}", id="mailbridge.E002")
 

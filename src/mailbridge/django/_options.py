@@ -22,6 +22,9 @@ OPTION_NAMES = {
     "tenant_resolver": "TENANT_RESOLVER",
     "tenant_header": "TENANT_HEADER",
     "max_clients": "MAX_CLIENTS",
+    "outbox": "OUTBOX",
+    "outbox_dispatch": "OUTBOX_DISPATCH",
+    "outbox_database": "OUTBOX_DATABASE",
 }
 
 
@@ -32,6 +35,9 @@ class Options:
     resolver: Resolver
     tenant_header: str = DEFAULT_TENANT_HEADER
     max_clients: int = DEFAULT_MAX_CLIENTS
+    outbox: Any = None  # outbox mode: an `Outbox` or its URL
+    dispatch: Callable[[str], object] | None = None  # called with each outbox id on commit
+    database: str = "default"  # the Django database whose transaction counts
 
 
 def mailbridge_settings() -> Mapping[str, Any]:
@@ -51,10 +57,7 @@ def resolve_callable(value: Any) -> Resolver:
             'or the mailer\'s OPTIONS {"tenant_resolver": ...}',
         )
     if isinstance(value, str):
-        try:
-            value = import_string(value)
-        except ImportError as exc:
-            raise ConfigurationError("TENANT_RESOLVER", f"cannot import {value!r}: {exc}") from None
+        value = _imported("TENANT_RESOLVER", value)
     if not callable(value):
         raise ConfigurationError("TENANT_RESOLVER", "must be a callable or its dotted path")
     return value  # type: ignore[no-any-return]
@@ -73,4 +76,23 @@ def load_options(overrides: Mapping[str, Any]) -> Options:
     max_clients = merged["max_clients"] or DEFAULT_MAX_CLIENTS
     if not isinstance(max_clients, int) or isinstance(max_clients, bool) or max_clients < 1:
         raise ConfigurationError("MAX_CLIENTS", "must be a positive whole number")
-    return Options(resolve_callable(merged["tenant_resolver"]), header, max_clients)
+    dispatch = merged["outbox_dispatch"]
+    if isinstance(dispatch, str):
+        dispatch = _imported("OUTBOX_DISPATCH", dispatch)
+    if dispatch is not None and not callable(dispatch):
+        raise ConfigurationError("OUTBOX_DISPATCH", "must be a callable or its dotted path")
+    return Options(
+        resolve_callable(merged["tenant_resolver"]),
+        header,
+        max_clients,
+        outbox=merged["outbox"],
+        dispatch=dispatch,
+        database=merged["outbox_database"] or "default",
+    )
+
+
+def _imported(field: str, path: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ConfigurationError(field, f"cannot import {path!r}: {exc}") from None

@@ -10,12 +10,13 @@ from .._client import SendResult
 from ..errors import MailbridgeError, RecipientsRefused
 from ..reply import SmtpReply
 
-__all__ = ["RecipientStatus", "SendStatus", "failed_status", "sent_status"]
+__all__ = ["RecipientStatus", "SendStatus", "failed_status", "queued_status", "sent_status"]
 
 
 @attrs.frozen
 class RecipientStatus:
-    """One recipient: `status` is "accepted", "refused" or "failed"; `reply` the server's."""
+    """One recipient: `status` is "accepted", "refused", "failed" or "queued"; `reply` the
+    server's."""
 
     status: str
     reply: SmtpReply | None = None
@@ -25,7 +26,8 @@ class RecipientStatus:
 class SendStatus:
     """Set on each message as `message.mailbridge_result` by the backend.
 
-    `status` is "sent" (every recipient accepted), "partial" (some refused) or "failed";
+    `status` is "sent" (every recipient accepted), "partial" (some refused), "failed", or
+    in outbox mode "queued" (`outbox_id` is set once the caller's transaction commits);
     `recipients` maps each envelope address to its `RecipientStatus`; `result` is the
     `SendResult` of a sent message, `error` the `MailbridgeError` of a failed one.
     """
@@ -35,6 +37,7 @@ class SendStatus:
     recipients: Mapping[str, RecipientStatus]
     result: SendResult | None = attrs.field(default=None, repr=False)
     error: MailbridgeError | None = attrs.field(default=None, repr=False)
+    outbox_id: str | None = None
 
 
 def sent_status(result: SendResult) -> SendStatus:
@@ -60,3 +63,8 @@ def failed_status(
         for address in recipients
     }
     return SendStatus("failed", message_id, statuses, error=error)
+
+
+def queued_status(recipients: Sequence[str], message_id: str) -> SendStatus:
+    """The status of a message handed to the outbox (its id follows on commit)."""
+    return SendStatus("queued", message_id, {a: RecipientStatus("queued") for a in recipients})

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.mail import EmailMessage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ....errors import MailbridgeError
-from ..._backend import client_of
-from ..._checks import mailbridge_mailers
-from ..._options import load_options, mailbridge_settings
+from ..._mailers import tenant_client
 
 __all__ = ["Command"]
 
@@ -32,23 +29,10 @@ class Command(BaseCommand):  # type: ignore[misc]
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        mailers = mailbridge_mailers()
-        alias = options["using"] or _default_alias()
-        if alias not in mailers:
-            known = ", ".join(sorted(mailers)) or "none"
-            raise CommandError(f"{alias!r} is not a mailer using mailbridge (those are: {known})")
-        probe = EmailMessage(subject="mailbridge connection test", to=["test@example.invalid"])
-        probe.tenant = options["tenant"]
         try:
-            backend_options = load_options(mailers[alias])
-            report = client_of(probe, backend_options, alias).test_connection()
+            report = tenant_client(options["tenant"], using=options["using"]).test_connection()
         except MailbridgeError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(str(report))
         if not report.ok:
             raise CommandError(f"the mail account of tenant {options['tenant']!r} does not work")
-
-
-def _default_alias() -> str:
-    alias = mailbridge_settings().get("MAILER")
-    return str(alias) if alias else "default"
