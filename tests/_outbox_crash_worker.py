@@ -42,35 +42,21 @@ def main() -> None:
             return taken
 
         store._take = hooked_take
-    elif point == "after_claim":  # committed claims, nothing sent yet
-        claim = store.claim
+    else:
+        exchange = store.exchange  # a worker records outcomes and claims in one transaction
 
-        def hooked_claim(*args: Any, **kwargs: Any) -> Any:
-            claimed = claim(*args, **kwargs)
-            if claimed and due():
-                die()
-            return claimed
+        def hooked_exchange(outcomes: Any, *args: Any, **kwargs: Any) -> Any:
+            states = {outcome.state for outcome in outcomes}
+            if point == "after_250_before_commit" and "sent" in states and due():
+                die()  # the server said 250, the row still says claimed
+            held, claimed = exchange(outcomes, *args, **kwargs)
+            if point == "after_claim" and claimed and due():
+                die()  # committed claims, nothing sent yet
+            if point == "during_backoff" and "queued" in states and due():
+                die()  # a message was put back to wait for its next attempt
+            return held, claimed
 
-        store.claim = hooked_claim
-    elif point == "after_250_before_commit":  # the server said 250, the row still says claimed
-        finish = store.finish
-
-        def hooked_finish(id: str, owner: str, state: Any, **kwargs: Any) -> Any:
-            if state == "sent" and due():
-                die()
-            return finish(id, owner, state, **kwargs)
-
-        store.finish = hooked_finish
-    elif point == "during_backoff":  # a message was put back to wait for its next attempt
-        reschedule = store.reschedule
-
-        def hooked_reschedule(*args: Any, **kwargs: Any) -> Any:
-            done = reschedule(*args, **kwargs)
-            if due():
-                die()
-            return done
-
-        store.reschedule = hooked_reschedule
+        store.exchange = hooked_exchange
     # "during_data": the test's SMTP server kills this process while it receives DATA.
     settings = SmtpSettings(**config["smtp"])
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ._sending import Backoff
     from ._sql import SqlStore
     from ._status import ErrorInfo, MessageStatus
-    from ._store import Claimed, NewMessage, Row, State, Store, TenantLimits
+    from ._store import Claimed, NewMessage, Outcome, Row, State, Store, TenantLimits
     from ._worker import Worker, WorkerStats
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "MessageStatus",
     "NewMessage",
     "Outbox",
+    "Outcome",
     "Row",
     "SqlStore",
     "State",
@@ -46,7 +47,15 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
             "._sending": ("Backoff",),
             "._sql": ("SqlStore",),
             "._status": ("ErrorInfo", "MessageStatus"),
-            "._store": ("Claimed", "NewMessage", "Row", "State", "Store", "TenantLimits"),
+            "._store": (
+                "Claimed",
+                "NewMessage",
+                "Outcome",
+                "Row",
+                "State",
+                "Store",
+                "TenantLimits",
+            ),
             "._worker": ("Worker", "WorkerStats"),
         },
         globals(),

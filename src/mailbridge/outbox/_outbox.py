@@ -273,7 +273,7 @@ class Outbox:
     ) -> Worker:
         """A worker that drains this outbox (see `Worker`); `resolve_client(tenant)` builds
         each tenant's `DeliveryClient` (default: the outbox's). `on_outcome(message, state)`
-        is called from the sending threads after each outcome is recorded (progress)."""
+        is called (in the thread running the worker) after each outcome is recorded."""
         from ._worker import Worker
 
         resolve = resolve_client or self.resolve_client
@@ -312,7 +312,7 @@ class Outbox:
         owner = f"deliver-{uuid.uuid4().hex[:12]}"
         claimed = self.store.claim_one(id, owner, lease=lease, now=self.clock())
         if claimed is not None:
-            Sender(self.store, owner, backoff or Backoff(), self.clock).process(claimed, resolve)
+            Sender(backoff or Backoff(), self.clock).send_one(self.store, owner, claimed, resolve)
         return self.status(id)
 
     # -- lifecycle ---------------------------------------------------------------

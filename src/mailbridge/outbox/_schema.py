@@ -1,7 +1,9 @@
 """The outbox schema and its migrations, written once for every SQL dialect.
 
 `{blob}` and `{real}` are the dialect's types for bytes and float seconds; all
-other columns are TEXT or INTEGER in both SQLite and PostgreSQL.
+other columns are TEXT or INTEGER in both SQLite and PostgreSQL. The message bytes
+live in their own table, `outbox_bodies`, written once: changing a message's state
+then never rewrites its bytes (SQLite would copy them into the WAL on every update).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ _V1 = (
         smtputf8 INTEGER NOT NULL,
         mode TEXT NOT NULL,
         note TEXT,
-        data {blob} NOT NULL,
         size INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         created_at {real} NOT NULL,
@@ -36,7 +37,11 @@ _V1 = (
         error TEXT,
         UNIQUE (tenant, idempotency_key)
     )""",
-    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox_messages (state, not_before)",
+    """CREATE TABLE IF NOT EXISTS outbox_bodies (
+        id TEXT PRIMARY KEY,
+        data {blob} NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox_messages (state, not_before, created_at)",
     "CREATE INDEX IF NOT EXISTS outbox_lease ON outbox_messages (state, lease_expires)",
     "CREATE INDEX IF NOT EXISTS outbox_tenant ON outbox_messages (tenant, state)",
     "CREATE INDEX IF NOT EXISTS outbox_updated ON outbox_messages (state, updated_at)",

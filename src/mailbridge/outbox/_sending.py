@@ -22,7 +22,7 @@ from ..errors import ConfigurationError, DeliveryError, DeliveryOutcomeUnknown, 
 from ..imap import SentArchiver
 from ..reply import SmtpReply
 from ._status import error_json, result_json
-from ._store import Claimed, State, Store
+from ._store import Claimed, Outcome, State, Store
 
 if TYPE_CHECKING:
     from .._client import DeliveryClient
@@ -67,21 +67,33 @@ def _short(error: BaseException) -> str:
 
 @attrs.define
 class Sender:
-    """Sends claimed messages for one owner (a worker or a `deliver` call)."""
+    """Sends claimed messages and says what to record (`Outcome`); writes nothing itself.
 
-    store: Store
-    owner: str
+    A worker records the outcomes of many messages in one transaction; `send_one`
+    records one at once (Celery's `deliver`).
+    """
+
     backoff: Backoff
     clock: Callable[[], float] = time.time
-    on_outcome: Callable[[Claimed, State], None] | None = None
 
-    def process(self, claimed: Claimed, resolve: ResolveClient) -> State:
-        """Send (or, for a recovered lease, settle) `claimed`; returns the state recorded."""
+    def send_one(self, store: Store, owner: str, claimed: Claimed, resolve: ResolveClient) -> State:
+        """`process` and record the outcome (if `owner` still holds the lease)."""
+        outcome = self.process(claimed, resolve)
+        if not store.record([outcome], owner, now=self.clock())[0]:
+            log.warning("outbox: %s was taken over before its outcome was recorded", claimed.id)
+        return outcome.state
+
+    def process(self, claimed: Claimed, resolve: ResolveClient) -> Outcome:
+        """Send (or, for a recovered lease, settle) `claimed`; the outcome to record.
+
+        A sent message is archived (when the client archives) before its outcome is
+        returned, so a crash before the record leaves a copy the Sent-folder search finds.
+        """
         try:
             client = resolve(claimed.tenant)
         except Exception as exc:  # the application's resolver: park, never kill the worker
             log.warning("outbox: resolving tenant %r failed: %s", claimed.tenant, exc)
-            return self._finish(claimed, State.PARKED, error=error_json(exc, _resolver(exc)))
+            return Outcome(claimed.id, State.PARKED, error=error_json(exc, _resolver(exc)))
         if claimed.recovering:
             return self._settle(claimed, client, None)
         prepared = PreparedMessage(
@@ -101,66 +113,34 @@ class Sender:
         except DeliveryError as exc:
             if exc.temporary:
                 return self._later(claimed, exc)
-            return self._finish(claimed, State.FAILED, error=error_json(exc))
+            return Outcome(claimed.id, State.FAILED, error=error_json(exc))
         except MailbridgeError as exc:  # the tenant's set-up (SPF, closed client): a person acts
-            return self._finish(claimed, State.PARKED, error=error_json(exc))
+            return Outcome(claimed.id, State.PARKED, error=error_json(exc))
         except Exception as exc:
             log.exception("outbox: sending %s failed unexpectedly", claimed.id)
-            return self._finish(claimed, State.PARKED, error=error_json(exc))
-        state = self._finish(
-            claimed,
-            State.SENT,
-            result=result_json(transaction.accepted, transaction.refused, transaction.reply),
-        )
+            return Outcome(claimed.id, State.PARKED, error=error_json(exc))
         if client.archive_sent and client.imap is not None:
             self._archive(client, prepared)
-        return state
+        result = result_json(transaction.accepted, transaction.refused, transaction.reply)
+        return Outcome(claimed.id, State.SENT, result=result)
 
     # -- outcomes ----------------------------------------------------------------
 
-    def _finish(
-        self,
-        claimed: Claimed,
-        state: State,
-        *,
-        result: str | None = None,
-        error: str | None = None,
-    ) -> State:
-        if not self.store.finish(
-            claimed.id, self.owner, state, now=self.clock(), result=result, error=error
-        ):
-            log.warning(
-                "outbox: %s was taken over before its outcome (%s) was recorded",
-                claimed.id,
-                state.value,
-            )
-        if self.on_outcome is not None:
-            self.on_outcome(claimed, state)
-        return state
-
-    def _later(self, claimed: Claimed, error: DeliveryError, why: str = "") -> State:
-        now = self.clock()
-        when = now + self.backoff.delay(claimed.attempts)
+    def _later(self, claimed: Claimed, error: DeliveryError, why: str = "") -> Outcome:
+        when = self.clock() + self.backoff.delay(claimed.attempts)
         if when > claimed.deadline:
             message = f"gave up after {claimed.attempts} attempts: {error}"
-            return self._finish(claimed, State.FAILED, error=error_json(error, message))
-        self.store.reschedule(
-            claimed.id,
-            self.owner,
-            now=now,
-            not_before=when,
-            reason=f"retrying at {time.strftime('%H:%M:%S', time.gmtime(when))}: "
+            return Outcome(claimed.id, State.FAILED, error=error_json(error, message))
+        reason = (
+            f"retrying at {time.strftime('%H:%M:%S', time.gmtime(when))}: "
             + (f"{why}: " if why else "")
-            + _short(error),
-            error=error_json(error),
+            + _short(error)
         )
-        if self.on_outcome is not None:
-            self.on_outcome(claimed, State.QUEUED)
-        return State.QUEUED
+        return Outcome(claimed.id, State.QUEUED, None, error_json(error), when, reason)
 
     def _settle(
         self, claimed: Claimed, client: DeliveryClient, error: DeliveryOutcomeUnknown | None
-    ) -> State:
+    ) -> Outcome:
         """A message that may have been transmitted: never resent blindly.
 
         With IMAP, a copy in the Sent folder proves it went out; where the server
@@ -174,28 +154,19 @@ class Sender:
         )
         found = self._find_in_sent(client, claimed.message_id)
         if found:
-            note = result_json((), {}, None)
-            return self._finish(claimed, State.SENT, result=note)
+            return Outcome(claimed.id, State.SENT, result=result_json((), {}, None))
         if found is not None and not client.archive_sent:
             if error is not None:  # this attempt failed after all: back off, up to the deadline
                 return self._later(claimed, error, "not in the Sent folder")
-            self.store.reschedule(
-                claimed.id,
-                self.owner,
-                now=self.clock(),
-                not_before=self.clock(),
-                reason="not in the Sent folder after an interruption: sending again",
-                count_attempt=False,
+            reason = "not in the Sent folder after an interruption: sending again"
+            return Outcome(
+                claimed.id, State.QUEUED, None, None, self.clock(), reason, count_attempt=False
             )
-            if self.on_outcome is not None:
-                self.on_outcome(claimed, State.QUEUED)
-            return State.QUEUED
         unknown = error or DeliveryOutcomeUnknown(
             why, diagnosis=_unknown_diagnosis(), temporary=False
         )
-        return self._finish(
-            claimed, State.OUTCOME_UNKNOWN, error=error_json(unknown, f"outcome unknown: {why}")
-        )
+        message = f"outcome unknown: {why}"
+        return Outcome(claimed.id, State.OUTCOME_UNKNOWN, error=error_json(unknown, message))
 
     @staticmethod
     def _find_in_sent(client: DeliveryClient, message_id: str) -> bool | None:

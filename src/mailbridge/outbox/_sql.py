@@ -13,14 +13,14 @@ from typing import Any
 
 from ._dialect import Dialect
 from ._schema import MIGRATIONS, SCHEMA_VERSION
-from ._store import FINAL_STATES, Claimed, NewMessage, Row, State
+from ._store import FINAL_STATES, Claimed, NewMessage, Outcome, Row, State
 
 __all__ = ["SqlStore"]
 
 MINUTE = 60.0
 DAY = 86_400.0
 _CLAIMED = (
-    "id, tenant, message_id, envelope_sender, recipients, bcc, smtputf8, mode, note, data,"
+    "m.id, tenant, message_id, envelope_sender, recipients, bcc, smtputf8, mode, note, b.data,"
     " attempts, created_at, deadline, lease_owner, lease_expires"
 )
 _ROW = (
@@ -141,9 +141,9 @@ class SqlStore:
             self._run(
                 cursor,
                 "INSERT INTO outbox_messages (id, tenant, idempotency_key, state, message_id,"
-                " envelope_sender, recipients, bcc, smtputf8, mode, note, data, size, attempts,"
+                " envelope_sender, recipients, bcc, smtputf8, mode, note, size, attempts,"
                 " created_at, updated_at, not_before, deadline)"
-                f" VALUES ({_marks(18)})",
+                f" VALUES ({_marks(17)})",
                 (
                     message.id,
                     message.tenant,
@@ -156,7 +156,6 @@ class SqlStore:
                     int(message.smtputf8),
                     message.mode,
                     message.note,
-                    message.data,
                     len(message.data),
                     0,
                     message.created_at,
@@ -164,6 +163,11 @@ class SqlStore:
                     message.not_before,
                     message.deadline,
                 ),
+            )
+            self._run(
+                cursor,
+                "INSERT INTO outbox_bodies (id, data) VALUES (?, ?)",
+                (message.id, message.data),
             )
             if message.limits is not None:
                 limits = message.limits
@@ -187,59 +191,85 @@ class SqlStore:
     # -- claiming ----------------------------------------------------------------
 
     def claim(self, owner: str, *, limit: int, lease: float, now: float) -> list[Claimed]:
-        if limit < 1:
-            return []
-        where = f"WHERE {_DUE} ORDER BY not_before, created_at LIMIT ?"
-        return self._claim(
-            owner, where, (now, now, 4 * limit + 16), limit=limit, lease=lease, now=now
-        )
+        return self.exchange([], owner, limit=limit, lease=lease, now=now)[1]
+
+    def exchange(
+        self, outcomes: Sequence[Outcome], owner: str, *, limit: int, lease: float, now: float
+    ) -> tuple[list[bool], list[Claimed]]:
+        if not outcomes and limit < 1:
+            return [], []
+        with self._transaction() as cursor:
+            held = [self._record(cursor, outcome, owner, now) for outcome in outcomes]
+            if limit < 1:
+                return held, []
+            return held, self._claim(cursor, owner, None, limit, lease, now)
 
     def claim_one(self, id: str, owner: str, *, lease: float, now: float) -> Claimed | None:
-        claimed = self._claim(
-            owner, f"WHERE id = ? AND {_DUE}", (id, now, now), limit=1, lease=lease, now=now
-        )
+        with self._transaction() as cursor:
+            claimed = self._claim(cursor, owner, id, 1, lease, now)
         return claimed[0] if claimed else None
 
-    def _claim(
+    def _claim(  # noqa: PLR0917 (one internal call shape)
         self,
+        cursor: Any,
         owner: str,
-        where: str,
-        params: tuple[Any, ...],
-        *,
+        id: str | None,
         limit: int,
         lease: float,
         now: float,
     ) -> list[Claimed]:
-        with self._transaction() as cursor:
-            candidates = self._run(
-                cursor,
-                f"SELECT id, tenant, state FROM outbox_messages {where} {self.dialect.claim_lock}",
-                params,
-            ).fetchall()
-            if not candidates:
-                return []
-            tenants = self._tenants(cursor, sorted({c[1] for c in candidates}), now)
-            taken: list[tuple[str, bool]] = []
-            held: list[tuple[float, str, float, str]] = []
-            for id, tenant_key, state in candidates:
-                if len(taken) >= limit:
-                    break
-                if state == State.CLAIMED.value:  # an expired lease: resolve, never resend
-                    taken.append((id, True))
+        candidates = self._candidates(cursor, id, limit, now)
+        if not candidates:
+            return []
+        tenants = self._tenants(cursor, sorted({c[1] for c in candidates}), now)
+        taken: list[tuple[str, bool]] = []
+        held: list[tuple[float, str, float, str]] = []
+        for key, tenant_key, state in candidates:
+            if len(taken) >= limit:
+                break
+            if state == State.CLAIMED.value:  # an expired lease: resolve, never resend
+                taken.append((key, True))
+                continue
+            tenant = tenants.get(tenant_key)
+            if tenant is not None:
+                hold = tenant.hold()
+                if hold is not None:
+                    held.append((hold[0], hold[1], now, key))
                     continue
-                tenant = tenants.get(tenant_key)
-                if tenant is not None:
-                    hold = tenant.hold()
-                    if hold is not None:
-                        held.append((hold[0], hold[1], now, id))
-                        continue
-                    if tenant.full():
-                        continue
-                    tenant.take()
-                taken.append((id, False))
-            self._hold(cursor, held)
-            self._save_tenants(cursor, tenants)
-            return self._take(cursor, owner, taken, now + lease, now)
+                if tenant.full():
+                    continue
+                tenant.take()
+            taken.append((key, False))
+        self._hold(cursor, held)
+        self._save_tenants(cursor, tenants)
+        return self._take(cursor, owner, taken, now + lease, now)
+
+    def _candidates(
+        self, cursor: Any, id: str | None, limit: int, now: float
+    ) -> list[tuple[str, str, str]]:
+        """Expired leases first, then due queued messages in order (each query on its index)."""
+        lock = self.dialect.claim_lock
+        if id is not None:
+            return list(
+                self._run(
+                    cursor,
+                    f"SELECT id, tenant, state FROM outbox_messages WHERE id = ? AND {_DUE} {lock}",
+                    (id, now, now),
+                ).fetchall()
+            )
+        expired = self._run(
+            cursor,
+            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'claimed'"
+            f" AND lease_expires < ? ORDER BY lease_expires LIMIT ? {lock}",
+            (now, limit),
+        ).fetchall()
+        due = self._run(
+            cursor,
+            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued'"
+            f" AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
+            (now, 4 * limit + 16),
+        ).fetchall()
+        return [*expired, *due]
 
     def _tenants(self, cursor: Any, keys: list[str], now: float) -> dict[str, _Tenant]:
         rows = self._run(
@@ -301,7 +331,8 @@ class SqlStore:
             )
         rows = self._run(
             cursor,
-            f"SELECT {_CLAIMED} FROM outbox_messages WHERE id IN ({_marks(len(taken))})",
+            f"SELECT {_CLAIMED} FROM outbox_messages m JOIN outbox_bodies b ON b.id = m.id"
+            f" WHERE m.id IN ({_marks(len(taken))})",
             list(recovering),
         ).fetchall()
         order = {id: index for index, (id, _) in enumerate(taken)}
@@ -330,6 +361,38 @@ class SqlStore:
 
     # -- recording ---------------------------------------------------------------
 
+    def record(self, outcomes: Sequence[Outcome], owner: str, *, now: float) -> list[bool]:
+        if not outcomes:
+            return []
+        with self._transaction() as cursor:
+            return [self._record(cursor, outcome, owner, now) for outcome in outcomes]
+
+    def _record(self, cursor: Any, outcome: Outcome, owner: str, now: float) -> bool:
+        if outcome.state is State.QUEUED:
+            sql = (
+                "UPDATE outbox_messages SET state = 'queued', not_before = ?, wait_reason = ?,"
+                " error = COALESCE(?, error), attempts = attempts - ?, lease_owner = NULL,"
+                " lease_expires = NULL, updated_at = ?"
+                " WHERE id = ? AND state = 'claimed' AND lease_owner = ?"
+            )
+            params: tuple[Any, ...] = (
+                now if outcome.not_before is None else outcome.not_before,
+                outcome.reason,
+                outcome.error,
+                0 if outcome.count_attempt else 1,
+                now,
+            )
+        else:
+            sql = (
+                "UPDATE outbox_messages SET state = ?, result = COALESCE(?, result),"
+                " error = ?, sent_at = COALESCE(?, sent_at), lease_owner = NULL,"
+                " lease_expires = NULL, wait_reason = NULL, updated_at = ?"
+                " WHERE id = ? AND state = 'claimed' AND lease_owner = ?"
+            )
+            sent_at = now if outcome.state is State.SENT else None
+            params = (outcome.state.value, outcome.result, outcome.error, sent_at, now)
+        return bool(self._run(cursor, sql, (*params, outcome.id, owner)).rowcount == 1)
+
     def finish(
         self,
         id: str,
@@ -340,19 +403,7 @@ class SqlStore:
         result: str | None = None,
         error: str | None = None,
     ) -> bool:
-        sent_at = now if state is State.SENT else None
-        with self._transaction() as cursor:
-            return bool(
-                self._run(
-                    cursor,
-                    "UPDATE outbox_messages SET state = ?, result = COALESCE(?, result),"
-                    " error = ?, sent_at = COALESCE(?, sent_at), lease_owner = NULL,"
-                    " lease_expires = NULL, wait_reason = NULL, updated_at = ?"
-                    " WHERE id = ? AND state = 'claimed' AND lease_owner = ?",
-                    (state.value, result, error, sent_at, now, id, owner),
-                ).rowcount
-                == 1
-            )
+        return self.record([Outcome(id, state, result, error)], owner, now=now)[0]
 
     def reschedule(
         self,
@@ -365,18 +416,10 @@ class SqlStore:
         error: str | None = None,
         count_attempt: bool = True,
     ) -> bool:
-        with self._transaction() as cursor:
-            return bool(
-                self._run(
-                    cursor,
-                    "UPDATE outbox_messages SET state = 'queued', not_before = ?, wait_reason = ?,"
-                    " error = COALESCE(?, error), attempts = attempts - ?, lease_owner = NULL,"
-                    " lease_expires = NULL, updated_at = ?"
-                    " WHERE id = ? AND state = 'claimed' AND lease_owner = ?",
-                    (not_before, reason, error, 0 if count_attempt else 1, now, id, owner),
-                ).rowcount
-                == 1
-            )
+        outcome = Outcome(
+            id, State.QUEUED, None, error, not_before, reason, count_attempt=count_attempt
+        )
+        return self.record([outcome], owner, now=now)[0]
 
     def release(self, ids: Sequence[str], owner: str, *, now: float) -> int:
         if not ids:
@@ -455,12 +498,14 @@ class SqlStore:
 
     def next_due(self) -> float | None:
         with self._transaction(write=False) as cursor:
-            found = self._run(
-                cursor,
-                "SELECT MIN(CASE WHEN state = 'queued' THEN not_before ELSE lease_expires END)"
-                " FROM outbox_messages WHERE state IN ('queued', 'claimed')",
-            ).fetchone()
-        return None if found is None or found[0] is None else float(found[0])
+            times = [
+                self._run(
+                    cursor, f"SELECT MIN({column}) FROM outbox_messages WHERE state = ?", (state,)
+                ).fetchone()[0]
+                for column, state in (("not_before", "queued"), ("lease_expires", "claimed"))
+            ]
+        found = [float(value) for value in times if value is not None]
+        return min(found) if found else None
 
     # -- operator actions --------------------------------------------------------
 
@@ -495,13 +540,14 @@ class SqlStore:
     def purge(self, *, before: float) -> int:
         final = sorted(state.value for state in FINAL_STATES)
         with self._transaction() as cursor:
+            where = f"WHERE updated_at < ? AND state IN ({_marks(len(final))})"
+            self._run(
+                cursor,
+                f"DELETE FROM outbox_bodies WHERE id IN (SELECT id FROM outbox_messages {where})",
+                (before, *final),
+            )
             return int(
-                self._run(
-                    cursor,
-                    "DELETE FROM outbox_messages WHERE updated_at < ?"
-                    f" AND state IN ({_marks(len(final))})",
-                    (before, *final),
-                ).rowcount
+                self._run(cursor, f"DELETE FROM outbox_messages {where}", (before, *final)).rowcount
             )
 
     # -- waking ------------------------------------------------------------------

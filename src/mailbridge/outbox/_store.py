@@ -16,6 +16,7 @@ __all__ = [
     "FINAL_STATES",
     "Claimed",
     "NewMessage",
+    "Outcome",
     "Row",
     "State",
     "Store",
@@ -102,6 +103,24 @@ class Claimed:
 
 
 @attrs.frozen
+class Outcome:
+    """What to record for a claimed message: a final `state`, or `queued` again.
+
+    For `queued`: `not_before` and `reason` say when and why; `count_attempt=False`
+    takes back the attempt the claim counted (nothing was tried). `result` / `error`
+    are the JSON documents of the `result` and `error` columns.
+    """
+
+    id: str
+    state: State
+    result: str | None = None
+    error: str | None = None
+    not_before: float | None = None
+    reason: str | None = None
+    count_attempt: bool = True
+
+
+@attrs.frozen
 class Row:
     """A message's stored state without its bytes (what `status()` and `messages()` read).
 
@@ -162,8 +181,22 @@ class Store(Protocol):
         """
         ...
 
+    def exchange(
+        self, outcomes: Sequence[Outcome], owner: str, *, limit: int, lease: float, now: float
+    ) -> tuple[list[bool], list[Claimed]]:
+        """`record(outcomes)` and `claim(limit=…)` in one transaction (a worker's loop)."""
+        ...
+
     def claim_one(self, id: str, owner: str, *, lease: float, now: float) -> Claimed | None:
         """Like `claim`, for the one message `id`; None when it is not due or not free."""
+        ...
+
+    def record(self, outcomes: Sequence[Outcome], owner: str, *, now: float) -> list[bool]:
+        """Record several outcomes in one transaction; for each, whether `owner` still held it.
+
+        A final state clears the lease (`sent` also sets `sent_at`); `queued` puts the
+        message back until `not_before` with `reason` as its `wait_reason`.
+        """
         ...
 
     def finish(

@@ -19,7 +19,7 @@ import attrs
 from ..errors import ConfigurationError
 from ..smtp.pool import DEFAULT_CONCURRENCY
 from ._sending import Backoff, ResolveClient, Sender
-from ._store import Claimed, State
+from ._store import Claimed, Outcome, State
 
 if TYPE_CHECKING:
     from .._client import DeliveryClient
@@ -94,9 +94,7 @@ class Worker:
         self._stop = threading.Event()
         self._clients: dict[str, DeliveryClient] = {}
         self._clients_lock = threading.Lock()
-        self._sender = Sender(
-            outbox.store, self.name, backoff or Backoff(), outbox.clock, self._count
-        )
+        self._sender = Sender(backoff or Backoff(), outbox.clock)
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} concurrency={self.concurrency}>"
@@ -124,11 +122,15 @@ class Worker:
         return client
 
     def run(self, *, until_idle: bool = False, linger: float = 0.0) -> WorkerStats:
-        """Drain the outbox until stopped (or, with `until_idle`, until nothing is due)."""
+        """Drain the outbox until stopped (or, with `until_idle`, until nothing is due).
+
+        The sending threads only send; this thread records the outcomes that arrived
+        together in one transaction and claims as many messages as threads are free.
+        """
         self._stop.clear()
         store = self.outbox.store
         clock = self.outbox.clock
-        in_flight: dict[concurrent.futures.Future[State], Claimed] = {}
+        in_flight: dict[concurrent.futures.Future[Outcome], Claimed] = {}
         renewed = time.monotonic()
         with (
             self._signals(),
@@ -137,23 +139,20 @@ class Worker:
             ) as pool,
         ):
             try:
+                done: dict[concurrent.futures.Future[Outcome], Claimed] = {}
                 while True:
-                    free = self.concurrency - len(in_flight)
-                    claimed: list[Claimed] = []
-                    if free > 0 and not self._stop.is_set():
-                        claimed = store.claim(self.name, limit=free, lease=self.lease, now=clock())
-                        for item in claimed:
-                            future = pool.submit(self._sender.process, item, self._client)
-                            in_flight[future] = item
+                    free = 0 if self._stop.is_set() else self.concurrency - len(in_flight)
+                    claimed = self._exchange(done, free)
+                    done = {}
+                    for item in claimed:
+                        in_flight[pool.submit(self._sender.process, item, self._client)] = item
                     if in_flight:
-                        done, _ = concurrent.futures.wait(
+                        finished, _ = concurrent.futures.wait(
                             in_flight,
                             timeout=0.05 if len(in_flight) < self.concurrency else 0.5,
                             return_when=concurrent.futures.FIRST_COMPLETED,
                         )
-                        for future in done:
-                            del in_flight[future]
-                            future.result()  # a bug in our own code surfaces here
+                        done = {future: in_flight.pop(future) for future in finished}
                     elif self._stop.is_set():
                         break
                     elif not claimed:
@@ -164,17 +163,35 @@ class Worker:
                         wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - now))
                         store.wait(wait)
                     if in_flight and time.monotonic() - renewed > self.lease / 3:
-                        store.renew(
-                            [c.id for c in in_flight.values()],
-                            self.name,
-                            until=clock() + self.lease,
-                        )
+                        ids = [c.id for c in in_flight.values()]
+                        store.renew(ids, self.name, until=clock() + self.lease)
                         renewed = time.monotonic()
             finally:
-                for future in concurrent.futures.as_completed(list(in_flight)):
-                    future.result()
+                if in_flight:
+                    concurrent.futures.wait(in_flight)
+                    done.update(in_flight)
+                self._exchange(done, 0)
                 self._close_clients()
         return self.stats
+
+    def _exchange(
+        self, done: dict[concurrent.futures.Future[Outcome], Claimed], free: int
+    ) -> list[Claimed]:
+        """Record finished sends and claim up to `free` more, in one transaction.
+
+        A bug in our own sending code surfaces here (`future.result()`).
+        """
+        outcomes = [future.result() for future in done]
+        if not outcomes and free < 1:
+            return []
+        held, claimed = self.outbox.store.exchange(
+            outcomes, self.name, limit=free, lease=self.lease, now=self.outbox.clock()
+        )
+        for item, outcome, ok in zip(done.values(), outcomes, held, strict=True):
+            if not ok:
+                log.warning("outbox: %s was taken over before its outcome was recorded", item.id)
+            self._count(item, outcome.state)
+        return claimed
 
     def _close_clients(self) -> None:
         with self._clients_lock:
