@@ -54,6 +54,7 @@ def docs(session: nox.Session) -> None:
 DJANGO_TESTS = [
     "tests/test_django_backend.py",
     "tests/test_django_project.py",
+    "tests/test_django_outbox.py",
     "tests/test_django_postfix.py",
 ]
 
