@@ -15,6 +15,7 @@ _ACTION_WORDS = {"failure": "failed", "delay": "delayed", "deliverable": "delive
 _XTEXT = re.compile(r"\+([0-9A-F]{2})")
 _UNITEXT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 MAX_RECIPIENTS = 500
+MAX_STATUS = 1024 * 1024  # of a delivery-status body: 500 recipients need far less
 _PER_MESSAGE = frozenset(
     {"original-envelope-id", "reporting-mta", "dsn-gateway", "received-from-mta", "arrival-date"}
 )
@@ -43,9 +44,13 @@ def _char(code: str) -> str:
 
 def _groups(entity: Entity) -> list[list[tuple[str, str]]]:
     """The field groups of a status body; a group per recipient even without blank lines."""
-    text = normalize(entity.decoded())
+    text = normalize(entity.decoded())[:MAX_STATUS]
     groups: list[list[tuple[str, str]]] = []
     for block in _BLANK.split(text):
+        if len(groups) > MAX_RECIPIENTS:
+            break
+        if not block.strip():
+            continue
         fields = parse_fields(block, utf8=True)
         current: list[tuple[str, str]] = []
         for name, value in fields:

@@ -38,6 +38,8 @@ MAX_FIELDS = 500
 MAX_FIELD = 16 * 1024
 _FIELD = re.compile(rb"^([!-9;-~]{1,76})[ \t]*:(.*)$")
 _HEADER_END = re.compile(rb"\n\n")
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(octet for octet in range(256) if octet not in _BASE64)
 
 
 def normalize(raw: bytes) -> bytes:
@@ -109,7 +111,7 @@ class Entity:
         """The body with its Content-Transfer-Encoding undone (broken encodings: best effort)."""
         encoding = (self.get("content-transfer-encoding") or "").strip().lower()
         if encoding == "base64":
-            cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", self.body)
+            cleaned = self.body.translate(None, _NOT_BASE64)
             cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
             try:
                 return base64.b64decode(cleaned)
