@@ -112,7 +112,9 @@ class Entity:
         encoding = (self.get("content-transfer-encoding") or "").strip().lower()
         if encoding == "base64":
             cleaned = self.body.translate(None, _NOT_BASE64)
-            cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
+            if len(cleaned) % 4 == 1:  # a lone last character carries no whole octet
+                cleaned = cleaned[:-1]
+            cleaned += b"=" * (-len(cleaned) % 4)  # the padding was taken out with the rest
             try:
                 return base64.b64decode(cleaned)
             except (binascii.Error, ValueError):
