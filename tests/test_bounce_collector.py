@@ -205,3 +205,18 @@ def test_collector_settings_are_checked() -> None:
         BounceCollector(settings, max_message_bytes=10)
     with pytest.raises(ConfigurationError, match="timeout"):
         BounceCollector(settings).fetch(timeout=float("nan"))
+
+
+def test_a_server_without_move_gets_the_keyword_instead(server: FakeImapServer) -> None:
+    server.create_folder("Bounces")
+    server.omit_capabilities = {"MOVE"}
+    ordinary = server.seed("INBOX", ORDINARY, flags=["\\Deleted"])
+    bounce = server.seed("INBOX", dsn("gone@customer.example"))
+    seen: list[BounceEvent] = []
+    collector = BounceCollector(server.imap_settings(), move_to="Bounces", on_event=seen.append)
+    batch = collector.run()
+    assert batch.uids == (bounce,) and len(seen) == 1
+    flags = {m.uid: m.flags for m in server.messages("INBOX")}
+    assert flags == {ordinary: {"\\Deleted"}, bounce: {"$BounceProcessed"}}  # nothing expunged
+    assert server.messages("Bounces") == []
+    assert collector.run().events == () and len(seen) == 1  # not collected again

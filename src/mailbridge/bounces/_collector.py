@@ -66,6 +66,7 @@ class BounceBatch:
     scanned: int = 0  # new messages looked at (reports and others)
     uidvalidity_changed: bool = False
     problems: tuple[tuple[int, str], ...] = ()
+    can_move: bool = True  # the server offers MOVE; without it, `commit()` marks instead
 
 
 class BounceCollector:
@@ -115,6 +116,10 @@ class BounceCollector:
             batch_size=batch_size,
             limits=self._limits,
         )
+        self._keyword_marker = InboxImporter(  # for a server without MOVE
+            settings, folder=folder, mark=mark, batch_size=batch_size, limits=self._limits
+        )
+        self.move_to = move_to
         self.mark = mark
         self.batch_size = batch_size
 
@@ -137,8 +142,14 @@ class BounceCollector:
             session.close()
 
     def commit(self, batch: BounceBatch) -> Checkpoint:
-        """Mark or move the reports of `batch`; returns the checkpoint to persist."""
-        return self._marker.commit(ImportBatch((), batch.checkpoint, batch.uids))
+        """Mark or move the reports of `batch`; returns the checkpoint to persist.
+
+        A server without MOVE gets the keyword instead when `mark` is set (the
+        reports stay in the folder, marked, and are not collected again).
+        """
+        fallback = self.move_to is not None and self.mark is not None and not batch.can_move
+        marker = self._keyword_marker if fallback else self._marker
+        return marker.commit(ImportBatch((), batch.checkpoint, batch.uids))
 
     def run(self, checkpoint: Checkpoint | None = None) -> BounceBatch:
         """`fetch()`, `on_event` for each event, then `commit()`."""
@@ -173,6 +184,7 @@ class BounceCollector:
             len(uids),
             changed,
             tuple(problems),
+            can_move=bool(session.client.has_capability("MOVE")),
         )
 
     def _candidates(
