@@ -64,3 +64,15 @@ def test_a_base64_status_part_with_padding_keeps_its_last_line() -> None:
         encoded = base64.encodebytes(text + status)
         report = _parsed(_dsn(encoded, part_headers=b"Content-Transfer-Encoding: base64\r\n"))
         assert report.recipients[0].status == status.split()[1].decode()
+
+
+def test_a_heuristic_report_takes_no_address_from_an_original_quoted_with_brackets() -> None:
+    report = parse_bounce(
+        b"From: MAILER-DAEMON@mx.example\r\nSubject: Delivery failure\r\n"
+        b"To: billing@acme.example\r\n\r\n"
+        b"Delivery to gone@c.example failed: 550 5.1.1 user unknown\r\n\r\n"
+        b"> From: billing@acme.example\r\n> To: gone@c.example, other@c.example\r\n"
+        b">> Cc: boss@c.example\r\n"
+    )
+    assert report is not None and report.kind == "heuristic"
+    assert [r.address for r in report.recipients] == ["gone@c.example"]

@@ -28,7 +28,8 @@ _AUTO_SUBJECT = re.compile(
 )
 _GENERIC_END = re.compile(  # possessive and bounded: linear on a line of dashes
     r"^-{2,}+[^\n]{0,200}?(?:original message|copy of the message|message header|below this line"
-    r"|returned message|original headers)|^(?:Return-Path|Received|DKIM-Signature):",
+    r"|returned message|original headers)|^(?:Return-Path|Received|DKIM-Signature):"
+    r"|^>[> \t]{0,20}(?:From|To|Cc|Subject|Date|Message-ID):",  # the original, quoted with ">"
     re.I | re.M,
 )
 _DELAY = re.compile(r"\bdelay|will (?:be )?retr|temporar|not yet been delivered|still trying", re.I)
