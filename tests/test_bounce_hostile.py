@@ -75,6 +75,8 @@ def test_many_parts_huge_headers_and_huge_messages_are_bounded() -> None:
         b"From: x@y\r\nSubject: AWS Notification\r\n\r\n"
         b'{"notificationType": "Bounce", "bounce": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
         b"From: MAILER-DAEMON@x\r\nSubject: Returned mail\r\n\r\n" + b" " * 1_000_000 + b"@",
+        b"From: MAILER-DAEMON@x\r\nSubject: =?iso-8\xff59-1?q?Undelivered?=\r\n\r\nx\r\n",
+        b'From: MAILER-DAEMON@x\r\nContent-Type: text/plain; charset="utf\x00-8"\r\n\r\nx\r\n',
         b"From: MAILER-DAEMON@x\r\nSubject: Returned mail\r\n\r\n" + b"a@b.cc 550 5.1.1 " * 100_000,
         b"From: MAILER-DAEMON@x\r\nSubject: x\r\n\r\nThis message was created automatically by "
         b"mail delivery software.\r\n" + b"  " * 500_000 + b"x@y.example\r\n",

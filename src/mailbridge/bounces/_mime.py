@@ -78,7 +78,7 @@ def decode_words(value: str) -> str:
         return value
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
+    except (LookupError, ValueError, UnicodeError, email.errors.MessageError):  # CharsetError
         return value
 
 
@@ -129,7 +129,7 @@ class Entity:
         charset = self.params.get("charset", "").strip().strip('"') or "utf-8"
         try:
             codecs.lookup(charset)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
             charset = "utf-8"
         try:
             return data.decode(charset)
