@@ -220,3 +220,13 @@ def test_a_server_without_move_gets_the_keyword_instead(server: FakeImapServer) 
     assert flags == {ordinary: {"\\Deleted"}, bounce: {"$BounceProcessed"}}  # nothing expunged
     assert server.messages("Bounces") == []
     assert collector.run().events == () and len(seen) == 1  # not collected again
+
+
+def test_headers_too_large_together_are_read_one_by_one(server: FakeImapServer) -> None:
+    bulky = b"X-Padding: " + b"p" * 50_000 + b"\r\n" + ORDINARY  # each alone within the limits
+    for _ in range(30):
+        server.seed("INBOX", bulky)
+    bounce = server.seed("INBOX", dsn("gone@customer.example"))
+    batch = BounceCollector(server.imap_settings(), max_message_bytes=1024).fetch()
+    assert batch.uids == (bounce,) and batch.problems == ()  # not lost behind the checkpoint
+    assert batch.scanned == 31

@@ -196,6 +196,8 @@ class BounceCollector:
         except (ImapCommandFailed, ImapLimitExceeded) as exc:
             if isinstance(exc, ImapLimitExceeded):
                 session.reopen(exc)
+            if len(uids) > 1:  # one message's fault, or too much together: ask one by one
+                return [uid for one in uids for uid in self._candidates(session, [one], problems)]
             problems.extend((uid, f"its headers could not be read: {exc}") for uid in uids)
             return []
         found = []
