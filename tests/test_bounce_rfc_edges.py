@@ -76,3 +76,19 @@ def test_a_heuristic_report_takes_no_address_from_an_original_quoted_with_bracke
     )
     assert report is not None and report.kind == "heuristic"
     assert [r.address for r in report.recipients] == ["gone@c.example"]
+
+
+def test_a_bounce_marked_auto_replied_from_an_unusual_sender_is_no_auto_reply() -> None:
+    report = parse_bounce(
+        b"From: Microsoft Outlook <MicrosoftExchange329e71ec@contoso.example>\r\n"
+        b"Subject: Undeliverable: Invoice 17\r\nAuto-Submitted: auto-replied\r\n"
+        b"Return-Path: <>\r\n\r\n"
+        b"Delivery to gone@c.example failed permanently: 550 5.1.1 user unknown\r\n"
+    )
+    assert report is not None and report.kind == "heuristic"  # a bounce, checked with care
+    assert [(r.address, r.status) for r in report.recipients] == [("gone@c.example", "5.1.1")]
+    vacation = parse_bounce(
+        b"From: Jane <jane@c.example>\r\nSubject: Automatic reply: Undeliverable invoice?\r\n"
+        b"Auto-Submitted: auto-replied\r\n\r\nI am away until Monday.\r\n"
+    )
+    assert vacation is not None and vacation.kind == "auto_reply"

@@ -199,6 +199,8 @@ def _is_auto_reply(root: Entity, subject: str) -> bool:
     """RFC 3834 (Auto-Submitted: auto-replied), and the headers and subjects of vacation tools."""
     if _DAEMON.search(root.get("from", "") or ""):
         return False
+    if _BOUNCE_SUBJECT.search(subject) and not _AUTO_SUBJECT.search(subject):
+        return False  # "Undeliverable: ..." from a server with another name: a bounce
     submitted = (root.get("auto-submitted") or "no").strip().lower()
     return (
         submitted.startswith("auto-replied")
