@@ -92,3 +92,17 @@ def test_a_bounce_marked_auto_replied_from_an_unusual_sender_is_no_auto_reply() 
         b"Auto-Submitted: auto-replied\r\n\r\nI am away until Monday.\r\n"
     )
     assert vacation is not None and vacation.kind == "auto_reply"
+
+
+def test_an_ses_bounce_of_undetermined_type_is_no_hard_bounce() -> None:
+    raw = (
+        b"From: no-reply@sns.amazonaws.example\r\nSubject: AWS Notification Message\r\n\r\n"
+        b'{"notificationType":"Bounce","bounce":{"bounceType":"Undetermined",'
+        b'"bounceSubType":"Undetermined","bouncedRecipients":[{"emailAddress":'
+        b'"jane@customer.example"}]},"mail":{"commonHeaders":{"messageId":"<m@acme.example>"}}}'
+    )
+    report = parse_bounce(raw)
+    assert report is not None and report.source == "amazon_ses"
+    (recipient,) = report.recipients
+    assert recipient.action == "failed" and recipient.status is None
+    assert not recipient.permanent and not report.permanent  # never suppressed on a guess
