@@ -230,3 +230,36 @@ def test_headers_too_large_together_are_read_one_by_one(server: FakeImapServer) 
     batch = BounceCollector(server.imap_settings(), max_message_bytes=1024).fetch()
     assert batch.uids == (bounce,) and batch.problems == ()  # not lost behind the checkpoint
     assert batch.scanned == 31
+
+
+def test_a_report_that_could_not_be_read_comes_again_with_the_checkpoint(
+    server: FakeImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailbridge.bounces import _collector
+    from mailbridge.imap._failures import unusable_answer
+
+    first = server.seed("INBOX", dsn("one@customer.example"))
+    second = server.seed("INBOX", dsn("two@customer.example"))
+    server.seed("INBOX", ORDINARY)
+    original = _collector.FolderSession._open
+
+    def flaky(self: object) -> object:  # the server answers NO to one message's body, once
+        client = original(self)  # type: ignore[arg-type]
+        fetch = client.fetch
+
+        def refusing(uids: list[int], items: list[str]) -> object:
+            if list(uids) == [first] and items[0].startswith("BODY.PEEK[]"):
+                raise unusable_answer("FETCH", "a test's refusal")
+            return fetch(uids, items)
+
+        client.fetch = refusing  # type: ignore[method-assign]
+        return client
+
+    collector = BounceCollector(server.imap_settings())
+    with monkeypatch.context() as patch:
+        patch.setattr(_collector.FolderSession, "_open", flaky)
+        batch = collector.run()
+    assert batch.uids == (second,) and [uid for uid, _ in batch.problems] == [first]
+    assert batch.checkpoint.last_uid == first - 1  # not past the unread report
+    again = collector.run(batch.checkpoint)
+    assert again.uids == (first,) and again.checkpoint.last_uid == first + 2

@@ -58,7 +58,11 @@ class BounceEvent:
 
 @attrs.frozen
 class BounceBatch:
-    """The reports of one run, the checkpoint to persist, and what could not be read."""
+    """The reports of one run, the checkpoint to persist, and what could not be read.
+
+    The checkpoint stops before the first message in `problems`, so that a report
+    that could not be read is fetched again by the next run (not skipped for good).
+    """
 
     events: tuple[BounceEvent, ...]
     checkpoint: Checkpoint
@@ -177,9 +181,12 @@ class BounceCollector:
                 event = self._event(session, uid, problems)
                 if event is not None:
                     events.append(event)
+        newest = max(uids, default=last_uid)
+        if problems:  # a report that could not be read now is asked for again next time
+            newest = max(last_uid, min(newest, min(uid for uid, _ in problems) - 1))
         return BounceBatch(
             tuple(events),
-            Checkpoint(current, max(uids, default=last_uid)),
+            Checkpoint(current, newest),
             tuple(event.uid for event in events),
             len(uids),
             changed,
