@@ -166,3 +166,20 @@ def test_cli_default_lists_with_a_dqs_key_from_the_environment(
     monkeypatch.delenv("TEST_DQS_KEY")
     assert _cli(dns, "192.0.2.9", "--dqs-key-env", "TEST_DQS_KEY") == 2
     assert "TEST_DQS_KEY is not set" in capsys.readouterr().err
+
+
+def test_cli_list_of_a_known_zone_keeps_its_error_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    blocked = {"A": "127.255.255.254"}  # Spamhaus: "your resolver is blocked"
+    zones = {"zen.spamhaus.org": {"2.0.0.127": blocked, "8.2.0.192": blocked}}
+    with FakeDnsServer(zones) as server:
+        assert _cli(server, "192.0.2.8", "--list", "zen.spamhaus.org") == 4  # not 1: listed
+    out = capsys.readouterr().out
+    assert "LISTED" not in out and "Spamhaus ZEN" in out and "127.255.255.254" in out
+
+
+def test_a_zone_written_with_its_final_dot_is_asked(
+    dns: FakeDnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert Blacklist(name="Test BL", zone="bl.test.").zone == "bl.test"
+    assert _cli(dns, "192.0.2.9", "--list", "bl.test.") == 1  # was an EmptyLabel error
+    assert "LISTED" in capsys.readouterr().out

@@ -342,3 +342,21 @@ def test_a_hostile_txt_reason_is_made_plain_and_short() -> None:
     assert result.reason.startswith("line one Injected: headerxxx")  # strings joined
     assert result.reason.endswith("y...")
     assert "\n" not in str(result) and "\r" not in str(result)
+
+
+def test_a_failed_dqs_query_keeps_the_key_out_of_the_whole_exception_chain() -> None:
+    import traceback
+
+    key = "abcdefghijklmnopqrstuvwxyz"
+    zones = {f"{key}.zen.dq.spamhaus.net": {"2.0.0.127": {"A": "127.0.0.2"}}}
+    with FakeDnsServer(zones) as server:
+        server.fail(f"2.0.0.127.{key}.zen.dq.spamhaus.net", "SERVFAIL")
+        (result,) = _check(server, LISTED_IP, SPAMHAUS, dqs_key=key).results
+    assert result.status == ListStatus.ERROR and result.error is not None
+    chain: list[BaseException] = []
+    error: BaseException | None = result.error
+    while error is not None and len(chain) < 10:  # bounded walk of cause and context
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    shown = "".join(traceback.format_exception(result.error)) + "".join(map(repr, chain))
+    assert key not in shown and "no DNS server answered" in shown

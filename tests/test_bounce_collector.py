@@ -205,3 +205,61 @@ def test_collector_settings_are_checked() -> None:
         BounceCollector(settings, max_message_bytes=10)
     with pytest.raises(ConfigurationError, match="timeout"):
         BounceCollector(settings).fetch(timeout=float("nan"))
+
+
+def test_a_server_without_move_gets_the_keyword_instead(server: FakeImapServer) -> None:
+    server.create_folder("Bounces")
+    server.omit_capabilities = {"MOVE"}
+    ordinary = server.seed("INBOX", ORDINARY, flags=["\\Deleted"])
+    bounce = server.seed("INBOX", dsn("gone@customer.example"))
+    seen: list[BounceEvent] = []
+    collector = BounceCollector(server.imap_settings(), move_to="Bounces", on_event=seen.append)
+    batch = collector.run()
+    assert batch.uids == (bounce,) and len(seen) == 1
+    flags = {m.uid: m.flags for m in server.messages("INBOX")}
+    assert flags == {ordinary: {"\\Deleted"}, bounce: {"$BounceProcessed"}}  # nothing expunged
+    assert server.messages("Bounces") == []
+    assert collector.run().events == () and len(seen) == 1  # not collected again
+
+
+def test_headers_too_large_together_are_read_one_by_one(server: FakeImapServer) -> None:
+    bulky = b"X-Padding: " + b"p" * 50_000 + b"\r\n" + ORDINARY  # each alone within the limits
+    for _ in range(30):
+        server.seed("INBOX", bulky)
+    bounce = server.seed("INBOX", dsn("gone@customer.example"))
+    batch = BounceCollector(server.imap_settings(), max_message_bytes=1024).fetch()
+    assert batch.uids == (bounce,) and batch.problems == ()  # not lost behind the checkpoint
+    assert batch.scanned == 31
+
+
+def test_a_report_that_could_not_be_read_comes_again_with_the_checkpoint(
+    server: FakeImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailbridge.bounces import _collector
+    from mailbridge.imap._failures import unusable_answer
+
+    first = server.seed("INBOX", dsn("one@customer.example"))
+    second = server.seed("INBOX", dsn("two@customer.example"))
+    server.seed("INBOX", ORDINARY)
+    original = _collector.FolderSession._open
+
+    def flaky(self: object) -> object:  # the server answers NO to one message's body, once
+        client = original(self)  # type: ignore[arg-type]
+        fetch = client.fetch
+
+        def refusing(uids: list[int], items: list[str]) -> object:
+            if list(uids) == [first] and items[0].startswith("BODY.PEEK[]"):
+                raise unusable_answer("FETCH", "a test's refusal")
+            return fetch(uids, items)
+
+        client.fetch = refusing  # type: ignore[method-assign]
+        return client
+
+    collector = BounceCollector(server.imap_settings())
+    with monkeypatch.context() as patch:
+        patch.setattr(_collector.FolderSession, "_open", flaky)
+        batch = collector.run()
+    assert batch.uids == (second,) and [uid for uid, _ in batch.problems] == [first]
+    assert batch.checkpoint.last_uid == first - 1  # not past the unread report
+    again = collector.run(batch.checkpoint)
+    assert again.uids == (first,) and again.checkpoint.last_uid == first + 2

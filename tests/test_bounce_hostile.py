@@ -75,6 +75,8 @@ def test_many_parts_huge_headers_and_huge_messages_are_bounded() -> None:
         b"From: x@y\r\nSubject: AWS Notification\r\n\r\n"
         b'{"notificationType": "Bounce", "bounce": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
         b"From: MAILER-DAEMON@x\r\nSubject: Returned mail\r\n\r\n" + b" " * 1_000_000 + b"@",
+        b"From: MAILER-DAEMON@x\r\nSubject: =?iso-8\xff59-1?q?Undelivered?=\r\n\r\nx\r\n",
+        b'From: MAILER-DAEMON@x\r\nContent-Type: text/plain; charset="utf\x00-8"\r\n\r\nx\r\n',
         b"From: MAILER-DAEMON@x\r\nSubject: Returned mail\r\n\r\n" + b"a@b.cc 550 5.1.1 " * 100_000,
         b"From: MAILER-DAEMON@x\r\nSubject: x\r\n\r\nThis message was created automatically by "
         b"mail delivery software.\r\n" + b"  " * 500_000 + b"x@y.example\r\n",
@@ -111,3 +113,42 @@ def test_random_mutations_never_raise() -> None:
 def test_only_bytes_are_accepted() -> None:
     with pytest.raises(TypeError):
         parse_bounce("From: x")  # type: ignore[arg-type]
+
+
+_SENDMAIL = b"From: MAILER-DAEMON@x\r\nSubject: Returned mail\r\n\r\n"
+_EXCHANGE = (
+    b"From: postmaster@x\r\nSubject: Undeliverable\r\n\r\nDelivery has failed to these recipients"
+    b" or groups\nDiagnostic information for administrators:\n"
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # regular expressions that backtracked quadratically (minutes before the fix)
+        b"From: MAILER-DAEMON@x\r\nContent-Type: text/html\r\n\r\n" + b"<script>" * 40_000,
+        b"From: MAILER-DAEMON@x\r\nContent-Type: text/html\r\n\r\n" + b"<" * 250_000,
+        b"From: MAILER-DAEMON@x\r\nSubject: Undelivered Mail\r\n\r\n" + b"-" * 2_000_000,
+        b"From: MAILER-DAEMON@x\r\nSubject: x\r\n\r\n" + (b"-" * 60_000 + b"\n") * 60,
+        _EXCHANGE + b"\n" * 3_000_000,
+        _SENDMAIL + b"----- The following addresses had permanent fatal errors\n" + b"\n" * 65_000,
+        # linear but slow: every byte of 4 MB of header or status text scanned many times
+        b"From: a@b\r\n" + (b"X-Failed-Recipients: " + b"a" * 16_000 + b"\r\n") * 250 + b"\r\n",
+        HEAD + b"--b0\r\nContent-Type: message/delivery-status\r\n\r\n" + b"\n \n" * 1_000_000,
+        b"From: MAILER-DAEMON@x\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b"!" * 4_000_000,
+    ],
+    ids=[
+        "unclosed-scripts",
+        "unclosed-tags",
+        "a-line-of-dashes",
+        "lines-of-dashes",
+        "exchange-blank-lines",
+        "sendmail-blank-lines",
+        "failed-recipients-headers",
+        "blank-status-groups",
+        "base64-junk",
+    ],
+)
+def test_crafted_bodies_parse_within_a_second(raw: bytes) -> None:
+    report = _timed(raw, seconds=1.0)
+    assert report is None or report.kind in ("dsn", "arf", "auto_reply", "heuristic")

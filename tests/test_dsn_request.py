@@ -112,3 +112,8 @@ def test_connections_take_an_envelope_id_sync_and_async() -> None:
             "ORCPT=rfc822;x@c.example",
         )
     )
+
+
+def test_an_empty_envelope_id_is_a_message_error_not_a_refused_mail_command() -> None:
+    with pytest.raises(MessageError, match="envelope_id"):
+        plan_attempt({"DSN": ""}, "a@acme.example", ["x@c.example"], b"b\r\n", envelope_id="")

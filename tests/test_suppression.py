@@ -257,3 +257,11 @@ def test_send_many_reports_a_suppressed_message_and_sends_the_others(
         "jane@customer.example",
         "max@customer.example",
     ]
+
+
+def test_an_idn_domain_is_encoded_as_mail_servers_do_idna2008(
+    suppression: SqliteSuppressionList,
+) -> None:
+    suppression.add("kunde@xn--strae-oqa.de", reason="user_unknown", status="5.1.1")
+    assert "kunde@straße.de" in suppression  # the bounce's A-label, the invoice's U-label
+    assert "kunde@strasse.de" not in suppression  # another domain (IDNA 2003 mapped ß to ss)

@@ -66,8 +66,12 @@ def _cmd_check(
         dqs_key = os.environ.get(args.dqs_key_env)
         if not dqs_key:
             raise ConfigurationError("dqs_key", f"{args.dqs_key_env} is not set")
-    lists = (
-        [Blacklist(name=zone, zone=zone) for zone in args.zones]
+    known = {blacklist.zone: blacklist for blacklist in DEFAULT_BLACKLISTS}
+    lists = (  # a known zone keeps its error codes (Spamhaus 127.255.255.x is no listing)
+        [
+            known.get(zone.lower().rstrip(".")) or Blacklist(name=zone, zone=zone)
+            for zone in args.zones
+        ]
         if args.zones
         else list(DEFAULT_BLACKLISTS)
     )

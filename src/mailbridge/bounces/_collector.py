@@ -58,7 +58,11 @@ class BounceEvent:
 
 @attrs.frozen
 class BounceBatch:
-    """The reports of one run, the checkpoint to persist, and what could not be read."""
+    """The reports of one run, the checkpoint to persist, and what could not be read.
+
+    The checkpoint stops before the first message in `problems`, so that a report
+    that could not be read is fetched again by the next run (not skipped for good).
+    """
 
     events: tuple[BounceEvent, ...]
     checkpoint: Checkpoint
@@ -66,6 +70,7 @@ class BounceBatch:
     scanned: int = 0  # new messages looked at (reports and others)
     uidvalidity_changed: bool = False
     problems: tuple[tuple[int, str], ...] = ()
+    can_move: bool = True  # the server offers MOVE; without it, `commit()` marks instead
 
 
 class BounceCollector:
@@ -115,6 +120,10 @@ class BounceCollector:
             batch_size=batch_size,
             limits=self._limits,
         )
+        self._keyword_marker = InboxImporter(  # for a server without MOVE
+            settings, folder=folder, mark=mark, batch_size=batch_size, limits=self._limits
+        )
+        self.move_to = move_to
         self.mark = mark
         self.batch_size = batch_size
 
@@ -137,8 +146,14 @@ class BounceCollector:
             session.close()
 
     def commit(self, batch: BounceBatch) -> Checkpoint:
-        """Mark or move the reports of `batch`; returns the checkpoint to persist."""
-        return self._marker.commit(ImportBatch((), batch.checkpoint, batch.uids))
+        """Mark or move the reports of `batch`; returns the checkpoint to persist.
+
+        A server without MOVE gets the keyword instead when `mark` is set (the
+        reports stay in the folder, marked, and are not collected again).
+        """
+        fallback = self.move_to is not None and self.mark is not None and not batch.can_move
+        marker = self._keyword_marker if fallback else self._marker
+        return marker.commit(ImportBatch((), batch.checkpoint, batch.uids))
 
     def run(self, checkpoint: Checkpoint | None = None) -> BounceBatch:
         """`fetch()`, `on_event` for each event, then `commit()`."""
@@ -166,13 +181,17 @@ class BounceCollector:
                 event = self._event(session, uid, problems)
                 if event is not None:
                     events.append(event)
+        newest = max(uids, default=last_uid)
+        if problems:  # a report that could not be read now is asked for again next time
+            newest = max(last_uid, min(newest, min(uid for uid, _ in problems) - 1))
         return BounceBatch(
             tuple(events),
-            Checkpoint(current, max(uids, default=last_uid)),
+            Checkpoint(current, newest),
             tuple(event.uid for event in events),
             len(uids),
             changed,
             tuple(problems),
+            can_move=bool(session.client.has_capability("MOVE")),
         )
 
     def _candidates(
@@ -184,6 +203,8 @@ class BounceCollector:
         except (ImapCommandFailed, ImapLimitExceeded) as exc:
             if isinstance(exc, ImapLimitExceeded):
                 session.reopen(exc)
+            if len(uids) > 1:  # one message's fault, or too much together: ask one by one
+                return [uid for one in uids for uid in self._candidates(session, [one], problems)]
             problems.extend((uid, f"its headers could not be read: {exc}") for uid in uids)
             return []
         found = []

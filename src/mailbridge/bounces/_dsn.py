@@ -14,25 +14,41 @@ _BLANK = re.compile(rb"\n[ \t]*\n")
 _ACTION_WORDS = {"failure": "failed", "delay": "delayed", "deliverable": "delivered"}
 _XTEXT = re.compile(r"\+([0-9A-F]{2})")
 _UNITEXT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_QUOTED_LOCAL = re.compile(r'"(?:[^"\\\r\n]|\\.){1,128}"@[^\s<>"]{1,255}')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_RECIPIENTS = 500
+MAX_STATUS = 1024 * 1024  # of a delivery-status body: 500 recipients need far less
 _PER_MESSAGE = frozenset(
     {"original-envelope-id", "reporting-mta", "dsn-gateway", "received-from-mta", "arrival-date"}
 )
 
 
-def xtext_decode(value: str) -> str:
-    """RFC 3461 xtext: "+HH" stands for the octet HH."""
-    return _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
+def xtext_decode(value: str) -> str | None:
+    """RFC 3461 xtext: "+HH" stands for the octet HH (octets read as UTF-8, as we encode
+    them); None when the result holds control characters (nothing a header could carry)."""
+    octets, position = bytearray(), 0
+    for match in _XTEXT.finditer(value):
+        octets += value[position : match.start()].encode("utf-8")
+        octets.append(int(match.group(1), 16))
+        position = match.end()
+    text = (octets + value[position:].encode("utf-8")).decode("utf-8", "replace")
+    return None if _CONTROL.search(text) else text
 
 
 def address_of(value: str | None) -> str | None:
     """The address of "rfc822; <user@example.com>" (RFC 6533 "utf-8; ..." escapes undone)."""
     if not value:
         return None
-    _, _, address = value.rpartition(";")
-    address = _UNITEXT.sub(lambda m: _char(m.group(1)), address.strip())
-    address = address.split()[0] if address.split() else ""
-    address = address.strip("<>\"'")
+    kind, semicolon, address = value.partition(";")
+    address = _UNITEXT.sub(lambda m: _char(m.group(1)), (address if semicolon else kind).strip())
+    if address.startswith("<"):
+        address = address[1:].partition(">")[0]
+    quoted = _QUOTED_LOCAL.match(address)
+    if quoted:
+        address = quoted.group(0)
+    else:
+        address = address.split()[0] if address.split() else ""
+        address = address.strip("<>\"'")
     return address if "@" in address and len(address) <= 320 else None
 
 
@@ -43,9 +59,13 @@ def _char(code: str) -> str:
 
 def _groups(entity: Entity) -> list[list[tuple[str, str]]]:
     """The field groups of a status body; a group per recipient even without blank lines."""
-    text = normalize(entity.decoded())
+    text = normalize(entity.decoded())[:MAX_STATUS]
     groups: list[list[tuple[str, str]]] = []
     for block in _BLANK.split(text):
+        if len(groups) > MAX_RECIPIENTS:
+            break
+        if not block.strip():
+            continue
         fields = parse_fields(block, utf8=True)
         current: list[tuple[str, str]] = []
         for name, value in fields:

@@ -114,7 +114,7 @@ FORMATS: tuple[TextFormat, ...] = (
             r"^Diagnostic information for administrators:|^The following recipient\(s\) cannot be"
             r" reached:"
         ),
-        recipient=_re(rf"^\s*<?(?P<address>{ADDRESS})>?(?: on [^\n]*)?\s*$"),
+        recipient=_re(rf"^[ \t]*+<?(?P<address>{ADDRESS})>?(?: on [^\n]*)?[ \t]*$"),
         end=_re(r"^Original message headers:|^-{3,} ?Original message|^_{8,}"),
         diagnostic=_re(
             r"(?:Remote Server returned '|#(?=\d{3} )|<[^<>\n]*#)(?P<text>[^'>\n]*(?:#{2})?)"
@@ -124,11 +124,13 @@ FORMATS: tuple[TextFormat, ...] = (
     TextFormat(
         "sendmail",
         signature=_re(
-            r"^\s*-{3,} The following addresses had (?:permanent fatal|transient non-fatal)"
+            r"^[ \t]*+-{3,} The following addresses had (?:permanent fatal|transient non-fatal)"
         ),
-        start=_re(r"^\s*-{3,} The following addresses had"),
+        start=_re(r"^[ \t]*+-{3,} The following addresses had"),
         recipient=_re(rf"^<?(?P<address>{ADDRESS})>?\s*$"),
-        end=_re(r"^\s*-{3,} ?(?:Original message follows|Message header follows|Returned mail)"),
+        end=_re(
+            r"^[ \t]*+-{3,} ?(?:Original message follows|Message header follows|Returned mail)"
+        ),
         diagnostic=_re(r"\(reason: (?P<text>[^)\n]*)\)"),
         delayed=_re(r"transient non-fatal errors"),
     ),

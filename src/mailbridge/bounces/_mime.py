@@ -38,6 +38,8 @@ MAX_FIELDS = 500
 MAX_FIELD = 16 * 1024
 _FIELD = re.compile(rb"^([!-9;-~]{1,76})[ \t]*:(.*)$")
 _HEADER_END = re.compile(rb"\n\n")
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(octet for octet in range(256) if octet not in _BASE64)
 
 
 def normalize(raw: bytes) -> bytes:
@@ -76,7 +78,7 @@ def decode_words(value: str) -> str:
         return value
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
+    except (LookupError, ValueError, UnicodeError, email.errors.MessageError):  # CharsetError
         return value
 
 
@@ -109,8 +111,10 @@ class Entity:
         """The body with its Content-Transfer-Encoding undone (broken encodings: best effort)."""
         encoding = (self.get("content-transfer-encoding") or "").strip().lower()
         if encoding == "base64":
-            cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", self.body)
-            cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
+            cleaned = self.body.translate(None, _NOT_BASE64)
+            if len(cleaned) % 4 == 1:  # a lone last character carries no whole octet
+                cleaned = cleaned[:-1]
+            cleaned += b"=" * (-len(cleaned) % 4)  # the padding was taken out with the rest
             try:
                 return base64.b64decode(cleaned)
             except (binascii.Error, ValueError):
@@ -125,7 +129,7 @@ class Entity:
         charset = self.params.get("charset", "").strip().strip('"') or "utf-8"
         try:
             codecs.lookup(charset)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
             charset = "utf-8"
         try:
             return data.decode(charset)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ._dsn import address_of, dsn_recipients, feedback_fields, message_fields, xtext_decode
-from ._formats import ADDRESS, FORMATS, recipients_in
+from ._formats import ADDRESS, FORMATS, MAX_TEXT, recipients_in
 from ._mime import RETURNED_TYPES, Entity, decode_words, normalize, parse_entity, returned_fields
 from ._model import BounceRecipient, BounceReport, Reason
 from ._reasons import classify, find_reply_code, find_status, is_permanent
@@ -26,14 +26,19 @@ _AUTO_SUBJECT = re.compile(
     r"|abwesen|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|vacation)",
     re.I,
 )
-_GENERIC_END = re.compile(
-    r"^-{2,}[^\n]*(?:original message|copy of the message|message header|below this line"
-    r"|returned message|original headers)|^(?:Return-Path|Received|DKIM-Signature):",
+_GENERIC_END = re.compile(  # possessive and bounded: linear on a line of dashes
+    r"^-{2,}+[^\n]{0,200}?(?:original message|copy of the message|message header|below this line"
+    r"|returned message|original headers)|^(?:Return-Path|Received|DKIM-Signature):"
+    r"|^>[> \t]{0,20}(?:From|To|Cc|Subject|Date|Message-ID):",  # the original, quoted with ">"
     re.I | re.M,
 )
 _DELAY = re.compile(r"\bdelay|will (?:be )?retr|temporar|not yet been delivered|still trying", re.I)
 _ADDRESS = re.compile(rf"<?({ADDRESS})>?")
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
+_TAG = re.compile(r"<[^<>]{0,2000}>")
+_HIDDEN = re.compile(r"<(script|style)\b", re.I)
+MAX_FAILED_TEXT = 100 * 330  # X-Failed-Recipients read: 100 addresses of the longest kind
+MAX_HTML = 256 * 1024
 
 
 def parse_bounce(raw: bytes) -> BounceReport | None:
@@ -49,11 +54,8 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
     root = parse_entity(normalize(bytes(raw)))
     parts = root.walk()
     subject = decode_words(root.get("subject", "") or "")
-    failed = tuple(
-        address
-        for value in root.get_all("x-failed-recipients")
-        for address in _ADDRESS.findall(value)
-    )[:100]
+    listed = ",".join(root.get_all("x-failed-recipients"))[:MAX_FAILED_TEXT]
+    failed = tuple(_ADDRESS.findall(listed))[:100]
     original = _original_message_id(root, parts)
     status_part = next((p for p in parts if p.content_type in _STATUS_TYPES), None)
     if status_part is not None:
@@ -118,12 +120,29 @@ def _notification_text(root: Entity, parts: list[Entity]) -> str:
 
 
 def _strip_html(html: str) -> str:
-    html = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html[: 256 * 1024])
+    html = _without_scripts(html[:MAX_HTML])
     html = re.sub(r"(?i)<br\s*/?>|</(?:p|div|tr|li|h\d)>", "\n", html)
-    text = re.sub(r"<[^>]{0,2000}>", "", html)
+    text = _TAG.sub("", html)
     for entity, char in (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&nbsp;", " ")):
         text = text.replace(entity, char)
     return text.replace("&amp;", "&")
+
+
+def _without_scripts(html: str) -> str:
+    """`html` without <script> and <style> elements; linear (an unclosed one ends the text)."""
+    kept: list[str] = []
+    lowered = html.lower()
+    position = 0
+    while (found := _HIDDEN.search(html, position)) is not None:
+        kept.append(html[position : found.start()])
+        close = lowered.find(f"</{found.group(1).lower()}", found.end())
+        if close == -1:
+            return " ".join(kept)
+        end = lowered.find(">", close)
+        position = len(html) if end == -1 else end + 1
+        kept.append(" ")
+    kept.append(html[position:])
+    return "".join(kept)
 
 
 def _original_message_id(root: Entity, parts: list[Entity]) -> str | None:
@@ -139,7 +158,7 @@ def _original_message_id(root: Entity, parts: list[Entity]) -> str | None:
 
 def _inline_message_id(text: str, end: re.Pattern[str]) -> str | None:
     """The Message-ID of an original returned inline, after the format's `end` marker."""
-    marker = end.search(text)
+    marker = end.search(text[:MAX_TEXT])
     if marker is None:
         return None
     match = re.search(
@@ -180,6 +199,8 @@ def _is_auto_reply(root: Entity, subject: str) -> bool:
     """RFC 3834 (Auto-Submitted: auto-replied), and the headers and subjects of vacation tools."""
     if _DAEMON.search(root.get("from", "") or ""):
         return False
+    if _BOUNCE_SUBJECT.search(subject) and not _AUTO_SUBJECT.search(subject):
+        return False  # "Undeliverable: ..." from a server with another name: a bounce
     submitted = (root.get("auto-submitted") or "no").strip().lower()
     return (
         submitted.startswith("auto-replied")

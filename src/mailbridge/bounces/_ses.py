@@ -45,9 +45,9 @@ def parse_ses(text: str) -> BounceReport | None:
     message_id = _str(headers.get("messageId")) or None if isinstance(headers, dict) else None
     if kind == "Bounce" and isinstance(data.get("bounce"), dict):
         bounce = data["bounce"]
-        temporary = _str(bounce.get("bounceType")) == "Transient"
+        bounce_type = _str(bounce.get("bounceType"))
         recipients = [
-            _bounced(entry, temporary, _str(bounce.get("bounceSubType")))
+            _bounced(entry, bounce_type, _str(bounce.get("bounceSubType")))
             for entry in bounce.get("bouncedRecipients") or []
             if isinstance(entry, dict) and "@" in _str(entry.get("emailAddress"))
         ][:500]
@@ -81,7 +81,9 @@ def parse_ses(text: str) -> BounceReport | None:
     return None
 
 
-def _bounced(entry: dict[str, Any], temporary: bool, subtype: str) -> BounceRecipient:
+def _bounced(entry: dict[str, Any], bounce_type: str, subtype: str) -> BounceRecipient:
+    """One bounced recipient; "Undetermined" (SES could not tell why) is no hard bounce."""
+    temporary = bounce_type == "Transient"
     diagnostic = _str(entry.get("diagnosticCode"))
     _, _, text = diagnostic.partition(";")
     text = (text or diagnostic).strip()[:2000]
@@ -98,7 +100,8 @@ def _bounced(entry: dict[str, Any], temporary: bool, subtype: str) -> BounceReci
         "MessageTooLarge": Reason.MESSAGE_TOO_BIG,
         "ContentRejected": Reason.SPAM_DETECTED,
     }.get(subtype)
-    status = status or ("4.0.0" if temporary else "5.0.0")
+    if status is None and bounce_type != "Undetermined":
+        status = "4.0.0" if temporary else "5.0.0"
     reason = classify(status, text, reply_code)
     if reason == Reason.OTHER and subtype_reason is not None:
         reason = subtype_reason

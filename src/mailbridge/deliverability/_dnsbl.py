@@ -66,6 +66,9 @@ class _Asker:
         if remaining <= 0:
             raise _timeout(zone, what)
         lifetime = min(remaining, self.resolver.lifetime)
+        # dnspython's errors name the query, which holds a DQS key: the typed error is
+        # raised after the except block, so that not even its __context__ keeps them.
+        problem: str | None = None
         try:
             answer = self.resolver.resolve(
                 dns.name.from_text(name),
@@ -77,19 +80,22 @@ class _Asker:
         except dns.resolver.NXDOMAIN:
             return None
         except dns.exception.Timeout:
-            raise _timeout(zone, what) from None
+            problem = "timeout"
         except dns.exception.DNSException as exc:
             problem = (
                 "no DNS server answered"
                 if isinstance(exc, dns.resolver.NoNameservers)
                 else (type(exc).__name__)
             )
+        if problem == "timeout":
+            raise _timeout(zone, what)
+        if problem is not None:
             raise BlacklistLookupFailed(
                 f"{what} failed: {problem}",
                 zone=zone,
                 diagnosis=dnsbl_failed(f"{what} failed ({problem})", timed_out=False),
                 temporary=True,
-            ) from None
+            )
         return [] if answer.rrset is None else list(answer.rrset)
 
 

@@ -27,6 +27,10 @@ def _zone(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigurationError(attribute.name, f"not a DNS zone name: {value!r}")
 
 
+def _without_final_dot(value: object) -> object:
+    return value.rstrip(".") if isinstance(value, str) else value
+
+
 def _network(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is None:
         return
@@ -51,7 +55,7 @@ class Blacklist:
     """
 
     name: str
-    zone: str = attrs.field(validator=_zone)
+    zone: str = attrs.field(converter=_without_final_dot, validator=_zone)
     ipv6: bool = False
     codes: Mapping[str, str] = attrs.field(factory=dict)
     error_network: str | None = attrs.field(default=None, validator=_network)

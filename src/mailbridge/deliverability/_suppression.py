@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import attrs
+import idna
 
 from ..errors import ConfigurationError, SuppressionListError
 
@@ -36,9 +37,9 @@ def normalize_address(address: str) -> str:
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain or _CONTROL.search(text) or len(text) > 320:
         raise ConfigurationError("address", f"not an email address: {address!r}")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
+    try:  # IDNA 2008 (UTS 46), as mail servers write it: straße.de is not strasse.de
+        domain = idna.encode(domain, uts46=True).decode("ascii") if not domain.isascii() else domain
+    except (idna.IDNAError, UnicodeError):
         raise ConfigurationError("address", f"not an email address: {address!r}") from None
     return f"{local}@{domain}"
 

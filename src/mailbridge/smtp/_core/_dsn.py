@@ -28,6 +28,8 @@ def dsn_mail_parameters(extensions: dict[str, str], envelope_id: str | None) -> 
     if envelope_id is None or "DSN" not in extensions:
         return []
     encoded = xtext(envelope_id)
+    if not encoded:  # "ENVID=" alone is a syntax error: the server would refuse MAIL
+        raise MessageError("envelope_id", "must not be empty")
     if len(encoded) > MAX_ENVID:
         raise MessageError("envelope_id", f"is over {MAX_ENVID} characters as xtext")
     return ["RET=HDRS", f"ENVID={encoded}"]
