@@ -301,3 +301,27 @@ def test_imap_without_an_oauth_mechanism_is_a_typed_error() -> None:
         server.omit_capabilities = {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER"}
         with pytest.raises(AuthenticationError, match="OAUTHBEARER nor AUTH=XOAUTH2"):
             open_imap(server.imap_settings(username=USER, oauth2_token=lambda: "t"))
+
+
+# -- review: refusals that are not about the token, malformed tokens, short-lived tokens ----
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the "
+        "Tenant.",
+        "550 5.7.30 Basic authentication is not supported for Client Submission.",
+        "534 5.7.9 Application-specific password required.",
+        "530 5.7.0 Must issue a STARTTLS command first.",
+    ],
+)
+def test_a_refusal_not_about_the_token_does_not_burn_a_refresh(reply: str) -> None:
+    with FakeSmtpServer(tokens={USER: "tok-1"}) as server:
+        server.login_reply = reply
+        acquire = Counting()
+        settings = server.smtp_settings(username=USER, oauth2_token=CachingTokenProvider(acquire))
+        with pytest.raises(AuthenticationError) as info:
+            SmtpConnection.open(settings)
+        assert info.value.reply is not None and str(info.value.reply.code) == reply[:3]
+        assert acquire.calls == [None] and server.oauth_refused == 1

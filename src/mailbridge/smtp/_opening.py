@@ -244,13 +244,19 @@ def _login(session: Session) -> Generator[Request, Any, str]:
     return result
 
 
+# 535 refusals about the account or the server's policy, not the token: a new token is
+# refused the same way, so renewing would only spend a refresh (Microsoft 5.7.139: SMTP
+# AUTH disabled, security defaults; Gmail 5.7.9/5.7.14: a password login, web sign-in).
+_NOT_THE_TOKEN = frozenset({"5.7.139", "5.7.30", "5.7.9", "5.7.14", "5.7.0", "5.7.11"})
+
+
 def refused_token(exc: AuthenticationError) -> bool:
-    """True when the server refused a presented OAuth token for good (5.7.x / 535)."""
+    """True when the server refused the presented OAuth token itself: RFC 4954's 535
+    (Gmail 5.7.8, Microsoft 5.7.3), not a 530/534/538/550 or a policy 535 (5.7.139)."""
     reply = exc.reply
-    if isinstance(exc, OAuthError) or reply is None or reply.is_temporary:
+    if isinstance(exc, OAuthError) or reply is None or reply.code != 535:
         return False
-    status = reply.enhanced_status or ""
-    return reply.code == 535 or (reply.code // 100 == 5 and status.startswith("5.7."))
+    return (reply.enhanced_status or "") not in _NOT_THE_TOKEN
 
 
 def _greeting(settings: SmtpSettings, timeout: float) -> Generator[Request, Any, SmtpReply]:
