@@ -325,3 +325,32 @@ def test_a_refusal_not_about_the_token_does_not_burn_a_refresh(reply: str) -> No
             SmtpConnection.open(settings)
         assert info.value.reply is not None and str(info.value.reply.code) == reply[:3]
         assert acquire.calls == [None] and server.oauth_refused == 1
+
+
+@pytest.mark.parametrize(
+    "bad", ["tok\r\nQUIT", "tok\x01user=mallory@example.test", "tök", "tok en", "", "\x00"]
+)
+@pytest.mark.parametrize("renewable_source", [True, False])
+def test_a_malformed_token_is_refused_not_sent(bad: str, renewable_source: bool) -> None:
+    with FakeSmtpServer(tokens={USER: "tok-1"}) as server:
+        source = (
+            CachingTokenProvider(lambda _rejected: AccessToken(bad, time.time() + 3600))
+            if renewable_source
+            else (lambda: bad)
+        )
+        settings = server.smtp_settings(username=USER, oauth2_token=source)
+        with pytest.raises(AuthenticationError) as info:
+            SmtpConnection.open(settings)
+        assert server.oauth_refused == 0  # nothing reached the server
+        assert bad not in str(info.value) or not bad
+        assert info.value.diagnosis is not None
+
+
+def test_imap_refuses_a_malformed_token_too() -> None:
+    from mailbridge.imap._connection import open_imap
+    from mailbridge.testing import FakeImapServer
+
+    with FakeImapServer(users={}, tokens={USER: "t"}) as server:
+        with pytest.raises(AuthenticationError):
+            open_imap(server.imap_settings(username=USER, oauth2_token=lambda: "t\r\nA1 LOGOUT"))
+        assert server.oauth_refused == 0

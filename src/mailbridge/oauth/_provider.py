@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ __all__ = [
 ]
 
 DEFAULT_MARGIN = 300.0  # seconds before expiry a token is renewed (msal's own margin)
+# Printable ASCII without spaces (RFC 6750's b64token is narrower): no CR/LF, ^A or
+# non-ASCII that would break the SASL message's framing.
+_TOKEN_SYNTAX = re.compile(r"[\x21-\x7e]+")
 
 
 def _to_secret(value: Secret | str) -> Secret:
@@ -126,6 +130,16 @@ def fetch_token(source: TokenSource, *, refused: str | None = None) -> str:
                 Category.AUTH_FAILED,
                 "No OAuth2 access token was available.",
                 ("Sign in again to the email account to renew the authorisation.",),
+            ),
+        )
+    if not _TOKEN_SYNTAX.fullmatch(token):  # never sent, never quoted: it may be half a secret
+        raise AuthenticationError(
+            "the OAuth2 token provider returned a malformed token "
+            "(spaces, control characters or non-ASCII)",
+            diagnosis=Diagnosis(
+                Category.AUTH_FAILED,
+                "The OAuth2 access token is not usable.",
+                ("The application's token provider is broken; report it to its developers.",),
             ),
         )
     return token
