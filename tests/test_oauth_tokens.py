@@ -354,3 +354,20 @@ def test_imap_refuses_a_malformed_token_too() -> None:
         with pytest.raises(AuthenticationError):
             open_imap(server.imap_settings(username=USER, oauth2_token=lambda: "t\r\nA1 LOGOUT"))
         assert server.oauth_refused == 0
+
+
+def test_a_token_living_less_than_the_margin_is_not_renewed_on_every_call() -> None:
+    now = [1000.0]
+    calls: list[str | None] = []
+
+    def short(rejected: str | None) -> AccessToken:
+        calls.append(rejected)
+        return AccessToken(f"tok-{len(calls)}", now[0] + 240)  # 4 minutes, margin is 5
+
+    provider = CachingTokenProvider(short, clock=lambda: now[0])
+    assert [provider.token() for _ in range(5)] == ["tok-1"] * 5
+    now[0] += 100
+    assert provider.token() == "tok-1"  # 140 s left: still the same token
+    now[0] += 30
+    assert provider.token() == "tok-2"  # half its life gone: renewed before it expires
+    assert calls == [None, None]

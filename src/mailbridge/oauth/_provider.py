@@ -61,15 +61,22 @@ class CachingTokenProvider:
         self._clock = clock
         self._lock = threading.Lock()
         self._current: AccessToken | None = None
+        self._renew_at = 0.0
         self._rejected: str | None = None
 
     def token(self) -> str:
-        """The cached token, or a new one when it expires within the margin or was refused."""
+        """The cached token, or a new one when it expires within the margin or was refused.
+
+        A token living less than twice the margin is renewed at half its life, not on
+        every call (a refresh per message).
+        """
         with self._lock:
             current = self._current
-            if current is None or current.expires_at - self._margin <= self._clock():
+            if current is None or self._renew_at <= self._clock():
                 current = self._acquire(self._rejected)
                 self._current, self._rejected = current, None
+                lifetime = max(0.0, current.expires_at - self._clock())
+                self._renew_at = current.expires_at - min(self._margin, lifetime / 2)
             return current.value.reveal()
 
     def invalidate(self) -> None:
