@@ -40,8 +40,12 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised by the instal
     ) from exc
 
 from ._http import http_session
+from ._redact import scrub_loggers
 
 __all__ = ["SCOPE", "GoogleOAuth"]
+
+# requests-oauthlib logs the token request and response (tokens, code, Basic credentials).
+scrub_loggers(("requests_oauthlib.oauth2_session", "google_auth_oauthlib.flow"))
 
 SCOPE = "https://mail.google.com/"  # the only scope Gmail's IMAP and SMTP accept
 PROVIDER = "google"

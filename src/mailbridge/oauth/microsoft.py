@@ -33,6 +33,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised by the instal
     ) from exc
 
 from ._http import http_session
+from ._redact import scrub_loggers
 
 __all__ = [
     "DEFAULT_AUTHORITY",
@@ -40,6 +41,12 @@ __all__ = [
     "SMTP_SCOPE",
     "MicrosoftOAuth",
 ]
+
+# msal's token cache logs the authorization code and PKCE verifier it redeemed.
+scrub_loggers(
+    f"msal.{name}"
+    for name in ("token_cache", "application", "authority", "telemetry", "oauth2cli.oauth2")
+)
 
 SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
