@@ -197,6 +197,69 @@ def test_a_lease_of_a_crashed_worker_expires(tmp_path: Path) -> None:
     assert time.monotonic() - started < 2
 
 
+def test_a_holder_working_longer_than_its_lease_keeps_the_lock(tmp_path: Path) -> None:
+    # Two stores on one file stand for two processes (each has its own thread locks).
+    path = tmp_path / "t.sqlite3"
+    first = SqliteTokenStore(path, lease=0.3, lock_timeout=5)
+    second = SqliteTokenStore(path, lease=0.3, lock_timeout=5)
+    events: list[str] = []
+    locked = threading.Event()
+
+    def slow_refresh() -> None:
+        with first.lock("acme"):
+            locked.set()
+            time.sleep(1.2)  # a slow token endpoint: four leases long
+            events.append("first saved")
+
+    worker = threading.Thread(target=slow_refresh)
+    worker.start()
+    try:
+        assert locked.wait(5)
+        with second.lock("acme"):
+            events.append("second locked")
+    finally:
+        worker.join(10)
+    assert events == ["first saved", "second locked"]
+
+
+def test_a_holder_killed_with_sigkill_frees_the_tenant_after_its_lease(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    store = SqliteTokenStore(path, lease=0.5, lock_timeout=5)
+    script = textwrap.dedent(
+        f"""
+        import time
+        from mailbridge.oauth import SqliteTokenStore
+        with SqliteTokenStore({str(path)!r}, lease=0.5).lock("acme"):
+            print("locked", flush=True)
+            time.sleep(30)
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        holder.kill()  # SIGKILL: no finally, no DELETE of its lease row
+    finally:
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    started = time.monotonic()
+    with store.lock("acme"):
+        waited = time.monotonic() - started
+    assert waited < 2.5
+
+
+def test_the_default_lease_of_a_crashed_worker_ends_before_a_waiter_gives_up(
+    tmp_path: Path,
+) -> None:
+    store = SqliteTokenStore(tmp_path / "t.sqlite3")
+    assert store._lease * 2 <= store._lock_timeout
+
+
 # -- SMTP: one renewal after a refused token, sync and asyncio alike ------------------------
 
 
