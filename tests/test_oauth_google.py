@@ -193,3 +193,13 @@ def test_debug_logs_of_sign_in_and_refresh_hold_no_token_code_or_secret(
         *(blob[key] for blob in (signed_in, refreshed) for key in ("token", "refresh_token")),
     ]
     assert [secret[:4] for secret in secrets if secret in caplog.text] == []
+
+
+@pytest.mark.parametrize("blob", ["{not json", "[]", '{"token": 5, "expiry": "soon"}'])
+def test_an_unreadable_stored_sign_in_is_a_typed_grant_error(
+    auth: FakeAuthorizationServer, blob: str
+) -> None:
+    store = MemoryTokenStore()
+    store.save("acme", blob)
+    with pytest.raises(OAuthGrantInvalid, match="invalid_grant"):
+        google(auth, "web", store).token_provider("acme").token()

@@ -415,3 +415,15 @@ def test_debug_logs_of_sign_in_and_refresh_hold_no_token_code_or_secret(
         ),
     ]
     assert [secret[:4] for secret in secrets if secret in caplog.text] == []
+
+
+@pytest.mark.parametrize("blob", ["{not json", "[]", '{"Account": {"x": 5}}'])
+def test_an_unreadable_stored_sign_in_is_a_typed_grant_error(
+    auth: FakeAuthorizationServer, blob: str
+) -> None:
+    from mailbridge.errors import OAuthGrantInvalid
+
+    store = MemoryTokenStore()
+    store.save("acme", blob)
+    with pytest.raises(OAuthGrantInvalid, match="invalid_grant"):
+        confidential(auth, store).token_provider("acme").token()

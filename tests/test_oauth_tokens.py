@@ -434,3 +434,13 @@ def test_a_token_living_less_than_the_margin_is_not_renewed_on_every_call() -> N
     now[0] += 30
     assert provider.token() == "tok-2"  # half its life gone: renewed before it expires
     assert calls == [None, None]
+
+
+def test_the_sqlite_store_reads_a_row_written_as_bytes_as_text(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "t.sqlite3"
+    store = SqliteTokenStore(path)
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO oauth_tokens VALUES ('acme', ?, 0)", (b'{"token": null}',))
+    assert store.load("acme") == '{"token": null}'

@@ -58,7 +58,10 @@ class SqliteTokenStore:
     def load(self, tenant: str) -> str | None:
         with contextlib.closing(self._connect()) as db:
             row = db.execute("SELECT blob FROM oauth_tokens WHERE tenant = ?", (tenant,)).fetchone()
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        value = row[0]  # another program may have written bytes: never their repr
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
     def save(self, tenant: str, blob: str) -> None:
         with contextlib.closing(self._connect()) as db:
