@@ -444,3 +444,45 @@ def test_the_sqlite_store_reads_a_row_written_as_bytes_as_text(tmp_path: Path) -
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO oauth_tokens VALUES ('acme', ?, 0)", (b'{"token": null}',))
     assert store.load("acme") == '{"token": null}'
+
+
+def test_a_server_refusing_every_token_costs_one_renewal_not_one_per_message() -> None:
+    from mailbridge import DeliveryClient, DocumentEmail
+
+    with FakeSmtpServer(tokens={USER: "never"}) as server:
+        acquire = Counting()
+        settings = server.smtp_settings(username=USER, oauth2_token=CachingTokenProvider(acquire))
+        emails = [
+            DocumentEmail(to=f"r{n}@example.test", subject="Invoice", body=".") for n in range(6)
+        ]
+        with DeliveryClient.own_smtp(USER, settings) as client:
+            results = list(client.send_many(emails))
+        assert [type(outcome.error) for outcome in results] == [AuthenticationError] * 6
+        assert len(acquire.calls) == 2  # the first token, and one renewal
+
+
+def test_imap_does_not_renew_a_fresh_token_refused_again() -> None:
+    from mailbridge.imap._connection import open_imap
+    from mailbridge.testing import FakeImapServer
+
+    with FakeImapServer(users={}, tokens={USER: "never"}) as server:
+        acquire = Counting()
+        settings = server.imap_settings(username=USER, oauth2_token=CachingTokenProvider(acquire))
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                open_imap(settings)
+        assert len(acquire.calls) == 2 and server.oauth_refused == 4
+
+
+def test_a_renewed_token_refused_again_is_kept_for_the_cooldown_then_renewed() -> None:
+    now = [1000.0]
+    acquire = Counting()
+    provider = CachingTokenProvider(acquire, clock=lambda: now[0], refusal_cooldown=60)
+    provider.reject(provider.token())  # tok-1 refused: renewed
+    assert provider.token() == "tok-2"
+    provider.reject("tok-2")  # refused as well, a moment later: kept, no refresh
+    assert provider.token() == "tok-2"
+    now[0] += 61
+    provider.reject("tok-2")
+    assert provider.token() == "tok-3"
+    assert acquire.calls == [None, "tok-1", "tok-2"]

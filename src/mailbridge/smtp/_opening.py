@@ -237,9 +237,11 @@ def _login(session: Session) -> Generator[Request, Any, str]:
         if not (renewable(source) and refused_token(exc)):
             raise
         # The token was refused (expired early, revoked): one new token, one more AUTH.
-        token = yield FetchToken(refused=token)
+        renewed = yield FetchToken(refused=token)
+        if renewed == token:  # the provider keeps it (fresh, and refused already): no retry
+            raise exc
         result = yield RunExchange(
-            login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
+            login_exchange(session.extensions, settings, encrypted=session.encrypted, token=renewed)
         )
     return result
 
