@@ -394,3 +394,17 @@ def test_no_import_cycle_inside_smtp() -> None:
     assert {"connection", "pipeline", "_core._pipeline", "_core._plan"} <= set(graph)
     assert graph["connection"] >= {"pipeline", "_core.__init__"}
     assert _cycle(graph) is None
+
+
+def test_oauth_initial_responses_are_byte_exact_with_rfc_7628_and_googles_xoauth2() -> None:
+    from mailbridge.smtp._core import oauth_initial_response
+
+    # RFC 7628 3.1: gs2-header "n,a=" saslname "," (RFC 5801: "=" -> "=3D", "," -> "=2C"),
+    # then host, port and auth kvpairs each ended by ^A, and a final ^A.
+    assert oauth_initial_response("OAUTHBEARER", "a,b=c@x.test", "T0k", "smtp.x.test", 587) == (
+        "n,a=a=2Cb=3Dc@x.test,\x01host=smtp.x.test\x01port=587\x01auth=Bearer T0k\x01\x01"
+    )
+    # Google's XOAUTH2: "user=" {User} "^Aauth=Bearer " {Access Token} "^A^A", no escaping.
+    assert oauth_initial_response("XOAUTH2", "a@x.test", "T0k") == (
+        "user=a@x.test\x01auth=Bearer T0k\x01\x01"
+    )
