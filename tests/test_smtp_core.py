@@ -408,3 +408,28 @@ def test_oauth_initial_responses_are_byte_exact_with_rfc_7628_and_googles_xoauth
     assert oauth_initial_response("XOAUTH2", "a@x.test", "T0k") == (
         "user=a@x.test\x01auth=Bearer T0k\x01\x01"
     )
+
+
+def test_a_hostile_oauth_error_challenge_is_cut_and_stripped_of_control_characters() -> None:
+    settings = _settings(username=USER, oauth2_token=lambda: "tok")
+    hostile = '{"status":"401\\r\\nX-Injected: yes\\u0000","scope":"%s"}' % ("s" * 400)
+    with pytest.raises(AuthenticationError) as info:
+        _drive(
+            login_exchange({"AUTH": "XOAUTH2"}, settings, encrypted=True, token="tok"),
+            [b"334 " + base64.b64encode(hostile.encode()) + b"\r\n", b"535 5.7.8 bad\r\n"],
+        )
+    text = str(info.value.reply)
+    assert "status=401 X-Injected: yes" in text
+    assert not any(ch in text for ch in "\r\n\x00") and len(text) < 600
+
+
+def test_a_server_wanting_more_after_the_oauth_error_challenge_gets_a_cancel() -> None:
+    settings = _settings(username=USER, oauth2_token=lambda: "tok")
+    error = base64.b64encode(b'{"status":"invalid_token"}')
+    exchange = login_exchange({"AUTH": "OAUTHBEARER"}, settings, encrypted=True, token="tok")
+    next(exchange)
+    assert exchange.send(SmtpReply(334, None, error.decode())).data == b"AQ==\r\n"
+    # RFC 4954 4: the client cancels an exchange it cannot continue with "*".
+    assert exchange.send(SmtpReply(334, None, "")).data == b"*\r\n"
+    with pytest.raises(AuthenticationError):
+        exchange.send(SmtpReply(501, "5.7.0", "cancelled"))
