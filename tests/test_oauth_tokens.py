@@ -486,3 +486,14 @@ def test_a_renewed_token_refused_again_is_kept_for_the_cooldown_then_renewed() -
     provider.reject("tok-2")
     assert provider.token() == "tok-3"
     assert acquire.calls == [None, "tok-1", "tok-2"]
+
+
+def test_a_user_name_with_a_sasl_field_separator_is_refused_for_oauth() -> None:
+    with pytest.raises(ConfigurationError, match="username"):
+        SmtpSettings(
+            "smtp.example.test",
+            587,
+            "starttls",
+            username="a@example.test\x01auth=Bearer other",
+            oauth2_token=lambda: "tok",
+        )
