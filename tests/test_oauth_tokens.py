@@ -497,3 +497,16 @@ def test_a_user_name_with_a_sasl_field_separator_is_refused_for_oauth() -> None:
             username="a@example.test\x01auth=Bearer other",
             oauth2_token=lambda: "tok",
         )
+
+
+def test_a_server_without_oauth_is_diagnosed_before_any_token_is_fetched() -> None:
+    from mailbridge.diagnosis import Category
+
+    with FakeSmtpServer(tokens={USER: "tok-1"}, auth_mechanisms=["PLAIN", "LOGIN"]) as server:
+        acquire = Counting()
+        settings = server.smtp_settings(username=USER, oauth2_token=CachingTokenProvider(acquire))
+        with pytest.raises(AuthenticationError) as info:
+            SmtpConnection.open(settings)
+        assert info.value.diagnosis is not None
+        assert info.value.diagnosis.category is Category.AUTH_MECHANISM_UNSUPPORTED
+        assert acquire.calls == []  # no refresh for a server that cannot take the token

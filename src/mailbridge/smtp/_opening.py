@@ -228,7 +228,18 @@ def opening(
 def _login(session: Session) -> Generator[Request, Any, str]:
     settings = session.settings
     source = settings.oauth2_token
-    token = None if source is None else (yield FetchToken())
+    token = None
+    if source is not None:
+        # A dry run up to the first AUTH line: no AUTH offered, no OAuth mechanism, no TLS
+        # raise their diagnosed error here, before a token is fetched (a refresh, maybe).
+        dry_run = login_exchange(
+            session.extensions, settings, encrypted=session.encrypted, token=""
+        )
+        try:
+            next(dry_run)
+        finally:
+            dry_run.close()
+        token = yield FetchToken()
     try:
         result: str = yield RunExchange(
             login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
