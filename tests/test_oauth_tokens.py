@@ -510,3 +510,23 @@ def test_a_server_without_oauth_is_diagnosed_before_any_token_is_fetched() -> No
         assert info.value.diagnosis is not None
         assert info.value.diagnosis.category is Category.AUTH_MECHANISM_UNSUPPORTED
         assert acquire.calls == []  # no refresh for a server that cannot take the token
+
+
+def test_the_sqlite_store_keeps_its_file_and_wal_private_even_when_it_existed(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "tokens.sqlite3"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)  # made by the application, the umask's way
+    store = SqliteTokenStore(path)
+    reader = sqlite3.connect(path)  # an open connection keeps -wal and -shm in place
+    try:
+        reader.execute("SELECT * FROM oauth_tokens").fetchall()
+        store.save("acme", "refresh-token-blob")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()}
+    finally:
+        reader.close()
+    names = ("tokens.sqlite3", "tokens.sqlite3-wal", "tokens.sqlite3-shm")
+    assert modes == dict.fromkeys(names, 0o600)

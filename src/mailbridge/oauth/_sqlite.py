@@ -32,7 +32,8 @@ class SqliteTokenStore:
     `lock(tenant)` takes a lease row and waits at most `lock_timeout` seconds for it.
     The holder extends its lease while it works (a slow token endpoint does not let a
     second worker in); a crashed holder's lease runs out after `lease` seconds.
-    The file is created readable by its owner only: it holds refresh tokens.
+    The file (and so its -wal and -shm files) is readable by its owner only: it holds
+    refresh tokens; an existing file others may read is made private.
     """
 
     def __init__(
@@ -48,6 +49,9 @@ class SqliteTokenStore:
         self._locks = _TenantLocks()
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        mode = self.path.stat().st_mode
+        if mode & 0o077:  # an existing file others may read: SQLite gives -wal/-shm its mode
+            self.path.chmod(mode & 0o700)
         with contextlib.closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
