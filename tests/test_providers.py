@@ -8,7 +8,6 @@ import pytest
 from mailbridge import ConfigurationError, Security
 from mailbridge.providers import (
     Endpoint,
-    OAuth2Info,
     Provider,
     ProviderRegistry,
     expand,
@@ -121,7 +120,11 @@ def test_gmail_and_microsoft365_file_their_own_sent_copy() -> None:
     assert gmail.files_sent_copy and m365.files_sent_copy
     assert gmail.sent_folder == "[Gmail]/Sent Mail"
     assert gmail.requires_app_password and gmail.supports_oauth2
-    assert gmail.oauth2 == OAuth2Info("accounts.google.com", ("https://mail.google.com/",))
+    assert gmail.oauth2 is not None
+    assert (gmail.oauth2.issuer, gmail.oauth2.scopes) == (
+        "accounts.google.com",
+        ("https://mail.google.com/",),
+    )
     assert any("2-Step Verification" in hint for hint in gmail.hints)
     assert any("Less secure apps" in hint for hint in gmail.hints)
     assert any("SMTP AUTH must be enabled" in hint for hint in m365.hints)

@@ -310,13 +310,17 @@ class DeliveryClient:
             reply_to=addressing.reply_to,
             now=self._clock,
         )
-        prepared = attrs.evolve(prepared, mode=addressing.mode, note=addressing.note)
-        author_domain = addressing.author.envelope_address.rpartition("@")[2]
+        data = self.signed(prepared.data, addressing.author)
+        return attrs.evolve(prepared, data=data, mode=addressing.mode, note=addressing.note)
+
+    def signed(self, data: bytes, author: Mailbox) -> bytes:
+        """`data` DKIM-signed when this client has a signer aligned with `author` (From)."""
+        author_domain = author.envelope_address.rpartition("@")[2]
         if self.dkim is not None and organizational_domain(author_domain) == (
             organizational_domain(self.dkim.domain)
         ):  # only an aligned signature helps DMARC; relay-mode fallbacks go unsigned
-            prepared = attrs.evolve(prepared, data=self.dkim.sign(prepared.data))
-        return prepared
+            return self.dkim.sign(data)
+        return data
 
     def preview(self, email: DocumentEmail | PreparedMessage) -> bytes:
         """The message exactly as it would be transmitted (Bcc not included).

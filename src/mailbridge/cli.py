@@ -1,4 +1,5 @@
-"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup, blacklist.
+"""The `mailbridge` command: demo, test-connection, send, spf, dmarc, discover, setup,
+blacklist, oauth, outbox.
 
 Exit codes: 0 success, 1 delivery or connection failed (blacklist: listed), 2 bad
 usage or settings, 3 sent but some recipients were refused, 4 blacklists that
@@ -26,8 +27,10 @@ from . import (
     MailbridgeError,
     MessageError,
     SmtpSettings,
+    _cli_oauth,
 )
 from . import _cli_args as _args
+from ._cli_outbox import add_outbox_commands
 from ._distribution import version
 from .errors import ConfigurationError
 
@@ -266,6 +269,9 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 def _cmd_setup(args: argparse.Namespace) -> int:
     from .providers import setup
 
+    resolver = _resolver(args) if args.nameserver else None
+    if args.oauth:
+        return _cli_oauth.setup_command(args, resolver)
     password = os.environ.get(args.password_env)
     if password is None:
         if not sys.stdin.isatty():
@@ -273,9 +279,13 @@ def _cmd_setup(args: argparse.Namespace) -> int:
                 "password", f"set {args.password_env} or run in a terminal to be asked"
             )
         password = getpass.getpass(f"Password for {args.email}: ")
-    resolver = _resolver(args) if args.nameserver else None
     result = setup(
-        args.email, password, resolver=resolver, timeout=args.timeout, want_imap=not args.no_imap
+        args.email,
+        password,
+        resolver=resolver,
+        timeout=args.timeout,
+        want_imap=not args.no_imap,
+        **_cli_oauth.proof_options(args),
     )
     print(result)
     if result.smtp is not None:
@@ -283,6 +293,8 @@ def _cmd_setup(args: argparse.Namespace) -> int:
         print(f"SMTP: --host {s.host} --port {s.port} --security {s.security.value}")
     if result.imap is not None:
         print(f"IMAP: {result.imap.host}:{result.imap.port} {result.imap.security.value}")
+    if not result.ok and (offer := _cli_oauth.offer(args.email, result.oauth2)):
+        print(offer)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -393,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     wizard.add_argument("--no-imap", action="store_true", help="only SMTP")
     wizard.add_argument("--timeout", type=_args.seconds, default=10.0)
     _add_dns_options(wizard)
+    _cli_oauth.add_setup_options(wizard)
     wizard.set_defaults(handler=_cmd_setup)
+    _cli_oauth.add_commands(commands)
 
     providers = commands.add_parser("providers", help="list the built-in provider presets")
     providers.add_argument("--domain", help="only the provider for this address domain")
@@ -402,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_blacklist import add_blacklist_command
 
     add_blacklist_command(commands, _add_dns_options, _resolver)
+    add_outbox_commands(commands)
     return parser
 
 

@@ -42,6 +42,13 @@ class Category(enum.StrEnum):
     BLACKLIST_QUERY_REFUSED = "blacklist_query_refused"
     BLACKLIST_RESOLVER_UNTRUSTED = "blacklist_resolver_untrusted"
     BLACKLIST_UNAVAILABLE = "blacklist_unavailable"
+    BASIC_AUTH_DISABLED = "basic_auth_disabled"
+    AUTH_BLOCKED_BY_POLICY = "auth_blocked_by_policy"
+    WEB_LOGIN_REQUIRED = "web_login_required"
+    OAUTH_TOKEN_REFUSED = "oauth_token_refused"  # noqa: S105 (a category, not a token)
+    OAUTH_GRANT_INVALID = "oauth_grant_invalid"
+    OAUTH_CONSENT_REQUIRED = "oauth_consent_required"
+    OAUTH_CLIENT_INVALID = "oauth_client_invalid"
 
 
 def _hints(value: Iterable[str]) -> tuple[str, ...]:
@@ -50,14 +57,20 @@ def _hints(value: Iterable[str]) -> tuple[str, ...]:
 
 @attrs.frozen
 class Diagnosis:
-    """A failure explained: `category`, a one-line `summary`, and concrete `hints`."""
+    """A failure explained: `category`, a one-line `summary`, and concrete `hints`.
+
+    `help_url` is the provider's own help page for this failure, when there is one.
+    """
 
     category: Category
     summary: str
     hints: tuple[str, ...] = attrs.field(default=(), converter=_hints)
+    help_url: str | None = None
 
     def __str__(self) -> str:
         lines = [self.summary, *(f"- {hint}" for hint in self.hints)]
+        if self.help_url:
+            lines.append(f"More: {self.help_url}")
         return "\n".join(lines)
 
 

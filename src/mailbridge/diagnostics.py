@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
+from . import _login_advice
 from .diagnosis import Category, Diagnosis
 from .errors import (
     AuthenticationError,
@@ -33,6 +34,8 @@ __all__ = [
     "auth_failed",
     "connect_failed",
     "data_refused",
+    "imap_auth_failed",
+    "oauth_failed",
     "recipients_refused",
     "sender_refused",
     "tls_failed",
@@ -234,38 +237,13 @@ def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
     )
 
 
-def _provider_auth_hints(reply: SmtpReply, settings: SmtpSettings) -> tuple[Category, list[str]]:
-    text = reply.text.lower()
-    host = settings.host.lower()
-    hints: list[str] = []
-    category = Category.AUTH_FAILED
-    if reply.enhanced_status == "5.7.9" or "application-specific password" in text:
-        category = Category.APP_PASSWORD_REQUIRED
-        hints.append(
-            "This account needs an app password: create one in the account's security "
-            "settings (this needs 2-step verification) and use it instead of the normal password."
-        )
-    elif reply.enhanced_status == "5.7.139" or "smtpclientauthentication is disabled" in text:
-        category = Category.AUTH_DISABLED
-        hints.append(
-            "SMTP AUTH is disabled for this Microsoft 365 mailbox or tenant: an administrator "
-            "must enable 'Authenticated SMTP' for the mailbox, or use OAuth2."
-        )
-    elif "gmail" in host or "google" in host:
-        hints.append(
-            "Google accounts need an app password (with 2-step verification) or OAuth2; "
-            "'less secure apps' no longer exist."
-        )
-    elif "office365" in host or "outlook" in host:
-        hints.append(
-            "Microsoft 365 is retiring basic authentication: the mailbox needs "
-            "'Authenticated SMTP' enabled, or use OAuth2."
-        )
-    return category, hints
-
-
 def auth_failed(reply: SmtpReply, settings: SmtpSettings, mechanism: str) -> AuthenticationError:
-    """The server refused the login."""
+    """The server refused the login.
+
+    Microsoft 365's and Google's own replies (5.7.30, 5.7.139 and its sub-texts,
+    5.7.3, 5.7.9, 5.7.14, a refused token) get their specific diagnosis with the
+    provider's help page (see `_login_advice`).
+    """
     if reply.is_temporary:
         return AuthenticationError(
             "the server could not check the login right now",
@@ -276,23 +254,42 @@ def auth_failed(reply: SmtpReply, settings: SmtpSettings, mechanism: str) -> Aut
                 ("Try again in a few minutes.",),
             ),
         )
-    category, hints = _provider_auth_hints(reply, settings)
-    if mechanism in ("XOAUTH2", "OAUTHBEARER"):
-        hints.append("The OAuth2 token was refused: it may be expired or lack the SMTP scope.")
-    else:
-        hints.extend(
-            (
-                "Check the user name (usually the full email address) and the password.",
-                "If this account uses two-factor authentication, create an app password "
-                "and use it instead.",
-            )
-        )
     return AuthenticationError(
         f"the server refused the login for {settings.username!r} ({mechanism})",
         reply=reply,
-        diagnosis=Diagnosis(
-            category, "The user name or password was rejected by the server.", tuple(hints)
+        diagnosis=_login_advice.smtp_refusal(
+            reply.enhanced_status,
+            reply.text,
+            settings.host,
+            oauth=settings.oauth2_token is not None,
         ),
+    )
+
+
+def imap_auth_failed(settings: ImapSettings, text: str) -> AuthenticationError:
+    """The IMAP server refused LOGIN or AUTHENTICATE with `text` (already made safe)."""
+    return AuthenticationError(
+        f"the IMAP server refused the login for {settings.username!r}: {text}",
+        diagnosis=_login_advice.imap_refusal(
+            text, settings.host, oauth=settings.oauth2_token is not None
+        ),
+    )
+
+
+def oauth_failed(
+    provider: str, error: str, error_codes: Iterable[int] = (), description: str = ""
+) -> Diagnosis:
+    """What a token endpoint's refusal means for the tenant (``invalid_grant``, consent, ...).
+
+    `provider` is ``"microsoft"``, ``"google"`` or ``""``; `error` the endpoint's
+    ``error`` code, `error_codes` Microsoft's AADSTS numbers, `description` its
+    ``error_description`` (the provider's words, never a token).
+    """
+    return _login_advice.grant_refused(
+        " ".join(str(error).split())[:64],
+        str(description)[:2000],
+        provider=provider or None,
+        error_codes=tuple(error_codes),
     )
 
 

@@ -21,6 +21,7 @@ The hierarchy, so that callers can branch on what they can act on::
     ├── SuppressionListError        the suppression list's database failed (locked, unreadable)
     ├── UidValidityChanged          an import batch no longer matches the folder's UIDs
     ├── PoolClosed                  the connection pool (or its client) was closed
+    ├── OutboxError                 an outbox operation cannot be done: unknown id, schema too new
     ├── VerificationError           a sender-verification token is not valid
     │   ├── TokenExpired            .expired_at
     │   ├── TokenInvalid            malformed, or signed with another secret (tampered)
@@ -89,6 +90,7 @@ __all__ = [
     "OAuthConsentRequired",
     "OAuthError",
     "OAuthGrantInvalid",
+    "OutboxError",
     "PoolClosed",
     "ProtocolError",
     "RecipientsRefused",
@@ -266,6 +268,10 @@ class UidValidityChanged(MailbridgeError):
 
 class PoolClosed(MailbridgeError):
     """The connection pool was closed (`close()`), so it hands out no more connections."""
+
+
+class OutboxError(MailbridgeError):
+    """An outbox operation cannot be done: no such message, or a schema newer than this code."""
 
 
 class VerificationError(MailbridgeError):

@@ -193,6 +193,33 @@ class SentArchiver:
                 self._changed.notify_all()
         return request.outcome
 
+    def find(self, message_ids: Sequence[str]) -> dict[str, int] | None:
+        """UIDs of those of `message_ids` already in the archive folder (one SEARCH).
+
+        None when there is no archive folder to look in. IMAP failures are raised
+        (the outbox treats them as "cannot tell"). Used to settle a message whose
+        SMTP outcome is unknown: a copy in Sent means it went out.
+        """
+        with self._changed:
+            while self._busy:
+                self._changed.wait()
+            if self._closed:
+                return None
+            self._busy = True
+        try:
+            client = self._session()
+            folder, _ = self._open_folder(client)
+            if folder is None or not message_ids:
+                return None if folder is None else {}
+            return find_by_message_id(client, list(message_ids))
+        except BaseException:
+            self._drop()
+            raise
+        finally:
+            with self._changed:
+                self._busy = False
+                self._changed.notify_all()
+
     def _take_batch(self) -> list[_Request]:
         with self._changed:
             batch: list[_Request] = []

@@ -35,23 +35,6 @@ from ._wire import ImapLimits
 __all__ = ["ImapLimits", "close_imap", "open_imap"]
 
 
-def _auth_failed(settings: ImapSettings, text: str) -> AuthenticationError:
-    lowered = text.lower()
-    hints = ["Check the user name (usually the full email address) and the password."]
-    category = Category.AUTH_FAILED
-    if "application-specific password" in lowered or "app password" in lowered:
-        category = Category.APP_PASSWORD_REQUIRED
-        hints.insert(0, "This account needs an app password (with 2-step verification).")
-    else:
-        hints.append(
-            "If this account uses two-factor authentication, create an app password and use it."
-        )
-    return AuthenticationError(
-        f"the IMAP server refused the login for {settings.username!r}: {text}",
-        diagnosis=Diagnosis(category, "The user name or password was rejected.", tuple(hints)),
-    )
-
-
 def _protocol(exc: Exception) -> ProtocolError:
     return ProtocolError(
         f"the IMAP server answered unexpectedly: {server_text(exc)}",
@@ -161,7 +144,7 @@ def _login(client: BoundedClient, settings: ImapSettings) -> None:
         # silent, flooding), that is the error, and nothing is known about the password.
         if isinstance(client.wire.failure, DeliveryError):
             raise client.typed_error(exc, "LOGIN") from None
-        raise _auth_failed(settings, server_text(exc)) from None
+        raise diagnostics.imap_auth_failed(settings, server_text(exc)) from None
     except DeliveryError:
         raise
     except (OSError, imapclient.exceptions.IMAPClientError, *PARSE_FAILURES) as exc:

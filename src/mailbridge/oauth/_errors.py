@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .. import diagnostics
 from ..diagnosis import Category, Diagnosis
 from ..errors import OAuthConsentRequired, OAuthError, OAuthGrantInvalid
 
@@ -26,28 +27,8 @@ _NAMES = {"microsoft": "Microsoft", "google": "Google"}
 def oauth_diagnosis(
     provider: str, error: str, error_codes: tuple[int, ...], description: str
 ) -> Diagnosis:
-    """What a person should do about an OAuth error (the one place that says so)."""
-    name = _NAMES.get(provider, "the provider")
-    if error in _CONSENT_ERRORS or _CONSENT_CODES.intersection(error_codes):
-        return Diagnosis(
-            Category.AUTH_FAILED,
-            f"The email account has not (yet) allowed this application at {name}.",
-            (
-                "Sign in again and accept the requested permissions; in an organisation, "
-                "an administrator may have to grant consent for everyone.",
-            ),
-        )
-    if error == "invalid_grant":
-        return Diagnosis(
-            Category.AUTH_FAILED,
-            f"The authorisation at {name} has expired or was revoked.",
-            ("Sign in to the email account again to renew the authorisation.",),
-        )
-    return Diagnosis(
-        Category.AUTH_FAILED,
-        f"No OAuth2 access token could be obtained from {name}.",
-        ("Try again later; if it persists, sign in to the email account again.",),
-    )
+    """What a person should do about an OAuth error (said in `diagnostics.oauth_failed`)."""
+    return diagnostics.oauth_failed(provider, error, error_codes, description)
 
 
 def _codes(payload: Mapping[str, Any]) -> tuple[int, ...]:

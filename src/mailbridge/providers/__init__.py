@@ -26,12 +26,14 @@ if TYPE_CHECKING:
         USERNAME_FORMS,
         AuthMethod,
         Endpoint,
-        OAuth2Info,
         Provider,
+        SendingLimits,
         UsernameForm,
         expand,
         normalize_domain,
     )
+    from ._oauth_info import Milestone, OAuth2Info
+    from ._oauth_setup import OAuthSetup
     from ._registry import ProviderRegistry
     from ._wizard import SetupAttempt, SetupResult, setup
 
@@ -47,9 +49,12 @@ __all__ = [
     "Endpoint",
     "Fetcher",
     "HttpsFetcher",
+    "Milestone",
     "OAuth2Info",
+    "OAuthSetup",
     "Provider",
     "ProviderRegistry",
+    "SendingLimits",
     "SetupAttempt",
     "SetupResult",
     "SourceReport",
@@ -79,12 +84,14 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "USERNAME_FORMS",
                 "AuthMethod",
                 "Endpoint",
-                "OAuth2Info",
                 "Provider",
+                "SendingLimits",
                 "UsernameForm",
                 "expand",
                 "normalize_domain",
             ),
+            "._oauth_info": ("Milestone", "OAuth2Info"),
+            "._oauth_setup": ("OAuthSetup",),
             "._registry": ("ProviderRegistry",),
             "._wizard": ("SetupAttempt", "SetupResult", "setup"),
         },

@@ -26,6 +26,7 @@ from ..settings import Security
 
 __all__ = [
     "MAX_DOCUMENT_SIZE",
+    "MAX_OAUTH2_SCOPES",
     "AutoconfigAuthMethod",
     "AutoconfigCandidate",
     "AutoconfigError",
@@ -36,6 +37,10 @@ __all__ = [
 
 MAX_DOCUMENT_SIZE = 512 * 1024
 """Default size limit in bytes; real documents are a few kilobytes."""
+MAX_OAUTH2_SCOPES = 16
+"""An `<oAuth2>` block with more scopes than this is not used (real ones have two or three)."""
+MAX_OAUTH2_URL = 2048
+_MAX_SCOPE = 256
 
 ServerProtocol = Literal["smtp", "imap", "pop3"]
 AutoconfigAuthMethod = Literal["password", "password-encrypted", "oauth2", "client-ip", "none"]
@@ -231,14 +236,45 @@ def _host(text: str) -> str | None:
 
 
 def _oauth2(element: ET.Element) -> OAuth2Config | None:
-    """The OAuth2 settings, or None when the block lacks a field or an https URL."""
-    issuer = _text(element, "issuer")
-    auth_url = _url(_text(element, "authURL"), ("https",))
-    token_url = _url(_text(element, "tokenURL"), ("https",))
-    if issuer is None or auth_url is None or token_url is None:
+    """The OAuth2 settings, or None when the block lacks a field or is not safe to use.
+
+    The issuer must be a host name; both URLs https on a host name (no IP literal,
+    no user name or password in the URL, at most `MAX_OAUTH2_URL` characters); the
+    scopes, at most `MAX_OAUTH2_SCOPES` of them, each a printable word.
+    """
+    issuer = _host(_text(element, "issuer") or "")
+    auth_url = _oauth2_url(_text(element, "authURL"))
+    token_url = _oauth2_url(_text(element, "tokenURL"))
+    if issuer is None or _is_ip(issuer) or auth_url is None or token_url is None:
         return None
-    scopes = tuple(dict.fromkeys((_text(element, "scope") or "").split()))
+    words = (_text(element, "scope") or "")[: MAX_OAUTH2_SCOPES * (_MAX_SCOPE + 1)].split()
+    scopes = tuple(dict.fromkeys(words))
+    if (
+        not scopes
+        or len(scopes) > MAX_OAUTH2_SCOPES
+        or not all(len(scope) <= _MAX_SCOPE and scope.isprintable() for scope in scopes)
+    ):
+        return None
     return OAuth2Config(issuer, scopes, auth_url, token_url)
+
+
+def _oauth2_url(text: str | None) -> str | None:
+    url = _url(text, ("https",))
+    if url is None or len(url) > MAX_OAUTH2_URL:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        return None
+    host = _host(parts.hostname or "")
+    return url if host is not None and not _is_ip(host) else None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _url(text: str | None, schemes: tuple[str, ...]) -> str | None:

@@ -23,6 +23,7 @@ from ..settings import Security
 from ._candidates import PRIORITY, Candidate
 from ._fetch import Fetcher, HttpsFetcher
 from ._models import Provider
+from ._oauth_info import OAuth2Info
 from ._registry import ProviderRegistry
 from ._sources import _SOURCES, GUESS_PORTS, _Context, _guess, _registry
 
@@ -91,6 +92,16 @@ class DiscoveryResult:
     def timed_out(self) -> tuple[str, ...]:
         """The sources that did not answer before the deadline."""
         return tuple(s.name for s in self.sources if s.timed_out)
+
+    @property
+    def oauth2(self) -> OAuth2Info | None:
+        """How to sign in with OAuth2 here, when the provider or a trusted server offers it.
+
+        A set-up form shows "Sign in with Microsoft/Google" when this is not None.
+        """
+        if self.provider is not None and self.provider.supports_oauth2:
+            return self.provider.oauth2
+        return next((c.oauth2 for c in self.smtp if c.offers_oauth2 and c.trusted), None)
 
 
 class DiscoveryCache:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._models import Endpoint, OAuth2Info, Provider
+from ._models import Endpoint, Provider, SendingLimits
+from ._oauth_info import Milestone, OAuth2Info
 
 _SCHEMA_VERSION = 1
 
@@ -28,9 +29,14 @@ _PROVIDER_KEYS = {
     "docs",
     "hints",
     "notes",
+    "timeline",
+    "limits",
 }
 _ENDPOINT_KEYS = {"host", "port", "security", "username"}
 _OAUTH2_KEYS = {"issuer", "scopes"}
+_OAUTH2_OPTIONAL = {"authority", "auth_url", "token_url", "device_code_url", "required_for"}
+_MILESTONE_KEYS = {"date", "change", "source"}
+_LIMIT_KEYS = {"per_minute", "per_day", "connections", "source"}
 
 
 class _Reader:
@@ -97,6 +103,10 @@ class _Reader:
         values["imap"] = self.endpoints(entry, prefix, who, "imap")
         if "oauth2" in entry:
             values["oauth2"] = self.oauth2(entry["oauth2"], prefix, who)
+        if "timeline" in entry:
+            values["timeline"] = self.timeline(entry["timeline"], prefix, who)
+        if "limits" in entry:
+            values["limits"] = self.limits(entry["limits"], prefix, who)
         try:
             return Provider(**values)
         except ConfigurationError as error:
@@ -140,7 +150,7 @@ class _Reader:
         place = f"{prefix}.oauth2"
         if not isinstance(raw, dict):
             raise self.fail(place, f"{who}: must be a table {{issuer, scopes}}")
-        unknown = set(raw) - _OAUTH2_KEYS
+        unknown = set(raw) - _OAUTH2_KEYS - _OAUTH2_OPTIONAL
         missing = _OAUTH2_KEYS - set(raw)
         if unknown or missing:
             problem = (
@@ -149,12 +159,40 @@ class _Reader:
                 else (f"missing: {', '.join(sorted(missing))}")
             )
             raise self.fail(place, f"{who}: {problem}")
-        if not isinstance(raw["scopes"], list):
-            raise self.fail(f"{place}.scopes", f"{who}: must be a list of strings")
+        for key in ("scopes", "required_for"):
+            value = raw.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise self.fail(f"{place}.{key}", f"{who}: must be a list of strings")
         try:
-            return OAuth2Info(issuer=raw["issuer"], scopes=raw["scopes"])
+            return OAuth2Info(**raw)
         except ConfigurationError as error:
             raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
+
+    def timeline(self, raw: object, prefix: str, who: str) -> tuple[Milestone, ...]:
+        if not isinstance(raw, list):
+            raise self.fail(f"{prefix}.timeline", f"{who}: must be an array [[provider.timeline]]")
+        steps = []
+        for index, item in enumerate(raw):
+            place = f"{prefix}.timeline[{index}]"
+            if not isinstance(item, dict) or set(item) != _MILESTONE_KEYS:
+                raise self.fail(place, f"{who}: must be a table {{date, change, source}}")
+            try:
+                steps.append(Milestone(**item))
+            except ConfigurationError as error:
+                raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
+        return tuple(steps)
+
+    def limits(self, raw: object, prefix: str, who: str) -> SendingLimits:
+        place = f"{prefix}.limits"
+        if not isinstance(raw, dict):
+            raise self.fail(place, f"{who}: must be a table {{per_minute, per_day, connections}}")
+        unknown = set(raw) - _LIMIT_KEYS
+        if unknown:
+            raise self.fail(place, f"{who}: unknown keys: {', '.join(sorted(unknown))}")
+        try:
+            return SendingLimits(**raw)
+        except ConfigurationError as error:
+            raise self.fail(f"{prefix}.{error.field}", f"{who}: {error.problem}") from None
 
 
 _KIND_NAMES: dict[type, str] = {str: "string", bool: "boolean (true/false)", dict: "table"}

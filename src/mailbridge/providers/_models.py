@@ -1,4 +1,5 @@
-"""Provider value classes and their validation: `Endpoint`, `OAuth2Info`, `Provider`, `expand`."""
+"""Provider value classes and their validation: `Endpoint`, `OAuth2Info`, `SendingLimits`,
+`Provider`, `expand`."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import fnmatch
 import re
 import types
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import idna
 
 from ..errors import ConfigurationError
 from ..settings import Security
+from ._oauth_info import Milestone, OAuth2Info, to_strings
 
 UsernameForm = Literal["address", "local_part"]
 """What a provider expects as user name: the whole address or the part before the ``@``."""
@@ -191,28 +193,29 @@ class Endpoint:
         return local if self.username == "local_part" else f"{local}@{domain}"
 
 
-def _to_strings(values: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(values, str):
-        return (values,)
-    return tuple(values)
+def _limit(field: str) -> Any:
+    def check(_: object, __: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigurationError(field, f"{value!r} is not a positive whole number")
+
+    return check
 
 
 @attrs.frozen
-class OAuth2Info:
-    """Where OAuth2 tokens for a provider come from: the issuer and the scopes mail needs."""
+class SendingLimits:
+    """A provider's published sending limits for one mailbox; `source` is where they come from.
 
-    issuer: str = attrs.field()
-    scopes: tuple[str, ...] = attrs.field(converter=_to_strings)
+    `per_minute` and `per_day` count messages, `connections` the SMTP connections
+    sending at once; None where the provider publishes no figure. The outbox
+    enforces them per tenant across all its workers.
+    """
 
-    @issuer.validator
-    def _check_issuer(self, _: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError("issuer", "the OAuth2 issuer is empty")
-
-    @scopes.validator
-    def _check_scopes(self, _: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
-        if not value or not all(isinstance(scope, str) and scope for scope in value):
-            raise ConfigurationError("scopes", "give at least one non-empty OAuth2 scope")
+    per_minute: int | None = attrs.field(default=None, validator=_limit("limits.per_minute"))
+    per_day: int | None = attrs.field(default=None, validator=_limit("limits.per_day"))
+    connections: int | None = attrs.field(default=None, validator=_limit("limits.connections"))
+    source: str | None = None
 
 
 def _domain_names(field: str, values: Iterable[str]) -> tuple[str, ...]:
@@ -270,7 +273,9 @@ class Provider:
     (``smtp.googlemail.com``): they recognise a host a tenant typed, and are never
     offered by discovery. `hints` are short sentences for diagnostics; `docs` maps
     a topic (``app_passwords``, ``smtp_auth``, ``imap``, ``spf``, ``settings``) to
-    the provider's own help page; `notes` records what is uncertain about the data.
+    the provider's own help page; `notes` records what is uncertain about the data;
+    `timeline` dates the provider's announced changes to how one logs in (Microsoft
+    365's retirement of passwords for SMTP).
     """
 
     id: str = attrs.field()
@@ -279,14 +284,16 @@ class Provider:
     imap: tuple[Endpoint, ...] = attrs.field(default=(), converter=_endpoint_tuple)
     domains: tuple[str, ...] = attrs.field(default=(), converter=_to_domains)
     mx_patterns: tuple[str, ...] = attrs.field(default=(), converter=_to_patterns)
-    auth: tuple[AuthMethod, ...] = attrs.field(default=("password",), converter=_to_strings)
+    auth: tuple[AuthMethod, ...] = attrs.field(default=("password",), converter=to_strings)
     oauth2: OAuth2Info | None = attrs.field(default=None)
     files_sent_copy: bool = attrs.field(default=False)
     sent_folder: str | None = attrs.field(default=None)
     server_aliases: tuple[str, ...] = attrs.field(default=(), converter=_to_aliases)
     docs: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping, hash=False)
-    hints: tuple[str, ...] = attrs.field(default=(), converter=_to_strings)
+    hints: tuple[str, ...] = attrs.field(default=(), converter=to_strings)
     notes: str | None = None
+    timeline: tuple[Milestone, ...] = attrs.field(default=(), converter=tuple)
+    limits: SendingLimits | None = None
 
     @id.validator
     def _check_id(self, _: attrs.Attribute[str], value: str) -> None:
@@ -369,6 +376,15 @@ class Provider:
     def _check_hints(self, _: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
         if not all(isinstance(hint, str) and hint.strip() for hint in value):
             raise ConfigurationError("hints", "every hint must be non-empty text")
+
+    @timeline.validator
+    def _check_timeline(
+        self, _: attrs.Attribute[tuple[Milestone, ...]], value: tuple[Milestone, ...]
+    ) -> None:
+        if not all(isinstance(step, Milestone) for step in value):
+            raise ConfigurationError("timeline", "every step must be a Milestone")
+        if [step.date for step in value] != sorted(step.date for step in value):
+            raise ConfigurationError("timeline", "list the steps in date order")
 
     def __attrs_post_init__(self) -> None:
         if "oauth2" in self.auth and self.oauth2 is None:

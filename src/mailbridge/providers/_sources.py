@@ -21,11 +21,12 @@ import dns.resolver
 from .._psl import registered_domain
 from ..errors import AutoconfigError
 from ..settings import Security
-from ._autoconfig import parse_autoconfig
+from ._autoconfig import AutoconfigCandidate, parse_autoconfig
 from ._candidates import Candidate
 from ._fetch import Fetcher
 from ._hosts import checked_addresses, system_resolver
 from ._models import Provider
+from ._oauth_info import OAuth2Info
 from ._probe import ProbeTarget, probe_endpoint
 from ._registry import ProviderRegistry
 
@@ -101,9 +102,30 @@ def _from_provider(
                     trusted,
                     why,
                     provider.id,
+                    provider.oauth2,
                 )
             )
     return found
+
+
+def _oauth2_of(ctx: _Context, candidate: AutoconfigCandidate, trusted: bool) -> OAuth2Info | None:
+    """The document's `<oAuth2>` block as `OAuth2Info`, or None when it is not to be used.
+
+    An issuer the provider list knows (login.microsoftonline.com) gets the list's
+    endpoints and scopes, never the document's; an unknown issuer is only taken
+    from a trusted document, since the application will send refresh tokens there.
+    """
+    config = candidate.oauth2
+    if config is None:
+        return None
+    for provider in ctx.registry:
+        if provider.oauth2 is not None and provider.oauth2.issuer == config.issuer:
+            return provider.oauth2
+    if not trusted:
+        return None
+    return OAuth2Info(
+        config.issuer, config.scopes, auth_url=config.auth_url, token_url=config.token_url
+    )
 
 
 def _registry(ctx: _Context) -> list[Candidate]:
@@ -156,6 +178,7 @@ def _autoconfig_at(
                 source,
                 trusted,
                 f"autoconfig document at {url}",
+                oauth2=_oauth2_of(ctx, c, trusted),
             )
             for c in parsed
             if c.protocol in ("smtp", "imap")

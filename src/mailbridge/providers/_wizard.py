@@ -11,23 +11,37 @@ import attrs
 
 from .._client import DeliveryClient
 from .._results import ConnectionReport
+from .._tokens import TokenSource
 from ..diagnosis import Category, Diagnosis
-from ..errors import MailbridgeError
+from ..errors import ConfigurationError, MailbridgeError
 from ..imap._probe import probe_imap
 from ..settings import ImapSettings, SmtpSettings
 from ..smtp.probe import probe_smtp
 from ._discovery import Candidate, DiscoveryResult, discover
 from ._hosts import checked_addresses
 from ._models import Provider
+from ._oauth_info import OAuth2Info
 
 __all__ = ["SetupAttempt", "SetupResult", "setup"]
 
 # Failures that say more about the account than about the server: they win the diagnosis.
 _ACCOUNT_PROBLEMS = (
+    Category.OAUTH_CONSENT_REQUIRED,
+    Category.OAUTH_GRANT_INVALID,
+    Category.BASIC_AUTH_DISABLED,
+    Category.AUTH_BLOCKED_BY_POLICY,
+    Category.WEB_LOGIN_REQUIRED,
     Category.APP_PASSWORD_REQUIRED,
     Category.AUTH_DISABLED,
+    Category.OAUTH_TOKEN_REFUSED,
     Category.AUTH_FAILED,
     Category.AUTH_MECHANISM_UNSUPPORTED,
+)
+# Failures of the OAuth2 sign-in itself: trying other servers would only ask again.
+_SIGN_IN_PROBLEMS = (
+    Category.OAUTH_GRANT_INVALID,
+    Category.OAUTH_CONSENT_REQUIRED,
+    Category.OAUTH_CLIENT_INVALID,
 )
 # Failures to reach a server at all: then the host's next address is worth a try.
 _UNREACHABLE = (Category.CONNECTION_REFUSED, Category.TIMEOUT)
@@ -63,6 +77,11 @@ class SetupResult:
     def provider(self) -> Provider | None:
         """The provider discovery recognised, if any."""
         return self.discovery.provider
+
+    @property
+    def oauth2(self) -> OAuth2Info | None:
+        """How to sign in with OAuth2 instead (see `OAuthSetup`), when it is offered here."""
+        return self.discovery.oauth2
 
     def __str__(self) -> str:
         lines = []
@@ -156,10 +175,28 @@ def _best_failure(attempts: list[SetupAttempt]) -> Diagnosis | None:
     return diagnoses[0] if diagnoses else None
 
 
+def _signed_out(attempts: list[SetupAttempt]) -> bool:
+    """True once the sign-in itself failed (revoked, no consent): no server can help."""
+    return any(
+        a.report.diagnosis is not None and a.report.diagnosis.category in _SIGN_IN_PROBLEMS
+        for a in attempts
+    )
+
+
+def _no_oauth2(email: str) -> Diagnosis:
+    return Diagnosis(
+        Category.AUTH_MECHANISM_UNSUPPORTED,
+        f"The mail servers found for {email} do not take OAuth2 sign-ins.",
+        ("Use the mailbox password or an app password for this provider instead.",),
+    )
+
+
 def setup(
     email: str,
-    password: str,
+    password: str | None = None,
     *,
+    oauth2_token: TokenSource | None = None,
+    username: str | None = None,
     want_imap: bool = True,
     max_attempts: int = 6,
     try_untrusted: bool = False,
@@ -186,7 +223,14 @@ def setup(
     goes to an address that was checked, with TLS verified against the name;
     when nothing answers there, the host's next checked address is tried (at
     most three, each within `connect_timeout`).
+
+    With `oauth2_token` (a `TokenProvider` from an OAuth2 sign-in, see
+    `OAuthSetup`) instead of a password, only servers that take OAuth2 are
+    tried, with the same rules; `username` replaces the user name discovery
+    found (the account that signed in).
     """
+    if (password is None) == (oauth2_token is None):
+        raise ConfigurationError("password", "give either a password or an oauth2_token")
     found = discover(
         email, tls_context=ssl_context, allow_private=allow_private, **discover_options
     )
@@ -200,10 +244,17 @@ def setup(
     smtp = imap = None
     resolver = discover_options.get("resolver")
 
+    if username is not None:
+        options["username"] = username
+    if oauth2_token is not None:
+        options["oauth2_token"] = oauth2_token
+
     def addresses(candidate: Candidate) -> list[str]:
         """The checked addresses to connect to; none when the candidate is refused."""
         if not candidate.trusted and not try_untrusted:
             return []
+        if oauth2_token is not None and "oauth2" not in candidate.auth_methods:
+            return []  # a token goes only where OAuth2 is expected
         # Resolved once: the connection goes to an address that was checked.
         found, refused = checked_addresses(
             candidate.host, resolver, connect_timeout, allow_private=allow_private
@@ -212,6 +263,8 @@ def setup(
 
     for candidate in found.smtp:
         if sum(a.candidate.protocol == "smtp" for a in attempts) >= max_attempts:
+            break
+        if _signed_out(attempts):
             break
         if not (pins := addresses(candidate)):
             continue
@@ -224,6 +277,8 @@ def setup(
     if want_imap:
         for candidate in found.imap:
             if sum(a.candidate.protocol == "imap" for a in attempts) >= max_attempts:
+                break
+            if _signed_out(attempts):
                 break
             if not (pins := addresses(candidate)):
                 continue
@@ -239,6 +294,8 @@ def setup(
         failure = _best_failure([a for a in attempts if a.candidate.protocol == "smtp"])
         if failure is not None:
             diagnosis = _provider_advice(failure, found.provider)
+        elif oauth2_token is not None and found.smtp:
+            diagnosis = _no_oauth2(email)
         elif found.smtp:
             diagnosis = Diagnosis(
                 Category.HOST_NOT_FOUND,

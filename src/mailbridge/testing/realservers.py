@@ -9,29 +9,47 @@ accepted and discarded: nothing ever leaves the machine.  Postfix needs root.
 Mail is stored under a system user ``vmail`` (created when missing).  So that this user can reach
 its maildirs, ``directory`` and its ancestors get the search bit for others (``o+x``, no read
 permission) where it is missing, e.g. on pytest's ``/tmp/pytest-of-root`` (mode 0700).
+
+Beside them: ``RealRedisServer`` (Debian's redis-server, e.g. Celery's broker; no root needed) and
+``CeleryWorkers`` (real ``celery worker`` processes of an application module).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
 import shutil
-import signal
-import socket
 import ssl
 import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 
 import trustme
 
-__all__ = ["DEFAULT_USERS", "RealMailServers", "RealServerError", "availability"]
+from mailbridge.testing._celeryworkers import CeleryWorkers
+from mailbridge.testing._realprocess import (
+    RealServerError,
+    free_ports,
+    read_tail,
+    terminate_session,
+    wait_until,
+)
+from mailbridge.testing._realredis import RealRedisServer, redis_availability
+
+__all__ = [
+    "DEFAULT_USERS",
+    "CeleryWorkers",
+    "RealMailServers",
+    "RealRedisServer",
+    "RealServerError",
+    "availability",
+    "redis_availability",
+]
 
 DEFAULT_USERS: Mapping[str, str] = MappingProxyType(
     {"alice@example.test": "alice-secret", "bob@example.test": "bob-secret"}
@@ -68,10 +86,6 @@ postlog    unix-dgram n - n -     1 postlogd
 """
 
 
-class RealServerError(RuntimeError):
-    """The real mail servers failed to start, stop or deliver."""
-
-
 def _which(name: str) -> str | None:
     return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), _SYSTEM_PATH]))
 
@@ -90,15 +104,6 @@ def availability() -> tuple[bool, str]:
     if os.geteuid() != 0:
         return False, "running real Postfix needs root"
     return True, ""
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct ports that are free on 127.0.0.1 right now."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _mail_user() -> tuple[int, int]:
@@ -127,56 +132,6 @@ def _make_traversable(path: Path) -> None:
         mode = part.stat().st_mode
         if not mode & stat.S_IXOTH:
             part.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-
-
-def _session_members(sid: int) -> list[int]:
-    """Live (non-zombie) processes in session sid."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(entry.path, "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == sid:
-            members.append(int(entry.name))
-    return members
-
-
-def _terminate_session(sid: int) -> None:
-    """Stop a daemon master (a session leader) and everything in its session."""
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-        members = _session_members(sid)
-        if not members:
-            return
-        for pid in [sid] if sig == signal.SIGTERM and sid in members else members:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        _wait_until(lambda: not _session_members(sid), grace)
-    if _session_members(sid):
-        raise RealServerError(f"processes of session {sid} survived SIGKILL")
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
-    """Poll condition until it is true (returns True) or timeout seconds pass (returns False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-def _read_tail(path: Path, lines: int) -> str:
-    try:
-        with path.open("rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - 300 * lines - 4096))
-            text = file.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class RealMailServers:
@@ -241,7 +196,7 @@ class RealMailServers:
         try:
             self._prepare()
             self._run("dovecot", "-c", str(self._dovecot_conf))
-            if not _wait_until((self._base_dir / "master.pid").exists, 5.0):
+            if not wait_until((self._base_dir / "master.pid").exists, 5.0):
                 raise RealServerError("dovecot wrote no master.pid within 5 s")
             self._run("postfix", "-c", str(self._postfix_etc), "start")
         except (OSError, subprocess.SubprocessError, RealServerError) as exc:
@@ -258,7 +213,7 @@ class RealMailServers:
             except (OSError, ValueError, IndexError):
                 continue
             if self._owns(pid):
-                _terminate_session(pid)
+                terminate_session(pid)
             pid_file.unlink(missing_ok=True)
 
     def client_ssl_context(self) -> ssl.SSLContext:
@@ -293,7 +248,7 @@ class RealMailServers:
     def log_tail(self, lines: int = 50) -> str:
         """The last lines of the Postfix and Dovecot logs."""
         return "\n".join(
-            f"--- {name} ---\n{_read_tail(self._logs / name, lines)}"
+            f"--- {name} ---\n{read_tail(self._logs / name, lines)}"
             for name in ("postfix.log", "dovecot.log")
         )
 
@@ -352,7 +307,7 @@ class RealMailServers:
             self._server_chain.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
             ca.cert_pem.write_to_path(str(self.ca_file))
         if not self.smtp_port:  # keep the ports of an earlier start(), so clients can reconnect
-            ports = _free_ports(7)
+            ports = free_ports(7)
             self.smtp_port, self.submission_port, self.smtps_port = ports[:3]
             self.imap_port, self.imaps_port, self._lmtp_port, self._auth_port = ports[3:]
         users_file = self.directory / "dovecot" / "users"

@@ -1,0 +1,61 @@
+"""Outbox mode: `send_messages` checks each message, stores it in the durable outbox when the
+caller's transaction commits, and returns at once; the outbox's workers (or your `dispatch`,
+e.g. a Celery task) send it, with retries, pacing and statuses (see docs/django.md)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from django.db import transaction
+
+from .._client import DeliveryClient
+from ..composer import PreparedMessage
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..outbox import Outbox
+
+__all__ = ["enqueue_on_commit", "outbox_at"]
+
+_lock = threading.Lock()
+_opened: dict[str, Outbox] = {}
+
+
+def outbox_at(value: Any) -> Outbox:
+    """The `Outbox` given, or the one at URL `value`, opened once per process."""
+    from ..outbox import Outbox
+
+    if isinstance(value, Outbox):
+        return value
+    if not isinstance(value, str) or "://" not in value:
+        raise ConfigurationError(
+            "OUTBOX", 'give the outbox URL ("sqlite:///var/outbox.db", "postgresql://...")'
+        )
+    with _lock:
+        if value not in _opened:
+            _opened[value] = Outbox.open(value)
+        return _opened[value]
+
+
+def enqueue_on_commit(
+    message: Any,
+    tenant: str,
+    client: DeliveryClient,
+    prepared: PreparedMessage,
+    *,
+    outbox: Outbox,
+    dispatch: Any,
+    database: str,
+) -> None:
+    """Store `prepared` for `tenant` when the transaction on `database` commits (at once
+    outside one); then `dispatch(id)`, and `message.mailbridge_result.outbox_id` is set."""
+
+    def enqueue() -> None:
+        id = outbox.enqueue(
+            tenant, prepared, client=client, idempotency_key=prepared.message_id, dispatch=dispatch
+        )
+        message.mailbridge_result = attrs.evolve(message.mailbridge_result, outbox_id=id)
+
+    transaction.on_commit(enqueue, using=database)

@@ -1,0 +1,3 @@
+"""Management commands of `mailbridge.django`."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""`manage.py mailbridge_test_connection`."""
+
+__all__: list[str] = []

@@ -1,0 +1,64 @@
+"""The outbox schema and its migrations, written once for every SQL dialect.
+
+`{blob}` and `{real}` are the dialect's types for bytes and float seconds; all
+other columns are TEXT or INTEGER in both SQLite and PostgreSQL. The message bytes
+live in their own table, `outbox_bodies`, written once: changing a message's state
+then never rewrites its bytes (SQLite would copy them into the WAL on every update).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+_V1 = (
+    """CREATE TABLE IF NOT EXISTS outbox_messages (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        idempotency_key TEXT,
+        state TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        envelope_sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        bcc TEXT NOT NULL,
+        smtputf8 INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        note TEXT,
+        size INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at {real} NOT NULL,
+        updated_at {real} NOT NULL,
+        not_before {real} NOT NULL,
+        deadline {real} NOT NULL,
+        wait_reason TEXT,
+        sent_at {real},
+        lease_owner TEXT,
+        lease_expires {real},
+        result TEXT,
+        error TEXT,
+        UNIQUE (tenant, idempotency_key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox_bodies (
+        id TEXT PRIMARY KEY,
+        data {blob} NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox_messages (state, not_before, created_at)",
+    "CREATE INDEX IF NOT EXISTS outbox_lease ON outbox_messages (state, lease_expires)",
+    "CREATE INDEX IF NOT EXISTS outbox_tenant ON outbox_messages (tenant, state)",
+    "CREATE INDEX IF NOT EXISTS outbox_updated ON outbox_messages (state, updated_at)",
+    """CREATE TABLE IF NOT EXISTS outbox_tenants (
+        tenant TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        per_minute INTEGER,
+        per_day INTEGER,
+        in_flight INTEGER,
+        minute_start {real} NOT NULL DEFAULT 0,
+        minute_count INTEGER NOT NULL DEFAULT 0,
+        day_start {real} NOT NULL DEFAULT 0,
+        day_count INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""Statements that bring the schema from version N to N + 1, in order."""
+
+SCHEMA_VERSION = len(MIGRATIONS)

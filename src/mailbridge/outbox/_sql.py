@@ -1,0 +1,568 @@
+"""`SqlStore`: the outbox store over any SQL `Dialect` (SQLite, PostgreSQL).
+
+Every method is one short transaction; none is held while a worker talks SMTP.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ._dialect import Dialect
+from ._schema import MIGRATIONS, SCHEMA_VERSION
+from ._store import FINAL_STATES, Claimed, NewMessage, Outcome, Row, State
+
+__all__ = ["SqlStore"]
+
+MINUTE = 60.0
+DAY = 86_400.0
+_CLAIMED = (
+    "m.id, tenant, message_id, envelope_sender, recipients, bcc, smtputf8, mode, note, b.data,"
+    " attempts, created_at, deadline, lease_owner, lease_expires"
+)
+_ROW = (
+    "id, tenant, idempotency_key, state, message_id, envelope_sender, recipients, size,"
+    " attempts, created_at, updated_at, not_before, deadline, wait_reason, sent_at,"
+    " lease_owner, lease_expires, result, error"
+)
+_DUE = "((state = 'queued' AND not_before <= ?) OR (state = 'claimed' AND lease_expires < ?))"
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _row(values: Sequence[Any]) -> Row:
+    fields = list(values)
+    fields[3] = State(fields[3])
+    fields[6] = tuple(json.loads(fields[6]))
+    return Row(*fields)
+
+
+class _Tenant:
+    """A tenant's limits and window counters inside one claim transaction."""
+
+    def __init__(self, values: Sequence[Any], in_flight: int, now: float) -> None:
+        (_, self.provider, self.per_minute, self.per_day, self.max_in_flight) = values[:5]
+        self.minute_start, self.minute_count, self.day_start, self.day_count = values[5:]
+        self.in_flight = in_flight
+        self.changed = False
+        if now >= self.minute_start + MINUTE:
+            self.minute_start, self.minute_count = now, 0
+        if now >= self.day_start + DAY:
+            self.day_start, self.day_count = now, 0
+
+    def hold(self) -> tuple[float, str] | None:
+        """(not_before, reason) when the next message must wait for a window."""
+        if self.per_day is not None and self.day_count >= self.per_day:
+            return self.day_start + DAY, f"waiting: {self.provider} daily limit"
+        if self.per_minute is not None and self.minute_count >= self.per_minute:
+            return self.minute_start + MINUTE, f"waiting: {self.provider} per-minute limit"
+        return None
+
+    def full(self) -> bool:
+        return self.max_in_flight is not None and self.in_flight >= self.max_in_flight
+
+    def take(self) -> None:
+        self.minute_count += 1
+        self.day_count += 1
+        self.in_flight += 1
+        self.changed = True
+
+
+class SqlStore:
+    """The `Store` protocol over a SQL database (see docs/outbox.md for the semantics)."""
+
+    def __init__(self, url: str, dialect: Dialect) -> None:
+        self.url = url
+        self.dialect = dialect
+        self._lock = threading.RLock()
+        self._connection = dialect.connect()
+
+    def __repr__(self) -> str:
+        return f"<SqlStore {self.dialect.name}>"
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[Any]:
+        with self._lock:
+            cursor = self._connection.cursor()
+            self.dialect.begin(cursor, write=write)
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def _run(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor.execute(self.dialect.sql(sql), tuple(params))
+        return cursor
+
+    # -- schema ------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._transaction(write=False) as cursor:
+            return self._version(cursor)
+
+    def _version(self, cursor: Any) -> int:
+        self.dialect.lock_schema(cursor)  # concurrent CREATE TABLE fails on PostgreSQL
+        self._run(cursor, "CREATE TABLE IF NOT EXISTS outbox_schema (version INTEGER NOT NULL)")
+        found = self._run(cursor, "SELECT MAX(version) FROM outbox_schema").fetchone()
+        return int(found[0] or 0)
+
+    def migrate(self) -> int:
+        with self._transaction() as cursor:
+            version = self._version(cursor)
+            types = {"blob": self.dialect.blob, "real": self.dialect.real}
+            for number, statements in enumerate(MIGRATIONS, start=1):
+                if number <= version:
+                    continue
+                for statement in statements:
+                    self._run(cursor, statement.format(**types))
+                self._run(cursor, "INSERT INTO outbox_schema (version) VALUES (?)", (number,))
+            return max(version, SCHEMA_VERSION)
+
+    # -- enqueue -----------------------------------------------------------------
+
+    def enqueue(self, message: NewMessage) -> tuple[str, bool]:
+        with self._transaction() as cursor:
+            if message.idempotency_key is not None:
+                existing = self._existing_id(cursor, message)
+                if existing is not None:
+                    return existing, False
+            inserted = self._run(
+                cursor,
+                "INSERT INTO outbox_messages (id, tenant, idempotency_key, state, message_id,"
+                " envelope_sender, recipients, bcc, smtputf8, mode, note, size, attempts,"
+                " created_at, updated_at, not_before, deadline)"
+                f" VALUES ({_marks(17)}) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+                (
+                    message.id,
+                    message.tenant,
+                    message.idempotency_key,
+                    State.QUEUED.value,
+                    message.message_id,
+                    message.envelope_sender,
+                    json.dumps(list(message.recipients)),
+                    json.dumps(list(message.bcc)),
+                    int(message.smtputf8),
+                    message.mode,
+                    message.note,
+                    len(message.data),
+                    0,
+                    message.created_at,
+                    message.created_at,
+                    message.not_before,
+                    message.deadline,
+                ),
+            )
+            if inserted.rowcount == 0:  # the same key committed meanwhile by another process
+                existing = self._existing_id(cursor, message)
+                assert existing is not None, "a conflicting row that is not there"
+                return existing, False
+            self._run(
+                cursor,
+                "INSERT INTO outbox_bodies (id, data) VALUES (?, ?)",
+                (message.id, message.data),
+            )
+            if message.limits is not None:
+                limits = message.limits
+                self._run(
+                    cursor,
+                    "INSERT INTO outbox_tenants (tenant, provider, per_minute, per_day, in_flight)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET"
+                    " provider = excluded.provider, per_minute = excluded.per_minute,"
+                    " per_day = excluded.per_day, in_flight = excluded.in_flight",
+                    (
+                        message.tenant,
+                        limits.provider,
+                        limits.per_minute,
+                        limits.per_day,
+                        limits.in_flight,
+                    ),
+                )
+            self.dialect.notify(cursor)
+            return message.id, True
+
+    def _existing_id(self, cursor: Any, message: NewMessage) -> str | None:
+        found = self._run(
+            cursor,
+            "SELECT id FROM outbox_messages WHERE tenant = ? AND idempotency_key = ?",
+            (message.tenant, message.idempotency_key),
+        ).fetchone()
+        return None if found is None else str(found[0])
+
+    # -- claiming ----------------------------------------------------------------
+
+    def claim(self, owner: str, *, limit: int, lease: float, now: float) -> list[Claimed]:
+        return self.exchange([], owner, limit=limit, lease=lease, now=now)[1]
+
+    def exchange(
+        self, outcomes: Sequence[Outcome], owner: str, *, limit: int, lease: float, now: float
+    ) -> tuple[list[bool], list[Claimed]]:
+        if not outcomes and limit < 1:
+            return [], []
+        with self._transaction() as cursor:
+            held = [self._record(cursor, outcome, owner, now) for outcome in outcomes]
+            if limit < 1:
+                return held, []
+            return held, self._claim(cursor, owner, None, limit, lease, now)
+
+    def claim_one(self, id: str, owner: str, *, lease: float, now: float) -> Claimed | None:
+        with self._transaction() as cursor:
+            claimed = self._claim(cursor, owner, id, 1, lease, now)
+        return claimed[0] if claimed else None
+
+    def _claim(  # noqa: PLR0917 (one internal call shape)
+        self,
+        cursor: Any,
+        owner: str,
+        id: str | None,
+        limit: int,
+        lease: float,
+        now: float,
+    ) -> list[Claimed]:
+        candidates = self._candidates(cursor, id, limit, now)
+        if not candidates:
+            return []
+        tenants = self._tenants(cursor, sorted({c[1] for c in candidates}), now)
+        taken: list[tuple[str, bool]] = []
+        held: list[tuple[float, str, float, str]] = []
+        for key, tenant_key, state in candidates:
+            if len(taken) >= limit:
+                break
+            if state == State.CLAIMED.value:  # an expired lease: resolve, never resend
+                taken.append((key, True))
+                continue
+            tenant = tenants.get(tenant_key)
+            if tenant is not None:
+                hold = tenant.hold()
+                if hold is not None:
+                    held.append((hold[0], hold[1], now, key))
+                    continue
+                if tenant.full():
+                    continue
+                tenant.take()
+            taken.append((key, False))
+        self._hold(cursor, held)
+        self._save_tenants(cursor, tenants)
+        return self._take(cursor, owner, taken, now + lease, now)
+
+    def _candidates(
+        self, cursor: Any, id: str | None, limit: int, now: float
+    ) -> list[tuple[str, str, str]]:
+        """Expired leases first, then due queued messages in order (each query on its index)."""
+        lock = self.dialect.claim_lock
+        if id is not None:
+            return list(
+                self._run(
+                    cursor,
+                    f"SELECT id, tenant, state FROM outbox_messages WHERE id = ? AND {_DUE} {lock}",
+                    (id, now, now),
+                ).fetchall()
+            )
+        expired = self._run(
+            cursor,
+            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'claimed'"
+            f" AND lease_expires < ? ORDER BY lease_expires LIMIT ? {lock}",
+            (now, limit),
+        ).fetchall()
+        due = self._run(
+            cursor,
+            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued'"
+            f" AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
+            (now, 4 * limit + 16),
+        ).fetchall()
+        return [*expired, *due]
+
+    def _tenants(self, cursor: Any, keys: list[str], now: float) -> dict[str, _Tenant]:
+        rows = self._run(
+            cursor,
+            "SELECT tenant, provider, per_minute, per_day, in_flight, minute_start,"
+            f" minute_count, day_start, day_count FROM outbox_tenants WHERE tenant IN"
+            f" ({_marks(len(keys))}) ORDER BY tenant {self.dialect.row_lock}",
+            keys,
+        ).fetchall()
+        if not rows:
+            return {}
+        busy = dict(
+            self._run(
+                cursor,
+                "SELECT tenant, COUNT(*) FROM outbox_messages WHERE state = 'claimed'"
+                f" AND lease_expires >= ? AND tenant IN ({_marks(len(rows))}) GROUP BY tenant",
+                (now, *(row[0] for row in rows)),
+            ).fetchall()
+        )
+        return {row[0]: _Tenant(row, int(busy.get(row[0], 0)), now) for row in rows}
+
+    def _hold(self, cursor: Any, held: list[tuple[float, str, float, str]]) -> None:
+        for values in held:
+            self._run(
+                cursor,
+                "UPDATE outbox_messages SET not_before = ?, wait_reason = ?, updated_at = ?"
+                " WHERE id = ?",
+                values,
+            )
+
+    def _save_tenants(self, cursor: Any, tenants: dict[str, _Tenant]) -> None:
+        for key, tenant in tenants.items():
+            if tenant.changed:
+                self._run(
+                    cursor,
+                    "UPDATE outbox_tenants SET minute_start = ?, minute_count = ?, day_start = ?,"
+                    " day_count = ? WHERE tenant = ?",
+                    (
+                        tenant.minute_start,
+                        tenant.minute_count,
+                        tenant.day_start,
+                        tenant.day_count,
+                        key,
+                    ),
+                )
+
+    def _take(
+        self, cursor: Any, owner: str, taken: list[tuple[str, bool]], until: float, now: float
+    ) -> list[Claimed]:
+        if not taken:
+            return []
+        recovering = dict(taken)
+        for id, recover in taken:
+            self._run(
+                cursor,
+                "UPDATE outbox_messages SET state = 'claimed', lease_owner = ?, lease_expires = ?,"
+                " attempts = attempts + ?, updated_at = ?, wait_reason = NULL WHERE id = ?",
+                (owner, until, 0 if recover else 1, now, id),
+            )
+        rows = self._run(
+            cursor,
+            f"SELECT {_CLAIMED} FROM outbox_messages m JOIN outbox_bodies b ON b.id = m.id"
+            f" WHERE m.id IN ({_marks(len(taken))})",
+            list(recovering),
+        ).fetchall()
+        order = {id: index for index, (id, _) in enumerate(taken)}
+        rows.sort(key=lambda row: order[row[0]])
+        return [
+            Claimed(
+                id=row[0],
+                tenant=row[1],
+                message_id=row[2],
+                envelope_sender=row[3],
+                recipients=tuple(json.loads(row[4])),
+                bcc=tuple(json.loads(row[5])),
+                smtputf8=bool(row[6]),
+                mode=row[7],
+                note=row[8],
+                data=bytes(row[9]),
+                attempts=int(row[10]),
+                created_at=float(row[11]),
+                deadline=float(row[12]),
+                lease_owner=row[13],
+                lease_expires=float(row[14]),
+                recovering=recovering[row[0]],
+            )
+            for row in rows
+        ]
+
+    # -- recording ---------------------------------------------------------------
+
+    def record(self, outcomes: Sequence[Outcome], owner: str, *, now: float) -> list[bool]:
+        if not outcomes:
+            return []
+        with self._transaction() as cursor:
+            return [self._record(cursor, outcome, owner, now) for outcome in outcomes]
+
+    def _record(self, cursor: Any, outcome: Outcome, owner: str, now: float) -> bool:
+        if outcome.state is State.QUEUED:
+            sql = (
+                "UPDATE outbox_messages SET state = 'queued', not_before = ?, wait_reason = ?,"
+                " error = COALESCE(?, error), attempts = attempts - ?, lease_owner = NULL,"
+                " lease_expires = NULL, updated_at = ?"
+                " WHERE id = ? AND state = 'claimed' AND lease_owner = ?"
+            )
+            params: tuple[Any, ...] = (
+                now if outcome.not_before is None else outcome.not_before,
+                outcome.reason,
+                outcome.error,
+                0 if outcome.count_attempt else 1,
+                now,
+            )
+        else:
+            sql = (
+                "UPDATE outbox_messages SET state = ?, result = COALESCE(?, result),"
+                " error = ?, sent_at = COALESCE(?, sent_at), lease_owner = NULL,"
+                " lease_expires = NULL, wait_reason = NULL, updated_at = ?"
+                " WHERE id = ? AND state = 'claimed' AND lease_owner = ?"
+            )
+            sent_at = now if outcome.state is State.SENT else None
+            params = (outcome.state.value, outcome.result, outcome.error, sent_at, now)
+        return bool(self._run(cursor, sql, (*params, outcome.id, owner)).rowcount == 1)
+
+    def finish(
+        self,
+        id: str,
+        owner: str,
+        state: State,
+        *,
+        now: float,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        return self.record([Outcome(id, state, result, error)], owner, now=now)[0]
+
+    def reschedule(
+        self,
+        id: str,
+        owner: str,
+        *,
+        now: float,
+        not_before: float,
+        reason: str,
+        error: str | None = None,
+        count_attempt: bool = True,
+    ) -> bool:
+        outcome = Outcome(
+            id, State.QUEUED, None, error, not_before, reason, count_attempt=count_attempt
+        )
+        return self.record([outcome], owner, now=now)[0]
+
+    def release(self, ids: Sequence[str], owner: str, *, now: float) -> int:
+        changes = "state = 'queued', attempts = attempts - 1, lease_owner = NULL,"
+        return self._held(ids, owner, changes + " lease_expires = NULL, updated_at = ?", now)
+
+    def renew(self, ids: Sequence[str], owner: str, *, until: float) -> int:
+        return self._held(ids, owner, "lease_expires = ?", until)
+
+    def _held(self, ids: Sequence[str], owner: str, changes: str, value: float) -> int:
+        """Apply `changes` (one `?`, for `value`) to those of `ids` that `owner` holds."""
+        if not ids:
+            return 0
+        with self._transaction() as cursor:
+            return int(
+                self._run(
+                    cursor,
+                    f"UPDATE outbox_messages SET {changes} WHERE state = 'claimed'"
+                    f" AND lease_owner = ? AND id IN ({_marks(len(ids))})",
+                    (value, owner, *ids),
+                ).rowcount
+            )
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, id: str) -> Row | None:
+        with self._transaction(write=False) as cursor:
+            found = self._run(
+                cursor, f"SELECT {_ROW} FROM outbox_messages WHERE id = ?", (id,)
+            ).fetchone()
+        return None if found is None else _row(found)
+
+    def rows(
+        self,
+        *,
+        tenant: str | None = None,
+        state: State | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Row]:
+        clauses, params = self._filters(tenant, state)
+        with self._transaction(write=False) as cursor:
+            found = self._run(
+                cursor,
+                f"SELECT {_ROW} FROM outbox_messages {clauses}"
+                " ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+        return [_row(values) for values in found]
+
+    def counts(self, *, tenant: str | None = None) -> dict[State, int]:
+        clauses, params = self._filters(tenant, None)
+        with self._transaction(write=False) as cursor:
+            found = self._run(
+                cursor,
+                f"SELECT state, COUNT(*) FROM outbox_messages {clauses} GROUP BY state",
+                params,
+            ).fetchall()
+        return {State(state): int(count) for state, count in found}
+
+    @staticmethod
+    def _filters(tenant: str | None, state: State | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if tenant is not None:
+            clauses.append("tenant = ?")
+            params.append(tenant)
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(State(state).value)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def next_due(self) -> float | None:
+        with self._transaction(write=False) as cursor:
+            times = [
+                self._run(
+                    cursor, f"SELECT MIN({column}) FROM outbox_messages WHERE state = ?", (state,)
+                ).fetchone()[0]
+                for column, state in (("not_before", "queued"), ("lease_expires", "claimed"))
+            ]
+        found = [float(value) for value in times if value is not None]
+        return min(found) if found else None
+
+    # -- operator actions --------------------------------------------------------
+
+    def retry(self, id: str, *, now: float, force: bool = False) -> bool:
+        states = [State.FAILED, State.PARKED, State.CANCELLED]
+        if force:
+            states.append(State.OUTCOME_UNKNOWN)
+        with self._transaction() as cursor:
+            return bool(
+                self._run(
+                    cursor,
+                    "UPDATE outbox_messages SET state = 'queued', not_before = ?,"
+                    " deadline = ? + (deadline - created_at), wait_reason = NULL, updated_at = ?"
+                    f" WHERE id = ? AND state IN ({_marks(len(states))})",
+                    (now, now, now, id, *(state.value for state in states)),
+                ).rowcount
+                == 1
+            )
+
+    def cancel(self, id: str, *, now: float) -> bool:
+        with self._transaction() as cursor:
+            return bool(
+                self._run(
+                    cursor,
+                    "UPDATE outbox_messages SET state = 'cancelled', wait_reason = NULL,"
+                    " updated_at = ? WHERE id = ? AND state = 'queued'",
+                    (now, id),
+                ).rowcount
+                == 1
+            )
+
+    def purge(self, *, before: float) -> int:
+        final = sorted(state.value for state in FINAL_STATES)
+        with self._transaction() as cursor:
+            where = f"WHERE updated_at < ? AND state IN ({_marks(len(final))})"
+            self._run(
+                cursor,
+                f"DELETE FROM outbox_bodies WHERE id IN (SELECT id FROM outbox_messages {where})",
+                (before, *final),
+            )
+            return int(
+                self._run(cursor, f"DELETE FROM outbox_messages {where}", (before, *final)).rowcount
+            )
+
+    # -- waking ------------------------------------------------------------------
+
+    def notify(self) -> None:
+        with self._lock:
+            self.dialect.notify(self._connection.cursor())
+
+    def wait(self, timeout: float) -> None:
+        self.dialect.wait(max(0.0, timeout))
+
+    def close(self) -> None:
+        with self._lock:
+            self.dialect.close()
+            self._connection.close()
