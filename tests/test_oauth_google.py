@@ -162,3 +162,44 @@ def test_a_revoked_grant_is_not_asked_for_again(auth: FakeAuthorizationServer) -
         with pytest.raises(OAuthGrantInvalid):
             provider.token()
     assert auth.token_requests == 2  # the code, then one refresh: msal does the same
+
+
+def test_debug_logs_of_sign_in_and_refresh_hold_no_token_code_or_secret(
+    auth: FakeAuthorizationServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import base64
+    import logging
+    from urllib.parse import parse_qs, urlsplit
+
+    caplog.set_level(logging.DEBUG)
+    store = MemoryTokenStore()
+    g = google(auth, "web", store)
+    request = g.authorization_request("https://app.example.test/oauth/google")
+    callback = auth.sign_in(request.url)
+    g.finish_authorization("acme", request, callback)
+    signed_in = json.loads(store.load("acme") or "{}")
+    provider = g.token_provider("acme")
+    provider.token()
+    provider.invalidate()
+    provider.token()  # a refresh
+    refreshed = json.loads(store.load("acme") or "{}")
+    assert auth.refreshes == 1 and "requests_oauthlib" in caplog.text
+    basic = base64.b64encode(f"{auth.client_id}:{auth.client_secret}".encode()).decode()
+    secrets = [
+        parse_qs(urlsplit(callback).query)["code"][0],
+        request.data["code_verifier"],
+        auth.client_secret,
+        basic,
+        *(blob[key] for blob in (signed_in, refreshed) for key in ("token", "refresh_token")),
+    ]
+    assert [secret[:4] for secret in secrets if secret in caplog.text] == []
+
+
+@pytest.mark.parametrize("blob", ["{not json", "[]", '{"token": 5, "expiry": "soon"}'])
+def test_an_unreadable_stored_sign_in_is_a_typed_grant_error(
+    auth: FakeAuthorizationServer, blob: str
+) -> None:
+    store = MemoryTokenStore()
+    store.save("acme", blob)
+    with pytest.raises(OAuthGrantInvalid, match="invalid_grant"):
+        google(auth, "web", store).token_provider("acme").token()

@@ -220,14 +220,14 @@ def test_tokens_come_from_the_cache_until_they_near_expiry(
     first = ms.token_provider("acme").token()
     assert ms.token_provider("acme").token() == first  # a new worker: from the stored cache
     assert auth.refreshes == 0
-    auth.access_token_lifetime = 120  # under msal's and our 5-minute margin: always renewed
+    auth.access_token_lifetime = 120  # under msal's and our 5-minute margin
     provider = ms.token_provider("acme")
     assert provider.token() == first
     provider.invalidate()  # the server refused it: the next one is new
     second = provider.token()
     assert second != first and auth.refreshes == 1
-    third = provider.token()  # 120 s left: renewed before it expires
-    assert third != second and auth.refreshes == 2
+    third = provider.token()  # 120 s left: kept for half its life, not renewed per call
+    assert third == second and auth.refreshes == 1
 
 
 def test_two_threads_refreshing_at_once_rotate_the_refresh_token_once(
@@ -375,3 +375,55 @@ def test_a_batch_after_revocation_fails_typed_with_one_refresh_attempt(
     assert [type(outcome.error) for outcome in outcomes] == [OAuthGrantInvalid] * 5
     assert auth.token_requests - before == 1  # msal drops the dead refresh token
     assert smtp.messages == []
+
+
+def test_debug_logs_of_sign_in_and_refresh_hold_no_token_code_or_secret(
+    auth: FakeAuthorizationServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    store = MemoryTokenStore()
+    ms = confidential(auth, store)
+    request = ms.authorization_request("https://app.example.test/oauth/callback")
+    callback = auth.sign_in(request.url)
+    query = {key: values[0] for key, values in parse_qs(urlsplit(callback).query).items()}
+    ms.finish_authorization("acme", request, query)
+    blobs = [store.load("acme") or ""]
+    provider = ms.token_provider("acme")
+    provider.token()
+    provider.invalidate()
+    provider.token()  # a refresh through acquire_token_silent
+    blobs.append(store.load("acme") or "")
+    device = public(auth, store)
+    code = device.start_device_flow()
+    auth.approve_device_code(code.user_code)
+    device.finish_device_flow("other", code, timeout=10)
+    blobs.append(store.load("other") or "")
+    assert auth.refreshes == 1 and "msal.token_cache" in caplog.text
+    secrets = [
+        query["code"],
+        request.data["code_verifier"],
+        code.data["device_code"],
+        auth.client_secret,
+        *(
+            entry["secret"]
+            for blob in blobs
+            for kind in ("AccessToken", "RefreshToken", "IdToken")
+            for entry in json.loads(blob)[kind].values()
+        ),
+    ]
+    assert [secret[:4] for secret in secrets if secret in caplog.text] == []
+
+
+@pytest.mark.parametrize("blob", ["{not json", "[]", '{"Account": {"x": 5}}'])
+def test_an_unreadable_stored_sign_in_is_a_typed_grant_error(
+    auth: FakeAuthorizationServer, blob: str
+) -> None:
+    from mailbridge.errors import OAuthGrantInvalid
+
+    store = MemoryTokenStore()
+    store.save("acme", blob)
+    with pytest.raises(OAuthGrantInvalid, match="invalid_grant"):
+        confidential(auth, store).token_provider("acme").token()

@@ -394,3 +394,42 @@ def test_no_import_cycle_inside_smtp() -> None:
     assert {"connection", "pipeline", "_core._pipeline", "_core._plan"} <= set(graph)
     assert graph["connection"] >= {"pipeline", "_core.__init__"}
     assert _cycle(graph) is None
+
+
+def test_oauth_initial_responses_are_byte_exact_with_rfc_7628_and_googles_xoauth2() -> None:
+    from mailbridge.smtp._core import oauth_initial_response
+
+    # RFC 7628 3.1: gs2-header "n,a=" saslname "," (RFC 5801: "=" -> "=3D", "," -> "=2C"),
+    # then host, port and auth kvpairs each ended by ^A, and a final ^A.
+    assert oauth_initial_response("OAUTHBEARER", "a,b=c@x.test", "T0k", "smtp.x.test", 587) == (
+        "n,a=a=2Cb=3Dc@x.test,\x01host=smtp.x.test\x01port=587\x01auth=Bearer T0k\x01\x01"
+    )
+    # Google's XOAUTH2: "user=" {User} "^Aauth=Bearer " {Access Token} "^A^A", no escaping.
+    assert oauth_initial_response("XOAUTH2", "a@x.test", "T0k") == (
+        "user=a@x.test\x01auth=Bearer T0k\x01\x01"
+    )
+
+
+def test_a_hostile_oauth_error_challenge_is_cut_and_stripped_of_control_characters() -> None:
+    settings = _settings(username=USER, oauth2_token=lambda: "tok")
+    hostile = '{"status":"401\\r\\nX-Injected: yes\\u0000","scope":"%s"}' % ("s" * 400)
+    with pytest.raises(AuthenticationError) as info:
+        _drive(
+            login_exchange({"AUTH": "XOAUTH2"}, settings, encrypted=True, token="tok"),
+            [b"334 " + base64.b64encode(hostile.encode()) + b"\r\n", b"535 5.7.8 bad\r\n"],
+        )
+    text = str(info.value.reply)
+    assert "status=401 X-Injected: yes" in text
+    assert not any(ch in text for ch in "\r\n\x00") and len(text) < 600
+
+
+def test_a_server_wanting_more_after_the_oauth_error_challenge_gets_a_cancel() -> None:
+    settings = _settings(username=USER, oauth2_token=lambda: "tok")
+    error = base64.b64encode(b'{"status":"invalid_token"}')
+    exchange = login_exchange({"AUTH": "OAUTHBEARER"}, settings, encrypted=True, token="tok")
+    next(exchange)
+    assert exchange.send(SmtpReply(334, None, error.decode())).data == b"AQ==\r\n"
+    # RFC 4954 4: the client cancels an exchange it cannot continue with "*".
+    assert exchange.send(SmtpReply(334, None, "")).data == b"*\r\n"
+    with pytest.raises(AuthenticationError):
+        exchange.send(SmtpReply(501, "5.7.0", "cancelled"))

@@ -187,6 +187,9 @@ class ServerSettings:
             raise ConfigurationError("password", "a user name needs a password or OAuth2 token")
         if self.username is not None and any(ch in self.username for ch in "\r\n\x00"):
             raise ConfigurationError("username", "line breaks are not allowed")
+        if self.oauth2_token is not None and self.username and "\x01" in self.username:
+            # ^A separates the fields of XOAUTH2/OAUTHBEARER: it would add one (auth=...).
+            raise ConfigurationError("username", "control characters are not allowed")
         if self.ca_file is not None and self.ssl_context is not None:
             raise ConfigurationError("ca_file", "give either ca_file or ssl_context, not both")
         if self.ca_file is not None and not self.ca_file.is_file():

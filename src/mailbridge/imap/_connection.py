@@ -175,8 +175,12 @@ def _oauth_login(client: BoundedClient, settings: ImapSettings, source: TokenSou
             ),
         )
     token: str | None = None
+    refusal: imapclient.exceptions.LoginError | None = None
     for attempt in range(2 if renewable(source) else 1):
-        token = fetch_token(source, refused=token)
+        renewed = fetch_token(source, refused=token)
+        if refusal is not None and renewed == token:  # kept: fresh, and refused already
+            raise refusal
+        token = renewed
         first = oauth_initial_response(
             mechanism, settings.username, token, settings.host, settings.port
         )
@@ -188,6 +192,7 @@ def _oauth_login(client: BoundedClient, settings: ImapSettings, source: TokenSou
             text = server_text(exc).upper()
             if "AUTHENTICATIONFAILED" not in text and "AUTHENTICATE FAILED" not in text:
                 raise
+            refusal = exc
             continue
         return
 

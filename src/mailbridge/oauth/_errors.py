@@ -10,7 +10,12 @@ from .. import diagnostics
 from ..diagnosis import Category, Diagnosis
 from ..errors import OAuthConsentRequired, OAuthError, OAuthGrantInvalid
 
-__all__ = ["oauth_diagnosis", "oauth_error", "token_endpoint_unreachable"]
+__all__ = [
+    "oauth_diagnosis",
+    "oauth_error",
+    "stored_sign_in_unreadable",
+    "token_endpoint_unreachable",
+]
 
 MAX_DESCRIPTION = 300
 _CONSENT_ERRORS = frozenset({"consent_required", "interaction_required"})
@@ -74,4 +79,14 @@ def token_endpoint_unreachable(provider: str, exc: BaseException, doing: str) ->
         provider=provider,
         error="unreachable",
         temporary=True,
+    )
+
+
+def stored_sign_in_unreadable(provider: str, doing: str) -> OAuthError:
+    """The tenant's blob in the `TokenStore` is not what the adapter saved (corrupt,
+    truncated, another program's): permanent, like a revoked grant, so sign in again."""
+    return oauth_error(
+        provider,
+        {"error": "invalid_grant", "error_description": "the stored sign-in is unreadable"},
+        doing,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,13 @@ __all__ = [
 ]
 
 DEFAULT_MARGIN = 300.0  # seconds before expiry a token is renewed (msal's own margin)
+# A token renewed because the server refused its predecessor, and refused too, is not
+# renewed again for this long: the server refuses every token, renewing would cost a
+# refresh per message of a batch.
+DEFAULT_REFUSAL_COOLDOWN = 60.0
+# Printable ASCII without spaces (RFC 6750's b64token is narrower): no CR/LF, ^A or
+# non-ASCII that would break the SASL message's framing.
+_TOKEN_SYNTAX = re.compile(r"[\x21-\x7e]+")
 
 
 def _to_secret(value: Secret | str) -> Secret:
@@ -42,7 +50,9 @@ class CachingTokenProvider:
 
     `acquire` gets the token the server refused (or None when the cached one merely
     expires within `margin` seconds) and returns a new `AccessToken`; calls are
-    serialised, so threads sharing the provider refresh once.
+    serialised, so threads sharing the provider refresh once. A token that replaced a
+    refused one and is refused as well is kept for `refusal_cooldown` seconds (the
+    server refuses every token; a refresh per connection would not help).
     """
 
     def __init__(
@@ -51,21 +61,33 @@ class CachingTokenProvider:
         *,
         margin: float = DEFAULT_MARGIN,
         clock: Callable[[], float] = time.time,
+        refusal_cooldown: float = DEFAULT_REFUSAL_COOLDOWN,
     ) -> None:
         self._acquire = acquire
         self._margin = margin
+        self._cooldown = refusal_cooldown
+        self._replaced_at: float | None = None  # when the current token replaced a refused one
         self._clock = clock
         self._lock = threading.Lock()
         self._current: AccessToken | None = None
+        self._renew_at = 0.0
         self._rejected: str | None = None
 
     def token(self) -> str:
-        """The cached token, or a new one when it expires within the margin or was refused."""
+        """The cached token, or a new one when it expires within the margin or was refused.
+
+        A token living less than twice the margin is renewed at half its life, not on
+        every call (a refresh per message).
+        """
         with self._lock:
             current = self._current
-            if current is None or current.expires_at - self._margin <= self._clock():
+            if current is None or self._renew_at <= self._clock():
                 current = self._acquire(self._rejected)
+                replaced = self._rejected is not None
                 self._current, self._rejected = current, None
+                self._replaced_at = self._clock() if replaced else None
+                lifetime = max(0.0, current.expires_at - self._clock())
+                self._renew_at = current.expires_at - min(self._margin, lifetime / 2)
             return current.value.reveal()
 
     def invalidate(self) -> None:
@@ -77,11 +99,16 @@ class CachingTokenProvider:
 
     def reject(self, token: str) -> None:
         """The server refused `token`: forget it, unless another thread already replaced it
-        (then the cached token is newer, and renewing again would waste a rotation)."""
+        (then the cached token is newer, and renewing again would waste a rotation), or it
+        replaced a refused token less than `refusal_cooldown` s ago (then `token()` gives
+        it again, and the caller does not retry)."""
         with self._lock:
             if self._current is None:
                 self._rejected = token
             elif self._current.value.reveal() == token:
+                replaced_at = self._replaced_at
+                if replaced_at is not None and self._clock() - replaced_at < self._cooldown:
+                    return
                 self._current, self._rejected = None, token
 
     def __repr__(self) -> str:
@@ -126,6 +153,16 @@ def fetch_token(source: TokenSource, *, refused: str | None = None) -> str:
                 Category.AUTH_FAILED,
                 "No OAuth2 access token was available.",
                 ("Sign in again to the email account to renew the authorisation.",),
+            ),
+        )
+    if not _TOKEN_SYNTAX.fullmatch(token):  # never sent, never quoted: it may be half a secret
+        raise AuthenticationError(
+            "the OAuth2 token provider returned a malformed token "
+            "(spaces, control characters or non-ASCII)",
+            diagnosis=Diagnosis(
+                Category.AUTH_FAILED,
+                "The OAuth2 access token is not usable.",
+                ("The application's token provider is broken; report it to its developers.",),
             ),
         )
     return token

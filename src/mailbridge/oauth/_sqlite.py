@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,14 +23,17 @@ CREATE TABLE IF NOT EXISTS oauth_locks (
     tenant TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL);
 """
 POLL_INTERVAL = 0.05
+DEFAULT_LEASE = 10.0
 
 
 class SqliteTokenStore:
     """A `TokenStore` in one SQLite file, shared by threads and processes on one machine.
 
-    `lock(tenant)` takes a lease row (valid `lease` seconds, so a crashed worker
-    cannot block a tenant for ever) and waits at most `lock_timeout` seconds for it.
-    The file is created readable by its owner only: it holds refresh tokens.
+    `lock(tenant)` takes a lease row and waits at most `lock_timeout` seconds for it.
+    The holder extends its lease while it works (a slow token endpoint does not let a
+    second worker in); a crashed holder's lease runs out after `lease` seconds.
+    The file (and so its -wal and -shm files) is readable by its owner only: it holds
+    refresh tokens; an existing file others may read is made private.
     """
 
     def __init__(
@@ -37,7 +41,7 @@ class SqliteTokenStore:
         path: str | os.PathLike[str],
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        lease: float = 60.0,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         self.path = Path(path)
         self._lock_timeout = lock_timeout
@@ -45,6 +49,9 @@ class SqliteTokenStore:
         self._locks = _TenantLocks()
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        mode = self.path.stat().st_mode
+        if mode & 0o077:  # an existing file others may read: SQLite gives -wal/-shm its mode
+            self.path.chmod(mode & 0o700)
         with contextlib.closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
@@ -55,7 +62,10 @@ class SqliteTokenStore:
     def load(self, tenant: str) -> str | None:
         with contextlib.closing(self._connect()) as db:
             row = db.execute("SELECT blob FROM oauth_tokens WHERE tenant = ?", (tenant,)).fetchone()
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        value = row[0]  # another program may have written bytes: never their repr
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
     def save(self, tenant: str, blob: str) -> None:
         with contextlib.closing(self._connect()) as db:
@@ -79,13 +89,32 @@ class SqliteTokenStore:
                 if remaining <= 0:
                     raise lock_timed_out(tenant, self._lock_timeout)
                 time.sleep(min(POLL_INTERVAL, remaining))
+            done = threading.Event()
+            keeper = threading.Thread(
+                target=self._keep_lease, args=(tenant, holder, done), daemon=True
+            )
+            keeper.start()
             try:
                 yield
             finally:
+                done.set()
+                keeper.join()
                 with contextlib.closing(self._connect()) as db:
                     db.execute(
                         "DELETE FROM oauth_locks WHERE tenant = ? AND holder = ?", (tenant, holder)
                     )
+
+    def _keep_lease(self, tenant: str, holder: str, done: threading.Event) -> None:
+        """Extend `holder`'s lease every third of it until `done` (the lock is released)."""
+        while not done.wait(self._lease / 3):
+            try:
+                with contextlib.closing(self._connect()) as db:
+                    db.execute(
+                        "UPDATE oauth_locks SET expires = ? WHERE tenant = ? AND holder = ?",
+                        (time.time() + self._lease, tenant, holder),
+                    )
+            except sqlite3.Error:  # busy or gone: the next beat tries again
+                continue
 
     def _take_lease(self, tenant: str, holder: str) -> bool:
         with contextlib.closing(self._connect()) as db:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._distribution import install_hint
 from ..errors import OAuthGrantInvalid
-from ._errors import oauth_error, token_endpoint_unreachable
+from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest
 from ._provider import DEFAULT_MARGIN, AccessToken, CachingTokenProvider
 from ._store import TokenStore
@@ -40,8 +40,12 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised by the instal
     ) from exc
 
 from ._http import http_session
+from ._redact import scrub_loggers
 
 __all__ = ["SCOPE", "GoogleOAuth"]
+
+# requests-oauthlib logs the token request and response (tokens, code, Basic credentials).
+scrub_loggers(("requests_oauthlib.oauth2_session", "google_auth_oauthlib.flow"))
 
 SCOPE = "https://mail.google.com/"  # the only scope Gmail's IMAP and SMTP accept
 PROVIDER = "google"
@@ -147,7 +151,16 @@ class GoogleOAuth:
     def _credentials(self, blob: str) -> Any:
         """Credentials from a stored blob; client and token endpoint from the configuration
         (never from storage)."""
-        info = json.loads(blob)
+        try:
+            info = json.loads(blob)
+        except ValueError:
+            info = None
+        if not (
+            isinstance(info, dict)
+            and all(isinstance(info.get(k), str | None) for k in ("token", "refresh_token"))
+            and isinstance(info.get("expiry"), int | float | None)
+        ):
+            raise stored_sign_in_unreadable(PROVIDER, "renewing the Google login")
         expiry = info.get("expiry")
         client = self._config[self.kind]
         return google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]

@@ -8,6 +8,7 @@ tenant in a `TokenStore`, under the tenant's lock.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 from .._distribution import install_hint
 from ..errors import OAuthError
 from ..settings import Secret
-from ._errors import oauth_error, token_endpoint_unreachable
+from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest, DeviceCode
 from ._provider import AccessToken, CachingTokenProvider
 from ._store import TokenStore
@@ -33,6 +34,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised by the instal
     ) from exc
 
 from ._http import http_session
+from ._redact import scrub_loggers
 
 __all__ = [
     "DEFAULT_AUTHORITY",
@@ -40,6 +42,12 @@ __all__ = [
     "SMTP_SCOPE",
     "MicrosoftOAuth",
 ]
+
+# msal's token cache logs the authorization code and PKCE verifier it redeemed.
+scrub_loggers(
+    f"msal.{name}"
+    for name in ("token_cache", "application", "authority", "telemetry", "oauth2cli.oauth2")
+)
 
 SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
@@ -219,6 +227,8 @@ class MicrosoftOAuth:
             cache = msal.SerializableTokenCache()
             blob = self.store.load(tenant)
             if blob:
+                if not _is_msal_cache(blob):
+                    raise stored_sign_in_unreadable(PROVIDER, doing)
                 cache.deserialize(blob)
             app = self._app(cache)
             accounts = app.get_accounts(username=username)
@@ -242,6 +252,18 @@ class MicrosoftOAuth:
     def __repr__(self) -> str:
         kind = "confidential" if self.confidential else "public"
         return f"<MicrosoftOAuth {kind} client {self.client_id!r} at {self.authority!r}>"
+
+
+def _is_msal_cache(blob: str) -> bool:
+    """True when `blob` has the shape of msal's serialised cache: sections of entries."""
+    try:
+        data = json.loads(blob)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and all(
+        isinstance(section, dict) and all(isinstance(entry, dict) for entry in section.values())
+        for section in data.values()
+    )
 
 
 def _not_signed_in(doing: str) -> OAuthError:

@@ -228,7 +228,18 @@ def opening(
 def _login(session: Session) -> Generator[Request, Any, str]:
     settings = session.settings
     source = settings.oauth2_token
-    token = None if source is None else (yield FetchToken())
+    token = None
+    if source is not None:
+        # A dry run up to the first AUTH line: no AUTH offered, no OAuth mechanism, no TLS
+        # raise their diagnosed error here, before a token is fetched (a refresh, maybe).
+        dry_run = login_exchange(
+            session.extensions, settings, encrypted=session.encrypted, token=""
+        )
+        try:
+            next(dry_run)
+        finally:
+            dry_run.close()
+        token = yield FetchToken()
     try:
         result: str = yield RunExchange(
             login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
@@ -237,20 +248,28 @@ def _login(session: Session) -> Generator[Request, Any, str]:
         if not (renewable(source) and refused_token(exc)):
             raise
         # The token was refused (expired early, revoked): one new token, one more AUTH.
-        token = yield FetchToken(refused=token)
+        renewed = yield FetchToken(refused=token)
+        if renewed == token:  # the provider keeps it (fresh, and refused already): no retry
+            raise exc
         result = yield RunExchange(
-            login_exchange(session.extensions, settings, encrypted=session.encrypted, token=token)
+            login_exchange(session.extensions, settings, encrypted=session.encrypted, token=renewed)
         )
     return result
 
 
+# 535 refusals about the account or the server's policy, not the token: a new token is
+# refused the same way, so renewing would only spend a refresh (Microsoft 5.7.139: SMTP
+# AUTH disabled, security defaults; Gmail 5.7.9/5.7.14: a password login, web sign-in).
+_NOT_THE_TOKEN = frozenset({"5.7.139", "5.7.30", "5.7.9", "5.7.14", "5.7.0", "5.7.11"})
+
+
 def refused_token(exc: AuthenticationError) -> bool:
-    """True when the server refused a presented OAuth token for good (5.7.x / 535)."""
+    """True when the server refused the presented OAuth token itself: RFC 4954's 535
+    (Gmail 5.7.8, Microsoft 5.7.3), not a 530/534/538/550 or a policy 535 (5.7.139)."""
     reply = exc.reply
-    if isinstance(exc, OAuthError) or reply is None or reply.is_temporary:
+    if isinstance(exc, OAuthError) or reply is None or reply.code != 535:
         return False
-    status = reply.enhanced_status or ""
-    return reply.code == 535 or (reply.code // 100 == 5 and status.startswith("5.7."))
+    return (reply.enhanced_status or "") not in _NOT_THE_TOKEN
 
 
 def _greeting(settings: SmtpSettings, timeout: float) -> Generator[Request, Any, SmtpReply]:

@@ -122,6 +122,8 @@ def auth_exchange(settings: SmtpSettings, mechanism: str, token: str | None = No
             # 7628 3.2.3) and the server sends the final 5xx.
             detail = _decode_xoauth2_error(reply.text)
             final = yield ("" if mechanism == "XOAUTH2" else _b64("\x01"), False)
+            if final.code == 334:  # it wants more than the mechanism has: cancel (RFC 4954 4)
+                final = yield ("*", False)
             if detail:
                 final = SmtpReply(
                     final.code,
@@ -171,5 +173,13 @@ def _decode_xoauth2_error(text: str) -> str:
         return ""
     if not isinstance(data, dict):
         return ""
-    parts = [f"{key}={data[key]}" for key in ("status", "scope", "schemes") if key in data]
+    parts = [
+        f"{key}={_printable(data[key])}" for key in ("status", "scope", "schemes") if key in data
+    ]
     return ", ".join(parts)
+
+
+def _printable(value: object, limit: int = 100) -> str:
+    """A server's JSON value as one short line: control characters become spaces."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
+    return " ".join(text.split())[:limit]
