@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -80,6 +81,29 @@ def invoice_pdf(tmp_path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def outside_basetemp(prefix: str) -> Iterator[Path]:
+    """A fresh directory in the system's temp dir, removed afterwards.
+
+    Real servers run as other users (postgres, dovecot's vmail) and need to traverse
+    the path to their files. Under pytest's basetemp they may not: every pytest that
+    starts on the machine, including the ones tests run as subprocesses, resets
+    /tmp/pytest-of-<user> to mode 0700.
+    """
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A directory for a real server started by one test (see `outside_basetemp`)."""
+    with outside_basetemp("mailbridge-test-server-") as directory:
+        yield directory
+
+
 @pytest.fixture(scope="session")
 def real_servers() -> Iterator[RealMailServers]:
     """Postfix + Dovecot on loopback, shared by the tests of a session (mailboxes cleared)."""
@@ -135,12 +159,12 @@ def postgres_url(postgres_server: RealPostgres) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRedisServer]:
+def redis_server() -> Iterator[RealRedisServer]:
     """Debian's redis-server on a free loopback port (Celery's broker), one per session."""
     available, reason = redis_availability()
     if not available:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Redis tests, but: {reason}")
         pytest.skip(reason)
-    with RealRedisServer(tmp_path_factory.mktemp("redis")) as server:
+    with outside_basetemp("mailbridge-redis-") as directory, RealRedisServer(directory) as server:
         yield server

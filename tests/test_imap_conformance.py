@@ -25,6 +25,8 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from mailbridge.testing._imap import FakeImapServer
 from mailbridge.testing.realservers import RealMailServers, availability
 
+from .conftest import outside_basetemp
+
 USER = "archiver@example.test"
 PASSWORD = "Archiv-Secret-7"
 INTERNAL_DATE = dt.datetime(2026, 3, 14, 9, 26, 53, tzinfo=dt.timezone(dt.timedelta(hours=1)))
@@ -141,7 +143,7 @@ class Target:
     scope="module", params=["fake", pytest.param("dovecot", marks=pytest.mark.realserver)]
 )
 def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
 ) -> Iterator[tuple[str, str, int, ssl.SSLContext]]:
     if request.param == "fake":
         with FakeImapServer(users={USER: PASSWORD}) as fake:
@@ -152,10 +154,9 @@ def server(
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the real-server tests, but: {reason}")
         pytest.skip(reason)
-    with RealMailServers(
-        tmp_path_factory.mktemp("imap-conformance"), users={USER: PASSWORD}
-    ) as servers:
-        yield ("dovecot", servers.host, servers.imaps_port, servers.client_ssl_context())
+    with outside_basetemp("mailbridge-imap-conformance-") as directory:
+        with RealMailServers(directory, users={USER: PASSWORD}) as servers:
+            yield ("dovecot", servers.host, servers.imaps_port, servers.client_ssl_context())
 
 
 @pytest.fixture

@@ -277,9 +277,9 @@ def test_sigkill_against_real_postfix_sends_each_message_once(
         ]
     runs = WorkerRuns(tmp_path, url, smtp, ALICE)
     runs.killed_at("after_claim", 4)
-    runs.killed_at("after_250_before_commit", 40)
+    runs.killed_at("after_250_before_commit", 20)
     runs.killed_at("before_claim_commit", 6)
-    runs.killed_at("after_250_before_commit", 60)
+    runs.killed_at("after_250_before_commit", 12)
     runs.wait(runs.start(), timeout=90)
     with Outbox.open(url) as outbox:
         delivered = sum(1 for id in ids if outbox.status(id).state is State.SENT)

@@ -88,7 +88,8 @@ def test_database_names_are_plain_identifiers(postgres_server: RealPostgres, nam
         postgres_server.create_database(name)
 
 
-def test_stop_ends_every_process_and_restart_keeps_port_and_data(tmp_path: Path) -> None:
+def test_stop_ends_every_process_and_restart_keeps_port_and_data(server_dir: Path) -> None:
+    tmp_path = server_dir
     available, reason = postgres_availability()
     if not available:
         pytest.skip(reason)

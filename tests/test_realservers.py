@@ -15,6 +15,8 @@ import pytest
 
 from mailbridge.testing.realservers import RealMailServers, RealServerError, availability
 
+from .conftest import outside_basetemp
+
 AVAILABLE, REASON = availability()
 if not AVAILABLE:
     pytest.skip(REASON, allow_module_level=True)
@@ -25,9 +27,10 @@ ALICE, BOB = "alice@example.test", "bob@example.test"
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealMailServers]:
-    with RealMailServers(tmp_path_factory.mktemp("realservers")) as instance:
-        yield instance
+def servers() -> Iterator[RealMailServers]:
+    with outside_basetemp("mailbridge-realservers-") as directory:
+        with RealMailServers(directory) as instance:
+            yield instance
 
 
 def make_message(sender: str, recipient: str, subject: str) -> bytes:
@@ -153,7 +156,8 @@ def test_imap_implicit_tls_and_starttls(servers: RealMailServers) -> None:
         assert_sent_folder(imap)
 
 
-def test_stop_leaves_no_processes(tmp_path: Path) -> None:
+def test_stop_leaves_no_processes(server_dir: Path) -> None:
+    tmp_path = server_dir
     crashed = RealMailServers(tmp_path)
     crashed.start()  # and never stopped, like a test run that was killed
     leftovers = instance_processes(tmp_path.resolve())
