@@ -191,6 +191,48 @@ def test_headers_are_still_checked_for_injection(
     assert EmailBackend(fail_silently=True).send_messages([message]) == 0
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("to", ["jörg@customer.example"]),
+        ("cc", ["Jörg <jörg@customer.example>"]),
+        ("reply_to", ["jörg@acme.example"]),
+    ],
+)
+def test_non_ascii_local_parts_in_headers_are_refused_not_garbled(
+    acme: FakeSmtpServer, field: str, value: list[str]
+) -> None:
+    """Django writes "jörg@x" into To as "=?utf-8?...?=@x", an address no one can read."""
+    fields = {"to": ["jane@customer.example"], field: value}
+    message = EmailMessage("Hi", "body", **fields)  # type: ignore[arg-type]
+    message.tenant = "acme"
+    with pytest.raises(MessageError, match="non-ASCII local part") as caught:
+        EmailBackend().send_messages([message])
+    assert caught.value.field == field
+    assert acme.messages == []
+
+
+def test_a_non_ascii_bcc_goes_in_the_envelope_only(acme: FakeSmtpServer) -> None:
+    message = EmailMessage("Hi", "body", to=["jane@customer.example"], bcc=["jörg@acme.example"])
+    message.tenant = "acme"
+    assert EmailBackend().send_messages([message]) == 1
+    (sent,) = acme.messages
+    assert "jörg@acme.example" in sent.rcpt_tos
+    assert b"j\xc3\xb6rg" not in sent.data and b"=?utf-8" not in sent.data.lower()
+
+
+def test_a_line_break_hidden_in_an_encoded_display_name_is_injection(
+    acme: FakeSmtpServer,
+) -> None:
+    message = EmailMessage(
+        "Hi", "body", to=["=?utf-8?q?Jane=0D=0ABcc:_victim@example.test?= <jane@customer.example>"]
+    )
+    message.tenant = "acme"
+    with pytest.raises(HeaderInjection):
+        EmailBackend().send_messages([message])
+    assert acme.messages == []
+
+
 def test_bare_line_breaks_in_the_body_are_normalised_not_sent(acme: FakeSmtpServer) -> None:
     message = EmailMessage("Hi", "one\rtwo\nthree\r\n", to=["jane@customer.example"])
     message.tenant = "acme"
