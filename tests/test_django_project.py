@@ -136,6 +136,28 @@ def test_system_checks(mailbridge: dict[str, str], expected: list[str]) -> None:
     assert all(message.level == checks.ERROR for message in found)
 
 
+RESOLVER = "tests.django_project.mail.resolve"
+
+
+@pytest.mark.parametrize(
+    ("mailbridge", "expected", "words"),
+    [
+        ("tests.django_project.mail.resolve", ["mailbridge.E002"], "must be a dict"),
+        ({"TENANT_RESOLVER": RESOLVER, "MAX_CLIENTS": 0}, ["mailbridge.E002"], "positive"),
+        ({"TENANT_RESOLVER": RESOLVER, "OUTBOX": "outbox.db"}, ["mailbridge.E002"], "URL"),
+        ({"TENANT_RESOLVER": RESOLVER, "TENANT_HEADER": "X Tenant:"}, ["mailbridge.E002"], "name"),
+        ({"TENANT_RESOLVER": RESOLVER, "TENANT_RESOLVR": "x"}, ["mailbridge.W001"], "RESOLVR"),
+    ],
+)
+def test_system_checks_report_wrong_settings_instead_of_crashing(
+    mailbridge: object, expected: list[str], words: str
+) -> None:
+    with override_settings(EMAIL_BACKEND=BACKEND, MAILBRIDGE=mailbridge):
+        found = check_settings()
+    assert [message.id for message in found] == expected
+    assert words in found[0].msg
+
+
 def test_system_checks_ignore_other_backends() -> None:
     with override_settings(
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", MAILBRIDGE={}

@@ -17,10 +17,20 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from ..outbox import Outbox
 
-__all__ = ["enqueue_on_commit", "outbox_at"]
+__all__ = ["check_outbox_value", "enqueue_on_commit", "outbox_at"]
 
 _lock = threading.Lock()
 _opened: dict[str, Outbox] = {}
+
+
+def check_outbox_value(value: Any) -> None:
+    """Refuse an OUTBOX option that is neither an `Outbox` nor a URL (nothing is opened)."""
+    from ..outbox import Outbox
+
+    if not isinstance(value, Outbox) and (not isinstance(value, str) or "://" not in value):
+        raise ConfigurationError(
+            "OUTBOX", 'give the outbox URL ("sqlite:///var/outbox.db", "postgresql://...")'
+        )
 
 
 def outbox_at(value: Any) -> Outbox:
@@ -29,10 +39,7 @@ def outbox_at(value: Any) -> Outbox:
 
     if isinstance(value, Outbox):
         return value
-    if not isinstance(value, str) or "://" not in value:
-        raise ConfigurationError(
-            "OUTBOX", 'give the outbox URL ("sqlite:///var/outbox.db", "postgresql://...")'
-        )
+    check_outbox_value(value)
     with _lock:
         if value not in _opened:
             _opened[value] = Outbox.open(value)
