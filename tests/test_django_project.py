@@ -92,6 +92,22 @@ def test_manage_py_test_connection_refuses_an_unknown_tenant_or_mailer() -> None
     assert "'other' is not a mailer using mailbridge (those are: default)" in alias.stderr
 
 
+def _missing_account(message: object) -> object:
+    raise LookupError("MailAccount matching query does not exist.")
+
+
+def test_test_connection_turns_a_failing_resolver_into_a_command_error() -> None:
+    """A model-backed resolver raises DoesNotExist for an unknown tenant: manage.py shows
+    "CommandError: ..." (no traceback), as for every CommandError."""
+    from django.core.management import CommandError, call_command
+
+    with (
+        override_settings(EMAIL_BACKEND=BACKEND, MAILBRIDGE={"TENANT_RESOLVER": _missing_account}),
+        pytest.raises(CommandError, match="resolver raised LookupError for tenant 'nobody'"),
+    ):
+        call_command("mailbridge_test_connection", "nobody")
+
+
 def test_djangos_test_runner_collects_mail_in_the_outbox() -> None:
     result = _run([str(MANAGE), "test", "tests.django_project.app_tests", "-v", "1"])
     assert result.returncode == 0, result.stderr
