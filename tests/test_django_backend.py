@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage as StdEmailMessage
 from email.message import MIMEPart
@@ -21,7 +22,9 @@ from django.test import override_settings
 from mailbridge import (
     ConfigurationError,
     DeliveryClient,
+    DocumentEmail,
     HeaderInjection,
+    MailbridgeError,
     MessageError,
     PlatformRelay,
     RecipientsRefused,
@@ -300,6 +303,61 @@ def test_a_changed_tenant_gets_a_new_client_and_the_old_one_is_closed(
     assert len(built) == 2
     with pytest.raises(Exception, match="closed"):
         built[0].send(message.mailbridge_result.result.message)  # type: ignore[union-attr]
+
+
+def test_a_client_replaced_while_its_message_waits_is_closed_only_after_the_send(
+    acme: FakeSmtpServer,
+) -> None:
+    """One call with messages for two tenants and room for one client: the second evicts
+    the first while the first message still waits to go (as another thread's send would)."""
+    built: list[DeliveryClient] = []
+
+    def resolve(message: object) -> Tenant:
+        def build() -> DeliveryClient:
+            built.append(DeliveryClient.own_smtp(USER, acme.smtp_settings()))
+            return built[-1]
+
+        return Tenant(str(getattr(message, "tenant", "")), build)
+
+    messages = [EmailMessage(f"To {t}", "body", to=["jane@customer.example"]) for t in "ab"]
+    for message, tenant in zip(messages, "ab", strict=True):
+        message.tenant = tenant
+    backend = EmailBackend(tenant_resolver=resolve, max_clients=1)
+    assert backend.send_messages(messages) == 2
+    assert sorted(_parse(m.data)["Subject"] for m in acme.messages) == ["To a", "To b"]
+    first = built[0]  # evicted: closed once its send was done, its connection too
+    with pytest.raises(MailbridgeError, match="closed"):
+        first.send(first.prepare(DocumentEmail(to=["x@customer.example"], subject="", body="")))
+
+
+def test_threads_sending_for_tenants_that_evict_each_other_all_succeed(
+    acme: FakeSmtpServer,
+) -> None:
+    def resolve(message: object) -> Tenant:
+        return Tenant(
+            str(getattr(message, "tenant", "")),
+            lambda: DeliveryClient.own_smtp(USER, acme.smtp_settings()),
+        )
+
+    failures: list[Exception] = []
+
+    def work(worker: int) -> None:
+        for number in range(8):
+            message = EmailMessage("Hi", "body", to=["jane@customer.example"])
+            message.tenant = f"t{(worker + number) % 3}"
+            try:
+                EmailBackend(tenant_resolver=resolve, max_clients=1).send_messages([message])
+            except MailbridgeError as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert len(acme.messages) == 32
 
 
 def test_a_resolver_may_return_a_client_of_its_own(acme: FakeSmtpServer) -> None:
