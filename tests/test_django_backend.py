@@ -180,6 +180,10 @@ def test_from_email_overrides_the_tenant_address_but_the_default_does_not(
         ({"Bad Name": "x"}, "Hi", MessageError),
         ({"Bcc": "hidden@example.test"}, "Hi", MessageError),
         ({"Content-Type": "text/html"}, "Hi", MessageError),
+        ({"Resent-Bcc": "hidden@example.test"}, "Hi", MessageError),
+        ({"Sender": "ceo@bank.example"}, "Hi", MessageError),
+        ({"Return-Path": "bounces@elsewhere.example"}, "Hi", MessageError),
+        ({"Received": "from forged.example"}, "Hi", MessageError),
     ],
 )
 def test_headers_are_still_checked_for_injection(

@@ -37,6 +37,9 @@ DEFAULT_TENANT_HEADER = "X-Mailbridge-Tenant"
 _ADDRESSING = frozenset({"from", "reply-to", "message-id"})
 # Django writes the MIME structure; a header of the same name would contradict it.
 _STRUCTURE = frozenset({"mime-version", "content-type", "content-transfer-encoding"})
+# Refused as for a DocumentEmail: the addressing is the client's (Sender), the receiving
+# servers write the trace (Return-Path, Received), hidden recipients stay hidden.
+_NOT_YOURS = frozenset({"sender", "return-path", "received", "resent-bcc"})
 
 
 def _header(headers: Mapping[str, Any], name: str) -> Any:
@@ -102,6 +105,8 @@ def _checked_headers(
             continue
         if lower == "bcc":
             raise MessageError("headers", "Bcc is not a header; give the message's bcc list")
+        if lower in _NOT_YOURS:
+            raise MessageError("headers", f"{name} is not for the application to set")
         if lower in _STRUCTURE:
             raise MessageError("headers", f"{name} is written by Django from the message parts")
         if lower in _ADDRESSING:
