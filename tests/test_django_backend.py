@@ -6,6 +6,7 @@ import base64
 import email
 import email.policy
 import threading
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage as StdEmailMessage
 from email.message import MIMEPart
@@ -362,6 +363,63 @@ def test_threads_sending_for_tenants_that_evict_each_other_all_succeed(
     assert not any(thread.is_alive() for thread in threads)
     assert failures == []
     assert len(acme.messages) == 32
+
+
+def test_a_slow_client_build_holds_up_only_its_own_tenant(acme: FakeSmtpServer) -> None:
+    """The resolver's build (a vault, a database) may be slow; other tenants still send."""
+    building, release = threading.Event(), threading.Event()
+
+    def slow_build() -> DeliveryClient:
+        building.set()
+        release.wait(timeout=10)
+        return DeliveryClient.own_smtp(USER, acme.smtp_settings())
+
+    def resolve(message: object) -> Tenant:
+        if getattr(message, "tenant", None) == "slow":
+            return Tenant("slow", slow_build)
+        return Tenant("acme", lambda: DeliveryClient.own_smtp(USER, acme.smtp_settings()))
+
+    def send(tenant: str) -> None:
+        message = EmailMessage(f"For {tenant}", "body", to=["jane@customer.example"])
+        message.tenant = tenant
+        EmailBackend(tenant_resolver=resolve).send_messages([message])
+
+    slow = threading.Thread(target=send, args=("slow",))
+    fast = threading.Thread(target=send, args=("acme",))
+    slow.start()
+    try:
+        assert building.wait(timeout=10)
+        fast.start()
+        fast.join(timeout=5)
+        done_while_building = not fast.is_alive() and not release.is_set()
+    finally:
+        release.set()
+        slow.join(timeout=10)
+        if fast.ident is not None:
+            fast.join(timeout=10)
+    assert done_while_building
+    assert sorted(_parse(m.data)["Subject"] for m in acme.messages) == ["For acme", "For slow"]
+
+
+def test_threads_needing_the_same_new_client_build_it_once(acme: FakeSmtpServer) -> None:
+    built: list[DeliveryClient] = []
+
+    def build() -> DeliveryClient:
+        time.sleep(0.05)  # long enough for the other threads to ask meanwhile
+        built.append(DeliveryClient.own_smtp(USER, acme.smtp_settings()))
+        return built[-1]
+
+    def send() -> None:
+        message = EmailMessage("Hi", "body", to=["jane@customer.example"])
+        EmailBackend(tenant_resolver=lambda message: Tenant("acme", build)).send_messages([message])
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(acme.messages) == 4
+    assert len(built) == 1
 
 
 def test_a_resolver_may_return_a_client_of_its_own(acme: FakeSmtpServer) -> None:

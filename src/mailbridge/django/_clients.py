@@ -53,6 +53,7 @@ class _Pooled:
 
 _lock = threading.Lock()
 _clients: OrderedDict[tuple[str, str], _Pooled] = OrderedDict()
+_building: dict[tuple[str, str], threading.Lock] = {}  # one build at a time per key
 
 
 def _retire(entry: _Pooled, closing: list[DeliveryClient]) -> None:
@@ -62,30 +63,51 @@ def _retire(entry: _Pooled, closing: list[DeliveryClient]) -> None:
         closing.append(entry.client)
 
 
+def _leased(key: tuple[str, str], tenant: Tenant, lease: bool) -> _Pooled | None:
+    """The current entry of `key` for `tenant`'s version, leased when asked (under the lock)."""
+    entry = _clients.get(key)
+    if entry is None or entry.version != tenant.version:
+        return None
+    _clients.move_to_end(key)
+    entry.leases += lease
+    return entry
+
+
 def _acquire(alias: str, tenant: Tenant, max_clients: int, lease: bool) -> _Pooled:
     key = (alias, tenant.key)
-    closing: list[DeliveryClient] = []
-    try:
-        with _lock:
-            entry = _clients.get(key)
-            if entry is not None and entry.version == tenant.version:
-                _clients.move_to_end(key)
-            else:
+    with _lock:
+        entry = _leased(key, tenant, lease)
+        if entry is not None:
+            return entry
+        building = _building.setdefault(key, threading.Lock())
+    # Built outside the pool's lock: a slow build (a vault, a database) holds up only
+    # its own tenant; the others' sends go on.
+    with building:
+        closing: list[DeliveryClient] = []
+        try:
+            with _lock:
+                entry = _leased(key, tenant, lease)  # built meanwhile by another thread
                 if entry is not None:
-                    _retire(_clients.pop(key), closing)
-                client = tenant.build()
-                if not isinstance(client, DeliveryClient):
-                    raise ConfigurationError(
-                        "Tenant.build", f"must return a DeliveryClient, not {type(client).__name__}"
-                    )
-                entry = _clients[key] = _Pooled(tenant.version, client)
+                    return entry
+            client = tenant.build()
+            if not isinstance(client, DeliveryClient):
+                raise ConfigurationError(
+                    "Tenant.build", f"must return a DeliveryClient, not {type(client).__name__}"
+                )
+            with _lock:
+                old = _clients.pop(key, None)
+                if old is not None:
+                    _retire(old, closing)
+                entry = _clients[key] = _Pooled(tenant.version, client, leases=int(lease))
                 while len(_clients) > max_clients:
                     _retire(_clients.popitem(last=False)[1], closing)
-            entry.leases += lease
-            return entry
-    finally:
-        for old in closing:  # outside the lock
-            old.close()
+                return entry
+        finally:
+            with _lock:
+                if _building.get(key) is building:
+                    del _building[key]
+            for retired in closing:  # outside the lock
+                retired.close()
 
 
 def client_for(
