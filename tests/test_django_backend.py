@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import threading
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage as StdEmailMessage
 from email.message import MIMEPart
@@ -21,7 +23,9 @@ from django.test import override_settings
 from mailbridge import (
     ConfigurationError,
     DeliveryClient,
+    DocumentEmail,
     HeaderInjection,
+    MailbridgeError,
     MessageError,
     PlatformRelay,
     RecipientsRefused,
@@ -177,6 +181,10 @@ def test_from_email_overrides_the_tenant_address_but_the_default_does_not(
         ({"Bad Name": "x"}, "Hi", MessageError),
         ({"Bcc": "hidden@example.test"}, "Hi", MessageError),
         ({"Content-Type": "text/html"}, "Hi", MessageError),
+        ({"Resent-Bcc": "hidden@example.test"}, "Hi", MessageError),
+        ({"Sender": "ceo@bank.example"}, "Hi", MessageError),
+        ({"Return-Path": "bounces@elsewhere.example"}, "Hi", MessageError),
+        ({"Received": "from forged.example"}, "Hi", MessageError),
     ],
 )
 def test_headers_are_still_checked_for_injection(
@@ -189,6 +197,48 @@ def test_headers_are_still_checked_for_injection(
     assert acme.messages == []
     assert message.mailbridge_result.status == "failed"
     assert EmailBackend(fail_silently=True).send_messages([message]) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("to", ["jörg@customer.example"]),
+        ("cc", ["Jörg <jörg@customer.example>"]),
+        ("reply_to", ["jörg@acme.example"]),
+    ],
+)
+def test_non_ascii_local_parts_in_headers_are_refused_not_garbled(
+    acme: FakeSmtpServer, field: str, value: list[str]
+) -> None:
+    """Django writes "jörg@x" into To as "=?utf-8?...?=@x", an address no one can read."""
+    fields = {"to": ["jane@customer.example"], field: value}
+    message = EmailMessage("Hi", "body", **fields)  # type: ignore[arg-type]
+    message.tenant = "acme"
+    with pytest.raises(MessageError, match="non-ASCII local part") as caught:
+        EmailBackend().send_messages([message])
+    assert caught.value.field == field
+    assert acme.messages == []
+
+
+def test_a_non_ascii_bcc_goes_in_the_envelope_only(acme: FakeSmtpServer) -> None:
+    message = EmailMessage("Hi", "body", to=["jane@customer.example"], bcc=["jörg@acme.example"])
+    message.tenant = "acme"
+    assert EmailBackend().send_messages([message]) == 1
+    (sent,) = acme.messages
+    assert "jörg@acme.example" in sent.rcpt_tos
+    assert b"j\xc3\xb6rg" not in sent.data and b"=?utf-8" not in sent.data.lower()
+
+
+def test_a_line_break_hidden_in_an_encoded_display_name_is_injection(
+    acme: FakeSmtpServer,
+) -> None:
+    message = EmailMessage(
+        "Hi", "body", to=["=?utf-8?q?Jane=0D=0ABcc:_victim@example.test?= <jane@customer.example>"]
+    )
+    message.tenant = "acme"
+    with pytest.raises(HeaderInjection):
+        EmailBackend().send_messages([message])
+    assert acme.messages == []
 
 
 def test_bare_line_breaks_in_the_body_are_normalised_not_sent(acme: FakeSmtpServer) -> None:
@@ -258,6 +308,118 @@ def test_a_changed_tenant_gets_a_new_client_and_the_old_one_is_closed(
     assert len(built) == 2
     with pytest.raises(Exception, match="closed"):
         built[0].send(message.mailbridge_result.result.message)  # type: ignore[union-attr]
+
+
+def test_a_client_replaced_while_its_message_waits_is_closed_only_after_the_send(
+    acme: FakeSmtpServer,
+) -> None:
+    """One call with messages for two tenants and room for one client: the second evicts
+    the first while the first message still waits to go (as another thread's send would)."""
+    built: list[DeliveryClient] = []
+
+    def resolve(message: object) -> Tenant:
+        def build() -> DeliveryClient:
+            built.append(DeliveryClient.own_smtp(USER, acme.smtp_settings()))
+            return built[-1]
+
+        return Tenant(str(getattr(message, "tenant", "")), build)
+
+    messages = [EmailMessage(f"To {t}", "body", to=["jane@customer.example"]) for t in "ab"]
+    for message, tenant in zip(messages, "ab", strict=True):
+        message.tenant = tenant
+    backend = EmailBackend(tenant_resolver=resolve, max_clients=1)
+    assert backend.send_messages(messages) == 2
+    assert sorted(_parse(m.data)["Subject"] for m in acme.messages) == ["To a", "To b"]
+    first = built[0]  # evicted: closed once its send was done, its connection too
+    with pytest.raises(MailbridgeError, match="closed"):
+        first.send(first.prepare(DocumentEmail(to=["x@customer.example"], subject="", body="")))
+
+
+def test_threads_sending_for_tenants_that_evict_each_other_all_succeed(
+    acme: FakeSmtpServer,
+) -> None:
+    def resolve(message: object) -> Tenant:
+        return Tenant(
+            str(getattr(message, "tenant", "")),
+            lambda: DeliveryClient.own_smtp(USER, acme.smtp_settings()),
+        )
+
+    failures: list[Exception] = []
+
+    def work(worker: int) -> None:
+        for number in range(8):
+            message = EmailMessage("Hi", "body", to=["jane@customer.example"])
+            message.tenant = f"t{(worker + number) % 3}"
+            try:
+                EmailBackend(tenant_resolver=resolve, max_clients=1).send_messages([message])
+            except MailbridgeError as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert len(acme.messages) == 32
+
+
+def test_a_slow_client_build_holds_up_only_its_own_tenant(acme: FakeSmtpServer) -> None:
+    """The resolver's build (a vault, a database) may be slow; other tenants still send."""
+    building, release = threading.Event(), threading.Event()
+
+    def slow_build() -> DeliveryClient:
+        building.set()
+        release.wait(timeout=10)
+        return DeliveryClient.own_smtp(USER, acme.smtp_settings())
+
+    def resolve(message: object) -> Tenant:
+        if getattr(message, "tenant", None) == "slow":
+            return Tenant("slow", slow_build)
+        return Tenant("acme", lambda: DeliveryClient.own_smtp(USER, acme.smtp_settings()))
+
+    def send(tenant: str) -> None:
+        message = EmailMessage(f"For {tenant}", "body", to=["jane@customer.example"])
+        message.tenant = tenant
+        EmailBackend(tenant_resolver=resolve).send_messages([message])
+
+    slow = threading.Thread(target=send, args=("slow",))
+    fast = threading.Thread(target=send, args=("acme",))
+    slow.start()
+    try:
+        assert building.wait(timeout=10)
+        fast.start()
+        fast.join(timeout=5)
+        done_while_building = not fast.is_alive() and not release.is_set()
+    finally:
+        release.set()
+        slow.join(timeout=10)
+        if fast.ident is not None:
+            fast.join(timeout=10)
+    assert done_while_building
+    assert sorted(_parse(m.data)["Subject"] for m in acme.messages) == ["For acme", "For slow"]
+
+
+def test_threads_needing_the_same_new_client_build_it_once(acme: FakeSmtpServer) -> None:
+    built: list[DeliveryClient] = []
+
+    def build() -> DeliveryClient:
+        time.sleep(0.05)  # long enough for the other threads to ask meanwhile
+        built.append(DeliveryClient.own_smtp(USER, acme.smtp_settings()))
+        return built[-1]
+
+    def send() -> None:
+        message = EmailMessage("Hi", "body", to=["jane@customer.example"])
+        EmailBackend(tenant_resolver=lambda message: Tenant("acme", build)).send_messages([message])
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(acme.messages) == 4
+    assert len(built) == 1
 
 
 def test_a_resolver_may_return_a_client_of_its_own(acme: FakeSmtpServer) -> None:

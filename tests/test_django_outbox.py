@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.test import override_settings
 
-from mailbridge import ConfigurationError, DeliveryClient, HeaderInjection
+from mailbridge import ConfigurationError, DeliveryClient, HeaderInjection, OutboxError
 from mailbridge.django import EmailBackend, close_clients, mailer_outbox, tenant_client
 from mailbridge.outbox import Outbox, State
 from mailbridge.testing import FakeSmtpServer
@@ -125,3 +126,63 @@ def test_outbox_given_as_a_url(tmp_path: Path, smtp_server: FakeSmtpServer) -> N
     finally:
         project_mail.TENANTS.clear()
         close_clients()
+
+
+def test_a_failing_dispatch_after_the_commit_loses_nothing(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that is down: the caller's commit stands, every message is stored, the
+    application's own on-commit hooks run; the failure is logged."""
+
+    def broker_down(outbox_id: str) -> None:
+        raise ConnectionError("broker down")
+
+    hooks: list[str] = []
+    first, second = _invoice("A"), _invoice("B")
+    with transaction.atomic():
+        assert EmailBackend(outbox_dispatch=broker_down).send_messages([first, second]) == 2
+        transaction.on_commit(lambda: hooks.append("the application's hook"))
+    assert hooks == ["the application's hook"]
+    ids = {first.mailbridge_result.outbox_id, second.mailbridge_result.outbox_id}
+    assert None not in ids and {m.id for m in outbox.messages()} == ids
+    assert all(outbox.status(id).state is State.QUEUED for id in ids)  # a worker sends them
+    assert caplog.text.count("dispatching it failed") == 2
+
+
+def test_a_message_the_outbox_cannot_store_after_the_commit_is_marked_failed(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    enqueue = outbox.enqueue
+    calls: list[str] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> str:
+        calls.append("enqueue")
+        if len(calls) == 1:
+            raise OutboxError("the outbox database is unavailable")
+        return enqueue(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "enqueue", flaky)
+    lost, kept = _invoice("A"), _invoice("B")
+    with transaction.atomic():
+        EmailBackend().send_messages([lost, kept])
+    assert lost.mailbridge_result.status == "failed"
+    assert isinstance(lost.mailbridge_result.error, OutboxError)
+    assert "committed but not stored" in caplog.text
+    assert kept.mailbridge_result.outbox_id is not None
+    assert [m.id for m in outbox.messages()] == [kept.mailbridge_result.outbox_id]
+
+
+def test_a_rolled_back_savepoint_stores_only_the_outer_message(outbox: Outbox) -> None:
+    outer, inner = _invoice("Outer"), _invoice("Inner")
+
+    def inner_step() -> None:
+        with transaction.atomic():
+            EmailBackend().send_messages([inner])
+            raise LookupError("the inner step failed")
+
+    with transaction.atomic():
+        EmailBackend().send_messages([outer])
+        with pytest.raises(LookupError, match="inner step"):
+            inner_step()
+    assert [m.id for m in outbox.messages()] == [outer.mailbridge_result.outbox_id]
+    assert inner.mailbridge_result.outbox_id is None

@@ -92,6 +92,22 @@ def test_manage_py_test_connection_refuses_an_unknown_tenant_or_mailer() -> None
     assert "'other' is not a mailer using mailbridge (those are: default)" in alias.stderr
 
 
+def _missing_account(message: object) -> object:
+    raise LookupError("MailAccount matching query does not exist.")
+
+
+def test_test_connection_turns_a_failing_resolver_into_a_command_error() -> None:
+    """A model-backed resolver raises DoesNotExist for an unknown tenant: manage.py shows
+    "CommandError: ..." (no traceback), as for every CommandError."""
+    from django.core.management import CommandError, call_command
+
+    with (
+        override_settings(EMAIL_BACKEND=BACKEND, MAILBRIDGE={"TENANT_RESOLVER": _missing_account}),
+        pytest.raises(CommandError, match="resolver raised LookupError for tenant 'nobody'"),
+    ):
+        call_command("mailbridge_test_connection", "nobody")
+
+
 def test_djangos_test_runner_collects_mail_in_the_outbox() -> None:
     result = _run([str(MANAGE), "test", "tests.django_project.app_tests", "-v", "1"])
     assert result.returncode == 0, result.stderr
@@ -134,6 +150,28 @@ def test_system_checks(mailbridge: dict[str, str], expected: list[str]) -> None:
         found = check_settings()
     assert [message.id for message in found] == expected
     assert all(message.level == checks.ERROR for message in found)
+
+
+RESOLVER = "tests.django_project.mail.resolve"
+
+
+@pytest.mark.parametrize(
+    ("mailbridge", "expected", "words"),
+    [
+        ("tests.django_project.mail.resolve", ["mailbridge.E002"], "must be a dict"),
+        ({"TENANT_RESOLVER": RESOLVER, "MAX_CLIENTS": 0}, ["mailbridge.E002"], "positive"),
+        ({"TENANT_RESOLVER": RESOLVER, "OUTBOX": "outbox.db"}, ["mailbridge.E002"], "URL"),
+        ({"TENANT_RESOLVER": RESOLVER, "TENANT_HEADER": "X Tenant:"}, ["mailbridge.E002"], "name"),
+        ({"TENANT_RESOLVER": RESOLVER, "TENANT_RESOLVR": "x"}, ["mailbridge.W001"], "RESOLVR"),
+    ],
+)
+def test_system_checks_report_wrong_settings_instead_of_crashing(
+    mailbridge: object, expected: list[str], words: str
+) -> None:
+    with override_settings(EMAIL_BACKEND=BACKEND, MAILBRIDGE=mailbridge):
+        found = check_settings()
+    assert [message.id for message in found] == expected
+    assert words in found[0].msg
 
 
 def test_system_checks_ignore_other_backends() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +15,7 @@ from .._client import DeliveryClient, SendResult
 from ..composer import PreparedMessage
 from ..errors import ConfigurationError, MailbridgeError
 from ..smtp.pool import DEFAULT_CONCURRENCY
-from ._clients import Tenant, client_for
+from ._clients import Tenant, client_for, leased_client
 from ._convert import prepare_django_message
 from ._options import OPTION_NAMES, Options, load_options
 from ._outbox_mode import enqueue_on_commit, outbox_at
@@ -26,11 +27,14 @@ DEFAULT_ALIAS = "default"
 
 
 def resolved(
-    message: Any, options: Options, alias: str = DEFAULT_ALIAS
+    message: Any, options: Options, alias: str = DEFAULT_ALIAS, leases: ExitStack | None = None
 ) -> tuple[str | None, DeliveryClient]:
-    """The tenant's key (None when the resolver gave a client of its own) and its client."""
+    """The tenant's key (None when the resolver gave a client of its own) and its client,
+    a pooled one held open until `leases` closes when given."""
     found = options.resolver(message)
     if isinstance(found, Tenant):
+        if leases is not None:
+            return found.key, leases.enter_context(leased_client(alias, found, options.max_clients))
         return found.key, client_for(alias, found, options.max_clients)
     if isinstance(found, DeliveryClient):
         return None, found
@@ -111,6 +115,10 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         """
         if not email_messages:
             return 0
+        with ExitStack() as leases:  # the pooled clients stay open until every send is done
+            return self._send_all(email_messages, leases)
+
+    def _send_all(self, email_messages: Sequence[Any], leases: ExitStack) -> int:
         errors: list[MailbridgeError] = []
         batch: list[tuple[Any, DeliveryClient, PreparedMessage]] = []
         queued = 0
@@ -118,7 +126,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             if not message.recipients():
                 continue
             try:
-                tenant, client = resolved(message, self.options, self.mailer_alias)
+                tenant, client = resolved(message, self.options, self.mailer_alias, leases)
                 prepared = prepare_django_message(
                     client,
                     message,

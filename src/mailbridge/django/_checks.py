@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core import checks
 
 from ..errors import ConfigurationError
-from ._options import load_options, mailbridge_settings
+from ._options import SETTING_NAMES, load_options, mailbridge_settings
 
 __all__ = ["BACKEND", "check_settings", "mailbridge_mailers"]
 
@@ -56,11 +56,23 @@ def _errors(alias: str, options: Mapping[str, Any]) -> Iterator[checks.CheckMess
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """The mailbridge system checks."""
-    found: list[checks.CheckMessage] = []
+    try:
+        configured = mailbridge_settings()
+    except ConfigurationError as exc:
+        return [checks.Error(f"The MAILBRIDGE setting: {exc}", id="mailbridge.E002")]
+    found: list[checks.CheckMessage] = [
+        checks.Warning(
+            f"MAILBRIDGE[{key!r}] is not a mailbridge option; it is ignored.",
+            hint=f"The options: {', '.join(sorted(SETTING_NAMES))}.",
+            id="mailbridge.W001",
+        )
+        for key in configured
+        if key not in SETTING_NAMES
+    ]
     mailers = mailbridge_mailers()
     for alias, options in mailers.items():
         found.extend(_errors(alias, options))
-    named = mailbridge_settings().get("MAILER")
+    named = configured.get("MAILER")
     if named is not None and named not in mailers:
         found.append(
             checks.Error(

@@ -37,6 +37,9 @@ DEFAULT_TENANT_HEADER = "X-Mailbridge-Tenant"
 _ADDRESSING = frozenset({"from", "reply-to", "message-id"})
 # Django writes the MIME structure; a header of the same name would contradict it.
 _STRUCTURE = frozenset({"mime-version", "content-type", "content-transfer-encoding"})
+# Refused as for a DocumentEmail: the addressing is the client's (Sender), the receiving
+# servers write the trace (Return-Path, Received), hidden recipients stay hidden.
+_NOT_YOURS = frozenset({"sender", "return-path", "received", "resent-bcc"})
 
 
 def _header(headers: Mapping[str, Any], name: str) -> Any:
@@ -60,7 +63,26 @@ def tenant_hint(message: Any, header: str = DEFAULT_TENANT_HEADER) -> Any:
 
 
 def _mailboxes(field: str, values: Iterable[Any]) -> tuple[Mailbox, ...]:
-    return tuple(parse_mailbox(field, str(value)) for value in values if value)
+    found = tuple(parse_mailbox(field, str(value)) for value in values if value)
+    for mailbox in found:  # Django would write a line break hidden in an encoded word
+        if has_line_break(_decoded(mailbox.display_name)):
+            raise HeaderInjection(field)
+    return found
+
+
+def _check_header_addresses(fields: Mapping[str, Iterable[Mailbox]]) -> None:
+    """Refuse addresses with a non-ASCII local part where Django writes them into a header:
+    it turns the local part into an RFC 2047 encoded word, which no mail program reads
+    (RFC 2047 section 5), so the recipient would see a broken address. Bcc is not written."""
+    for field, mailboxes in fields.items():
+        for mailbox in mailboxes:
+            if mailbox.needs_smtputf8:
+                raise MessageError(
+                    field,
+                    f"{mailbox.address!r} has a non-ASCII local part, which a Django message "
+                    "cannot carry in its headers; send it as a mailbridge DocumentEmail "
+                    "(SMTPUTF8) or give the address in bcc",
+                )
 
 
 def _formatted(mailbox: Mailbox) -> str:
@@ -83,6 +105,8 @@ def _checked_headers(
             continue
         if lower == "bcc":
             raise MessageError("headers", "Bcc is not a header; give the message's bcc list")
+        if lower in _NOT_YOURS:
+            raise MessageError("headers", f"{name} is not for the application to set")
         if lower in _STRUCTURE:
             raise MessageError("headers", f"{name} is written by Django from the message parts")
         if lower in _ADDRESSING:
@@ -191,13 +215,16 @@ def prepare_django_message(
     )
     message_id = probe.message_id or new_message_id(client.identity.message_id_domain)
     addressing = client.identity.addressing(probe, message_id)
+    written_reply_to: tuple[Mailbox, ...] = ()
+    if addressing.reply_to is not None:
+        keep_all = reply_tos and reply_tos[0].address == addressing.reply_to.address
+        written_reply_to = tuple(reply_tos) if keep_all else (addressing.reply_to,)
+    _check_header_addresses(
+        {"to": to, "cc": cc, "reply_to": written_reply_to, "from": [addressing.author]}
+    )
     headers = {**kept, "From": _formatted(addressing.author), "Message-ID": message_id}
-    reply_to = addressing.reply_to
-    if reply_to is not None:
-        keep_all = reply_tos and reply_tos[0].address == reply_to.address
-        headers["Reply-To"] = ", ".join(
-            _formatted(m) for m in (reply_tos if keep_all else [reply_to])
-        )
+    if written_reply_to:
+        headers["Reply-To"] = ", ".join(_formatted(m) for m in written_reply_to)
     clone = copy.copy(message)  # the caller's message keeps its own headers
     clone.extra_headers = headers
     clone.reply_to = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,8 +14,9 @@ from .._client import DeliveryClient
 from ..errors import ConfigurationError
 from ._clients import DEFAULT_MAX_CLIENTS, Tenant
 from ._convert import DEFAULT_TENANT_HEADER
+from ._outbox_mode import check_outbox_value
 
-__all__ = ["OPTION_NAMES", "Options", "load_options", "mailbridge_settings"]
+__all__ = ["OPTION_NAMES", "SETTING_NAMES", "Options", "load_options", "mailbridge_settings"]
 
 Resolver = Callable[[Any], "DeliveryClient | Tenant | None"]
 # backend keyword (a MAILERS "OPTIONS" key) -> key of settings.MAILBRIDGE
@@ -26,6 +28,10 @@ OPTION_NAMES = {
     "outbox_dispatch": "OUTBOX_DISPATCH",
     "outbox_database": "OUTBOX_DATABASE",
 }
+
+# every key settings.MAILBRIDGE may hold
+SETTING_NAMES = frozenset({*OPTION_NAMES.values(), "MAILER"})
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field name: printable ASCII but ":"
 
 
 @attrs.frozen
@@ -71,9 +77,9 @@ def load_options(overrides: Mapping[str, Any]) -> Options:
         for name, key in OPTION_NAMES.items()
     }
     header = merged["tenant_header"] or DEFAULT_TENANT_HEADER
-    if not isinstance(header, str):
-        raise ConfigurationError("TENANT_HEADER", "must be a header name")
-    max_clients = merged["max_clients"] or DEFAULT_MAX_CLIENTS
+    if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header):
+        raise ConfigurationError("TENANT_HEADER", f"{header!r} is not a header name")
+    max_clients = DEFAULT_MAX_CLIENTS if merged["max_clients"] is None else merged["max_clients"]
     if not isinstance(max_clients, int) or isinstance(max_clients, bool) or max_clients < 1:
         raise ConfigurationError("MAX_CLIENTS", "must be a positive whole number")
     dispatch = merged["outbox_dispatch"]
@@ -81,6 +87,8 @@ def load_options(overrides: Mapping[str, Any]) -> Options:
         dispatch = _imported("OUTBOX_DISPATCH", dispatch)
     if dispatch is not None and not callable(dispatch):
         raise ConfigurationError("OUTBOX_DISPATCH", "must be a callable or its dotted path")
+    if merged["outbox"] is not None:
+        check_outbox_value(merged["outbox"])
     return Options(
         resolve_callable(merged["tenant_resolver"]),
         header,

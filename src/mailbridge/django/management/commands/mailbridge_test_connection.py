@@ -29,8 +29,17 @@ class Command(BaseCommand):  # type: ignore[misc]
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        tenant = options["tenant"]
         try:
-            report = tenant_client(options["tenant"], using=options["using"]).test_connection()
+            client = tenant_client(tenant, using=options["using"])
+        except MailbridgeError as exc:
+            raise CommandError(str(exc)) from None
+        except Exception as exc:  # the application's resolver, e.g. Model.DoesNotExist
+            raise CommandError(
+                f"your tenant resolver raised {type(exc).__name__} for tenant {tenant!r}: {exc}"
+            ) from exc
+        try:
+            report = client.test_connection()
         except MailbridgeError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(str(report))
