@@ -303,13 +303,15 @@ def test_the_handler_suppresses_permanent_dsn_failures_only(outbox: Outbox, tmp_
     handle(event(dsn(JANE, envid="env-c", status="5.1.1")))  # at least once
     handle(event(dsn(BOB, envid="env-c", status="4.2.2", action="delayed")))
     handle(event(report=heuristic("carl@customer.example"), verp_token="00000000000000aa"))
+    send(outbox, prepared("dora@customer.example"))
+    handle(event(dsn("dora@customer.example")))  # found by the address alone: anyone can
 
-    found = suppression.lookup([JANE, BOB, "carl@customer.example"])
+    found = suppression.lookup([JANE, BOB, "carl@customer.example", "dora@customer.example"])
     assert set(found) == {JANE}
     assert (found[JANE].reason, found[JANE].status) == ("user_unknown", "5.1.1")
-    assert outbox.messages(delivery="bounced")[0].bounces["carl@customer.example"].kind == (
-        "heuristic"
-    )
+    bounced = {m.recipients[0]: m for m in outbox.messages(delivery="bounced")}
+    assert set(bounced) == {JANE, "carl@customer.example", "dora@customer.example"}
+    assert bounced["carl@customer.example"].bounces["carl@customer.example"].kind == "heuristic"
 
 
 def test_the_collector_feeds_the_outbox(outbox: Outbox) -> None:
@@ -331,3 +333,12 @@ def test_the_collector_feeds_the_outbox(outbox: Outbox) -> None:
     assert (seen[0].message_id, seen[0].matched_by) == (outbox.status(id).message_id, "envelope_id")
     assert outbox.status(id) == status and status.delivery == "bounced"
     assert status.summary == f"bounced: user unknown (5.1.1) {JANE}"
+
+
+def test_a_bounce_settles_what_an_outcome_unknown_message_shows(outbox: Outbox) -> None:
+    id = outbox.enqueue("acme", prepared(JANE, envelope_id="env-e"))
+    assert outbox.store.claim_one(id, "test", lease=60, now=time.time()) is not None
+    assert outbox.store.finish(id, "test", State.OUTCOME_UNKNOWN, now=time.time())
+    status = outbox.record_bounce(event(dsn(JANE, envid="env-e")))
+    assert status is not None and status.state is State.OUTCOME_UNKNOWN
+    assert status.summary == f"bounced: user unknown (5.1.1) {JANE}"  # so it did go out

@@ -98,7 +98,8 @@ class BounceHandler:
 
     Records each event on its outbox message (idempotent: the collector delivers
     at least once). With `suppression`, a permanent failure from a DSN (never a
-    heuristic report) also adds the address to that `SuppressionList`.
+    heuristic report) tied to the message by more than a recipient address (which
+    anyone could name) also adds the address to that `SuppressionList`.
     """
 
     def __init__(
@@ -120,7 +121,11 @@ class BounceHandler:
             if r.permanent and r.original_recipient
         }
         for record in records:
-            if record.action == "failed" and record.recipient.lower() in permanent:
+            if (
+                record.action == "failed"
+                and record.matched_by != "failed_recipients"
+                and record.recipient.lower() in permanent
+            ):
                 status = record.status if (record.status or "").startswith("5.") else None
                 self.suppression.add(
                     record.recipient, reason=record.reason, status=status, detail=record.diagnostic
