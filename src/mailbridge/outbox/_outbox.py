@@ -62,7 +62,9 @@ def _check_tenant(tenant: object) -> str:
 def _verp_tag(prepared: PreparedMessage) -> str | None:
     """Relay mode: TOKEN of a ``bounces+TOKEN@domain`` envelope sender (VERP), else None."""
     local = prepared.envelope_sender.rpartition("@")[0]
-    return local.rpartition("+")[2] or None if prepared.mode == "relay" and "+" in local else None
+    if prepared.mode != "relay" or "+" not in local:
+        return None
+    return local.rpartition("+")[2] or None
 
 
 class Outbox:
