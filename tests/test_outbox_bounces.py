@@ -5,6 +5,7 @@ Runs on SQLite and, with the PostgreSQL test cluster, on PostgreSQL (`store_url`
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import time
 import uuid
@@ -342,3 +343,14 @@ def test_a_bounce_settles_what_an_outcome_unknown_message_shows(outbox: Outbox) 
     status = outbox.record_bounce(event(dsn(JANE, envid="env-e")))
     assert status is not None and status.state is State.OUTCOME_UNKNOWN
     assert status.summary == f"bounced: user unknown (5.1.1) {JANE}"  # so it did go out
+
+
+def test_purge_takes_the_bounce_records_with_the_message(outbox: Outbox) -> None:
+    send(outbox, prepared(JANE, envelope_id="env-f"))
+    assert outbox.record_bounce(event(dsn(JANE, envid="env-f"))) is not None
+    time.sleep(0.01)
+    assert outbox.purge(older_than=dt.timedelta(0)) == 1
+    store = outbox.store
+    assert isinstance(store, sql_module.SqlStore)
+    with store._transaction(write=False) as cursor:
+        assert store._run(cursor, "SELECT COUNT(*) FROM outbox_bounces").fetchone()[0] == 0
