@@ -157,3 +157,42 @@ def test_quota_and_size_bounces_are_read_right(
     )
     assert recipient.permanent
     assert (report.original_message_id, report.original_envelope_id) == (message_id, envelope_id)
+
+
+def test_outbox_message_to_an_unknown_user_shows_bounced(
+    servers: RealMailServers, tmp_path: Path
+) -> None:
+    """Outbox → worker → Postfix (DSN, ENVID) → bounce in the INBOX → collector → status."""
+    from mailbridge.deliverability import SqliteSuppressionList
+    from mailbridge.outbox import Outbox, State
+
+    servers.clear_mailboxes()
+
+    def resolve(tenant: str) -> DeliveryClient:
+        return DeliveryClient.own_smtp(ALICE, alice_smtp(servers))
+
+    suppression = SqliteSuppressionList(tmp_path / "suppressed.db")
+    with Outbox.open(f"sqlite:///{tmp_path / 'outbox.db'}", resolve_client=resolve) as outbox:
+        email = DocumentEmail(to=[BOB, GHOST], subject="Invoice 2026-18", body="Attached.")
+        id = outbox.enqueue("alice", email)
+        outbox.worker(concurrency=1).run(until_idle=True)
+        assert outbox.status(id).state is State.SENT
+        (raw,) = servers.wait_for_messages(ALICE)
+        assert parse_bounce(raw) is not None  # Bob's copy went to his mailbox, Ghost's bounced
+
+        handler = outbox.bounce_handler(suppression=suppression)
+        settings = alice_imap(servers)
+        first = BounceCollector(settings, index=outbox.sent_index(), on_event=handler).run()
+        status = outbox.status(id)
+        again = BounceCollector(settings, mark="$Again", on_event=handler).run()  # same report
+
+        assert len(first.events) == len(again.events) == 1
+        assert first.events[0].matched_by == "envelope_id"
+        assert outbox.status(id) == status  # the second run changed nothing
+        assert status.state is State.SENT and status.delivery == "bounced"
+        assert set(status.bounces) == {GHOST}
+        record = status.bounces[GHOST]
+        assert (record.action, record.status, record.reason) == ("failed", "5.1.1", "user_unknown")
+        assert status.summary == f"bounced: user unknown (5.1.1) {GHOST}"
+        assert [m.id for m in outbox.messages(delivery="bounced")] == [id]
+    assert set(suppression.lookup([BOB, GHOST])) == {GHOST}

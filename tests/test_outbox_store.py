@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 from mailbridge.outbox import NewMessage, Outcome, State, Store, TenantLimits, open_store
+from mailbridge.outbox._schema import SCHEMA_VERSION
 
 from ._outbox_store_urls import STORES, store_url_for
 
@@ -61,9 +62,9 @@ def test_migrate_creates_the_schema_once(store_url: str) -> None:
     store = open_store(store_url)
     try:
         assert store.schema_version() == 0
-        assert store.migrate() == 1
-        assert store.migrate() == 1
-        assert store.schema_version() == 1
+        assert store.migrate() == SCHEMA_VERSION == 2
+        assert store.migrate() == 2
+        assert store.schema_version() == 2
     finally:
         store.close()
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
+    from ._bounce_state import BounceHandler, OutboxSentIndex
     from ._dialect import Dialect
     from ._open import open_store
     from ._outbox import Outbox
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from ._sql import SqlStore
     from ._status import ErrorInfo, MessageStatus
     from ._store import (
+        BounceRecord,
         Claimed,
         Envelope,
         NewMessage,
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backoff",
+    "BounceHandler",
+    "BounceRecord",
     "Claimed",
     "Dialect",
     "Envelope",
@@ -36,6 +40,7 @@ __all__ = [
     "MessageStatus",
     "NewMessage",
     "Outbox",
+    "OutboxSentIndex",
     "Outcome",
     "Row",
     "SqlStore",
@@ -51,6 +56,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
     __getattr__, __dir__ = exports(
         __name__,
         {
+            "._bounce_state": ("BounceHandler", "OutboxSentIndex"),
             "._dialect": ("Dialect",),
             "._open": ("open_store",),
             "._outbox": ("Outbox",),
@@ -58,6 +64,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
             "._sql": ("SqlStore",),
             "._status": ("ErrorInfo", "MessageStatus"),
             "._store": (
+                "BounceRecord",
                 "Claimed",
                 "Envelope",
                 "NewMessage",

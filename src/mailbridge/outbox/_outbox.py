@@ -17,12 +17,15 @@ from ._open import open_store
 from ._schema import SCHEMA_VERSION
 from ._sending import Backoff, ResolveClient, Sender
 from ._status import MessageStatus
-from ._store import Claimed, NewMessage, State, Store
+from ._store import BounceRecord, Claimed, NewMessage, State, Store
 
 if TYPE_CHECKING:
     from .._client import DeliveryClient
     from .._message import DocumentEmail
+    from ..bounces._collector import BounceEvent
+    from ..deliverability._suppression import SuppressionList
     from ..providers._registry import ProviderRegistry
+    from ._bounce_state import BounceHandler, OutboxSentIndex
     from ._worker import Worker
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_LEASE", "MAX_MESSAGE_SIZE", "Outbox"]
@@ -54,6 +57,14 @@ def _check_tenant(tenant: object) -> str:
             "tenant", f"must be printable text of at most {MAX_TENANT_LENGTH} characters"
         )
     return tenant
+
+
+def _verp_tag(prepared: PreparedMessage) -> str | None:
+    """Relay mode: TOKEN of a ``bounces+TOKEN@domain`` envelope sender (VERP), else None."""
+    local = prepared.envelope_sender.rpartition("@")[0]
+    if prepared.mode != "relay" or "+" not in local:
+        return None
+    return local.rpartition("+")[2] or None
 
 
 class Outbox:
@@ -166,6 +177,8 @@ class Outbox:
             mode=prepared.mode,
             note=prepared.note,
             data=prepared.data,
+            envelope_id=prepared.envelope_id,
+            verp_token=_verp_tag(prepared),
             created_at=now,
             not_before=now if not_before is None else _seconds(not_before, now, "not_before"),
             deadline=_seconds(deadline if deadline is not None else self.deadline, now, "deadline"),
@@ -230,15 +243,58 @@ class Outbox:
         state: State | str | None = None,
         limit: int = 100,
         offset: int = 0,
+        delivery: str | None = None,
     ) -> list[MessageStatus]:
-        """Messages, newest first, of one tenant and/or in one state."""
+        """Messages, newest first, of one tenant and/or in one state; `delivery="bounced"`
+        (or "delayed") keeps those a bounce reported a recipient of as bounced (delayed)."""
         wanted = None if state is None else State(state)
-        rows = self.store.rows(tenant=tenant, state=wanted, limit=limit, offset=offset)
+        if delivery not in (None, "bounced", "delayed"):
+            raise ConfigurationError("delivery", 'must be "bounced", "delayed" or None')
+        rows = self.store.rows(
+            tenant=tenant, state=wanted, limit=limit, offset=offset, delivery=delivery
+        )
         return [MessageStatus.from_row(row) for row in rows]
 
     def counts(self, *, tenant: str | None = None) -> dict[State, int]:
         """How many messages are in each state."""
         return self.store.counts(tenant=tenant)
+
+    # -- bounces -----------------------------------------------------------------
+
+    def sent_index(self) -> OutboxSentIndex:
+        """A `mailbridge.bounces.SentIndex` over this outbox (for `BounceCollector(index=…)`)."""
+        from ._bounce_state import OutboxSentIndex
+
+        return OutboxSentIndex(self.store)
+
+    def record_bounce(self, event: BounceEvent) -> MessageStatus | None:
+        """Keep what a bounce says about its outbox message's recipients; idempotent.
+
+        The message is found by envelope id, Message-ID, VERP tag, then a failed
+        recipient (see docs/outbox.md); None when it is not in this outbox. Each
+        recipient the report names becomes `bounced` or `delayed` in
+        `status(id).bounces`. A heuristic report counts only when our envelope id
+        or VERP tag ties it to the message (anyone can mail a fake bounce).
+        """
+        id = self._record_bounce(event)[0]
+        return None if id is None else self.status(id)
+
+    def _record_bounce(self, event: BounceEvent) -> tuple[str | None, list[BounceRecord]]:
+        from ._bounce_state import bounce_records, find_bounced
+
+        found = find_bounced(self.store, event)
+        if found is None:
+            return None, []
+        records = bounce_records(event, *found, self.clock())
+        self.store.record_bounces(found[0].id, records)
+        return found[0].id, records
+
+    def bounce_handler(self, *, suppression: SuppressionList | None = None) -> BounceHandler:
+        """An `on_event` for `BounceCollector`: records bounces here; with `suppression`,
+        permanent DSN failures (never heuristic reports) are added to that list."""
+        from ._bounce_state import BounceHandler
+
+        return BounceHandler(lambda event: self._record_bounce(event)[1], suppression)
 
     # -- operator actions --------------------------------------------------------
 

@@ -58,7 +58,32 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Version 2: the DSN envelope id (RFC 3461 ENVID) travels with the message, and what
+# bounces later say per recipient is kept (`outbox_bounces`); `delivery` on the message
+# is the worst of them ("bounced" before "delayed"), so a UI can list bounced messages.
+_V2 = (
+    "ALTER TABLE outbox_messages ADD COLUMN envelope_id TEXT",
+    "ALTER TABLE outbox_messages ADD COLUMN verp_token TEXT",
+    "ALTER TABLE outbox_messages ADD COLUMN delivery TEXT",
+    "CREATE INDEX IF NOT EXISTS outbox_envelope_id ON outbox_messages (envelope_id)",
+    "CREATE INDEX IF NOT EXISTS outbox_message_id ON outbox_messages (message_id)",
+    "CREATE INDEX IF NOT EXISTS outbox_verp ON outbox_messages (verp_token)",
+    "CREATE INDEX IF NOT EXISTS outbox_delivery ON outbox_messages (delivery, created_at)",
+    """CREATE TABLE IF NOT EXISTS outbox_bounces (
+        id TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT,
+        reason TEXT NOT NULL,
+        diagnostic TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        matched_by TEXT NOT NULL,
+        reported_at {real} NOT NULL,
+        PRIMARY KEY (id, recipient)
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Statements that bring the schema from version N to N + 1, in order."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -105,6 +105,7 @@ class Sender:
             smtputf8=claimed.smtputf8,
             mode=claimed.mode,
             note=claimed.note,
+            envelope_id=claimed.envelope_id,
         )
         try:
             transaction = client.transport.deliver(prepared)

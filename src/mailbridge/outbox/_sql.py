@@ -11,9 +11,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
+
 from ._dialect import Dialect
 from ._schema import MIGRATIONS, SCHEMA_VERSION
-from ._store import FINAL_STATES, Claimed, NewMessage, Outcome, Row, State
+from ._store import FINAL_STATES, BounceRecord, Claimed, NewMessage, Outcome, Row, State
 
 __all__ = ["SqlStore"]
 
@@ -21,13 +23,21 @@ MINUTE = 60.0
 DAY = 86_400.0
 _CLAIMED = (
     "m.id, tenant, message_id, envelope_sender, recipients, bcc, smtputf8, mode, note, b.data,"
-    " attempts, created_at, deadline, lease_owner, lease_expires"
+    " attempts, created_at, deadline, lease_owner, lease_expires, envelope_id"
 )
 _ROW = (
     "id, tenant, idempotency_key, state, message_id, envelope_sender, recipients, size,"
     " attempts, created_at, updated_at, not_before, deadline, wait_reason, sent_at,"
-    " lease_owner, lease_expires, result, error"
+    " lease_owner, lease_expires, result, error, envelope_id, delivery"
 )
+_BOUNCE = "recipient, action, status, reason, diagnostic, kind, matched_by, reported_at"
+_FIND = {
+    "envelope_id": "envelope_id = ?",
+    "message_id": "message_id = ?",
+    "verp": "verp_token = ?",
+    # a recipient alone: only sent messages, the address as a JSON string in the list
+    "recipient": "state = 'sent' AND LOWER(recipients) LIKE ? ESCAPE '!'",
+}
 _DUE = "((state = 'queued' AND not_before <= ?) OR (state = 'claimed' AND lease_expires < ?))"
 
 
@@ -35,11 +45,29 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def _row(values: Sequence[Any]) -> Row:
+def _row(values: Sequence[Any], bounces: Sequence[BounceRecord] = ()) -> Row:
     fields = list(values)
     fields[3] = State(fields[3])
     fields[6] = tuple(json.loads(fields[6]))
-    return Row(*fields)
+    return attrs.evolve(Row(*fields), bounces=tuple(bounces))
+
+
+def _bounce(values: Sequence[Any]) -> BounceRecord:
+    recipient, action, status, reason, diagnostic, kind, matched_by, reported_at = values
+    return BounceRecord(
+        recipient, action, status, reason, diagnostic, kind, matched_by, float(reported_at)
+    )
+
+
+def _like(address: str) -> str:
+    """A LIKE pattern (escape `!`) matching `address` as a JSON string in a JSON list."""
+    text = json.dumps(address.lower())
+    return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
+def _delivery(records: Sequence[tuple[str, ...]]) -> str | None:
+    actions = {record[0] for record in records}
+    return "bounced" if "failed" in actions else "delayed" if actions else None
 
 
 class _Tenant:
@@ -139,8 +167,8 @@ class SqlStore:
                 cursor,
                 "INSERT INTO outbox_messages (id, tenant, idempotency_key, state, message_id,"
                 " envelope_sender, recipients, bcc, smtputf8, mode, note, size, attempts,"
-                " created_at, updated_at, not_before, deadline)"
-                f" VALUES ({_marks(17)}) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+                " created_at, updated_at, not_before, deadline, envelope_id, verp_token)"
+                f" VALUES ({_marks(19)}) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
                 (
                     message.id,
                     message.tenant,
@@ -159,6 +187,8 @@ class SqlStore:
                     message.created_at,
                     message.not_before,
                     message.deadline,
+                    message.envelope_id,
+                    message.verp_token,
                 ),
             )
             if inserted.rowcount == 0:  # the same key committed meanwhile by another process
@@ -363,6 +393,7 @@ class SqlStore:
                 deadline=float(row[12]),
                 lease_owner=row[13],
                 lease_expires=float(row[14]),
+                envelope_id=row[15],
                 recovering=recovering[row[0]],
             )
             for row in rows
@@ -458,7 +489,74 @@ class SqlStore:
             found = self._run(
                 cursor, f"SELECT {_ROW} FROM outbox_messages WHERE id = ?", (id,)
             ).fetchone()
-        return None if found is None else _row(found)
+            return None if found is None else self._with_bounces(cursor, [found])[0]
+
+    def _with_bounces(self, cursor: Any, found: Sequence[Sequence[Any]]) -> list[Row]:
+        """Rows with their bounce records (one query for those that have any)."""
+        ids = [values[0] for values in found if values[-1] is not None]
+        records: dict[str, list[BounceRecord]] = {}
+        if ids:
+            for values in self._run(
+                cursor,
+                f"SELECT id, {_BOUNCE} FROM outbox_bounces WHERE id IN ({_marks(len(ids))})"
+                " ORDER BY id, recipient",
+                ids,
+            ).fetchall():
+                records.setdefault(values[0], []).append(_bounce(values[1:]))
+        return [_row(values, records.get(values[0], ())) for values in found]
+
+    def find(self, key: str, value: str) -> Row | None:
+        if key not in _FIND:
+            raise ValueError(f"unknown key {key!r}")
+        with self._transaction(write=False) as cursor:
+            found = self._run(
+                cursor,
+                f"SELECT {_ROW} FROM outbox_messages WHERE {_FIND[key]}"
+                " ORDER BY created_at DESC, id LIMIT 1",
+                (_like(value) if key == "recipient" else value,),
+            ).fetchone()
+            return None if found is None else self._with_bounces(cursor, [found])[0]
+
+    def record_bounces(self, id: str, records: Sequence[BounceRecord]) -> bool:
+        changed = False
+        with self._transaction() as cursor:
+            lock = self.dialect.row_lock  # one writer per message: the upserts below
+            found = self._run(cursor, f"SELECT id FROM outbox_messages WHERE id = ? {lock}", (id,))
+            if found.fetchone() is None:
+                return False
+            for record in records:
+                old = self._run(
+                    cursor,
+                    f"SELECT {_BOUNCE} FROM outbox_bounces WHERE id = ? AND recipient = ?",
+                    (id, record.recipient),
+                ).fetchone()
+                if old is not None:
+                    kept = _bounce(old)
+                    if kept.action == "failed" and record.action != "failed":
+                        continue  # a bounce is final: a late "delayed" does not undo it
+                    if attrs.evolve(kept, reported_at=record.reported_at) == record:
+                        continue  # the same report again (at-least-once delivery)
+                    self._run(
+                        cursor,
+                        "DELETE FROM outbox_bounces WHERE id = ? AND recipient = ?",
+                        (id, record.recipient),
+                    )
+                self._run(
+                    cursor,
+                    f"INSERT INTO outbox_bounces (id, {_BOUNCE}) VALUES ({_marks(9)})",
+                    (id, *attrs.astuple(record)),
+                )
+                changed = True
+            if changed:
+                actions = self._run(
+                    cursor, "SELECT action FROM outbox_bounces WHERE id = ?", (id,)
+                ).fetchall()
+                self._run(
+                    cursor,
+                    "UPDATE outbox_messages SET delivery = ? WHERE id = ?",
+                    (_delivery(actions), id),
+                )
+        return changed
 
     def rows(
         self,
@@ -467,8 +565,9 @@ class SqlStore:
         state: State | None = None,
         limit: int = 100,
         offset: int = 0,
+        delivery: str | None = None,
     ) -> list[Row]:
-        clauses, params = self._filters(tenant, state)
+        clauses, params = self._filters(tenant, state, delivery)
         with self._transaction(write=False) as cursor:
             found = self._run(
                 cursor,
@@ -476,7 +575,7 @@ class SqlStore:
                 " ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             ).fetchall()
-        return [_row(values) for values in found]
+            return self._with_bounces(cursor, found)
 
     def counts(self, *, tenant: str | None = None) -> dict[State, int]:
         clauses, params = self._filters(tenant, None)
@@ -489,8 +588,13 @@ class SqlStore:
         return {State(state): int(count) for state, count in found}
 
     @staticmethod
-    def _filters(tenant: str | None, state: State | None) -> tuple[str, list[Any]]:
+    def _filters(
+        tenant: str | None, state: State | None, delivery: str | None = None
+    ) -> tuple[str, list[Any]]:
         clauses, params = [], []
+        if delivery is not None:
+            clauses.append("delivery = ?")
+            params.append(delivery)
         if tenant is not None:
             clauses.append("tenant = ?")
             params.append(tenant)
@@ -544,11 +648,12 @@ class SqlStore:
         final = sorted(state.value for state in FINAL_STATES)
         with self._transaction() as cursor:
             where = f"WHERE updated_at < ? AND state IN ({_marks(len(final))})"
-            self._run(
-                cursor,
-                f"DELETE FROM outbox_bodies WHERE id IN (SELECT id FROM outbox_messages {where})",
-                (before, *final),
-            )
+            for table in ("outbox_bodies", "outbox_bounces"):
+                self._run(
+                    cursor,
+                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM outbox_messages {where})",
+                    (before, *final),
+                )
             return int(
                 self._run(cursor, f"DELETE FROM outbox_messages {where}", (before, *final)).rowcount
             )

@@ -11,7 +11,7 @@ import attrs
 from ..diagnosis import Category, Diagnosis
 from ..errors import MailbridgeError
 from ..reply import SmtpReply
-from ._store import Row, State
+from ._store import BounceRecord, Row, State
 
 __all__ = ["ErrorInfo", "MessageStatus", "error_json", "result_json"]
 
@@ -124,7 +124,9 @@ class MessageStatus:
 
     `accepted` / `refused` are the per-recipient outcomes of the send (`refused`
     maps an address to the server's reply); `error` is the last error with its
-    `Diagnosis`. Times are timezone-aware UTC datetimes.
+    `Diagnosis`. Times are timezone-aware UTC datetimes. `bounces` maps a recipient
+    to what a later bounce said (`Outbox.record_bounce`); `delivery` is "bounced"
+    when one recipient bounced, "delayed" when one is only delayed, else None.
     """
 
     id: str
@@ -145,6 +147,9 @@ class MessageStatus:
     error: ErrorInfo | None = None
     idempotency_key: str | None = None
     size: int = 0
+    envelope_id: str | None = None
+    delivery: str | None = None
+    bounces: dict[str, BounceRecord] = attrs.field(factory=dict)
 
     @classmethod
     def from_row(cls, row: Row) -> MessageStatus:
@@ -170,12 +175,17 @@ class MessageStatus:
             error=ErrorInfo.from_json(row.error) if row.error else None,
             idempotency_key=row.idempotency_key,
             size=row.size,
+            envelope_id=row.envelope_id,
+            delivery=row.delivery,
+            bounces={record.recipient: record for record in row.bounces},
         )
 
     @property
     def summary(self) -> str:
         """One line for people: "sent 10:42 to jane@…", "refused: mailbox unavailable", …"""
         state = self.state
+        if self.bounces and state in (State.SENT, State.OUTCOME_UNKNOWN):
+            return _bounced(self.bounces)
         if state is State.SENT:
             when = f"{self.sent_at:%H:%M}" if self.sent_at else ""
             line = f"sent {when} to {_recipients(self.accepted or self.recipients)}"
@@ -208,3 +218,15 @@ class MessageStatus:
 def _why(reply: SmtpReply) -> str:
     text = reply.text.split("\n", 1)[0].strip()
     return text or str(reply)
+
+
+def _bounced(bounces: dict[str, BounceRecord]) -> str:
+    """ "bounced: mailbox full (5.2.2) jane@…" for the first bounced (else delayed) recipient."""
+    failed = [r for r in bounces.values() if r.action == "failed"]
+    shown = failed or list(bounces.values())
+    first = shown[0]
+    code = f" ({first.status})" if first.status else ""
+    what = "bounced" if failed else "delayed"
+    more = len(shown) - 1
+    line = f"{what}: {first.reason.replace('_', ' ')}{code} {first.recipient}"
+    return line + (f" and {more} more" if more else "")

@@ -14,6 +14,7 @@ import attrs
 
 __all__ = [
     "FINAL_STATES",
+    "BounceRecord",
     "Claimed",
     "Envelope",
     "NewMessage",
@@ -70,6 +71,7 @@ class Envelope:
     mode: str
     note: str | None
     data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
+    envelope_id: str | None = None  # the DSN envelope id (RFC 3461 ENVID) bounces will name
 
 
 @attrs.frozen(kw_only=True)
@@ -81,6 +83,7 @@ class NewMessage(Envelope):
     not_before: float
     deadline: float
     limits: TenantLimits | None = None
+    verp_token: str | None = None  # relay mode: the tag of its VERP bounce address
 
 
 @attrs.frozen(kw_only=True)
@@ -143,6 +146,28 @@ class Row:
     lease_expires: float | None
     result: str | None
     error: str | None
+    envelope_id: str | None = None
+    delivery: str | None = None  # "bounced" / "delayed": the worst of `bounces`
+    bounces: tuple[BounceRecord, ...] = ()
+
+
+@attrs.frozen
+class BounceRecord:
+    """What a bounce said about one recipient of a message (kept per message and address).
+
+    `action` is "failed" (bounced) or "delayed"; `status` the RFC 3463 status,
+    `reason` a `mailbridge.bounces.Reason` value, `diagnostic` the remote server's
+    text; `kind` the report's kind and `matched_by` how it was tied to the message.
+    """
+
+    recipient: str
+    action: str
+    status: str | None
+    reason: str
+    diagnostic: str
+    kind: str
+    matched_by: str
+    reported_at: float
 
 
 @runtime_checkable
@@ -243,8 +268,22 @@ class Store(Protocol):
         state: State | None = None,
         limit: int = 100,
         offset: int = 0,
+        delivery: str | None = None,
     ) -> list[Row]:
-        """Messages, newest first, filtered by tenant and state."""
+        """Messages, newest first, filtered by tenant, state and `delivery` ("bounced", …)."""
+        ...
+
+    def find(self, key: str, value: str) -> Row | None:
+        """The newest message whose `key` is `value`: "envelope_id", "message_id", "verp"
+        (its VERP tag) or "recipient" (a sent message to that address, any case)."""
+        ...
+
+    def record_bounces(self, id: str, records: Sequence[BounceRecord]) -> bool:
+        """Keep what bounces said about message `id`'s recipients; whether anything changed.
+
+        Idempotent: the same record again changes nothing; a "delayed" never
+        replaces a "failed" (a bounce is final).
+        """
         ...
 
     def counts(self, *, tenant: str | None = None) -> dict[State, int]:

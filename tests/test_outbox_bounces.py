@@ -1,0 +1,356 @@
+"""Bounces in the outbox: the envelope id survives the store, bounces are kept per recipient.
+
+Runs on SQLite and, with the PostgreSQL test cluster, on PostgreSQL (`store_url`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailbridge import DeliveryClient, DocumentEmail
+from mailbridge.bounces import (
+    BounceCollector,
+    BounceEvent,
+    BounceRecipient,
+    BounceReport,
+    Reason,
+    parse_bounce,
+)
+from mailbridge.composer import PreparedMessage
+from mailbridge.deliverability import SqliteSuppressionList
+from mailbridge.outbox import Outbox, State, open_store
+from mailbridge.outbox import _sql as sql_module
+from mailbridge.outbox._schema import MIGRATIONS
+from mailbridge.testing import FakeImapServer, FakeSmtpServer
+
+from ._outbox_store_urls import STORES, store_url_for
+from .test_bounce_collector import dsn
+
+SENDER = "billing@acme.example"
+JANE, BOB = "jane@customer.example", "bob@customer.example"
+V1_DUMP = Path(__file__).parent / "outbox_v1.sql"
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url_for(request, tmp_path)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeSmtpServer]:
+    with FakeSmtpServer(tls="none", dsn=True) as running:
+        yield running
+
+
+@pytest.fixture
+def outbox(store_url: str, server: FakeSmtpServer) -> Iterator[Outbox]:
+    def resolve(tenant: str) -> DeliveryClient:  # a new one each time: a worker closes its own
+        return DeliveryClient.own_smtp(SENDER, server.smtp_settings())
+
+    with Outbox.open(store_url, resolve_client=resolve) as opened:
+        yield opened
+
+
+def prepared(
+    *to: str,
+    envelope_id: str | None = None,
+    mode: str = "own_smtp",
+    sender: str = SENDER,
+) -> PreparedMessage:
+    message_id = f"<{uuid.uuid4().hex}@acme.example>"
+    data = f"From: {SENDER}\r\nTo: {', '.join(to)}\r\nMessage-ID: {message_id}\r\n\r\nHi.\r\n"
+    return PreparedMessage(
+        data=data.encode(),
+        envelope_sender=sender,
+        recipients=to,
+        message_id=message_id,
+        mode=mode,
+        envelope_id=envelope_id,
+    )
+
+
+def send(outbox: Outbox, message: PreparedMessage) -> str:
+    id = outbox.enqueue("acme", message)
+    outbox.worker(concurrency=1).run(until_idle=True)
+    assert outbox.status(id).state is State.SENT
+    return id
+
+
+def mark_sent(outbox: Outbox, message: PreparedMessage) -> str:
+    """Enqueue `message` and record it sent (a relay-mode message, without the relay)."""
+    id = outbox.enqueue("app", message)
+    assert outbox.store.claim_one(id, "test", lease=60, now=time.time()) is not None
+    assert outbox.store.finish(id, "test", State.SENT, now=time.time())
+    return id
+
+
+def event(
+    raw: bytes | None = None, *, report: BounceReport | None = None, **keys: str
+) -> BounceEvent:
+    """A collected bounce: `raw` parsed, or `report` as given (`verp_token` etc. in `keys`)."""
+    if report is None:
+        assert raw is not None
+        report = parse_bounce(raw)
+    assert report is not None
+    return BounceEvent(
+        report=report,
+        message_id=None,
+        envelope_id=None,
+        matched_by=None,
+        verp_token=keys.get("verp_token"),
+        folder="INBOX",
+        uidvalidity=1,
+        uid=1,
+    )
+
+
+def heuristic(address: str, message_id: str | None = None) -> BounceReport:
+    """What the parser makes of a bounce in no known format (anyone can write one)."""
+    recipient = BounceRecipient(address, "failed", "5.1.1", Reason.USER_UNKNOWN, True)
+    return BounceReport(
+        "heuristic",
+        (recipient,),
+        "heuristic",
+        original_message_id=message_id,
+        failed_recipients=(address,),
+    )
+
+
+# -- the envelope id travels with the message ------------------------------------
+
+
+def test_the_envelope_id_goes_from_enqueue_to_envid_on_mail(
+    outbox: Outbox, server: FakeSmtpServer
+) -> None:
+    id = outbox.enqueue("acme", DocumentEmail(to=JANE, subject="Invoice", body="."))
+    envelope_id = outbox.status(id).envelope_id
+    assert envelope_id is not None and len(envelope_id) == 32
+
+    outbox.worker(concurrency=1).run(until_idle=True)
+
+    (received,) = server.messages
+    assert f"ENVID={envelope_id}" in received.mail_options
+    assert "RET=HDRS" in received.mail_options
+    assert any(option.startswith("NOTIFY=") for option in received.rcpt_options)
+
+
+def test_a_v1_schema_upgrades_in_place(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as v1:  # what the version 1 code created and wrote
+        v1.setattr(sql_module, "MIGRATIONS", MIGRATIONS[:1])
+        v1.setattr(sql_module, "SCHEMA_VERSION", 1)
+        store = open_store(store_url)
+        assert store.migrate() == 1
+        assert isinstance(store, sql_module.SqlStore)
+        with store._transaction() as cursor:
+            store._run(
+                cursor,
+                "INSERT INTO outbox_messages (id, tenant, state, message_id, envelope_sender,"
+                " recipients, bcc, smtputf8, mode, size, created_at, updated_at, not_before,"
+                " deadline) VALUES ('old', 'acme', 'queued', '<old@acme.example>', ?, ?, '[]',"
+                " 0, 'own_smtp', 3, 1, 1, 1, 4102444800)",
+                (SENDER, f'["{JANE}"]'),
+            )
+            store._run(cursor, "INSERT INTO outbox_bodies (id, data) VALUES ('old', ?)", (b"Hi.",))
+        store.close()
+
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == 1
+        assert store.migrate() == 2
+        (claimed,) = store.claim("w", limit=5, lease=60, now=time.time())
+        assert (claimed.id, claimed.data, claimed.envelope_id) == ("old", b"Hi.", None)
+        row = store.get("old")
+        assert row is not None and row.bounces == () and row.delivery is None
+    finally:
+        store.close()
+
+
+def test_a_v1_database_file_made_by_the_v1_code_upgrades_in_place(
+    tmp_path: Path, server: FakeSmtpServer
+) -> None:
+    path = tmp_path / "outbox.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(V1_DUMP.read_text())
+    connection.close()
+    client = DeliveryClient.own_smtp(SENDER, server.smtp_settings())
+    later = time.time() + 2 * 86_400  # the queued message waited an hour in 2026
+    url = f"sqlite:///{path}"
+    with client, Outbox.open(url, resolve_client=lambda t: client, clock=lambda: later) as outbox:
+        assert outbox.store.schema_version() == 2
+        sent, queued = sorted(outbox.messages(), key=lambda m: m.idempotency_key or "")
+        assert sent.state is State.SENT and sent.summary.startswith("sent ")
+        assert sent.envelope_id is None and sent.bounces == {}
+        again = DocumentEmail(to=JANE, subject="Invoice 1", body=".")
+        assert outbox.enqueue("acme", again, idempotency_key="invoice-1") == sent.id
+
+        outbox.worker(concurrency=1).run(until_idle=True)
+
+        assert outbox.status(queued.id).state is State.SENT
+        (received,) = server.messages  # sent as before: no envelope id, so no ENVID
+        assert not any(o.startswith("ENVID=") for o in received.mail_options)
+        new = outbox.enqueue("acme", DocumentEmail(to=BOB, subject="New", body="."))
+        assert outbox.status(new).envelope_id is not None
+
+
+# -- bounces recorded per recipient ------------------------------------------------
+
+
+def test_a_bounce_marks_its_recipient_once_and_a_ui_can_list_it(outbox: Outbox) -> None:
+    id = send(outbox, prepared(JANE, BOB, envelope_id="env-full"))
+    raw = dsn(JANE, envid="env-full", status="5.2.2").replace(b"no such user", b"mailbox full")
+    bounce = event(raw)
+
+    status = outbox.record_bounce(bounce)
+
+    assert status is not None and status.id == id and status.state is State.SENT
+    record = status.bounces[JANE]
+    assert (record.action, record.status, record.reason, record.matched_by) == (
+        "failed",
+        "5.2.2",
+        "mailbox_full",
+        "envelope_id",
+    )
+    assert record.diagnostic.endswith("5.2.2 mailbox full")
+    assert set(status.bounces) == {JANE}  # bob was not reported
+    assert status.delivery == "bounced"
+    assert status.summary == f"bounced: mailbox full (5.2.2) {JANE}"
+    assert [m.id for m in outbox.messages(delivery="bounced")] == [id]
+    assert outbox.messages(delivery="delayed") == []
+    assert outbox.messages(state="sent", delivery="bounced")[0].id == id
+
+    assert outbox.record_bounce(bounce) == status  # at-least-once: the same outcome
+    late = event(dsn(JANE, envid="env-full", status="4.4.1", action="delayed"))
+    assert outbox.record_bounce(late) == status  # a bounce is final
+
+
+def test_a_delay_is_shown_as_delayed(outbox: Outbox) -> None:
+    id = send(outbox, prepared(BOB, envelope_id="env-slow"))
+    status = outbox.record_bounce(
+        event(dsn(BOB, envid="env-slow", status="4.4.1", action="delayed"))
+    )
+    assert status is not None and status.delivery == "delayed"
+    assert status.summary.startswith("delayed: ") and status.summary.endswith(f"(4.4.1) {BOB}")
+    assert [m.id for m in outbox.messages(delivery="delayed")] == [id]
+
+    status = outbox.record_bounce(event(dsn(BOB, envid="env-slow", status="5.1.1")))
+    assert status is not None and status.delivery == "bounced"  # then it bounced after all
+    assert status.summary == f"bounced: user unknown (5.1.1) {BOB}"
+
+
+def test_the_message_is_found_by_envid_message_id_verp_then_recipient(outbox: Outbox) -> None:
+    by_envid = send(outbox, prepared(JANE, envelope_id="env-a"))
+    by_message_id = prepared(JANE)
+    by_message_id_id = send(outbox, by_message_id)
+    relay = prepared(JANE, mode="relay", sender="bounces+0123456789abcdef@app.example")
+    relay_id = mark_sent(outbox, relay)
+    newest = send(outbox, prepared(BOB))
+
+    def found(bounce: BounceEvent) -> tuple[str | None, str | None]:
+        status = outbox.record_bounce(bounce)
+        if status is None:
+            return None, None
+        return status.id, status.bounces[next(iter(status.bounces))].matched_by
+
+    assert found(event(dsn(JANE, envid="env-a"))) == (by_envid, "envelope_id")
+    assert found(event(dsn(JANE, message_id=by_message_id.message_id))) == (
+        by_message_id_id,
+        "message_id",
+    )
+    assert found(event(dsn(JANE), verp_token="0123456789abcdef")) == (relay_id, "verp")
+    assert found(event(dsn(BOB.upper()))) == (newest, "failed_recipients")
+    assert found(event(dsn("nobody@customer.example"))) == (None, None)
+    assert found(event(dsn(JANE, envid="someone-elses"))) == (relay_id, "failed_recipients")
+
+
+def test_a_heuristic_report_counts_only_with_our_envid_or_verp(outbox: Outbox) -> None:
+    message = prepared(JANE)
+    id = send(outbox, message)
+    relay = prepared(JANE, mode="relay", sender="bounces+feedfacefeedface@app.example")
+    relay_id = mark_sent(outbox, relay)
+
+    forged = outbox.record_bounce(event(report=heuristic(JANE, message.message_id)))
+    assert forged is not None and forged.id == id
+    assert forged.bounces == {} and forged.delivery is None  # Message-ID is no proof
+    assert forged.summary.startswith("sent ")
+
+    tied = outbox.record_bounce(event(report=heuristic(JANE), verp_token="feedfacefeedface"))
+    assert tied is not None and tied.id == relay_id and tied.delivery == "bounced"
+    assert tied.bounces[JANE].kind == "heuristic"
+
+
+def test_only_the_messages_own_recipients_are_marked(outbox: Outbox) -> None:
+    send(outbox, prepared(JANE, envelope_id="env-b"))
+    status = outbox.record_bounce(event(dsn("stranger@other.example", envid="env-b")))
+    assert status is not None and status.bounces == {} and status.delivery is None
+
+
+def test_the_handler_suppresses_permanent_dsn_failures_only(outbox: Outbox, tmp_path: Path) -> None:
+    suppression = SqliteSuppressionList(tmp_path / "suppressed.db")
+    handle = outbox.bounce_handler(suppression=suppression)
+    send(outbox, prepared(JANE, BOB, envelope_id="env-c"))
+    relay = prepared(
+        "carl@customer.example", mode="relay", sender="bounces+00000000000000aa@app.example"
+    )
+    mark_sent(outbox, relay)
+
+    handle(event(dsn(JANE, envid="env-c", status="5.1.1")))
+    handle(event(dsn(JANE, envid="env-c", status="5.1.1")))  # at least once
+    handle(event(dsn(BOB, envid="env-c", status="4.2.2", action="delayed")))
+    handle(event(report=heuristic("carl@customer.example"), verp_token="00000000000000aa"))
+    send(outbox, prepared("dora@customer.example"))
+    handle(event(dsn("dora@customer.example")))  # found by the address alone: anyone can
+
+    found = suppression.lookup([JANE, BOB, "carl@customer.example", "dora@customer.example"])
+    assert set(found) == {JANE}
+    assert (found[JANE].reason, found[JANE].status) == ("user_unknown", "5.1.1")
+    bounced = {m.recipients[0]: m for m in outbox.messages(delivery="bounced")}
+    assert set(bounced) == {JANE, "carl@customer.example", "dora@customer.example"}
+    assert bounced["carl@customer.example"].bounces["carl@customer.example"].kind == "heuristic"
+
+
+def test_the_collector_feeds_the_outbox(outbox: Outbox) -> None:
+    id = send(outbox, prepared(JANE, envelope_id="env-d"))
+    with FakeImapServer(users={SENDER: "pw"}) as imap:
+        imap.seed("INBOX", dsn(JANE, envid="env-d", status="5.1.1"))
+        settings = imap.imap_settings()
+        seen: list[BounceEvent] = []
+        handler = outbox.bounce_handler()
+
+        def on_event(bounce: BounceEvent) -> None:
+            seen.append(bounce)
+            handler(bounce)
+
+        first = BounceCollector(settings, index=outbox.sent_index(), on_event=on_event).run()
+        status = outbox.status(id)
+        again = BounceCollector(settings, mark="$Again", on_event=on_event).run()
+    assert len(first.events) == len(again.events) == 1
+    assert (seen[0].message_id, seen[0].matched_by) == (outbox.status(id).message_id, "envelope_id")
+    assert outbox.status(id) == status and status.delivery == "bounced"
+    assert status.summary == f"bounced: user unknown (5.1.1) {JANE}"
+
+
+def test_a_bounce_settles_what_an_outcome_unknown_message_shows(outbox: Outbox) -> None:
+    id = outbox.enqueue("acme", prepared(JANE, envelope_id="env-e"))
+    assert outbox.store.claim_one(id, "test", lease=60, now=time.time()) is not None
+    assert outbox.store.finish(id, "test", State.OUTCOME_UNKNOWN, now=time.time())
+    status = outbox.record_bounce(event(dsn(JANE, envid="env-e")))
+    assert status is not None and status.state is State.OUTCOME_UNKNOWN
+    assert status.summary == f"bounced: user unknown (5.1.1) {JANE}"  # so it did go out
+
+
+def test_purge_takes_the_bounce_records_with_the_message(outbox: Outbox) -> None:
+    send(outbox, prepared(JANE, envelope_id="env-f"))
+    assert outbox.record_bounce(event(dsn(JANE, envid="env-f"))) is not None
+    time.sleep(0.01)
+    assert outbox.purge(older_than=dt.timedelta(0)) == 1
+    store = outbox.store
+    assert isinstance(store, sql_module.SqlStore)
+    with store._transaction(write=False) as cursor:
+        assert store._run(cursor, "SELECT COUNT(*) FROM outbox_bounces").fetchone()[0] == 0
