@@ -312,7 +312,8 @@ class Outbox:
         owner = f"deliver-{uuid.uuid4().hex[:12]}"
         claimed = self.store.claim_one(id, owner, lease=lease, now=self.clock())
         if claimed is not None:
-            Sender(backoff or Backoff(), self.clock).send_one(self.store, owner, claimed, resolve)
+            sender = Sender(backoff or Backoff(), self.clock)
+            sender.send_one(self.store, owner, claimed, resolve, lease=lease)
         return self.status(id)
 
     # -- lifecycle ---------------------------------------------------------------

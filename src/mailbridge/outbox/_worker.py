@@ -18,7 +18,7 @@ import attrs
 
 from ..errors import ConfigurationError
 from ..smtp.pool import DEFAULT_CONCURRENCY
-from ._sending import Backoff, ResolveClient, Sender
+from ._sending import Backoff, Leases, ResolveClient, Sender
 from ._store import Claimed, Outcome, State
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Worker:
         self._clients: dict[str, DeliveryClient] = {}
         self._clients_lock = threading.Lock()
         self._sender = Sender(backoff or Backoff(), outbox.clock)
+        self._leases = Leases(outbox.store, self.name, self.lease, outbox.clock)
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} concurrency={self.concurrency}>"
@@ -131,6 +132,7 @@ class Worker:
         store = self.outbox.store
         clock = self.outbox.clock
         in_flight: dict[concurrent.futures.Future[Outcome], Claimed] = {}
+        leases = self._leases
         renewed = time.monotonic()
         beat = min(0.5, self.lease / 3)  # leases in flight are renewed every third of a lease
         with (
@@ -146,7 +148,9 @@ class Worker:
                     claimed = self._exchange(done, free)
                     done = {}
                     for item in claimed:
-                        in_flight[pool.submit(self._sender.process, item, self._client)] = item
+                        leases.add(item)
+                        future = pool.submit(self._sender.process, item, self._client, leases.held)
+                        in_flight[future] = item
                     if in_flight:
                         finished, _ = concurrent.futures.wait(
                             in_flight,
@@ -164,8 +168,7 @@ class Worker:
                         wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - now))
                         store.wait(wait)
                     if in_flight and time.monotonic() - renewed > beat:
-                        ids = [c.id for c in in_flight.values()]
-                        store.renew(ids, self.name, until=clock() + self.lease)
+                        leases.renew([c.id for c in in_flight.values()])
                         renewed = time.monotonic()
             finally:
                 if in_flight:
@@ -189,6 +192,7 @@ class Worker:
             outcomes, self.name, limit=free, lease=self.lease, now=self.outbox.clock()
         )
         for item, outcome, ok in zip(done.values(), outcomes, held, strict=True):
+            self._leases.discard(item.id)
             if not ok:
                 log.warning("outbox: %s was taken over before its outcome was recorded", item.id)
             self._count(item, outcome.state)
