@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mailbridge import DeliveryClient, DocumentEmail
 from mailbridge.outbox import Outbox, State
+from mailbridge.providers import ProviderRegistry
 from mailbridge.testing import FakeSmtpServer
 
 from .test_outbox_crash import CONCURRENCY, LEASE, WorkerRuns, server, smtp_config
@@ -76,3 +77,30 @@ def test_deliver_keeps_its_lease_while_a_slow_send_runs(
         assert again.state is State.CLAIMED  # still held by the first run: nothing settled
         assert outbox.status(id).state is State.SENT
     assert server.delivered_count == 1
+
+
+BUSY = """
+[[provider]]
+id = "onebyone"
+name = "One By One"
+smtp = [{ host = "127.0.0.1", port = 465, security = "implicit_tls" }]
+limits = { connections = 1, source = "a test" }
+"""
+
+
+def test_a_tenant_at_its_connection_limit_does_not_starve_the_others(
+    tmp_path: Path, server: FakeSmtpServer
+) -> None:
+    registry = ProviderRegistry.from_toml(BUSY)
+    with Outbox.open(f"sqlite:///{tmp_path / 'outbox.db'}", registry=registry) as outbox:
+        prepared = _client(server).prepare(
+            DocumentEmail(to="jane@x.example", subject="1", body=".")
+        )
+        for _ in range(100):  # a flood from one tenant allowed one message at a time
+            outbox.enqueue("flood", prepared, client=_client(server))
+        other = outbox.enqueue("other", prepared, client=_client(server))
+        now = time.time() + 1
+        first = outbox.store.claim("w1", limit=4, lease=60, now=now)
+        assert [c.tenant for c in first] == ["flood"]  # its one connection
+        second = outbox.store.claim("w2", limit=4, lease=60, now=now)
+        assert [c.id for c in second] == [other]  # not hidden behind the flood's backlog

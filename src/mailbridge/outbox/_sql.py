@@ -272,13 +272,31 @@ class SqlStore:
             f" AND lease_expires < ? ORDER BY lease_expires LIMIT ? {lock}",
             (now, limit),
         ).fetchall()
+        # Tenants already at their connection limit are left out: else their backlog fills
+        # every window of candidates and the other tenants' messages are never seen.
+        full = self._full_tenants(cursor, now)
+        skip = f" AND tenant NOT IN ({_marks(len(full))})" if full else ""
         due = self._run(
             cursor,
-            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued'"
+            f"SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued'{skip}"
             f" AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
-            (now, 4 * limit + 16),
+            (*full, now, 4 * limit + 16),
         ).fetchall()
         return [*expired, *due]
+
+    def _full_tenants(self, cursor: Any, now: float) -> list[str]:
+        """Tenants whose messages in flight (live leases) fill their connection limit."""
+        return [
+            str(row[0])
+            for row in self._run(
+                cursor,
+                "SELECT t.tenant FROM outbox_tenants t JOIN (SELECT tenant, COUNT(*) AS busy"
+                " FROM outbox_messages WHERE state = 'claimed' AND lease_expires >= ?"
+                " GROUP BY tenant) m ON m.tenant = t.tenant"
+                " WHERE t.in_flight IS NOT NULL AND m.busy >= t.in_flight",
+                (now,),
+            ).fetchall()
+        ]
 
     def _tenants(self, cursor: Any, keys: list[str], now: float) -> dict[str, _Tenant]:
         rows = self._run(
