@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import Any
@@ -53,12 +54,16 @@ class SqliteDialect:
 
     def connect(self) -> Any:
         try:
+            if self.path != ":memory:" and not self.path.startswith("file:"):
+                # A new file is its owner's only (SQLite gives -wal/-shm its mode): it holds
+                # the documents' bytes. An existing file keeps the mode its operator chose.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise ConfigurationError("url", f"cannot open the SQLite outbox: {exc}") from None
         return connection
 
