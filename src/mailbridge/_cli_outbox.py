@@ -47,6 +47,11 @@ def _resolver(spec: str) -> Callable[[str], Any]:
         function = getattr(importlib.import_module(module_name), name)
     except ImportError as exc:
         raise ConfigurationError("resolver", f"cannot import {module_name}: {exc}") from None
+    except SyntaxError as exc:
+        raise ConfigurationError("resolver", f"cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # the application's module failed: its text may hold a secret
+        problem = type(exc).__name__
+        raise ConfigurationError("resolver", f"importing {module_name} raised {problem}") from None
     except AttributeError:
         raise ConfigurationError("resolver", f"{module_name} has no {name}") from None
     if not callable(function):
