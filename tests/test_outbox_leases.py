@@ -58,7 +58,11 @@ def test_a_paused_worker_that_lost_its_leases_sends_nothing_when_it_resumes(
     assert runs.wait(paused) == 0
     assert server.delivered_count == 0  # the resumed worker did not send what it no longer held
     with Outbox.open(url) as outbox:
-        assert {outbox.status(id).state for id in ids} == {State.OUTCOME_UNKNOWN}
+        statuses = [outbox.status(id) for id in ids]
+    assert {status.state for status in statuses} == {State.OUTCOME_UNKNOWN}
+    assert {status.summary for status in statuses} == {  # not "sent": it never was
+        "outcome unknown: the previous worker stopped while sending it; check before sending again"
+    }
 
 
 def test_deliver_keeps_its_lease_while_a_slow_send_runs(

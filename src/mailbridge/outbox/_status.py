@@ -189,11 +189,10 @@ class MessageStatus:
             return "sending"
         if state is State.CANCELLED:
             return "cancelled"
-        if state is State.OUTCOME_UNKNOWN:
-            return (
-                "outcome unknown: sent, but the server's answer never came; check before resending"
-            )
         error = self.error
+        if state is State.OUTCOME_UNKNOWN:  # the error says why: a lost answer, a dead worker
+            why = error.message if error and error.message else "outcome unknown"
+            return f"{why}; check before sending again"
         if state is State.PARKED:
             return f"parked: {error.message if error else 'needs attention'}"
         if error is not None and error.refused:
