@@ -183,19 +183,35 @@ class Worker:
     ) -> list[Claimed]:
         """Record finished sends and claim up to `free` more, in one transaction.
 
-        A bug in our own sending code surfaces here (`future.result()`).
+        A bug in our own sending code surfaces here (`future.result()`), after the
+        other outcomes are recorded (and no more is claimed): its message stays
+        `claimed` until its lease expires and is then settled like a dead worker's.
         """
-        outcomes = [future.result() for future in done]
+        items, outcomes, bug = [], [], None
+        for future, item in done.items():
+            try:
+                outcomes.append(future.result())
+                items.append(item)
+            except Exception as exc:
+                bug = bug or exc
+        if bug is not None:
+            free = 0
         if not outcomes and free < 1:
+            done.clear()
+            if bug is not None:
+                raise bug
             return []
         held, claimed = self.outbox.store.exchange(
             outcomes, self.name, limit=free, lease=self.lease, now=self.outbox.clock()
         )
-        for item, outcome, ok in zip(done.values(), outcomes, held, strict=True):
+        done.clear()  # recorded: run()'s clean-up must not record them again
+        for item, outcome, ok in zip(items, outcomes, held, strict=True):
             self._leases.discard(item.id)
             if not ok:
                 log.warning("outbox: %s was taken over before its outcome was recorded", item.id)
             self._count(item, outcome.state)
+        if bug is not None:
+            raise bug
         return claimed
 
     def _close_clients(self) -> None:

@@ -1,0 +1,48 @@
+"""A worker meeting faults of its own: a bug while sending one message loses no other outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailbridge import DeliveryClient, DocumentEmail
+from mailbridge.outbox import Outbox, State
+from mailbridge.outbox._sending import Sender
+from mailbridge.testing import FakeSmtpServer
+
+
+@pytest.fixture
+def server() -> Iterator[FakeSmtpServer]:
+    with FakeSmtpServer(tls="none") as running:
+        yield running
+
+
+def test_a_bug_sending_one_message_still_records_the_others(
+    tmp_path: Path, server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def resolve(tenant: str) -> DeliveryClient:
+        return DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+
+    server.stall_seconds = 0.3  # the others are still being sent when the bug surfaces
+    with Outbox.open(f"sqlite:///{tmp_path / 'outbox.db'}", resolve_client=resolve) as outbox:
+        ids = [
+            outbox.enqueue("acme", DocumentEmail(to="jane@x.example", subject=f"{n}", body="."))
+            for n in range(4)
+        ]
+        worker = outbox.worker(concurrency=4)
+        process = Sender.process
+
+        def buggy(sender: Sender, claimed: Any, *args: Any) -> Any:
+            if claimed.id == ids[0]:
+                raise ZeroDivisionError  # a bug in our own code, for this one message
+            return process(sender, claimed, *args)
+
+        monkeypatch.setattr(Sender, "process", buggy)
+        with pytest.raises(ZeroDivisionError):  # a bug is not disguised: the run stops
+            worker.run(until_idle=True)
+        states = [outbox.status(id).state for id in ids]
+    assert states == [State.CLAIMED, State.SENT, State.SENT, State.SENT]
+    assert server.delivered_count == 3
