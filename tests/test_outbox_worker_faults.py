@@ -1,4 +1,4 @@
-"""A worker meeting faults of its own: a bug while sending one message loses no other outcome."""
+"""Faults around sending: a bug in one send, a broker that is down at dispatch."""
 
 from __future__ import annotations
 
@@ -46,3 +46,18 @@ def test_a_bug_sending_one_message_still_records_the_others(
         states = [outbox.status(id).state for id in ids]
     assert states == [State.CLAIMED, State.SENT, State.SENT, State.SENT]
     assert server.delivered_count == 3
+
+
+def test_a_dispatch_that_fails_still_returns_the_stored_messages_id(
+    tmp_path: Path, server: FakeSmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broker_down(id: str) -> None:
+        raise ConnectionRefusedError("redis://:s3cret@127.0.0.1:1/0")
+
+    client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+    with Outbox.open(f"sqlite:///{tmp_path / 'outbox.db'}") as outbox:
+        email = DocumentEmail(to="jane@x.example", subject="Invoice", body=".")
+        id = outbox.enqueue("acme", email, client=client, dispatch=broker_down)
+        assert outbox.status(id).state is State.QUEUED  # stored: a sweep or a worker sends it
+        assert outbox.counts() == {State.QUEUED: 1}
+    assert "ConnectionRefusedError" in caplog.text and "s3cret" not in caplog.text
