@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mailbridge import DeliveryClient, DocumentEmail
+from mailbridge.cli import main
 from mailbridge.outbox import Outbox, State
 from mailbridge.outbox._sending import Sender
 from mailbridge.testing import FakeSmtpServer
@@ -61,3 +62,22 @@ def test_a_dispatch_that_fails_still_returns_the_stored_messages_id(
         assert outbox.status(id).state is State.QUEUED  # stored: a sweep or a worker sends it
         assert outbox.counts() == {State.QUEUED: 1}
     assert "ConnectionRefusedError" in caplog.text and "s3cret" not in caplog.text
+
+
+def test_a_hostile_servers_reply_cannot_reach_the_terminal_or_the_ui(
+    tmp_path: Path, server: FakeSmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.sender_reply = "550 5.7.1 \x1b]0;owned\x07\x1b[2J Sender\x00 refused"
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+    with Outbox.open(url, resolve_client=lambda tenant: client) as outbox:
+        id = outbox.enqueue("acme", DocumentEmail(to="jane@x.example", subject="1", body="."))
+        outbox.worker(concurrency=1).run(until_idle=True)
+        status = outbox.status(id)
+    assert status.state is State.FAILED
+    assert status.summary.isprintable() and "Sender" in status.summary
+    for command in ("status", "list"):
+        assert main(["outbox", command, "--url", url, *([id] if command == "status" else [])]) == 0
+        out = capsys.readouterr().out
+        assert "Sender" in out
+        assert not {"\x1b", "\x07", "\x00"} & set(out), out

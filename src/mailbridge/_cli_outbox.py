@@ -137,16 +137,23 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _say(line: str) -> None:
+    """Print one line of stored text: a server's reply may carry terminal escapes."""
+    from .outbox._status import printable
+
+    print(printable(line))
+
+
 def _show(status: MessageStatus) -> None:
-    print(f"{status.id}  {status.state.value}  {status.summary}")
-    print(f"  tenant {status.tenant}  message-id {status.message_id}  attempts {status.attempts}")
-    print(f"  to {', '.join(status.recipients)}")
-    print(f"  created {status.created_at:%Y-%m-%d %H:%M:%S} UTC")
+    _say(f"{status.id}  {status.state.value}  {status.summary}")
+    _say(f"  tenant {status.tenant}  message-id {status.message_id}  attempts {status.attempts}")
+    _say(f"  to {', '.join(status.recipients)}")
+    _say(f"  created {status.created_at:%Y-%m-%d %H:%M:%S} UTC")
     if status.error is not None:
-        print(f"  last error: {status.error.type}: {status.error.message}")
+        _say(f"  last error: {status.error.type}: {status.error.message}")
         if status.error.diagnosis is not None:
             for line in str(status.error.diagnosis).splitlines():
-                print(f"    {line}")
+                _say(f"    {line}")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -172,7 +179,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         raise ConfigurationError("state", f"use one of {names}") from None
     with _open(args) as outbox:
         for status in outbox.messages(tenant=args.tenant, state=state, limit=args.limit):
-            print(f"{status.id}  {status.state.value:<15} {status.tenant:<16} {status.summary}")
+            _say(f"{status.id}  {status.state.value:<15} {status.tenant:<16} {status.summary}")
     return EXIT_OK
 
 

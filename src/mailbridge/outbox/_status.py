@@ -174,7 +174,13 @@ class MessageStatus:
 
     @property
     def summary(self) -> str:
-        """One line for people: "sent 10:42 to jane@…", "refused: mailbox unavailable", …"""
+        """One line for people: "sent 10:42 to jane@…", "refused: mailbox unavailable", …
+
+        Printable text only: the server's words come from the tenant's server.
+        """
+        return printable(self._summary())
+
+    def _summary(self) -> str:
         state = self.state
         if state is State.SENT:
             when = f"{self.sent_at:%H:%M}" if self.sent_at else ""
@@ -202,6 +208,11 @@ class MessageStatus:
         if error is not None and error.diagnosis is not None:
             return f"failed: {error.diagnosis.summary}"
         return f"failed: {error.message if error else 'unknown error'}"
+
+
+def printable(text: str) -> str:
+    """`text` without control characters (a hostile server's terminal escapes, NULs)."""
+    return "".join(char if char.isprintable() else " " for char in text)
 
 
 def _why(reply: SmtpReply) -> str:
