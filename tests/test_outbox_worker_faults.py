@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailbridge import DeliveryClient, DocumentEmail
+from mailbridge import DeliveryClient, DocumentEmail, OutboxError
 from mailbridge.cli import main
-from mailbridge.outbox import Outbox, State
+from mailbridge.outbox import Outbox, State, _sqlite
 from mailbridge.outbox._sending import Sender
 from mailbridge.testing import FakeSmtpServer
 
@@ -81,3 +83,57 @@ def test_a_hostile_servers_reply_cannot_reach_the_terminal_or_the_ui(
         out = capsys.readouterr().out
         assert "Sender" in out
         assert not {"\x1b", "\x07", "\x00"} & set(out), out
+
+
+def test_a_locked_database_mid_run_delays_the_records_and_loses_none(
+    tmp_path: Path, server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT", 0.1)  # a slow disk, a long backup: locked
+    path = tmp_path / "outbox.db"
+    client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+    server.stall_seconds = 0.2
+    with Outbox.open(f"sqlite:///{path}", resolve_client=lambda tenant: client) as outbox:
+        ids = [
+            outbox.enqueue("acme", DocumentEmail(to="jane@x.example", subject=f"{n}", body="."))
+            for n in range(4)
+        ]
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        worker = outbox.worker(concurrency=4)
+        original = outbox.store.exchange
+        calls = [0]
+        timer = threading.Timer(0.8, blocker.execute, ("COMMIT",))
+
+        def exchange(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            calls[0] += 1
+            if calls[0] == 1:  # the claim is committed; now someone holds the write lock
+                blocker.execute("BEGIN EXCLUSIVE")
+                timer.start()
+            return result
+
+        monkeypatch.setattr(outbox.store, "exchange", exchange)
+        stats = worker.run(until_idle=True)
+        timer.join(5)
+        blocker.close()
+        assert [outbox.status(id).state for id in ids] == [State.SENT] * 4
+    assert stats.sent == 4
+    assert server.delivered_count == 4
+
+
+def test_a_locked_sqlite_outbox_is_an_outbox_error(
+    tmp_path: Path, server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT", 0.1)
+    path = tmp_path / "outbox.db"
+    client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+    with Outbox.open(f"sqlite:///{path}") as outbox:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(OutboxError, match="the outbox database failed: database is lock"):
+                outbox.enqueue("acme", DocumentEmail(to="j@x.example", subject="1", body="."),
+                               client=client)  # fmt: skip
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert outbox.counts() == {}

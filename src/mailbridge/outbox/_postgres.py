@@ -104,6 +104,9 @@ class PostgresDialect:
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
+    def failure(self, exc: BaseException) -> BaseException:
+        return exc  # the cursor already turns a lost connection into an OutboxError
+
     def notify(self, cursor: Any) -> None:
         cursor.execute(f"NOTIFY {CHANNEL}")
 

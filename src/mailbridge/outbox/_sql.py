@@ -6,6 +6,7 @@ Every method is one short transaction; none is held while a worker talks SMTP.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._store import FINAL_STATES, Claimed, NewMessage, Outcome, Row, State
 
 __all__ = ["SqlStore"]
+
+log = logging.getLogger("mailbridge.outbox")
 
 MINUTE = 60.0
 DAY = 86_400.0
@@ -91,13 +94,22 @@ class SqlStore:
     def _transaction(self, *, write: bool = True) -> Iterator[Any]:
         with self._lock:
             cursor = self._connection.cursor()
-            self.dialect.begin(cursor, write=write)
+            try:
+                self.dialect.begin(cursor, write=write)
+            except Exception as exc:
+                raise self.dialect.failure(exc) from None
             try:
                 yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
+                cursor.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    cursor.execute("ROLLBACK")
+                except Exception:  # gone with the connection, or rolled back already
+                    log.debug("outbox: ROLLBACK failed after %s", type(exc).__name__)
+                failure = self.dialect.failure(exc)
+                if failure is exc:
+                    raise
+                raise failure from None
 
     def _run(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor.execute(self.dialect.sql(sql), tuple(params))

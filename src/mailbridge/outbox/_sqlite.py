@@ -8,7 +8,7 @@ import threading
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OutboxError
 
 __all__ = ["SqliteDialect", "sqlite_path"]
 
@@ -75,6 +75,11 @@ class SqliteDialect:
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
+
+    def failure(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError):  # locked, I/O, full
+            return OutboxError(f"the outbox database failed: {exc}")
+        return exc
 
     def notify(self, cursor: Any) -> None:
         self._event.set()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OutboxError
 from ..smtp.pool import DEFAULT_CONCURRENCY
 from ._sending import Backoff, Leases, ResolveClient, Sender
 from ._store import Claimed, Outcome, State
@@ -29,6 +29,7 @@ __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("mailbridge.outbox")
 IDLE_WAIT = 1.0  # longest sleep between looks for due messages when nothing wakes us
+DB_RETRY_PAUSE = 0.2  # seconds between attempts while the database fails (for up to a lease)
 
 
 @attrs.define
@@ -141,35 +142,45 @@ class Worker:
                 self.concurrency, thread_name_prefix="outbox"
             ) as pool,
         ):
+            done: dict[concurrent.futures.Future[Outcome], Claimed] = {}
+            failing_since: float | None = None  # the database failing since (monotonic)
             try:
-                done: dict[concurrent.futures.Future[Outcome], Claimed] = {}
                 while True:
-                    free = 0 if self._stop.is_set() else self.concurrency - len(in_flight)
-                    claimed = self._exchange(done, free)
-                    done = {}
-                    for item in claimed:
-                        leases.add(item)
-                        future = pool.submit(self._sender.process, item, self._client, leases.held)
-                        in_flight[future] = item
-                    if in_flight:
-                        finished, _ = concurrent.futures.wait(
-                            in_flight,
-                            timeout=0.05 if len(in_flight) < self.concurrency else beat,
-                            return_when=concurrent.futures.FIRST_COMPLETED,
-                        )
-                        done = {future: in_flight.pop(future) for future in finished}
-                    elif self._stop.is_set():
-                        break
-                    elif not claimed:
-                        due = store.next_due()
-                        now = clock()
-                        if until_idle and (due is None or due > now + linger):
+                    try:
+                        free = 0 if self._stop.is_set() else self.concurrency - len(in_flight)
+                        claimed = self._exchange(done, free)  # clears `done` once recorded
+                        for item in claimed:
+                            leases.add(item)
+                            future = pool.submit(
+                                self._sender.process, item, self._client, leases.held
+                            )
+                            in_flight[future] = item
+                        if in_flight:
+                            finished, _ = concurrent.futures.wait(
+                                in_flight,
+                                timeout=0.05 if len(in_flight) < self.concurrency else beat,
+                                return_when=concurrent.futures.FIRST_COMPLETED,
+                            )
+                            done.update({future: in_flight.pop(future) for future in finished})
+                        elif self._stop.is_set():
                             break
-                        wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - now))
-                        store.wait(wait)
-                    if in_flight and time.monotonic() - renewed > beat:
-                        leases.renew([c.id for c in in_flight.values()])
-                        renewed = time.monotonic()
+                        elif not claimed:
+                            due = store.next_due()
+                            now = clock()
+                            if until_idle and (due is None or due > now + linger):
+                                break
+                            wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - now))
+                            store.wait(wait)
+                        if in_flight and time.monotonic() - renewed > beat:
+                            renewed = time.monotonic()
+                            leases.renew([c.id for c in in_flight.values()])
+                        failing_since = None
+                    except OutboxError as exc:  # locked, I/O, connection lost: try again
+                        failing_since = failing_since or time.monotonic()
+                        if time.monotonic() - failing_since > self.lease:
+                            raise  # the leases are gone by now: others settle these messages
+                        log.warning("outbox: the database failed, trying again: %s", exc)
+                        time.sleep(DB_RETRY_PAUSE)
             finally:
                 if in_flight:
                     concurrent.futures.wait(in_flight)
