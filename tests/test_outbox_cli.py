@@ -99,6 +99,9 @@ def test_worker_drains_with_a_progress_line_and_the_commands_show_the_result(
         (["outbox", "worker", "--url", "{url}", "--resolver", "nomodule"], 2, "package.module"),
         (["outbox", "worker", "--url", "{url}", "--resolver", "no_such_mod:f"], 2, "import"),
         (["outbox", "list", "--url", "{url}", "--state", "lost"], 2, "use one of queued"),
+        (["outbox", "status", "--url", "{missing}"], 2, "no outbox at"),
+        (["outbox", "list", "--url", "{missing}"], 2, "create it with `mailbridge outbox migrate`"),
+        (["outbox", "worker", "--url", "{missing}", "--resolver", "os:getcwd"], 2, "no outbox"),
         (["outbox", "worker", "--url", "{url}", "--resolver", "{broken}:f"], 2, "RuntimeError"),
         (["outbox", "worker", "--url", "{url}", "--resolver", "{typo}:f"], 2, "invalid syntax"),
         (["outbox", "status", "--url", "{garbage}"], 2, "cannot open the SQLite outbox"),
@@ -134,6 +137,7 @@ def test_mistakes_are_one_line_without_traceback(
             alien=f"sqlite:///{alien}",
             broken="outbox_cli_broken",
             typo="outbox_cli_typo",
+            missing=f"sqlite:///{tmp_path / 'typo.db'}",
         )
         for a in argv
     ]
@@ -141,6 +145,7 @@ def test_mistakes_are_one_line_without_traceback(
     err = capsys.readouterr().err
     assert message in err
     assert "s3cret" not in err
+    assert not (tmp_path / "typo.db").exists()
     assert "Traceback" not in err
 
 

@@ -69,6 +69,14 @@ def _open(args: argparse.Namespace, *, migrate: bool = False) -> Outbox:
     url = args.url or os.environ.get(URL_ENV)
     if not url:
         raise ConfigurationError("url", f"give --url or set {URL_ENV}")
+    if not migrate and url.partition(":")[0].lower() == "sqlite":
+        from .outbox._sqlite import sqlite_path
+
+        path = sqlite_path(url)[0]  # a typo must not leave an empty database behind
+        if path != ":memory:" and not os.path.exists(path):
+            raise ConfigurationError(
+                "url", f"no outbox at {path}: create it with `mailbridge outbox migrate`"
+            )
     return Outbox.open(url, migrate=migrate)
 
 
