@@ -63,6 +63,8 @@ def main() -> None:
             held, claimed = exchange(outcomes, *args, **kwargs)
             if point == "after_claim" and claimed and due():
                 die()  # committed claims, nothing sent yet
+            if point == "pause_after_claim" and claimed and due():
+                os.kill(os.getpid(), signal.SIGSTOP)  # paused until the test's SIGCONT
             if point == "during_backoff" and "queued" in states and due():
                 die()  # a message was put back to wait for its next attempt
             return held, claimed

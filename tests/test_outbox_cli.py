@@ -99,6 +99,11 @@ def test_worker_drains_with_a_progress_line_and_the_commands_show_the_result(
         (["outbox", "worker", "--url", "{url}", "--resolver", "nomodule"], 2, "package.module"),
         (["outbox", "worker", "--url", "{url}", "--resolver", "no_such_mod:f"], 2, "import"),
         (["outbox", "list", "--url", "{url}", "--state", "lost"], 2, "use one of queued"),
+        (["outbox", "status", "--url", "{missing}"], 2, "no outbox at"),
+        (["outbox", "list", "--url", "{missing}"], 2, "create it with `mailbridge outbox migrate`"),
+        (["outbox", "worker", "--url", "{missing}", "--resolver", "os:getcwd"], 2, "no outbox"),
+        (["outbox", "worker", "--url", "{url}", "--resolver", "{broken}:f"], 2, "RuntimeError"),
+        (["outbox", "worker", "--url", "{url}", "--resolver", "{typo}:f"], 2, "invalid syntax"),
         (["outbox", "status", "--url", "{garbage}"], 2, "cannot open the SQLite outbox"),
         (["outbox", "status", "--url", "{alien}"], 1, "the outbox database failed: no such"),
     ],
@@ -110,8 +115,12 @@ def test_mistakes_are_one_line_without_traceback(
     url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     main(["outbox", "migrate", "--url", url])
+    (tmp_path / "outbox_cli_broken.py").write_text("raise RuntimeError('vault token s3cret')\n")
+    (tmp_path / "outbox_cli_typo.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
     alien = tmp_path / "alien.db"  # says schema 2 (current), but its table is someone else's
@@ -122,11 +131,21 @@ def test_mistakes_are_one_line_without_traceback(
     connection.close()
     capsys.readouterr()
     filled = [
-        a.format(url=url, garbage=f"sqlite:///{garbage}", alien=f"sqlite:///{alien}") for a in argv
+        a.format(
+            url=url,
+            garbage=f"sqlite:///{garbage}",
+            alien=f"sqlite:///{alien}",
+            broken="outbox_cli_broken",
+            typo="outbox_cli_typo",
+            missing=f"sqlite:///{tmp_path / 'typo.db'}",
+        )
+        for a in argv
     ]
     assert main(filled) == code
     err = capsys.readouterr().err
     assert message in err
+    assert "s3cret" not in err
+    assert not (tmp_path / "typo.db").exists()
     assert "Traceback" not in err
 
 

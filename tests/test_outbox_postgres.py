@@ -235,6 +235,9 @@ def test_rows_are_plain_columns_and_exact_bytes(stores: list[Store], postgres_ur
     [
         "postgresql://mailbridge:s3cret-pw@127.0.0.1:1/outbox",
         "postgres://mailbridge:s3cret-pw@127.0.0.1:1/outbox?connect_timeout=2",
+        "postgresql://mailbridge:s3cret-pw%zz@127.0.0.1:1/outbox",  # a '%' left unencoded
+        "postgresql://mailbridge@127.0.0.1:1/outbox?password=s3cret-pw%zz",
+        "postgresql://mailbridge:s3cret-pw@[127.0.0.1/outbox",  # not a URL at all
     ],
 )
 def test_unreachable_server_is_a_configuration_error_without_the_password(url: str) -> None:

@@ -272,3 +272,16 @@ def test_exchange_records_outcomes_and_claims_more_in_one_go(store: Store) -> No
     assert (retried.wait_reason, retried.error) == ("retrying", '{"type": "X"}')
     assert (other.state, other.lease_owner) == (State.CLAIMED, "w1")
     assert store.exchange([], "w1", limit=0, lease=30, now=T0 + 12) == ([], [])
+
+
+def test_a_new_sqlite_outbox_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    opened = open_store(f"sqlite:///{path}")
+    opened.migrate()
+    opened.enqueue(message())
+    try:
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        opened.close()
+    assert modes["outbox.db"] == 0o600  # the invoices' bytes are in it
+    assert modes["outbox.db-wal"] == 0o600

@@ -47,6 +47,11 @@ def _resolver(spec: str) -> Callable[[str], Any]:
         function = getattr(importlib.import_module(module_name), name)
     except ImportError as exc:
         raise ConfigurationError("resolver", f"cannot import {module_name}: {exc}") from None
+    except SyntaxError as exc:
+        raise ConfigurationError("resolver", f"cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # the application's module failed: its text may hold a secret
+        problem = type(exc).__name__
+        raise ConfigurationError("resolver", f"importing {module_name} raised {problem}") from None
     except AttributeError:
         raise ConfigurationError("resolver", f"{module_name} has no {name}") from None
     if not callable(function):
@@ -64,6 +69,14 @@ def _open(args: argparse.Namespace, *, migrate: bool = False) -> Outbox:
     url = args.url or os.environ.get(URL_ENV)
     if not url:
         raise ConfigurationError("url", f"give --url or set {URL_ENV}")
+    if not migrate and url.partition(":")[0].lower() == "sqlite":
+        from .outbox._sqlite import sqlite_path
+
+        path = sqlite_path(url)[0]  # a typo must not leave an empty database behind
+        if path != ":memory:" and not os.path.exists(path):
+            raise ConfigurationError(
+                "url", f"no outbox at {path}: create it with `mailbridge outbox migrate`"
+            )
     return Outbox.open(url, migrate=migrate)
 
 
@@ -132,16 +145,23 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _say(line: str) -> None:
+    """Print one line of stored text: a server's reply may carry terminal escapes."""
+    from .outbox._status import printable
+
+    print(printable(line))
+
+
 def _show(status: MessageStatus) -> None:
-    print(f"{status.id}  {status.state.value}  {status.summary}")
-    print(f"  tenant {status.tenant}  message-id {status.message_id}  attempts {status.attempts}")
-    print(f"  to {', '.join(status.recipients)}")
-    print(f"  created {status.created_at:%Y-%m-%d %H:%M:%S} UTC")
+    _say(f"{status.id}  {status.state.value}  {status.summary}")
+    _say(f"  tenant {status.tenant}  message-id {status.message_id}  attempts {status.attempts}")
+    _say(f"  to {', '.join(status.recipients)}")
+    _say(f"  created {status.created_at:%Y-%m-%d %H:%M:%S} UTC")
     if status.error is not None:
-        print(f"  last error: {status.error.type}: {status.error.message}")
+        _say(f"  last error: {status.error.type}: {status.error.message}")
         if status.error.diagnosis is not None:
             for line in str(status.error.diagnosis).splitlines():
-                print(f"    {line}")
+                _say(f"    {line}")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -167,7 +187,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         raise ConfigurationError("state", f"use one of {names}") from None
     with _open(args) as outbox:
         for status in outbox.messages(tenant=args.tenant, state=state, limit=args.limit):
-            print(f"{status.id}  {status.state.value:<15} {status.tenant:<16} {status.summary}")
+            _say(f"{status.id}  {status.state.value:<15} {status.tenant:<16} {status.summary}")
     return EXIT_OK
 
 

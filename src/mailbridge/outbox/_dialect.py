@@ -39,6 +39,11 @@ class Dialect(Protocol):
         """True when `exc` is the driver's unique-constraint error."""
         ...
 
+    def failure(self, exc: BaseException) -> BaseException:
+        """`exc` as an `OutboxError` when it is the database failing (locked, I/O, lost);
+        anything else (a bug) as it is."""
+        ...
+
     def notify(self, cursor: Any) -> None:
         """Inside an enqueue's transaction: wake waiting workers once it commits."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import time
 import uuid
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from ._worker import Worker
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_LEASE", "MAX_MESSAGE_SIZE", "Outbox"]
+
+log = logging.getLogger("mailbridge.outbox")
 
 DEFAULT_DEADLINE = dt.timedelta(days=2)
 DEFAULT_LEASE = 60.0  # seconds; workers renew the leases of messages in flight
@@ -151,7 +154,9 @@ class Outbox:
         returns the first id and stores nothing. `not_before` delays sending;
         temporary failures are retried until `deadline` (default: the outbox's,
         two days). `dispatch(id)` (e.g. a Celery task's `delay`) is called after
-        the row is committed, also for a repeated key whose message is still queued.
+        the row is committed, also for a repeated key whose message is still queued;
+        if it raises (the broker is down) the id is returned all the same, as the
+        message is stored: a Celery sweep or a worker sends it.
         """
         tenant = _check_tenant(tenant)
         if idempotency_key is not None and (
@@ -186,7 +191,14 @@ class Outbox:
         )
         id, created = self.store.enqueue(message)
         if dispatch is not None and (created or self._state(id) is State.QUEUED):
-            dispatch(id)
+            try:
+                dispatch(id)
+            except Exception as exc:  # the message is stored: raising would invite a resend
+                log.warning(
+                    "outbox: dispatching %s failed (%s); a sweep or a worker will send it",
+                    id,
+                    type(exc).__name__,
+                )
         return id
 
     def _prepare(
@@ -368,7 +380,8 @@ class Outbox:
         owner = f"deliver-{uuid.uuid4().hex[:12]}"
         claimed = self.store.claim_one(id, owner, lease=lease, now=self.clock())
         if claimed is not None:
-            Sender(backoff or Backoff(), self.clock).send_one(self.store, owner, claimed, resolve)
+            sender = Sender(backoff or Backoff(), self.clock)
+            sender.send_one(self.store, owner, claimed, resolve, lease=lease)
         return self.status(id)
 
     # -- lifecycle ---------------------------------------------------------------

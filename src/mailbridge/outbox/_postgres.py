@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
@@ -46,10 +46,16 @@ class PostgresDialect:
     row_lock = "FOR UPDATE"
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # "Invalid IPv6 URL": say so without quoting the URL
+            raise ConfigurationError(
+                "url", "cannot open the PostgreSQL outbox: the URL is malformed"
+            ) from None
         if parts.scheme.lower() not in ("postgresql", "postgres"):
             raise ConfigurationError("url", "a PostgreSQL outbox URL looks like postgresql://…")
         self._url = url
+        self._secrets = _secrets(url, parts.password)
         self._connection: _Session | None = None
         self._listener: psycopg.Connection[Any] | None = None
         # close() wakes this instance's own waiter on a channel only it listens on.
@@ -72,6 +78,8 @@ class PostgresDialect:
             return psycopg.connect(self._url, autocommit=True, **options)
         except psycopg.Error as exc:
             problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            for secret in self._secrets:  # libpq quotes a malformed token of the URL: scrub it
+                problem = problem.replace(secret, "***")
             raise ConfigurationError(
                 "url", f"cannot open the PostgreSQL outbox: {problem}"
             ) from None
@@ -95,6 +103,9 @@ class PostgresDialect:
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
+
+    def failure(self, exc: BaseException) -> BaseException:
+        return exc  # the cursor already turns a lost connection into an OutboxError
 
     def notify(self, cursor: Any) -> None:
         cursor.execute(f"NOTIFY {CHANNEL}")
@@ -134,6 +145,19 @@ class PostgresDialect:
                 self._connection.cursor().execute(f"NOTIFY {self._private_channel}")
         with self._listener_lock:
             self._drop_listener()
+
+
+def _secrets(url: str, password: str | None) -> list[str]:
+    """The password of `url` (in its user part or its query) as written and decoded."""
+    found = [password] if password else []
+    query = url.partition("?")[2]
+    found += [
+        value
+        for key, _, value in (item.partition("=") for item in query.split("&"))
+        if key.lower() == "password" and value
+    ]
+    found += [unquote(secret) for secret in found]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
 def _lost(exc: psycopg.Error) -> OutboxError:

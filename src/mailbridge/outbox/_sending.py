@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import attrs
@@ -27,7 +29,7 @@ from ._store import Claimed, Outcome, State, Store
 if TYPE_CHECKING:
     from .._client import DeliveryClient
 
-__all__ = ["Backoff", "Sender"]
+__all__ = ["Backoff", "Leases", "Sender"]
 
 log = logging.getLogger("mailbridge.outbox")
 ResolveClient = Callable[[str], "DeliveryClient"]
@@ -65,6 +67,68 @@ def _short(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
+class Leases:
+    """The leases one owner holds, as far as it knows: until when (by its clock) each is its own.
+
+    A sender asks `held(id)` just before it transmits: a process that was paused
+    (SIGSTOP, a VM frozen, a long GC) past its lease may have lost the message to
+    another worker, which settled or sent it meanwhile; it must not send it again.
+    Only a successful `renew` extends what `held` believes.
+    """
+
+    def __init__(self, store: Store, owner: str, lease: float, clock: Callable[[], float]) -> None:
+        self.store, self.owner, self.lease, self.clock = store, owner, lease, clock
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, claimed: Claimed) -> None:
+        with self._lock:
+            self._until[claimed.id] = claimed.lease_expires
+
+    def discard(self, id: str) -> None:
+        with self._lock:
+            self._until.pop(id, None)
+
+    def held(self, id: str) -> bool:
+        with self._lock:
+            until = self._until.get(id)
+        return until is not None and self.clock() < until
+
+    def renew(self, ids: Sequence[str]) -> None:
+        """Extend the leases of `ids`; one lost (taken over) is not extended."""
+        if not ids:
+            return
+        until = self.clock() + self.lease
+        if self.store.renew(ids, self.owner, until=until) == len(ids):
+            renewed = list(ids)
+        else:  # some were taken over: find which are still ours
+            renewed = [id for id in ids if self.store.renew([id], self.owner, until=until)]
+        with self._lock:
+            for id in renewed:
+                if id in self._until:
+                    self._until[id] = until
+
+    @contextmanager
+    def heartbeat(self, ids: Sequence[str]) -> Iterator[None]:
+        """Renew `ids` every third of a lease in a thread while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.lease / 3):
+                try:
+                    self.renew(ids)
+                except Exception:  # the store failed: the lease runs out, held() says so
+                    log.warning("outbox: renewing the lease of %s failed", ", ".join(ids))
+
+        thread = threading.Thread(target=beat, name="outbox-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
 @attrs.define
 class Sender:
     """Sends claimed messages and says what to record (`Outcome`); writes nothing itself.
@@ -76,18 +140,28 @@ class Sender:
     backoff: Backoff
     clock: Callable[[], float] = time.time
 
-    def send_one(self, store: Store, owner: str, claimed: Claimed, resolve: ResolveClient) -> State:
-        """`process` and record the outcome (if `owner` still holds the lease)."""
-        outcome = self.process(claimed, resolve)
+    def send_one(
+        self, store: Store, owner: str, claimed: Claimed, resolve: ResolveClient, *, lease: float
+    ) -> State:
+        """`process` and record the outcome (if `owner` still holds the lease, which is
+        renewed for `lease` seconds at a time meanwhile)."""
+        leases = Leases(store, owner, lease, self.clock)
+        leases.add(claimed)
+        with leases.heartbeat([claimed.id]):
+            outcome = self.process(claimed, resolve, leases.held)
         if not store.record([outcome], owner, now=self.clock())[0]:
             log.warning("outbox: %s was taken over before its outcome was recorded", claimed.id)
         return outcome.state
 
-    def process(self, claimed: Claimed, resolve: ResolveClient) -> Outcome:
+    def process(
+        self, claimed: Claimed, resolve: ResolveClient, held: Callable[[str], bool] | None = None
+    ) -> Outcome:
         """Send (or, for a recovered lease, settle) `claimed`; the outcome to record.
 
-        A sent message is archived (when the client archives) before its outcome is
-        returned, so a crash before the record leaves a copy the Sent-folder search finds.
+        `held(id)`, asked just before transmitting, says whether the lease is still
+        ours; when it is not, nothing is sent. A sent message is archived (when the
+        client archives) before its outcome is returned, so a crash before the
+        record leaves a copy the Sent-folder search finds.
         """
         try:
             client = resolve(claimed.tenant)
@@ -107,6 +181,12 @@ class Sender:
             note=claimed.note,
             envelope_id=claimed.envelope_id,
         )
+        if held is not None and not held(claimed.id):  # paused or stalled past the lease
+            log.warning("outbox: %s not sent: its lease ran out before sending", claimed.id)
+            reason = "the worker's lease ran out before sending: queued again"
+            return Outcome(
+                claimed.id, State.QUEUED, None, None, self.clock(), reason, count_attempt=False
+            )
         try:
             transaction = client.transport.deliver(prepared)
         except DeliveryOutcomeUnknown as exc:

@@ -6,6 +6,7 @@ Every method is one short transaction; none is held while a worker talks SMTP.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._store import FINAL_STATES, BounceRecord, Claimed, NewMessage, Outcome, Row, State
 
 __all__ = ["SqlStore"]
+
+log = logging.getLogger("mailbridge.outbox")
 
 MINUTE = 60.0
 DAY = 86_400.0
@@ -119,13 +122,22 @@ class SqlStore:
     def _transaction(self, *, write: bool = True) -> Iterator[Any]:
         with self._lock:
             cursor = self._connection.cursor()
-            self.dialect.begin(cursor, write=write)
+            try:
+                self.dialect.begin(cursor, write=write)
+            except Exception as exc:
+                raise self.dialect.failure(exc) from None
             try:
                 yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
+                cursor.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    cursor.execute("ROLLBACK")
+                except Exception:  # gone with the connection, or rolled back already
+                    log.debug("outbox: ROLLBACK failed after %s", type(exc).__name__)
+                failure = self.dialect.failure(exc)
+                if failure is exc:
+                    raise
+                raise failure from None
 
     def _run(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor.execute(self.dialect.sql(sql), tuple(params))
@@ -302,13 +314,31 @@ class SqlStore:
             f" AND lease_expires < ? ORDER BY lease_expires LIMIT ? {lock}",
             (now, limit),
         ).fetchall()
+        # Tenants already at their connection limit are left out: else their backlog fills
+        # every window of candidates and the other tenants' messages are never seen.
+        full = self._full_tenants(cursor, now)
+        skip = f" AND tenant NOT IN ({_marks(len(full))})" if full else ""
         due = self._run(
             cursor,
-            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued'"
+            f"SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued'{skip}"
             f" AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
-            (now, 4 * limit + 16),
+            (*full, now, 4 * limit + 16),
         ).fetchall()
         return [*expired, *due]
+
+    def _full_tenants(self, cursor: Any, now: float) -> list[str]:
+        """Tenants whose messages in flight (live leases) fill their connection limit."""
+        return [
+            str(row[0])
+            for row in self._run(
+                cursor,
+                "SELECT t.tenant FROM outbox_tenants t JOIN (SELECT tenant, COUNT(*) AS busy"
+                " FROM outbox_messages WHERE state = 'claimed' AND lease_expires >= ?"
+                " GROUP BY tenant) m ON m.tenant = t.tenant"
+                " WHERE t.in_flight IS NOT NULL AND m.busy >= t.in_flight",
+                (now,),
+            ).fetchall()
+        ]
 
     def _tenants(self, cursor: Any, keys: list[str], now: float) -> dict[str, _Tenant]:
         rows = self._run(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OutboxError
 
 __all__ = ["SqliteDialect", "sqlite_path"]
 
@@ -53,12 +54,16 @@ class SqliteDialect:
 
     def connect(self) -> Any:
         try:
+            if self.path != ":memory:" and not self.path.startswith("file:"):
+                # A new file is its owner's only (SQLite gives -wal/-shm its mode): it holds
+                # the documents' bytes. An existing file keeps the mode its operator chose.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise ConfigurationError("url", f"cannot open the SQLite outbox: {exc}") from None
         return connection
 
@@ -70,6 +75,11 @@ class SqliteDialect:
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
+
+    def failure(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError):  # locked, I/O, full
+            return OutboxError(f"the outbox database failed: {exc}")
+        return exc
 
     def notify(self, cursor: Any) -> None:
         self._event.set()

@@ -182,7 +182,13 @@ class MessageStatus:
 
     @property
     def summary(self) -> str:
-        """One line for people: "sent 10:42 to jane@…", "refused: mailbox unavailable", …"""
+        """One line for people: "sent 10:42 to jane@…", "refused: mailbox unavailable", …
+
+        Printable text only: the server's words come from the tenant's server.
+        """
+        return printable(self._summary())
+
+    def _summary(self) -> str:
         state = self.state
         if self.bounces and state in (State.SENT, State.OUTCOME_UNKNOWN):
             return _bounced(self.bounces)
@@ -199,11 +205,10 @@ class MessageStatus:
             return "sending"
         if state is State.CANCELLED:
             return "cancelled"
-        if state is State.OUTCOME_UNKNOWN:
-            return (
-                "outcome unknown: sent, but the server's answer never came; check before resending"
-            )
         error = self.error
+        if state is State.OUTCOME_UNKNOWN:  # the error says why: a lost answer, a dead worker
+            why = error.message if error and error.message else "outcome unknown"
+            return f"{why}; check before sending again"
         if state is State.PARKED:
             return f"parked: {error.message if error else 'needs attention'}"
         if error is not None and error.refused:
@@ -213,6 +218,11 @@ class MessageStatus:
         if error is not None and error.diagnosis is not None:
             return f"failed: {error.diagnosis.summary}"
         return f"failed: {error.message if error else 'unknown error'}"
+
+
+def printable(text: str) -> str:
+    """`text` without control characters (a hostile server's terminal escapes, NULs)."""
+    return "".join(char if char.isprintable() else " " for char in text)
 
 
 def _why(reply: SmtpReply) -> str:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OutboxError
 from ..smtp.pool import DEFAULT_CONCURRENCY
-from ._sending import Backoff, ResolveClient, Sender
+from ._sending import Backoff, Leases, ResolveClient, Sender
 from ._store import Claimed, Outcome, State
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("mailbridge.outbox")
 IDLE_WAIT = 1.0  # longest sleep between looks for due messages when nothing wakes us
+DB_RETRY_PAUSE = 0.2  # seconds between attempts while the database fails (for up to a lease)
 
 
 @attrs.define
@@ -95,6 +96,7 @@ class Worker:
         self._clients: dict[str, DeliveryClient] = {}
         self._clients_lock = threading.Lock()
         self._sender = Sender(backoff or Backoff(), outbox.clock)
+        self._leases = Leases(outbox.store, self.name, self.lease, outbox.clock)
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} concurrency={self.concurrency}>"
@@ -131,6 +133,7 @@ class Worker:
         store = self.outbox.store
         clock = self.outbox.clock
         in_flight: dict[concurrent.futures.Future[Outcome], Claimed] = {}
+        leases = self._leases
         renewed = time.monotonic()
         beat = min(0.5, self.lease / 3)  # leases in flight are renewed every third of a lease
         with (
@@ -139,34 +142,45 @@ class Worker:
                 self.concurrency, thread_name_prefix="outbox"
             ) as pool,
         ):
+            done: dict[concurrent.futures.Future[Outcome], Claimed] = {}
+            failing_since: float | None = None  # the database failing since (monotonic)
             try:
-                done: dict[concurrent.futures.Future[Outcome], Claimed] = {}
                 while True:
-                    free = 0 if self._stop.is_set() else self.concurrency - len(in_flight)
-                    claimed = self._exchange(done, free)
-                    done = {}
-                    for item in claimed:
-                        in_flight[pool.submit(self._sender.process, item, self._client)] = item
-                    if in_flight:
-                        finished, _ = concurrent.futures.wait(
-                            in_flight,
-                            timeout=0.05 if len(in_flight) < self.concurrency else beat,
-                            return_when=concurrent.futures.FIRST_COMPLETED,
-                        )
-                        done = {future: in_flight.pop(future) for future in finished}
-                    elif self._stop.is_set():
-                        break
-                    elif not claimed:
-                        due = store.next_due()
-                        now = clock()
-                        if until_idle and (due is None or due > now + linger):
+                    try:
+                        free = 0 if self._stop.is_set() else self.concurrency - len(in_flight)
+                        claimed = self._exchange(done, free)  # clears `done` once recorded
+                        for item in claimed:
+                            leases.add(item)
+                            future = pool.submit(
+                                self._sender.process, item, self._client, leases.held
+                            )
+                            in_flight[future] = item
+                        if in_flight:
+                            finished, _ = concurrent.futures.wait(
+                                in_flight,
+                                timeout=0.05 if len(in_flight) < self.concurrency else beat,
+                                return_when=concurrent.futures.FIRST_COMPLETED,
+                            )
+                            done.update({future: in_flight.pop(future) for future in finished})
+                        elif self._stop.is_set():
                             break
-                        wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - now))
-                        store.wait(wait)
-                    if in_flight and time.monotonic() - renewed > beat:
-                        ids = [c.id for c in in_flight.values()]
-                        store.renew(ids, self.name, until=clock() + self.lease)
-                        renewed = time.monotonic()
+                        elif not claimed:
+                            due = store.next_due()
+                            now = clock()
+                            if until_idle and (due is None or due > now + linger):
+                                break
+                            wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - now))
+                            store.wait(wait)
+                        if in_flight and time.monotonic() - renewed > beat:
+                            renewed = time.monotonic()
+                            leases.renew([c.id for c in in_flight.values()])
+                        failing_since = None
+                    except OutboxError as exc:  # locked, I/O, connection lost: try again
+                        failing_since = failing_since or time.monotonic()
+                        if time.monotonic() - failing_since > self.lease:
+                            raise  # the leases are gone by now: others settle these messages
+                        log.warning("outbox: the database failed, trying again: %s", exc)
+                        time.sleep(DB_RETRY_PAUSE)
             finally:
                 if in_flight:
                     concurrent.futures.wait(in_flight)
@@ -180,18 +194,35 @@ class Worker:
     ) -> list[Claimed]:
         """Record finished sends and claim up to `free` more, in one transaction.
 
-        A bug in our own sending code surfaces here (`future.result()`).
+        A bug in our own sending code surfaces here (`future.result()`), after the
+        other outcomes are recorded (and no more is claimed): its message stays
+        `claimed` until its lease expires and is then settled like a dead worker's.
         """
-        outcomes = [future.result() for future in done]
+        items, outcomes, bug = [], [], None
+        for future, item in done.items():
+            try:
+                outcomes.append(future.result())
+                items.append(item)
+            except Exception as exc:
+                bug = bug or exc
+        if bug is not None:
+            free = 0
         if not outcomes and free < 1:
+            done.clear()
+            if bug is not None:
+                raise bug
             return []
         held, claimed = self.outbox.store.exchange(
             outcomes, self.name, limit=free, lease=self.lease, now=self.outbox.clock()
         )
-        for item, outcome, ok in zip(done.values(), outcomes, held, strict=True):
+        done.clear()  # recorded: run()'s clean-up must not record them again
+        for item, outcome, ok in zip(items, outcomes, held, strict=True):
+            self._leases.discard(item.id)
             if not ok:
                 log.warning("outbox: %s was taken over before its outcome was recorded", item.id)
             self._count(item, outcome.state)
+        if bug is not None:
+            raise bug
         return claimed
 
     def _close_clients(self) -> None:
