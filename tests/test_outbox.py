@@ -20,6 +20,7 @@ from mailbridge import (
     MessageFormatError,
     MissingPlaceholder,
     OutboxError,
+    PoolClosed,
     PreparedMessage,
 )
 from mailbridge.diagnosis import Category
@@ -462,3 +463,81 @@ def test_an_applications_exception_text_is_never_stored(
     assert status.state is State.PARKED
     assert status.summary == "parked: resolve_client failed for this tenant: RuntimeError"
     assert "s3cr3t" not in repr(status) and "s3cr3t" not in caplog.text
+
+
+def test_the_worker_never_closes_the_applications_clients(url: str, server: FakeSmtpServer) -> None:
+    """A resolver that caches one client per tenant (as Django's pool does) keeps working."""
+    client = client_for(server)
+    with Outbox.open(url, resolve_client=lambda tenant: client) as outbox:
+        first = outbox.enqueue(TENANT, invoice(1))
+        drain(outbox)
+        second = outbox.enqueue(TENANT, invoice(2))
+        drain(outbox)  # the second run gets the same client from the resolver
+        states = [outbox.status(id).state for id in (first, second)]
+    assert not client.closed
+    client.close()
+    assert states == [State.SENT, State.SENT] and server.delivered_count == 2
+
+
+def test_a_client_closed_by_the_application_is_resolved_again(
+    url: str, server: FakeSmtpServer
+) -> None:
+    clients: list[DeliveryClient] = []
+
+    def resolve(tenant: str) -> DeliveryClient:
+        if not clients or clients[-1].closed:  # the application replaced the closed one
+            clients.append(client_for(server))
+        return clients[-1]
+
+    with Outbox.open(url, resolve_client=resolve) as outbox:
+        worker = outbox.worker(resolve, backoff=FAST, concurrency=2)
+        first = outbox.enqueue(TENANT, invoice(1))
+
+        def close_after_the_first(claimed: object, state: State) -> None:
+            if state is State.SENT and len(clients) == 1:
+                clients[0].close()
+                outbox.enqueue(TENANT, invoice(2))
+
+        worker.on_outcome = close_after_the_first
+        worker.run(until_idle=True, linger=0.5)
+        states = {outbox.status(id).state for id in (first,)}
+        every = [status.state for status in outbox.messages()]
+    clients[-1].close()
+    assert states == {State.SENT} and every == [State.SENT, State.SENT]
+    assert len(clients) == 2 and server.delivered_count == 2
+
+
+def test_a_resolver_returning_a_closed_client_parks_the_message_saying_so(
+    url: str, server: FakeSmtpServer
+) -> None:
+    closed = client_for(server)
+    closed.close()
+    with Outbox.open(url, resolve_client=lambda tenant: closed) as outbox:
+        id = outbox.enqueue(TENANT, invoice(), client=client_for(server))
+        drain(outbox)
+        status = outbox.status(id)
+    assert status.state is State.PARKED and server.delivered_count == 0
+    assert status.error is not None and "closed DeliveryClient" in status.error.message
+
+
+def test_a_client_closed_between_resolving_and_sending_queues_the_message_again(
+    url: str, server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = client_for(server)
+    deliver = client.transport.deliver
+    calls: list[int] = []
+
+    def closed_once(prepared: PreparedMessage) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PoolClosed("the connection pool is closed")
+        return deliver(prepared)
+
+    monkeypatch.setattr(client.transport, "deliver", closed_once)
+    with Outbox.open(url, resolve_client=lambda tenant: client) as outbox:
+        id = outbox.enqueue(TENANT, invoice())
+        drain(outbox)
+        status = outbox.status(id)
+    client.close()
+    assert status.state is State.SENT and status.attempts == 1 and len(calls) == 2
+    assert server.delivered_count == 1

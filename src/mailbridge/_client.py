@@ -456,6 +456,11 @@ class DeliveryClient:
 
     # -- lifecycle -------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called: the client sends nothing more."""
+        return self._closed
+
     def close(self) -> None:
         """Close open connections. The client can no longer send afterwards."""
         with self._lock:

@@ -20,7 +20,13 @@ import imapclient.exceptions
 
 from ..composer import PreparedMessage
 from ..diagnosis import Category, Diagnosis
-from ..errors import ConfigurationError, DeliveryError, DeliveryOutcomeUnknown, MailbridgeError
+from ..errors import (
+    ConfigurationError,
+    DeliveryError,
+    DeliveryOutcomeUnknown,
+    MailbridgeError,
+    PoolClosed,
+)
 from ..imap import SentArchiver
 from ..reply import SmtpReply
 from ._status import error_json, result_json
@@ -168,6 +174,13 @@ class Sender:
         except Exception as exc:  # the application's resolver: park, never kill the worker
             log.warning("outbox: resolving tenant %r failed: %s", claimed.tenant, _resolver(exc))
             return Outcome(claimed.id, State.PARKED, error=error_json(exc, _resolver(exc)))
+        if client.closed:  # retrying would find it closed again: a person must look
+            closed = ConfigurationError(
+                "resolve_client",
+                f"returned a closed DeliveryClient for tenant {claimed.tenant!r}; return an "
+                "open one (a cached client must not be closed while workers use it)",
+            )
+            return Outcome(claimed.id, State.PARKED, error=error_json(closed))
         if claimed.recovering:
             return self._settle(claimed, client, None)
         prepared = PreparedMessage(
@@ -195,7 +208,12 @@ class Sender:
             if exc.temporary:
                 return self._later(claimed, exc)
             return Outcome(claimed.id, State.FAILED, error=error_json(exc))
-        except MailbridgeError as exc:  # the tenant's set-up (SPF, closed client): a person acts
+        except PoolClosed:  # closed between resolving and sending: nothing went out
+            reason = "the tenant's client was closed before sending: queued again"
+            return Outcome(
+                claimed.id, State.QUEUED, None, None, self.clock(), reason, count_attempt=False
+            )
+        except MailbridgeError as exc:  # the tenant's set-up (SPF): a person acts
             return Outcome(claimed.id, State.PARKED, error=error_json(exc))
         except Exception as exc:
             log.error("outbox: sending %s failed unexpectedly: %s", claimed.id, type(exc).__name__)

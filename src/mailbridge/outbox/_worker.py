@@ -66,7 +66,10 @@ class Worker:
     once nothing is due (messages due within `linger` seconds count as due).
     Sends go through each tenant's client (its connection pool, pipelining), as
     `send_many` does; only as many messages are claimed as can be sent at once,
-    so a crash leaves at most `concurrency` messages in doubt.
+    so a crash leaves at most `concurrency` messages in doubt. The clients
+    `resolve_client` returns stay the application's: the worker never closes them
+    (cache one per tenant and close them when the application stops); one found
+    closed is resolved again.
     """
 
     def __init__(
@@ -114,13 +117,19 @@ class Worker:
             self.on_outcome(claimed, state)
 
     def _client(self, tenant: str) -> DeliveryClient:
-        """The tenant's client, resolved once per run (a failure is not remembered)."""
+        """The tenant's client, resolved once per run (a failure is not remembered).
+
+        A client closed since (the application replaced it) is resolved again.
+        """
         with self._clients_lock:
             client = self._clients.get(tenant)
-        if client is None:
-            client = self.resolve_client(tenant)
+        if client is None or client.closed:
+            fresh = self.resolve_client(tenant)
             with self._clients_lock:
-                client = self._clients.setdefault(tenant, client)
+                cached = self._clients.get(tenant)
+                if cached is None or cached.closed:
+                    self._clients[tenant] = cached = fresh
+                client = cached
         return client
 
     def run(self, *, until_idle: bool = False, linger: float = 0.0) -> WorkerStats:
@@ -186,7 +195,7 @@ class Worker:
                     concurrent.futures.wait(in_flight)
                     done.update(in_flight)
                 self._exchange(done, 0)
-                self._close_clients()
+                self._forget_clients()
         return self.stats
 
     def _exchange(
@@ -225,14 +234,10 @@ class Worker:
             raise bug
         return claimed
 
-    def _close_clients(self) -> None:
+    def _forget_clients(self) -> None:
+        """Drop this run's clients; they belong to the application, which closes them."""
         with self._clients_lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            try:
-                client.close()
-            except Exception:  # closing is best effort: the run's outcome is recorded
-                log.exception("outbox: closing a client failed")
+            self._clients = {}
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
