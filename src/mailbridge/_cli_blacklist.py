@@ -60,13 +60,14 @@ def _cmd_check(
     args: argparse.Namespace, resolver: Callable[[argparse.Namespace], dns.resolver.Resolver]
 ) -> int:
     from .deliverability import DEFAULT_BLACKLISTS, Blacklist, check_blacklists
+    from .deliverability._lists import KNOWN_BLACKLISTS
 
     dqs_key = None
     if args.dqs_key_env:
         dqs_key = os.environ.get(args.dqs_key_env)
         if not dqs_key:
             raise ConfigurationError("dqs_key", f"{args.dqs_key_env} is not set")
-    known = {blacklist.zone: blacklist for blacklist in DEFAULT_BLACKLISTS}
+    known = {blacklist.zone: blacklist for blacklist in KNOWN_BLACKLISTS}
     lists = (  # a known zone keeps its error codes (Spamhaus 127.255.255.x is no listing)
         [
             known.get(zone.lower().rstrip(".")) or Blacklist(name=zone, zone=zone)
