@@ -227,40 +227,9 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        def candidate(c: Any) -> dict[str, Any]:
-            return {
-                "host": c.host,
-                "port": c.port,
-                "security": c.security.value,
-                "username": c.username,
-                "auth_methods": list(c.auth_methods),
-                "source": c.source,
-                "trusted": c.trusted,
-                "explanation": c.explanation,
-            }
+        from ._cli_discovery import discovery_json
 
-        print(
-            json.dumps(
-                {
-                    "email": result.email,
-                    "provider": result.provider.id if result.provider else None,
-                    "smtp": [candidate(c) for c in result.smtp],
-                    "imap": [candidate(c) for c in result.imap],
-                    "sources": [
-                        {
-                            "name": s.name,
-                            "found": s.found,
-                            "seconds": round(s.seconds, 3),
-                            "error": s.error,
-                            "timed_out": s.timed_out,
-                        }
-                        for s in result.sources
-                    ],
-                    "timed_out": list(result.timed_out),
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(discovery_json(result), indent=2))
     else:
         print(result)
     return EXIT_OK if result.smtp else EXIT_FAILED
