@@ -227,9 +227,8 @@ def test_cli_test_connection_blacklist_failures_are_explained(
     assert "NO_KEY is not set" in capsys.readouterr().err
     assert smtp_server.connections == connections
     monkeypatch.setenv("TEST_DQS_KEY", KEY)
-    code = _test_connection(
-        smtp_server, dns, *("--host", "127.0.0.1"), "--dqs-key-env", "TEST_DQS_KEY"
-    )
+    with_key = ["--host", "127.0.0.1", "--dqs-key-env", "TEST_DQS_KEY"]
+    code = _test_connection(smtp_server, dns, *with_key)
     captured = capsys.readouterr()
     assert code == 0 and "Spamhaus ZEN (<key>.zen.dq.spamhaus.net)" in captured.out
     assert KEY not in captured.out + captured.err
