@@ -34,6 +34,7 @@ def dns() -> Iterator[FakeDnsServer]:
         "bl.test": {**TEST_ENTRY, "9.2.0.192": {"A": "127.0.0.2", "TXT": '"trap hits"'}},
         "blocked.test": {"2.0.0.127": {"A": "127.255.255.254"}},
         "hosts.test": {"mail": {"A": "192.0.2.9"}},
+        "localhost": {"@": {"A": "192.0.2.9"}},
         **{b.zone: TEST_ENTRY for b in DEFAULT_BLACKLISTS[1:]},
         f"{KEY}.zen.dq.spamhaus.net": {**TEST_ENTRY, "9.2.0.192": {"A": "127.0.0.2"}},
     }
@@ -183,3 +184,51 @@ def test_a_zone_written_with_its_final_dot_is_asked(
     assert Blacklist(name="Test BL", zone="bl.test.").zone == "bl.test"
     assert _cli(dns, "192.0.2.9", "--list", "bl.test.") == 1  # was an EmptyLabel error
     assert "LISTED" in capsys.readouterr().out
+
+
+def _test_connection(smtp_server: FakeSmtpServer, dns: FakeDnsServer, *argv: str) -> int:
+    server = ["--port", str(smtp_server.port), "--ca-file", str(smtp_server.ca_file)]
+    common = ["--nameserver", "127.0.0.1", "--dns-port", str(dns.port), "--timeout", "3"]
+    return main(["test-connection", *server, *common, *argv])
+
+
+def test_cli_test_connection_checks_blacklists_on_request(
+    smtp_server: FakeSmtpServer, dns: FakeDnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _test_connection(smtp_server, dns, "--host", "127.0.0.1") == 0
+    assert "Blacklist" not in capsys.readouterr().out and dns.query_count == 0
+    assert _test_connection(smtp_server, dns, "--host", "127.0.0.1", "--list", "bl.test") == 0
+    out = capsys.readouterr().out
+    assert "The connection works." in out and "Not listed on any of 1 list checked." in out
+    # the SMTP host's addresses are looked up through --nameserver: listed there
+    code = _test_connection(smtp_server, dns, "--host", "localhost", "--list", "bl.test")
+    out = capsys.readouterr().out
+    assert code == 1 and "The connection works." in out and "LISTED" in out
+    code = _test_connection(
+        smtp_server, dns, "--host", "127.0.0.1", "--list", "bl.test", "--list", "silent.test"
+    )
+    assert code == 4 and "could not be checked" in capsys.readouterr().out
+
+
+def test_cli_test_connection_blacklist_failures_are_explained(
+    smtp_server: FakeSmtpServer,
+    dns: FakeDnsServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a host without an address: the connection fails (1), the check says why, no traceback
+    code = _test_connection(smtp_server, dns, "--host", "nothing.hosts.test", "--blacklists")
+    captured = capsys.readouterr()
+    assert code == 1 and "Nothing could be checked" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+    # the DQS key comes from the environment, is checked before connecting, never shown
+    connections = smtp_server.connections
+    assert _test_connection(smtp_server, dns, "--host", "127.0.0.1", "--dqs-key-env", "NO_KEY") == 2
+    assert "NO_KEY is not set" in capsys.readouterr().err
+    assert smtp_server.connections == connections
+    monkeypatch.setenv("TEST_DQS_KEY", KEY)
+    with_key = ["--host", "127.0.0.1", "--dqs-key-env", "TEST_DQS_KEY"]
+    code = _test_connection(smtp_server, dns, *with_key)
+    captured = capsys.readouterr()
+    assert code == 0 and "Spamhaus ZEN (<key>.zen.dq.spamhaus.net)" in captured.out
+    assert KEY not in captured.out + captured.err

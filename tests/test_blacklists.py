@@ -18,6 +18,7 @@ from mailbridge import (
     ConfigurationError,
 )
 from mailbridge.deliverability import (
+    BARRACUDA,
     DEFAULT_BLACKLISTS,
     Blacklist,
     BlacklistCheck,
@@ -309,6 +310,24 @@ def test_the_default_lists_against_fake_zones() -> None:
     with FakeDnsServer(zones) as server:
         report = check_blacklists(LISTED_IP, resolver=server.resolver(), timeout=3)
     assert len(report.listed) == len(DEFAULT_BLACKLISTS) and report.complete
+
+
+def test_the_defaults_are_complete_from_an_unregistered_resolver() -> None:
+    # Barracuda answers only registered resolvers: from any other, its test entry is
+    # missing. The default check must not then be incomplete for everybody.
+    zones = {b.zone: _zone() for b in DEFAULT_BLACKLISTS}
+    zones[BARRACUDA.zone] = {}  # an unregistered resolver sees no test entry
+    with FakeDnsServer(zones) as server:
+        report = check_blacklists(CLEAN_IP, resolver=server.resolver(), timeout=3)
+        assert report.complete and report.ok
+        opted_in = check_blacklists(
+            CLEAN_IP, resolver=server.resolver(), lists=(*DEFAULT_BLACKLISTS, BARRACUDA), timeout=3
+        )
+    assert BARRACUDA not in DEFAULT_BLACKLISTS and BARRACUDA.zone == "b.barracudacentral.org"
+    assert not opted_in.complete
+    assert [r.list_name for r in opted_in.results if r.status == ListStatus.ERROR] == [
+        "Barracuda BRBL"
+    ]
 
 
 @pytest.mark.parametrize(

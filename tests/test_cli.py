@@ -194,6 +194,11 @@ def test_discover_and_providers_commands(dns_server, capsys: pytest.CaptureFixtu
     )
     data = json.loads(capsys.readouterr().out)
     assert data["provider"] == "google-workspace" and data["smtp"][0]["source"] == "mx"
+    # how to sign in with OAuth2: for the address, and per candidate
+    assert data["oauth2"]["issuer"] == "accounts.google.com"
+    assert data["oauth2"]["scopes"] == ["https://mail.google.com/"]
+    assert data["oauth2"]["token_url"] == "https://oauth2.googleapis.com/token"
+    assert data["smtp"][0]["oauth2"] == data["oauth2"]
     assert main(["providers", "--domain", "gmx.de"]) == 0
     assert "mail.gmx.net:465" in capsys.readouterr().out
     assert main(["providers"]) == 0

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import dns.resolver
 
 from . import (
@@ -27,6 +28,7 @@ from . import (
     MailbridgeError,
     MessageError,
     SmtpSettings,
+    _cli_blacklist,
     _cli_oauth,
 )
 from . import _cli_args as _args
@@ -97,9 +99,11 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 def _cmd_test_connection(args: argparse.Namespace) -> int:
     from ._results import Step
+    from ._transport_choice import blacklist_targets, run_blacklist_check
     from .smtp import probe_smtp
 
     settings = _settings(args)
+    check = _cli_blacklist.connection_blacklist_check(args, _resolver)
 
     def show(step: Step) -> None:
         mark = "ok  " if step.ok else "FAIL"
@@ -108,10 +112,13 @@ def _cmd_test_connection(args: argparse.Namespace) -> int:
     if _show_progress(args):
         print(f"testing {settings.host}:{settings.port} ...", file=sys.stderr, flush=True)
     report = probe_smtp(settings, observer=show if _show_progress(args) else None)
+    if check is not None:  # the SMTP host, as DeliveryClient.test_connection(blacklists=...)
+        targets = blacklist_targets(settings)
+        report = attrs.evolve(report, blacklists=run_blacklist_check(check, targets))
     print(report)
     if report.alternative is not None:
         print(f"Working setting: --security {report.alternative.security.value}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _cli_blacklist.connection_exit_code(report)
 
 
 def _read_body(path: str) -> str:
@@ -227,40 +234,9 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        def candidate(c: Any) -> dict[str, Any]:
-            return {
-                "host": c.host,
-                "port": c.port,
-                "security": c.security.value,
-                "username": c.username,
-                "auth_methods": list(c.auth_methods),
-                "source": c.source,
-                "trusted": c.trusted,
-                "explanation": c.explanation,
-            }
+        from ._cli_discovery import discovery_json
 
-        print(
-            json.dumps(
-                {
-                    "email": result.email,
-                    "provider": result.provider.id if result.provider else None,
-                    "smtp": [candidate(c) for c in result.smtp],
-                    "imap": [candidate(c) for c in result.imap],
-                    "sources": [
-                        {
-                            "name": s.name,
-                            "found": s.found,
-                            "seconds": round(s.seconds, 3),
-                            "error": s.error,
-                            "timed_out": s.timed_out,
-                        }
-                        for s in result.sources
-                    ],
-                    "timed_out": list(result.timed_out),
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(discovery_json(result), indent=2))
     else:
         print(result)
     return EXIT_OK if result.smtp else EXIT_FAILED
@@ -347,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--progress", action="store_true", help="show each step on stderr as it happens"
     )
+    _cli_blacklist.add_connection_options(test, _add_dns_options)
     test.set_defaults(handler=_cmd_test_connection)
 
     send = commands.add_parser("send", help="send one email")
@@ -413,9 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     providers.add_argument("--domain", help="only the provider for this address domain")
     providers.set_defaults(handler=_cmd_providers)
 
-    from ._cli_blacklist import add_blacklist_command
-
-    add_blacklist_command(commands, _add_dns_options, _resolver)
+    _cli_blacklist.add_blacklist_command(commands, _add_dns_options, _resolver)
     add_outbox_commands(commands)
     return parser
 

@@ -11,11 +11,12 @@ from .._lazy import exports
 
 if TYPE_CHECKING:
     from ._dnsbl import BlacklistCheck, check_blacklists
-    from ._lists import DEFAULT_BLACKLISTS, Blacklist
+    from ._lists import BARRACUDA, DEFAULT_BLACKLISTS, Blacklist
     from ._report import BlacklistReport, ListResult, ListStatus
     from ._suppression import SqliteSuppressionList, Suppression, SuppressionList
 
 __all__ = [
+    "BARRACUDA",
     "DEFAULT_BLACKLISTS",
     "Blacklist",
     "BlacklistCheck",
@@ -33,7 +34,7 @@ if not TYPE_CHECKING:
         __name__,
         {
             "._dnsbl": ("BlacklistCheck", "check_blacklists"),
-            "._lists": ("DEFAULT_BLACKLISTS", "Blacklist"),
+            "._lists": ("BARRACUDA", "DEFAULT_BLACKLISTS", "Blacklist"),
             "._report": ("BlacklistReport", "ListResult", "ListStatus"),
             "._suppression": ("SqliteSuppressionList", "Suppression", "SuppressionList"),
         },

@@ -1,6 +1,7 @@
 """The blacklists (DNSBLs) checked by default: zones, return codes, and where their status was read.
 
-Only lists that answer today. Left out on purpose: SORBS (decommissioned by Proofpoint on
+Only lists that answer anyone today. Barracuda is defined (`BARRACUDA`) but not a default:
+it answers only registered resolvers. Left out on purpose: SORBS (decommissioned by Proofpoint on
 5 June 2024; its zones no longer answer), DSBL (gone since 2009), UCEPROTECT levels 2/3
 (they list whole networks for others' spam, and charge for faster removal).
 """
@@ -15,7 +16,7 @@ import attrs
 
 from ..errors import ConfigurationError
 
-__all__ = ["DEFAULT_BLACKLISTS", "Blacklist"]
+__all__ = ["BARRACUDA", "DEFAULT_BLACKLISTS", "KNOWN_BLACKLISTS", "Blacklist"]
 
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DQS_KEY = re.compile(r"^[A-Za-z0-9]{8,63}$")
@@ -110,6 +111,17 @@ SPAMHAUS_ZEN = Blacklist(
     "format, IPv6 nibbles); spamhaus.org news 788 (127.255.255.0/24 is an error range)",
 )
 
+BARRACUDA = Blacklist(
+    name="Barracuda BRBL",
+    zone="b.barracudacentral.org",
+    codes={"127.0.0.2": "sent mail to Barracuda's spam traps or was rated as spam"},
+    removal="use the removal form at barracudacentral.org/rbl/removal-request.",
+    source="barracudacentral.org/rbl/how-to-use (free; the querying resolver's address "
+    "must be registered, otherwise even the test entry is missing)",
+)
+"""Barracuda's list: not checked by default, since it answers only resolvers whose address
+was registered with Barracuda (otherwise every check is incomplete); pass it in `lists=`."""
+
 DEFAULT_BLACKLISTS: tuple[Blacklist, ...] = (
     SPAMHAUS_ZEN,
     Blacklist(
@@ -120,14 +132,6 @@ DEFAULT_BLACKLISTS: tuple[Blacklist, ...] = (
         "spamcop.net/bl.shtml.",
         source="spamcop.net/bl.shtml (operated by Cisco; the zone answers, listings expire "
         "after 24 h without reports)",
-    ),
-    Blacklist(
-        name="Barracuda BRBL",
-        zone="b.barracudacentral.org",
-        codes={"127.0.0.2": "sent mail to Barracuda's spam traps or was rated as spam"},
-        removal="use the removal form at barracudacentral.org/rbl/removal-request.",
-        source="barracudacentral.org/rbl/how-to-use (free; the querying resolver's address "
-        "must be registered, otherwise even the test entry is missing)",
     ),
     Blacklist(
         name="PSBL",
@@ -150,3 +154,6 @@ DEFAULT_BLACKLISTS: tuple[Blacklist, ...] = (
         "100,000 queries a day)",
     ),
 )
+
+KNOWN_BLACKLISTS: tuple[Blacklist, ...] = (*DEFAULT_BLACKLISTS, BARRACUDA)
+"""Every list mailbridge knows the codes of: the defaults and the opt-in ones."""

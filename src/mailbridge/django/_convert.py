@@ -9,19 +9,25 @@ break smuggled into a header, no Bcc in the bytes, nothing SMTP cannot carry.
 
 from __future__ import annotations
 
+import binascii
 import copy
 import email.encoders
 import email.errors
+import email.feedparser
 import email.generator
+import email.message
+import email.mime.base
 import email.parser
 import email.policy
 import email.utils
 import io
 import quopri
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import django
 
 from .._addresses import Mailbox, parse_mailbox, parse_mailbox_list
 from .._client import DeliveryClient
@@ -33,6 +39,9 @@ from ..errors import HeaderInjection, MailbridgeError, MessageError, MessageForm
 __all__ = ["DEFAULT_TENANT_HEADER", "prepare_django_message", "tenant_hint"]
 
 DEFAULT_TENANT_HEADER = "X-Mailbridge-Tenant"
+# Django before 6.0 builds legacy MIME objects (SafeMIMEMultipart) and takes MIMEBase
+# attachments as they are: binary attachments are then written by `_binary_attachment`.
+_DJANGO_BUILDS_LEGACY_MIME = django.VERSION < (6,)
 # Set by Django from the message's own fields, or by mailbridge from the client's identity.
 _ADDRESSING = frozenset({"from", "reply-to", "message-id"})
 # Django writes the MIME structure; a header of the same name would contradict it.
@@ -125,10 +134,12 @@ def _flatten(mime: Any) -> bytes:
     return out.getvalue()
 
 
-def _build(clone: Any) -> bytes:
-    """Let Django build its MIME message; its refusals become typed errors."""
+def _build(clone: Any, foreign: frozenset[int]) -> bytes:
+    """Let Django build its MIME message, 7-bit; its refusals become typed errors."""
     try:
-        return _flatten(clone.message())
+        mime = clone.message()
+        _seven_bit_parts(mime, foreign)
+        data = _flatten(mime)
     except MailbridgeError:
         raise
     except (ValueError, TypeError, LookupError, email.errors.MessageError) as exc:
@@ -136,13 +147,87 @@ def _build(clone: Any) -> bytes:
         if "newline" in str(exc).lower() or "linefeed" in str(exc).lower():
             raise HeaderInjection("headers") from None
         raise MessageFormatError("message", f"Django could not build it: {exc}") from None
+    del mime  # the bytes are all that is kept: the tree's payloads are freed
+    return data if data.isascii() else _seven_bit(data)
+
+
+def _binary_attachment(attachment: Any) -> Any:
+    """A `(filename, bytes, "type/subtype")` attachment (not text, not a message) as the MIME
+    part Django would make, its base64 written at once: Django's own way decodes the bytes
+    into a str of 4-byte characters first (about 8x the file at its peak)."""
+    if not (isinstance(attachment, tuple) and len(attachment) == 3):
+        return attachment
+    filename, content, mimetype = attachment
+    if not (isinstance(content, bytes) and isinstance(mimetype, str) and "/" in mimetype):
+        return attachment
+    basetype, subtype = mimetype.split("/", 1)
+    if basetype in ("text", "message", "multipart"):
+        return attachment
+    part = email.mime.base.MIMEBase(basetype, subtype)
+    encoded = io.BytesIO()  # 76-character lines, as Django's encoder writes them
+    for start in range(0, len(content), 57):
+        encoded.write(binascii.b2a_base64(content[start : start + 57]))
+    part.set_payload(encoded.getvalue().decode("ascii"))
+    part["Content-Transfer-Encoding"] = "base64"
+    if filename:
+        name: Any = filename if str(filename).isascii() else ("utf-8", "", str(filename))
+        part.add_header("Content-Disposition", "attachment", filename=name)
+    return part
+
+
+def _foreign_parts(message: Any) -> frozenset[int]:
+    """The ids of the application's own MIME objects among the attachments: never changed."""
+    found: set[int] = set()
+    for attachment in message.attachments or ():
+        item = attachment if isinstance(attachment, email.message.Message) else None
+        if item is None and isinstance(attachment, tuple) and len(attachment) > 1:
+            content = attachment[1]
+            item = content if isinstance(content, email.message.Message) else None
+        if item is not None:
+            found.update(id(part) for part in item.walk())
+    return frozenset(found)
+
+
+def _seven_bit_parts(mime: Any, foreign: frozenset[int]) -> None:
+    """Re-encode in place each 8-bit body part Django made (text as quoted-printable, others
+    base64), so that the bytes need not be parsed and written again, and give each of its
+    multiparts a boundary. The application's own
+    MIME objects (`foreign`) are left alone; `_seven_bit` handles what they leave 8-bit."""
+    for part in mime.walk():
+        if part.is_multipart() and part.get_boundary() is None and id(part) not in foreign:
+            # Without a boundary the generator joins all the part's text to pick one.
+            # 128 random bits never occur in the text by chance.
+            part.set_boundary(f"==============={secrets.token_hex(16)}==")
+        if part.is_multipart() or part.get_content_maintype() == "message":
+            continue
+        if id(part) in foreign:
+            continue
+        payload = part.get_payload()
+        if not isinstance(payload, str) or payload.isascii():
+            continue
+        _reencode(part)
+
+
+def _reencode(part: Any) -> None:
+    raw = part.get_payload(decode=True)
+    if not isinstance(raw, bytes):
+        return
+    del part["Content-Transfer-Encoding"]
+    if part.get_content_maintype() == "text":
+        part.set_payload(quopri.encodestring(raw).decode("ascii"))
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+    else:
+        part.set_payload(raw)
+        email.encoders.encode_base64(part)
 
 
 def _seven_bit(data: bytes) -> bytes:
     """`data` with every 8-bit body part re-encoded as quoted-printable (text) or base64.
 
     Django writes UTF-8 text as 8bit; mailbridge keeps messages 7-bit so that a server
-    without 8BITMIME takes them unchanged, as `DocumentEmail` messages are.
+    without 8BITMIME takes them unchanged, as `DocumentEmail` messages are. Only needed
+    when the application's own MIME objects hold 8-bit parts (`_seven_bit_parts` re-encodes
+    Django's before they are written).
     """
     if data.isascii():
         return data
@@ -151,26 +236,33 @@ def _seven_bit(data: bytes) -> bytes:
         if part.is_multipart() or part.get_content_maintype() == "message":
             continue
         raw = part.get_payload(decode=True)
-        if not isinstance(raw, bytes) or raw.isascii():
-            continue
-        del part["Content-Transfer-Encoding"]
-        if part.get_content_maintype() == "text":
-            part.set_payload(quopri.encodestring(raw).decode("ascii"))
-            part["Content-Transfer-Encoding"] = "quoted-printable"
-        else:
-            part.set_payload(raw)
-            email.encoders.encode_base64(part)
+        if isinstance(raw, bytes) and not raw.isascii():
+            _reencode(part)
     return _flatten(mime)
+
+
+_CHUNK = 1 << 16
+
+
+def _read_back(data: bytes) -> Any:
+    """`data` parsed as a receiver reads it. Fed in chunks: parsing the bytes whole
+    (`BytesParser.parsebytes`) holds a decoded copy and a 4-byte-per-character buffer."""
+    parser = email.feedparser.BytesFeedParser(policy=email.policy.default)
+    view = memoryview(data)
+    for start in range(0, len(view), _CHUNK):
+        parser.feed(bytes(view[start : start + _CHUNK]))
+    return parser.close()
 
 
 def _check_written(data: bytes) -> None:
     """Re-read the bytes: no header of any part holds a line break, no Bcc, one From."""
     try:
-        parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+        parsed = _read_back(data)
         parts = [[(name, str(value)) for name, value in part.items()] for part in parsed.walk()]
     except (ValueError, LookupError, email.errors.MessageError) as exc:
         raise MessageFormatError("message", f"cannot be read back: {exc}") from None
     names = [name.lower() for name in parsed]
+    del parsed
     if "bcc" in names or names.count("from") != 1 or names.count("message-id") != 1:
         raise HeaderInjection("message")
     for headers in parts:
@@ -228,7 +320,10 @@ def prepare_django_message(
     clone = copy.copy(message)  # the caller's message keeps its own headers
     clone.extra_headers = headers
     clone.reply_to = []
-    data = _seven_bit(_build(clone))
+    if _DJANGO_BUILDS_LEGACY_MIME:
+        clone.attachments = [_binary_attachment(a) for a in message.attachments or ()]
+    data = _build(clone, _foreign_parts(message))
+    del clone  # with it the attachments written by _binary_attachment
     _check_written(data)
     check_transmittable(data)
     recipients = probe.recipients
