@@ -285,6 +285,14 @@ def test_a_failing_resolver_parks_the_message_and_the_worker_goes_on(
     status = outbox.status(parked)
     assert status.state is State.PARKED
     assert status.summary.startswith("parked: resolve_client failed for this tenant: KeyError")
+    assert status.error is not None
+    diagnosis = status.error.diagnosis
+    assert diagnosis is not None
+    assert diagnosis.category is Category.CLIENT_UNAVAILABLE
+    assert diagnosis.summary == (
+        "The application could not build this tenant's mail client: KeyError."
+    )
+    assert diagnosis.hints  # what to do, for the application's operator
     assert outbox.status(sent).state is State.SENT
     assert outbox.retry(parked)
     drain(outbox)

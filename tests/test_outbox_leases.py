@@ -102,9 +102,9 @@ def test_a_tenant_at_its_connection_limit_does_not_starve_the_others(
         )
         for _ in range(100):  # a flood from one tenant allowed one message at a time
             outbox.enqueue("flood", prepared, client=_client(server))
-        other = outbox.enqueue("other", prepared, client=_client(server))
         now = time.time() + 1
         first = outbox.store.claim("w1", limit=4, lease=60, now=now)
         assert [c.tenant for c in first] == ["flood"]  # its one connection
+        other = outbox.enqueue("other", prepared, client=_client(server))
         second = outbox.store.claim("w2", limit=4, lease=60, now=now)
         assert [c.id for c in second] == [other]  # not hidden behind the flood's backlog

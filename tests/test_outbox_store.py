@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +26,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
+    opened = hand_clock(open_store(store_url))
     opened.migrate()
     yield opened
     opened.close()
+
+
+def hand_clock(store: Store) -> Store:
+    """`store` reading time from the tests' `now` (T0 …), not the database's clock."""
+    store.dialect.clock_sql = None  # type: ignore[attr-defined]
+    return store
 
 
 def message(
@@ -62,9 +69,9 @@ def test_migrate_creates_the_schema_once(store_url: str) -> None:
     store = open_store(store_url)
     try:
         assert store.schema_version() == 0
-        assert store.migrate() == SCHEMA_VERSION == 2
-        assert store.migrate() == 2
-        assert store.schema_version() == 2
+        assert store.migrate() == SCHEMA_VERSION == 3
+        assert store.migrate() == 3
+        assert store.schema_version() == 3
     finally:
         store.close()
 
@@ -236,7 +243,7 @@ def test_concurrent_claims_never_share_a_message(store_url: str, store: Store) -
     lock = threading.Lock()
 
     def claim(owner: str) -> None:
-        other = open_store(store_url)
+        other = hand_clock(open_store(store_url))
         try:
             for _ in range(30):
                 got = other.claim(owner, limit=3, lease=30, now=T0 + 1)
@@ -285,3 +292,157 @@ def test_a_new_sqlite_outbox_file_is_readable_by_its_owner_only(tmp_path: Path) 
         opened.close()
     assert modes["outbox.db"] == 0o600  # the invoices' bytes are in it
     assert modes["outbox.db-wal"] == 0o600
+
+
+# -- sliding pacing windows (schema v3) and fairness across tenants ------------------
+
+
+def test_a_per_minute_limit_holds_over_any_sliding_minute(store: Store) -> None:
+    limits = TenantLimits("Microsoft 365", per_minute=3)
+    for i in range(6):
+        store.enqueue(message(limits=limits, at=T0 - 10 + i / 100))
+    assert len(store.claim("w1", limit=1, lease=300, now=T0)) == 1
+    assert len(store.claim("w1", limit=10, lease=300, now=T0 + 59)) == 2
+    # a fixed window starting at T0 would allow 3 more here: 5 within 1.5 seconds
+    assert len(store.claim("w2", limit=10, lease=300, now=T0 + 60.5)) == 1
+    waiting = store.rows(state=State.QUEUED)
+    assert {row.not_before for row in waiting} == {T0 + 59 + 60}
+    assert {row.wait_reason for row in waiting} == {"waiting: Microsoft 365 per-minute limit"}
+    assert store.claim("w2", limit=10, lease=300, now=T0 + 118) == []
+    assert len(store.claim("w2", limit=10, lease=300, now=T0 + 119)) == 2
+
+
+def test_a_daily_limit_holds_over_any_sliding_day(store: Store) -> None:
+    limits = TenantLimits("Gmail", per_day=2)
+    for i in range(4):
+        store.enqueue(message(limits=limits, at=T0 - 10 + i))
+    [first] = store.claim("w1", limit=1, lease=30, now=T0)
+    assert store.finish(first.id, "w1", State.SENT, now=T0 + 1)
+    [second] = store.claim("w1", limit=5, lease=30, now=T0 + 86_000)
+    assert store.finish(second.id, "w1", State.SENT, now=T0 + 86_001)
+    assert len(store.claim("w1", limit=5, lease=30, now=T0 + 86_400.5)) == 1
+    [waiting] = store.rows(state=State.QUEUED)
+    assert (waiting.not_before, waiting.wait_reason) == (
+        T0 + 86_000 + 86_400,
+        "waiting: Gmail daily limit",
+    )
+
+
+def test_claims_given_back_without_sending_free_their_slot(store: Store) -> None:
+    limits = TenantLimits("Gmail", per_minute=2)
+    for i in range(4):
+        store.enqueue(message(limits=limits, at=T0 + i / 100))
+    first, second = store.claim("w1", limit=5, lease=30, now=T0 + 1)
+    assert store.release([first.id], "w1", now=T0 + 2) == 1  # SIGTERM: never tried
+    [again] = store.claim("w1", limit=5, lease=30, now=T0 + 3)
+    # a temporary failure was an attempt (the server may count it): its slot stays taken
+    assert store.reschedule(second.id, "w1", now=T0 + 4, not_before=T0 + 4, reason="4xx")
+    assert store.claim("w1", limit=5, lease=30, now=T0 + 5) == []
+    # proven not transmitted (count_attempt=False): given back
+    untried = Outcome(again.id, State.QUEUED, not_before=T0 + 6, count_attempt=False)
+    assert store.record([untried], "w1", now=T0 + 6) == [True]
+    assert len(store.claim("w1", limit=5, lease=30, now=T0 + 7)) == 1
+
+
+def test_a_version_2_database_upgrades_in_place_and_keeps_its_sends(store_url: str) -> None:
+    from mailbridge.outbox._schema import MIGRATIONS
+
+    old = hand_clock(open_store(store_url))
+    try:
+        with old._transaction() as cursor:  # type: ignore[attr-defined]
+            old._version(cursor)  # type: ignore[attr-defined]
+            for number, statements in enumerate(MIGRATIONS[:2], start=1):
+                for statement in statements:
+                    old._run(cursor, statement.format(blob=old.dialect.blob, real=old.dialect.real))  # type: ignore[attr-defined]
+                old._run(cursor, "INSERT INTO outbox_schema (version) VALUES (?)", (number,))  # type: ignore[attr-defined]
+        assert old.schema_version() == 2
+        limits = TenantLimits("Gmail", per_day=2)
+        ids = [old.enqueue(message(limits=limits, at=T0 + i))[0] for i in range(3)]
+        with old._transaction() as cursor:  # type: ignore[attr-defined]
+            old._run(  # type: ignore[attr-defined]
+                cursor,
+                "UPDATE outbox_messages SET state = 'sent', sent_at = ?, updated_at = ?"
+                " WHERE id IN (?, ?)",
+                (T0 + 5, T0 + 5, *ids[:2]),
+            )
+        assert old.migrate() == SCHEMA_VERSION == 3
+        assert old.schema_version() == 3
+        # the two sent under v2 still count: the third waits for the day to slide
+        assert old.claim("w1", limit=5, lease=30, now=T0 + 100) == []
+        held = old.get(ids[2])
+        assert held is not None
+        assert (held.not_before, held.wait_reason) == (
+            T0 + 5 + 86_400,
+            "waiting: Gmail daily limit",
+        )
+        assert [c.id for c in old.claim("w1", limit=5, lease=30, now=T0 + 86_406)] == [ids[2]]
+    finally:
+        old.close()
+
+
+def test_one_tenants_flood_does_not_delay_another_tenants_message(store: Store) -> None:
+    for i in range(40):
+        store.enqueue(message("flood", at=T0 + i / 100))
+    invoice, _ = store.enqueue(message("acme", at=T0 + 5))
+    claimed = store.claim("w1", limit=4, lease=30, now=T0 + 6)
+    assert invoice in [c.id for c in claimed]
+    assert len(claimed) == 4
+
+
+def test_claims_go_round_robin_over_tenants_oldest_first_within_each(store: Store) -> None:
+    ids: dict[str, list[str]] = {}
+    for i in range(5):
+        for tenant in ("a", "b", "c"):
+            ids.setdefault(tenant, []).append(store.enqueue(message(tenant, at=T0 + i))[0])
+    first = store.claim("w1", limit=3, lease=30, now=T0 + 10)
+    assert sorted(c.id for c in first) == sorted(found[0] for found in ids.values())
+    second = store.claim("w1", limit=2, lease=30, now=T0 + 10)
+    third = store.claim("w2", limit=4, lease=30, now=T0 + 10)
+    taken = [c.id for c in (*second, *third)]
+    assert len({c.tenant for c in second}) == 2
+    assert {c.tenant for c in third} == {"a", "b", "c"}
+    assert all(found[1] in taken for found in ids.values())
+
+
+# -- clocks: on PostgreSQL the database's clock decides leases and due times -------------
+
+
+def _one_clock(store_url: str) -> None:
+    if not store_url.startswith("postgres"):
+        pytest.skip("SQLite is one machine: the local clock is the clock")
+
+
+def test_a_worker_whose_clock_is_behind_keeps_its_lease(store_url: str) -> None:
+    _one_clock(store_url)
+    behind, right = open_store(store_url), open_store(store_url)
+    try:
+        behind.migrate()
+        now = time.time()
+        id, _ = right.enqueue(message(at=now - 5))
+        [claimed] = behind.claim("slow", limit=1, lease=60, now=now - 1000 + 10)
+        assert claimed.lease_expires == pytest.approx(now - 1000 + 70, abs=1)  # its own terms
+        assert right.claim("fast", limit=1, lease=60, now=now + 1) == []  # no takeover
+        row = right.get(id)
+        assert row is not None
+        assert row.lease_expires == pytest.approx(now + 60, abs=5)  # the database's terms
+        assert behind.renew([id], "slow", until=now - 1000 + 130, now=now - 1000 + 10) == 1
+        row = right.get(id)
+        assert row is not None
+        assert row.lease_expires == pytest.approx(now + 120, abs=5)
+        assert right.claim("fast", limit=1, lease=60, now=now + 100) == []
+        assert behind.finish(id, "slow", State.SENT, now=now - 1000 + 20)
+    finally:
+        behind.close()
+        right.close()
+
+
+def test_a_message_enqueued_by_a_clock_ahead_is_due_at_once(store_url: str) -> None:
+    _one_clock(store_url)
+    store = open_store(store_url)
+    try:
+        store.migrate()
+        now = time.time()
+        id, _ = store.enqueue(message(at=now + 1000))  # the application's clock is ahead
+        assert [c.id for c in store.claim("w", limit=1, lease=60, now=now + 1)] == [id]
+    finally:
+        store.close()

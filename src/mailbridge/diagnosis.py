@@ -49,6 +49,7 @@ class Category(enum.StrEnum):
     OAUTH_GRANT_INVALID = "oauth_grant_invalid"
     OAUTH_CONSENT_REQUIRED = "oauth_consent_required"
     OAUTH_CLIENT_INVALID = "oauth_client_invalid"
+    CLIENT_UNAVAILABLE = "client_unavailable"  # the application's resolve_client raised
 
 
 def _hints(value: Iterable[str]) -> tuple[str, ...]:

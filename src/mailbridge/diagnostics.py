@@ -473,3 +473,17 @@ def closed_before_writing() -> ConnectError:
         diagnosis=Diagnosis(Category.CONNECTION_LOST, "The connection was closed."),
         temporary=True,
     )
+
+
+def client_unavailable(cause: str) -> Diagnosis:
+    """The outbox could not get a tenant's client: the application's `resolve_client`
+    raised (`cause`: a mailbridge error's text, else only the exception's type)."""
+    return Diagnosis(
+        Category.CLIENT_UNAVAILABLE,
+        f"The application could not build this tenant's mail client: {cause}.",
+        (
+            "Check the tenant's account in the application (deleted, or its settings or "
+            "credentials missing); the worker's log names the error.",
+            "Once fixed, retry(id) sends the message; nothing was sent meanwhile.",
+        ),
+    )

@@ -22,6 +22,10 @@ class Dialect(Protocol):
     real: str  # column type for float seconds
     claim_lock: str
     row_lock: str
+    # A SELECT of the database's clock in UNIX seconds, or None to trust the caller's
+    # `now` (SQLite: one machine, one clock). With one, every time a caller passes is
+    # read relative to the `now` it passes, so workers on several machines agree.
+    clock_sql: str | None
 
     def connect(self) -> Any:
         """A DB-API connection in autocommit mode (the store issues BEGIN/COMMIT)."""

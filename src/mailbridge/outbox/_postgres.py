@@ -44,6 +44,8 @@ class PostgresDialect:
     real = "DOUBLE PRECISION"
     claim_lock = "FOR UPDATE SKIP LOCKED"
     row_lock = "FOR UPDATE"
+    # workers on several machines: leases and due times by the server's clock
+    clock_sql: str | None = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
 
     def __init__(self, url: str) -> None:
         try:

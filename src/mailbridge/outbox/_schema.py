@@ -83,7 +83,32 @@ _V2 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# Version 3: pacing over sliding windows. Each claim that may send counts as one row of
+# `outbox_sends` (tenant, message, claim time); a tenant's limits hold over any window of
+# a minute / a day (the rows are pruned once a day old, so a Gmail tenant keeps at most
+# ~500 of them). The fixed-window counters of `outbox_tenants` are no longer used. What
+# v2 databases sent (or were sending) during their last day is copied in, so an upgrade
+# never undercounts. `outbox_fair` lets a claim visit tenants in turn (fairness).
+_V3 = (
+    """CREATE TABLE IF NOT EXISTS outbox_sends (
+        tenant TEXT NOT NULL,
+        id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        at {real} NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS outbox_sends_window ON outbox_sends (tenant, at)",
+    "CREATE INDEX IF NOT EXISTS outbox_sends_message ON outbox_sends (id, at)",
+    "CREATE INDEX IF NOT EXISTS outbox_fair"
+    " ON outbox_messages (state, tenant, not_before, created_at)",
+    """INSERT INTO outbox_sends (tenant, id, owner, at)
+        SELECT m.tenant, m.id, COALESCE(m.lease_owner, ''), COALESCE(m.sent_at, m.updated_at)
+        FROM outbox_messages m JOIN outbox_tenants t ON t.tenant = m.tenant
+        WHERE m.state IN ('claimed', 'sent', 'outcome_unknown', 'failed')
+        AND COALESCE(m.sent_at, m.updated_at)
+            > (SELECT MAX(updated_at) FROM outbox_messages) - 86400""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Statements that bring the schema from version N to N + 1, in order."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,6 +20,7 @@ import imapclient.exceptions
 
 from ..composer import PreparedMessage
 from ..diagnosis import Category, Diagnosis
+from ..diagnostics import client_unavailable
 from ..errors import (
     ConfigurationError,
     DeliveryError,
@@ -104,11 +105,12 @@ class Leases:
         """Extend the leases of `ids`; one lost (taken over) is not extended."""
         if not ids:
             return
-        until = self.clock() + self.lease
-        if self.store.renew(ids, self.owner, until=until) == len(ids):
+        now = self.clock()
+        until = now + self.lease
+        if self.store.renew(ids, self.owner, until=until, now=now) == len(ids):
             renewed = list(ids)
         else:  # some were taken over: find which are still ours
-            renewed = [id for id in ids if self.store.renew([id], self.owner, until=until)]
+            renewed = [id for id in ids if self.store.renew([id], self.owner, until=until, now=now)]
         with self._lock:
             for id in renewed:
                 if id in self._until:
@@ -173,7 +175,8 @@ class Sender:
             client = resolve(claimed.tenant)
         except Exception as exc:  # the application's resolver: park, never kill the worker
             log.warning("outbox: resolving tenant %r failed: %s", claimed.tenant, _resolver(exc))
-            return Outcome(claimed.id, State.PARKED, error=error_json(exc, _resolver(exc)))
+            why = client_unavailable(_cause(exc))
+            return Outcome(claimed.id, State.PARKED, error=error_json(exc, _resolver(exc), why))
         if client.closed:  # retrying would find it closed again: a person must look
             closed = ConfigurationError(
                 "resolve_client",
@@ -305,10 +308,13 @@ class Sender:
             log.warning("outbox: archiving %s failed: %s", prepared.message_id, exc)
 
 
-def _resolver(exc: BaseException) -> str:
+def _cause(exc: BaseException) -> str:
     # The application's exception: its type only, its text might hold a secret.
-    text = str(exc) if isinstance(exc, MailbridgeError) else type(exc).__name__
-    return f"resolve_client failed for this tenant: {text}"
+    return str(exc) if isinstance(exc, MailbridgeError) else type(exc).__name__
+
+
+def _resolver(exc: BaseException) -> str:
+    return f"resolve_client failed for this tenant: {_cause(exc)}"
 
 
 def _unknown_diagnosis() -> Diagnosis:

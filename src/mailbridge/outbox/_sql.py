@@ -5,9 +5,11 @@ Every method is one short transaction; none is held while a worker talks SMTP.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -74,34 +76,36 @@ def _delivery(records: Sequence[tuple[str, ...]]) -> str | None:
 
 
 class _Tenant:
-    """A tenant's limits and window counters inside one claim transaction."""
+    """A tenant's limits and its sends in the sliding windows, inside one claim transaction.
 
-    def __init__(self, values: Sequence[Any], in_flight: int, now: float) -> None:
-        (_, self.provider, self.per_minute, self.per_day, self.max_in_flight) = values[:5]
-        self.minute_start, self.minute_count, self.day_start, self.day_count = values[5:]
+    `minute` / `day` count the claims logged in `outbox_sends` during the last minute /
+    day plus those this claim takes; `at_limit` says which window is full, if any.
+    """
+
+    def __init__(self, values: Sequence[Any], in_flight: int, minute: int, day: int) -> None:
+        (_, self.provider, self.per_minute, self.per_day, self.max_in_flight) = values
+        self.minute, self.day = minute, day
         self.in_flight = in_flight
-        self.changed = False
-        if now >= self.minute_start + MINUTE:
-            self.minute_start, self.minute_count = now, 0
-        if now >= self.day_start + DAY:
-            self.day_start, self.day_count = now, 0
+        self.taken: list[str] = []
+        self.held: tuple[float, str] | None = None  # once full, for the rest of the claim
 
-    def hold(self) -> tuple[float, str] | None:
-        """(not_before, reason) when the next message must wait for a window."""
-        if self.per_day is not None and self.day_count >= self.per_day:
-            return self.day_start + DAY, f"waiting: {self.provider} daily limit"
-        if self.per_minute is not None and self.minute_count >= self.per_minute:
-            return self.minute_start + MINUTE, f"waiting: {self.provider} per-minute limit"
+    def at_limit(self) -> tuple[float, int, str] | None:
+        """(window length, sends over the limit, reason) when the next message must wait."""
+        if self.per_day is not None and self.day >= self.per_day:
+            return DAY, self.day - self.per_day, f"waiting: {self.provider} daily limit"
+        if self.per_minute is not None and self.minute >= self.per_minute:
+            reason = f"waiting: {self.provider} per-minute limit"
+            return MINUTE, self.minute - self.per_minute, reason
         return None
 
     def full(self) -> bool:
         return self.max_in_flight is not None and self.in_flight >= self.max_in_flight
 
-    def take(self) -> None:
-        self.minute_count += 1
-        self.day_count += 1
+    def take(self, id: str) -> None:
+        self.minute += 1
+        self.day += 1
         self.in_flight += 1
-        self.changed = True
+        self.taken.append(id)
 
 
 class SqlStore:
@@ -112,6 +116,7 @@ class SqlStore:
         self.dialect = dialect
         self._lock = threading.RLock()
         self._connection = dialect.connect()
+        self._cursor = ""  # the tenant served last: claims visit tenants in turn after it
 
     def __repr__(self) -> str:
         return f"<SqlStore {self.dialect.name}>"
@@ -138,6 +143,15 @@ class SqlStore:
                 if failure is exc:
                     raise
                 raise failure from None
+
+    def _shift(self, cursor: Any, now: float) -> float:
+        """How far the database's clock is ahead of the caller's `now` (0 without one).
+
+        Times a caller passes are moved by it, times returned to it moved back: a worker
+        whose clock is off still writes and compares leases by the database's clock."""
+        if self.dialect.clock_sql is None:
+            return 0.0
+        return float(self._run(cursor, self.dialect.clock_sql).fetchone()[0]) - now
 
     def _run(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor.execute(self.dialect.sql(sql), tuple(params))
@@ -171,6 +185,14 @@ class SqlStore:
 
     def enqueue(self, message: NewMessage) -> tuple[str, bool]:
         with self._transaction() as cursor:
+            shift = self._shift(cursor, message.created_at)
+            if shift:
+                message = attrs.evolve(
+                    message,
+                    created_at=message.created_at + shift,
+                    not_before=message.not_before + shift,
+                    deadline=message.deadline + shift,
+                )
             if message.idempotency_key is not None:
                 existing = self._existing_id(cursor, message)
                 if existing is not None:
@@ -250,14 +272,16 @@ class SqlStore:
         if not outcomes and limit < 1:
             return [], []
         with self._transaction() as cursor:
-            held = [self._record(cursor, outcome, owner, now) for outcome in outcomes]
+            shift = self._shift(cursor, now)
+            held = self._record_all(cursor, outcomes, owner, now, shift)
             if limit < 1:
                 return held, []
-            return held, self._claim(cursor, owner, None, limit, lease, now)
+            return held, self._claim(cursor, owner, None, limit, lease, now + shift, shift)
 
     def claim_one(self, id: str, owner: str, *, lease: float, now: float) -> Claimed | None:
         with self._transaction() as cursor:
-            claimed = self._claim(cursor, owner, id, 1, lease, now)
+            shift = self._shift(cursor, now)
+            claimed = self._claim(cursor, owner, id, 1, lease, now + shift, shift)
         return claimed[0] if claimed else None
 
     def _claim(  # noqa: PLR0917 (one internal call shape)
@@ -268,6 +292,7 @@ class SqlStore:
         limit: int,
         lease: float,
         now: float,
+        shift: float,
     ) -> list[Claimed]:
         candidates = self._candidates(cursor, id, limit, now)
         if not candidates:
@@ -283,17 +308,19 @@ class SqlStore:
                 continue
             tenant = tenants.get(tenant_key)
             if tenant is not None:
-                hold = tenant.hold()
+                hold = self._hold_until(cursor, tenant_key, tenant, now)
                 if hold is not None:
                     held.append((hold[0], hold[1], now, key))
                     continue
                 if tenant.full():
                     continue
-                tenant.take()
+                tenant.take(key)
             taken.append((key, False))
+        if id is None and taken:
+            self._cursor = next(c[1] for c in candidates if c[0] == taken[-1][0])
         self._hold(cursor, held)
-        self._save_tenants(cursor, tenants)
-        return self._take(cursor, owner, taken, now + lease, now)
+        self._log_sends(cursor, owner, tenants, now)
+        return self._take(cursor, owner, taken, now + lease, now, shift)
 
     def _candidates(
         self, cursor: Any, id: str | None, limit: int, now: float
@@ -316,15 +343,44 @@ class SqlStore:
         ).fetchall()
         # Tenants already at their connection limit are left out: else their backlog fills
         # every window of candidates and the other tenants' messages are never seen.
-        full = self._full_tenants(cursor, now)
-        skip = f" AND tenant NOT IN ({_marks(len(full))})" if full else ""
-        due = self._run(
-            cursor,
-            f"SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued'{skip}"
-            f" AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
-            (*full, now, 4 * limit + 16),
-        ).fetchall()
+        full = set(self._full_tenants(cursor, now))
+        visit = [t for t in self._tenant_turns(cursor, limit + 16) if t not in full]
+        queues = [
+            self._run(
+                cursor,
+                "SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued' AND"
+                f" tenant = ? AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
+                (tenant, now, limit),
+            ).fetchall()
+            for tenant in visit
+        ]
+        # round-robin: each tenant's oldest, then each one's second oldest, …
+        due = [row for turn in itertools.zip_longest(*queues) for row in turn if row is not None]
+        if len(due) < limit and visit:  # every tenant visited was served in full
+            self._cursor = visit[-1]
         return [*expired, *due]
+
+    def _tenant_turns(self, cursor: Any, count: int) -> list[str]:
+        """Up to `count` tenants with queued messages, in turn after the last one served
+        (wrapping around); each step is one seek on the `outbox_fair` index."""
+        turns = self._tenants_after(cursor, self._cursor, count)
+        if len(turns) < count and self._cursor:
+            turns += [t for t in self._tenants_after(cursor, "", count) if t not in turns]
+        return turns[:count]
+
+    def _tenants_after(self, cursor: Any, after: str, count: int) -> list[str]:
+        next_tenant = "SELECT MIN(tenant) FROM outbox_messages WHERE state = 'queued' AND tenant >"
+        return [
+            str(row[0])
+            for row in self._run(
+                cursor,
+                f"WITH RECURSIVE turn(tenant, n) AS (SELECT ({next_tenant} ?), 1 UNION ALL"
+                f" SELECT ({next_tenant} turn.tenant), n + 1 FROM turn"
+                " WHERE turn.tenant IS NOT NULL AND n < ?) SELECT tenant FROM turn"
+                " WHERE tenant IS NOT NULL",
+                (after, count),
+            ).fetchall()
+        ]
 
     def _full_tenants(self, cursor: Any, now: float) -> list[str]:
         """Tenants whose messages in flight (live leases) fill their connection limit."""
@@ -343,22 +399,63 @@ class SqlStore:
     def _tenants(self, cursor: Any, keys: list[str], now: float) -> dict[str, _Tenant]:
         rows = self._run(
             cursor,
-            "SELECT tenant, provider, per_minute, per_day, in_flight, minute_start,"
-            f" minute_count, day_start, day_count FROM outbox_tenants WHERE tenant IN"
-            f" ({_marks(len(keys))}) ORDER BY tenant {self.dialect.row_lock}",
+            "SELECT tenant, provider, per_minute, per_day, in_flight FROM outbox_tenants"
+            f" WHERE tenant IN ({_marks(len(keys))}) ORDER BY tenant {self.dialect.row_lock}",
             keys,
         ).fetchall()
         if not rows:
             return {}
+        limited = [row[0] for row in rows]
         busy = dict(
             self._run(
                 cursor,
                 "SELECT tenant, COUNT(*) FROM outbox_messages WHERE state = 'claimed'"
-                f" AND lease_expires >= ? AND tenant IN ({_marks(len(rows))}) GROUP BY tenant",
-                (now, *(row[0] for row in rows)),
+                f" AND lease_expires >= ? AND tenant IN ({_marks(len(limited))}) GROUP BY tenant",
+                (now, *limited),
             ).fetchall()
         )
-        return {row[0]: _Tenant(row, int(busy.get(row[0], 0)), now) for row in rows}
+        # sends older than a day no longer count: prune them (the log stays ~a day long)
+        self._run(
+            cursor,
+            f"DELETE FROM outbox_sends WHERE tenant IN ({_marks(len(limited))}) AND at <= ?",
+            (*limited, now - DAY),
+        )
+        windows = {
+            tenant: (int(minute or 0), int(day))
+            for tenant, minute, day in self._run(
+                cursor,
+                "SELECT tenant, SUM(CASE WHEN at > ? THEN 1 ELSE 0 END), COUNT(*)"
+                f" FROM outbox_sends WHERE tenant IN ({_marks(len(limited))}) GROUP BY tenant",
+                (now - MINUTE, *limited),
+            ).fetchall()
+        }
+        return {
+            row[0]: _Tenant(row, int(busy.get(row[0], 0)), *windows.get(row[0], (0, 0)))
+            for row in rows
+        }
+
+    def _hold_until(
+        self, cursor: Any, key: str, tenant: _Tenant, now: float
+    ) -> tuple[float, str] | None:
+        """(not_before, reason) when `tenant`'s next message must wait: the moment the
+        oldest send still in the full window leaves it and frees a slot."""
+        if tenant.held is None:
+            full = tenant.at_limit()
+            if full is None:
+                return None
+            window, over, reason = full
+            logged = tenant.minute if window == MINUTE else tenant.day
+            logged -= len(tenant.taken)  # those taken by this claim are logged at `now`
+            oldest = None
+            if over < logged:
+                oldest = self._run(
+                    cursor,
+                    "SELECT at FROM outbox_sends WHERE tenant = ? AND at > ?"
+                    " ORDER BY at LIMIT 1 OFFSET ?",
+                    (key, now - window, over),
+                ).fetchone()
+            tenant.held = (window + (now if oldest is None else float(oldest[0])), reason)
+        return tenant.held
 
     def _hold(self, cursor: Any, held: list[tuple[float, str, float, str]]) -> None:
         for values in held:
@@ -369,25 +466,38 @@ class SqlStore:
                 values,
             )
 
-    def _save_tenants(self, cursor: Any, tenants: dict[str, _Tenant]) -> None:
+    def _log_sends(self, cursor: Any, owner: str, tenants: dict[str, _Tenant], now: float) -> None:
         for key, tenant in tenants.items():
-            if tenant.changed:
+            for id in tenant.taken:
                 self._run(
                     cursor,
-                    "UPDATE outbox_tenants SET minute_start = ?, minute_count = ?, day_start = ?,"
-                    " day_count = ? WHERE tenant = ?",
-                    (
-                        tenant.minute_start,
-                        tenant.minute_count,
-                        tenant.day_start,
-                        tenant.day_count,
-                        key,
-                    ),
+                    "INSERT INTO outbox_sends (tenant, id, owner, at) VALUES (?, ?, ?, ?)",
+                    (key, id, owner, now),
                 )
 
-    def _take(
-        self, cursor: Any, owner: str, taken: list[tuple[str, bool]], until: float, now: float
+    def _give_back(self, cursor: Any, ids: Sequence[str], owner: str) -> None:
+        """Drop the send logged by `owner`'s claim of each of `ids` (nothing was sent).
+
+        Only the message's newest entry, and only when this owner's claim wrote it: a
+        takeover of an expired lease logs nothing, so it never drops an earlier send."""
+        for id in ids:
+            self._run(
+                cursor,
+                "DELETE FROM outbox_sends WHERE id = ? AND owner = ?"
+                " AND at = (SELECT MAX(at) FROM outbox_sends WHERE id = ?)",
+                (id, owner, id),
+            )
+
+    def _take(  # noqa: PLR0917 (one internal call shape)
+        self,
+        cursor: Any,
+        owner: str,
+        taken: list[tuple[str, bool]],
+        until: float,
+        now: float,
+        shift: float,
     ) -> list[Claimed]:
+        """Claim `taken`; the rows come back with their times in the caller's terms."""
         if not taken:
             return []
         recovering = dict(taken)
@@ -419,10 +529,10 @@ class SqlStore:
                 note=row[8],
                 data=bytes(row[9]),
                 attempts=int(row[10]),
-                created_at=float(row[11]),
-                deadline=float(row[12]),
+                created_at=float(row[11]) - shift,
+                deadline=float(row[12]) - shift,
                 lease_owner=row[13],
-                lease_expires=float(row[14]),
+                lease_expires=float(row[14]) - shift,
                 envelope_id=row[15],
                 recovering=recovering[row[0]],
             )
@@ -435,7 +545,22 @@ class SqlStore:
         if not outcomes:
             return []
         with self._transaction() as cursor:
-            return [self._record(cursor, outcome, owner, now) for outcome in outcomes]
+            return self._record_all(cursor, outcomes, owner, now, self._shift(cursor, now))
+
+    def _record_all(
+        self, cursor: Any, outcomes: Sequence[Outcome], owner: str, now: float, shift: float
+    ) -> list[bool]:
+        return [
+            self._record(
+                cursor,
+                outcome
+                if outcome.not_before is None or not shift
+                else attrs.evolve(outcome, not_before=outcome.not_before + shift),
+                owner,
+                now + shift,
+            )
+            for outcome in outcomes
+        ]
 
     def _record(self, cursor: Any, outcome: Outcome, owner: str, now: float) -> bool:
         if outcome.state is State.QUEUED:
@@ -461,7 +586,10 @@ class SqlStore:
             )
             sent_at = now if outcome.state is State.SENT else None
             params = (outcome.state.value, outcome.result, outcome.error, sent_at, now)
-        return bool(self._run(cursor, sql, (*params, outcome.id, owner)).rowcount == 1)
+        done = bool(self._run(cursor, sql, (*params, outcome.id, owner)).rowcount == 1)
+        if done and outcome.state is State.QUEUED and not outcome.count_attempt:
+            self._give_back(cursor, [outcome.id], owner)  # nothing went out: slot back
+        return done
 
     def finish(
         self,
@@ -493,16 +621,39 @@ class SqlStore:
 
     def release(self, ids: Sequence[str], owner: str, *, now: float) -> int:
         changes = "state = 'queued', attempts = attempts - 1, lease_owner = NULL,"
-        return self._held(ids, owner, changes + " lease_expires = NULL, updated_at = ?", now)
+        changes += " lease_expires = NULL, updated_at = ?"
+        return self._held(ids, owner, changes, now, now, give_back=True)
 
-    def renew(self, ids: Sequence[str], owner: str, *, until: float) -> int:
-        return self._held(ids, owner, "lease_expires = ?", until)
+    def renew(
+        self, ids: Sequence[str], owner: str, *, until: float, now: float | None = None
+    ) -> int:
+        return self._held(ids, owner, "lease_expires = ?", until, now)
 
-    def _held(self, ids: Sequence[str], owner: str, changes: str, value: float) -> int:
-        """Apply `changes` (one `?`, for `value`) to those of `ids` that `owner` holds."""
+    def _held(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        changes: str,
+        value: float,
+        now: float | None,
+        *,
+        give_back: bool = False,
+    ) -> int:
+        """Apply `changes` (one `?`, for `value`, a time by the caller's clock whose `now`
+        is given: time.time() when None) to those of `ids` that `owner` holds
+        (`give_back`: and drop the sends their claims logged)."""
         if not ids:
             return 0
         with self._transaction() as cursor:
+            value += self._shift(cursor, time.time() if now is None else now)
+            if give_back:
+                mine = self._run(
+                    cursor,
+                    "SELECT id FROM outbox_messages WHERE state = 'claimed' AND lease_owner = ?"
+                    f" AND id IN ({_marks(len(ids))}) {self.dialect.row_lock}",
+                    (owner, *ids),
+                ).fetchall()
+                self._give_back(cursor, [row[0] for row in mine], owner)
             return int(
                 self._run(
                     cursor,
@@ -651,6 +802,7 @@ class SqlStore:
         if force:
             states.append(State.OUTCOME_UNKNOWN)
         with self._transaction() as cursor:
+            now += self._shift(cursor, now)
             return bool(
                 self._run(
                     cursor,
@@ -664,6 +816,7 @@ class SqlStore:
 
     def cancel(self, id: str, *, now: float) -> bool:
         with self._transaction() as cursor:
+            now += self._shift(cursor, now)
             return bool(
                 self._run(
                     cursor,

@@ -47,6 +47,7 @@ class SqliteDialect:
     real = "REAL"
     claim_lock = ""
     row_lock = ""
+    clock_sql: str | None = None  # one machine: the caller's clock is the clock
 
     def __init__(self, url: str) -> None:
         self.path, self.synchronous = sqlite_path(url)

@@ -41,16 +41,19 @@ def result_json(
     )
 
 
-def error_json(error: BaseException, message: str | None = None) -> str:
+def error_json(
+    error: BaseException, message: str | None = None, diagnosis: Diagnosis | None = None
+) -> str:
     """The `error` column for `error` (its type, text, reply and `Diagnosis`).
 
     Only mailbridge's own errors keep their text (they never hold a secret); of any
     other exception (the application's resolver, a bug) only the type is kept.
+    `diagnosis` stands in for the error's own (which only mailbridge's errors have).
     """
     if message is None:
         message = str(error) if isinstance(error, MailbridgeError) else _bare(error)
     reply = getattr(error, "reply", None)
-    diagnosis = getattr(error, "diagnosis", None)
+    diagnosis = diagnosis or getattr(error, "diagnosis", None)
     return json.dumps(
         {
             "type": type(error).__name__,

@@ -2,6 +2,17 @@
 
 `SqlStore` (in `_sql.py`) implements it over a small `Dialect`; SQLite and
 PostgreSQL differ only there. Times are UNIX seconds (float, UTC) in both.
+
+Clocks: every method that changes rows takes the caller's `now`, and every other time
+it takes (`not_before`, `until`, a message's `created_at`/`not_before`/`deadline`) is
+read relative to that `now`. A store without a clock of its own (SQLite: one machine)
+uses them as they are; PostgreSQL moves them by how far the server's clock is ahead of
+the caller's, so leases and due times are written and compared by ONE clock across
+machines, and the `Claimed` it returns carries its times back in the caller's terms.
+Stored times (`Row`, `next_due`) are the store's.
+
+Pacing: `TenantLimits.per_minute` / `per_day` hold over any sliding minute / day (a
+log of claims per tenant); claims visit tenants round-robin (fairness).
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ class TenantLimits:
     """A tenant's sending limits, enforced in the database across every worker.
 
     `provider` is the name shown in reasons ("waiting: Gmail daily limit");
-    `per_minute` / `per_day` count messages claimed per fixed window; `in_flight`
+    `per_minute` / `per_day` count messages claimed in any sliding minute / day; `in_flight`
     bounds the tenant's messages claimed at once. None means no limit.
     """
 
@@ -253,8 +264,11 @@ class Store(Protocol):
         """Give claimed messages back untried (`queued`, attempt not counted)."""
         ...
 
-    def renew(self, ids: Sequence[str], owner: str, *, until: float) -> int:
-        """Extend the leases `owner` holds on `ids`; returns how many it still held."""
+    def renew(
+        self, ids: Sequence[str], owner: str, *, until: float, now: float | None = None
+    ) -> int:
+        """Extend the leases `owner` holds on `ids` to `until` (by the caller's clock, whose
+        reading is `now`; time.time() when None); returns how many it still held."""
         ...
 
     def get(self, id: str) -> Row | None:
