@@ -5,157 +5,32 @@ Every method is one short transaction; none is held while a worker talks SMTP.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
-from ._dialect import Dialect
+from ._pacing import Pacing
 from ._schema import MIGRATIONS, SCHEMA_VERSION
-from ._store import FINAL_STATES, BounceRecord, Claimed, NewMessage, Outcome, Row, State
+from ._sql_base import ROW, marks
+from ._sql_bounces import BounceQueries
+from ._store import FINAL_STATES, Claimed, NewMessage, Outcome, Row, State
 
 __all__ = ["SqlStore"]
 
 log = logging.getLogger("mailbridge.outbox")
 
-MINUTE = 60.0
-DAY = 86_400.0
 _CLAIMED = (
     "m.id, tenant, message_id, envelope_sender, recipients, bcc, smtputf8, mode, note, b.data,"
     " attempts, created_at, deadline, lease_owner, lease_expires, envelope_id"
 )
-_ROW = (
-    "id, tenant, idempotency_key, state, message_id, envelope_sender, recipients, size,"
-    " attempts, created_at, updated_at, not_before, deadline, wait_reason, sent_at,"
-    " lease_owner, lease_expires, result, error, envelope_id, delivery"
-)
-_BOUNCE = "recipient, action, status, reason, diagnostic, kind, matched_by, reported_at"
-_FIND = {
-    "envelope_id": "envelope_id = ?",
-    "message_id": "message_id = ?",
-    "verp": "verp_token = ?",
-    # a recipient alone: only sent messages, the address as a JSON string in the list
-    "recipient": "state = 'sent' AND LOWER(recipients) LIKE ? ESCAPE '!'",
-}
-_DUE = "((state = 'queued' AND not_before <= ?) OR (state = 'claimed' AND lease_expires < ?))"
 
 
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-def _row(values: Sequence[Any], bounces: Sequence[BounceRecord] = ()) -> Row:
-    fields = list(values)
-    fields[3] = State(fields[3])
-    fields[6] = tuple(json.loads(fields[6]))
-    return attrs.evolve(Row(*fields), bounces=tuple(bounces))
-
-
-def _bounce(values: Sequence[Any]) -> BounceRecord:
-    recipient, action, status, reason, diagnostic, kind, matched_by, reported_at = values
-    return BounceRecord(
-        recipient, action, status, reason, diagnostic, kind, matched_by, float(reported_at)
-    )
-
-
-def _like(address: str) -> str:
-    """A LIKE pattern (escape `!`) matching `address` as a JSON string in a JSON list."""
-    text = json.dumps(address.lower())
-    return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-
-
-def _delivery(records: Sequence[tuple[str, ...]]) -> str | None:
-    actions = {record[0] for record in records}
-    return "bounced" if "failed" in actions else "delayed" if actions else None
-
-
-class _Tenant:
-    """A tenant's limits and its sends in the sliding windows, inside one claim transaction.
-
-    `minute` / `day` count the claims logged in `outbox_sends` during the last minute /
-    day plus those this claim takes; `at_limit` says which window is full, if any.
-    """
-
-    def __init__(self, values: Sequence[Any], in_flight: int, minute: int, day: int) -> None:
-        (_, self.provider, self.per_minute, self.per_day, self.max_in_flight) = values
-        self.minute, self.day = minute, day
-        self.in_flight = in_flight
-        self.taken: list[str] = []
-        self.held: tuple[float, str] | None = None  # once full, for the rest of the claim
-
-    def at_limit(self) -> tuple[float, int, str] | None:
-        """(window length, sends over the limit, reason) when the next message must wait."""
-        if self.per_day is not None and self.day >= self.per_day:
-            return DAY, self.day - self.per_day, f"waiting: {self.provider} daily limit"
-        if self.per_minute is not None and self.minute >= self.per_minute:
-            reason = f"waiting: {self.provider} per-minute limit"
-            return MINUTE, self.minute - self.per_minute, reason
-        return None
-
-    def full(self) -> bool:
-        return self.max_in_flight is not None and self.in_flight >= self.max_in_flight
-
-    def take(self, id: str) -> None:
-        self.minute += 1
-        self.day += 1
-        self.in_flight += 1
-        self.taken.append(id)
-
-
-class SqlStore:
+class SqlStore(Pacing, BounceQueries):
     """The `Store` protocol over a SQL database (see docs/outbox.md for the semantics)."""
-
-    def __init__(self, url: str, dialect: Dialect) -> None:
-        self.url = url
-        self.dialect = dialect
-        self._lock = threading.RLock()
-        self._connection = dialect.connect()
-        self._cursor = ""  # the tenant served last: claims visit tenants in turn after it
-
-    def __repr__(self) -> str:
-        return f"<SqlStore {self.dialect.name}>"
-
-    # -- plumbing ----------------------------------------------------------------
-
-    @contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[Any]:
-        with self._lock:
-            cursor = self._connection.cursor()
-            try:
-                self.dialect.begin(cursor, write=write)
-            except Exception as exc:
-                raise self.dialect.failure(exc) from None
-            try:
-                yield cursor
-                cursor.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    cursor.execute("ROLLBACK")
-                except Exception:  # gone with the connection, or rolled back already
-                    log.debug("outbox: ROLLBACK failed after %s", type(exc).__name__)
-                failure = self.dialect.failure(exc)
-                if failure is exc:
-                    raise
-                raise failure from None
-
-    def _shift(self, cursor: Any, now: float) -> float:
-        """How far the database's clock is ahead of the caller's `now` (0 without one).
-
-        Times a caller passes are moved by it, times returned to it moved back: a worker
-        whose clock is off still writes and compares leases by the database's clock."""
-        if self.dialect.clock_sql is None:
-            return 0.0
-        return float(self._run(cursor, self.dialect.clock_sql).fetchone()[0]) - now
-
-    def _run(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        cursor.execute(self.dialect.sql(sql), tuple(params))
-        return cursor
 
     # -- schema ------------------------------------------------------------------
 
@@ -202,7 +77,7 @@ class SqlStore:
                 "INSERT INTO outbox_messages (id, tenant, idempotency_key, state, message_id,"
                 " envelope_sender, recipients, bcc, smtputf8, mode, note, size, attempts,"
                 " created_at, updated_at, not_before, deadline, envelope_id, verp_token)"
-                f" VALUES ({_marks(19)}) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+                f" VALUES ({marks(19)}) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
                 (
                     message.id,
                     message.tenant,
@@ -322,172 +197,6 @@ class SqlStore:
         self._log_sends(cursor, owner, tenants, now)
         return self._take(cursor, owner, taken, now + lease, now, shift)
 
-    def _candidates(
-        self, cursor: Any, id: str | None, limit: int, now: float
-    ) -> list[tuple[str, str, str]]:
-        """Expired leases first, then due queued messages in order (each query on its index)."""
-        lock = self.dialect.claim_lock
-        if id is not None:
-            return list(
-                self._run(
-                    cursor,
-                    f"SELECT id, tenant, state FROM outbox_messages WHERE id = ? AND {_DUE} {lock}",
-                    (id, now, now),
-                ).fetchall()
-            )
-        expired = self._run(
-            cursor,
-            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'claimed'"
-            f" AND lease_expires < ? ORDER BY lease_expires LIMIT ? {lock}",
-            (now, limit),
-        ).fetchall()
-        # Tenants already at their connection limit are left out: else their backlog fills
-        # every window of candidates and the other tenants' messages are never seen.
-        full = set(self._full_tenants(cursor, now))
-        visit = [t for t in self._tenant_turns(cursor, limit + 16) if t not in full]
-        queues = [
-            self._run(
-                cursor,
-                "SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued' AND"
-                f" tenant = ? AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
-                (tenant, now, limit),
-            ).fetchall()
-            for tenant in visit
-        ]
-        # round-robin: each tenant's oldest, then each one's second oldest, …
-        due = [row for turn in itertools.zip_longest(*queues) for row in turn if row is not None]
-        if len(due) < limit and visit:  # every tenant visited was served in full
-            self._cursor = visit[-1]
-        return [*expired, *due]
-
-    def _tenant_turns(self, cursor: Any, count: int) -> list[str]:
-        """Up to `count` tenants with queued messages, in turn after the last one served
-        (wrapping around); each step is one seek on the `outbox_fair` index."""
-        turns = self._tenants_after(cursor, self._cursor, count)
-        if len(turns) < count and self._cursor:
-            turns += [t for t in self._tenants_after(cursor, "", count) if t not in turns]
-        return turns[:count]
-
-    def _tenants_after(self, cursor: Any, after: str, count: int) -> list[str]:
-        next_tenant = "SELECT MIN(tenant) FROM outbox_messages WHERE state = 'queued' AND tenant >"
-        return [
-            str(row[0])
-            for row in self._run(
-                cursor,
-                f"WITH RECURSIVE turn(tenant, n) AS (SELECT ({next_tenant} ?), 1 UNION ALL"
-                f" SELECT ({next_tenant} turn.tenant), n + 1 FROM turn"
-                " WHERE turn.tenant IS NOT NULL AND n < ?) SELECT tenant FROM turn"
-                " WHERE tenant IS NOT NULL",
-                (after, count),
-            ).fetchall()
-        ]
-
-    def _full_tenants(self, cursor: Any, now: float) -> list[str]:
-        """Tenants whose messages in flight (live leases) fill their connection limit."""
-        return [
-            str(row[0])
-            for row in self._run(
-                cursor,
-                "SELECT t.tenant FROM outbox_tenants t JOIN (SELECT tenant, COUNT(*) AS busy"
-                " FROM outbox_messages WHERE state = 'claimed' AND lease_expires >= ?"
-                " GROUP BY tenant) m ON m.tenant = t.tenant"
-                " WHERE t.in_flight IS NOT NULL AND m.busy >= t.in_flight",
-                (now,),
-            ).fetchall()
-        ]
-
-    def _tenants(self, cursor: Any, keys: list[str], now: float) -> dict[str, _Tenant]:
-        rows = self._run(
-            cursor,
-            "SELECT tenant, provider, per_minute, per_day, in_flight FROM outbox_tenants"
-            f" WHERE tenant IN ({_marks(len(keys))}) ORDER BY tenant {self.dialect.row_lock}",
-            keys,
-        ).fetchall()
-        if not rows:
-            return {}
-        limited = [row[0] for row in rows]
-        busy = dict(
-            self._run(
-                cursor,
-                "SELECT tenant, COUNT(*) FROM outbox_messages WHERE state = 'claimed'"
-                f" AND lease_expires >= ? AND tenant IN ({_marks(len(limited))}) GROUP BY tenant",
-                (now, *limited),
-            ).fetchall()
-        )
-        # sends older than a day no longer count: prune them (the log stays ~a day long)
-        self._run(
-            cursor,
-            f"DELETE FROM outbox_sends WHERE tenant IN ({_marks(len(limited))}) AND at <= ?",
-            (*limited, now - DAY),
-        )
-        windows = {
-            tenant: (int(minute or 0), int(day))
-            for tenant, minute, day in self._run(
-                cursor,
-                "SELECT tenant, SUM(CASE WHEN at > ? THEN 1 ELSE 0 END), COUNT(*)"
-                f" FROM outbox_sends WHERE tenant IN ({_marks(len(limited))}) GROUP BY tenant",
-                (now - MINUTE, *limited),
-            ).fetchall()
-        }
-        return {
-            row[0]: _Tenant(row, int(busy.get(row[0], 0)), *windows.get(row[0], (0, 0)))
-            for row in rows
-        }
-
-    def _hold_until(
-        self, cursor: Any, key: str, tenant: _Tenant, now: float
-    ) -> tuple[float, str] | None:
-        """(not_before, reason) when `tenant`'s next message must wait: the moment the
-        oldest send still in the full window leaves it and frees a slot."""
-        if tenant.held is None:
-            full = tenant.at_limit()
-            if full is None:
-                return None
-            window, over, reason = full
-            logged = tenant.minute if window == MINUTE else tenant.day
-            logged -= len(tenant.taken)  # those taken by this claim are logged at `now`
-            oldest = None
-            if over < logged:
-                oldest = self._run(
-                    cursor,
-                    "SELECT at FROM outbox_sends WHERE tenant = ? AND at > ?"
-                    " ORDER BY at LIMIT 1 OFFSET ?",
-                    (key, now - window, over),
-                ).fetchone()
-            tenant.held = (window + (now if oldest is None else float(oldest[0])), reason)
-        return tenant.held
-
-    def _hold(self, cursor: Any, held: list[tuple[float, str, float, str]]) -> None:
-        for values in held:
-            self._run(
-                cursor,
-                "UPDATE outbox_messages SET not_before = ?, wait_reason = ?, updated_at = ?"
-                " WHERE id = ?",
-                values,
-            )
-
-    def _log_sends(self, cursor: Any, owner: str, tenants: dict[str, _Tenant], now: float) -> None:
-        for key, tenant in tenants.items():
-            for id in tenant.taken:
-                self._run(
-                    cursor,
-                    "INSERT INTO outbox_sends (tenant, id, owner, at) VALUES (?, ?, ?, ?)",
-                    (key, id, owner, now),
-                )
-
-    def _give_back(self, cursor: Any, ids: Sequence[str], owner: str) -> None:
-        """Drop the send logged by `owner`'s claim of each of `ids` (nothing was sent).
-
-        Only the message's newest entry, and only when this owner's claim wrote it: a
-        takeover of an expired lease logs nothing, so it never drops an earlier send."""
-        for id in ids:
-            self._run(
-                cursor,
-                "DELETE FROM outbox_sends WHERE id = ? AND owner = ?"
-                " AND at = (SELECT MAX(at) FROM outbox_sends WHERE id = ?)",
-                (id, owner, id),
-            )
-
     def _take(  # noqa: PLR0917 (one internal call shape)
         self,
         cursor: Any,
@@ -511,7 +220,7 @@ class SqlStore:
         rows = self._run(
             cursor,
             f"SELECT {_CLAIMED} FROM outbox_messages m JOIN outbox_bodies b ON b.id = m.id"
-            f" WHERE m.id IN ({_marks(len(taken))})",
+            f" WHERE m.id IN ({marks(len(taken))})",
             list(recovering),
         ).fetchall()
         order = {id: index for index, (id, _) in enumerate(taken)}
@@ -650,7 +359,7 @@ class SqlStore:
                 mine = self._run(
                     cursor,
                     "SELECT id FROM outbox_messages WHERE state = 'claimed' AND lease_owner = ?"
-                    f" AND id IN ({_marks(len(ids))}) {self.dialect.row_lock}",
+                    f" AND id IN ({marks(len(ids))}) {self.dialect.row_lock}",
                     (owner, *ids),
                 ).fetchall()
                 self._give_back(cursor, [row[0] for row in mine], owner)
@@ -658,7 +367,7 @@ class SqlStore:
                 self._run(
                     cursor,
                     f"UPDATE outbox_messages SET {changes} WHERE state = 'claimed'"
-                    f" AND lease_owner = ? AND id IN ({_marks(len(ids))})",
+                    f" AND lease_owner = ? AND id IN ({marks(len(ids))})",
                     (value, owner, *ids),
                 ).rowcount
             )
@@ -668,76 +377,9 @@ class SqlStore:
     def get(self, id: str) -> Row | None:
         with self._transaction(write=False) as cursor:
             found = self._run(
-                cursor, f"SELECT {_ROW} FROM outbox_messages WHERE id = ?", (id,)
+                cursor, f"SELECT {ROW} FROM outbox_messages WHERE id = ?", (id,)
             ).fetchone()
             return None if found is None else self._with_bounces(cursor, [found])[0]
-
-    def _with_bounces(self, cursor: Any, found: Sequence[Sequence[Any]]) -> list[Row]:
-        """Rows with their bounce records (one query for those that have any)."""
-        ids = [values[0] for values in found if values[-1] is not None]
-        records: dict[str, list[BounceRecord]] = {}
-        if ids:
-            for values in self._run(
-                cursor,
-                f"SELECT id, {_BOUNCE} FROM outbox_bounces WHERE id IN ({_marks(len(ids))})"
-                " ORDER BY id, recipient",
-                ids,
-            ).fetchall():
-                records.setdefault(values[0], []).append(_bounce(values[1:]))
-        return [_row(values, records.get(values[0], ())) for values in found]
-
-    def find(self, key: str, value: str) -> Row | None:
-        if key not in _FIND:
-            raise ValueError(f"unknown key {key!r}")
-        with self._transaction(write=False) as cursor:
-            found = self._run(
-                cursor,
-                f"SELECT {_ROW} FROM outbox_messages WHERE {_FIND[key]}"
-                " ORDER BY created_at DESC, id LIMIT 1",
-                (_like(value) if key == "recipient" else value,),
-            ).fetchone()
-            return None if found is None else self._with_bounces(cursor, [found])[0]
-
-    def record_bounces(self, id: str, records: Sequence[BounceRecord]) -> bool:
-        changed = False
-        with self._transaction() as cursor:
-            lock = self.dialect.row_lock  # one writer per message: the upserts below
-            found = self._run(cursor, f"SELECT id FROM outbox_messages WHERE id = ? {lock}", (id,))
-            if found.fetchone() is None:
-                return False
-            for record in records:
-                old = self._run(
-                    cursor,
-                    f"SELECT {_BOUNCE} FROM outbox_bounces WHERE id = ? AND recipient = ?",
-                    (id, record.recipient),
-                ).fetchone()
-                if old is not None:
-                    kept = _bounce(old)
-                    if kept.action == "failed" and record.action != "failed":
-                        continue  # a bounce is final: a late "delayed" does not undo it
-                    if attrs.evolve(kept, reported_at=record.reported_at) == record:
-                        continue  # the same report again (at-least-once delivery)
-                    self._run(
-                        cursor,
-                        "DELETE FROM outbox_bounces WHERE id = ? AND recipient = ?",
-                        (id, record.recipient),
-                    )
-                self._run(
-                    cursor,
-                    f"INSERT INTO outbox_bounces (id, {_BOUNCE}) VALUES ({_marks(9)})",
-                    (id, *attrs.astuple(record)),
-                )
-                changed = True
-            if changed:
-                actions = self._run(
-                    cursor, "SELECT action FROM outbox_bounces WHERE id = ?", (id,)
-                ).fetchall()
-                self._run(
-                    cursor,
-                    "UPDATE outbox_messages SET delivery = ? WHERE id = ?",
-                    (_delivery(actions), id),
-                )
-        return changed
 
     def rows(
         self,
@@ -752,7 +394,7 @@ class SqlStore:
         with self._transaction(write=False) as cursor:
             found = self._run(
                 cursor,
-                f"SELECT {_ROW} FROM outbox_messages {clauses}"
+                f"SELECT {ROW} FROM outbox_messages {clauses}"
                 " ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             ).fetchall()
@@ -808,7 +450,7 @@ class SqlStore:
                     cursor,
                     "UPDATE outbox_messages SET state = 'queued', not_before = ?,"
                     " deadline = ? + (deadline - created_at), wait_reason = NULL, updated_at = ?"
-                    f" WHERE id = ? AND state IN ({_marks(len(states))})",
+                    f" WHERE id = ? AND state IN ({marks(len(states))})",
                     (now, now, now, id, *(state.value for state in states)),
                 ).rowcount
                 == 1
@@ -830,7 +472,7 @@ class SqlStore:
     def purge(self, *, before: float) -> int:
         final = sorted(state.value for state in FINAL_STATES)
         with self._transaction() as cursor:
-            where = f"WHERE updated_at < ? AND state IN ({_marks(len(final))})"
+            where = f"WHERE updated_at < ? AND state IN ({marks(len(final))})"
             for table in ("outbox_bodies", "outbox_bounces"):
                 self._run(
                     cursor,
