@@ -85,7 +85,7 @@ class MicrosoftOAuth:
         self.scopes = list(scopes)
         self._secret = Secret(client_secret) if isinstance(client_secret, str) else client_secret
         self._instance_discovery = instance_discovery
-        self._session = http_session(ca_file, timeout)
+        self._session = http_session(ca_file, timeout, PROVIDER)
         self._http_cache: dict[Any, Any] = {}  # authority metadata, fetched once
 
     @property
