@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from .._distribution import install_hint
 from ..errors import OAuthGrantInvalid
+from ._circuit import DEFAULT_BACKOFF
 from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest
 from ._provider import DEFAULT_MARGIN, AccessToken, CachingTokenProvider
@@ -58,6 +59,10 @@ class GoogleOAuth:
     desktop app, `{"web": {...}}` for a web application); its `auth_uri` and
     `token_uri` say where Google (or a test server) is. `ca_file` replaces the
     system trust store.
+    After a network failure at the authorization server (refused, time-out, 5xx),
+    token renewals fail fast with `OAuthUnavailable` for `backoff=(first, maximum)`
+    seconds, the window doubling per failure; a token provider keeps handing out its
+    cached access token meanwhile while that token has not expired.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class GoogleOAuth:
         scopes: Sequence[str] = (SCOPE,),
         ca_file: str | os.PathLike[str] | None = None,
         timeout: float = 30.0,
+        backoff: tuple[float, float] = DEFAULT_BACKOFF,
     ) -> None:
         kinds = [kind for kind in ("installed", "web") if kind in client_config]
         if not kinds:
@@ -78,7 +84,7 @@ class GoogleOAuth:
         self.store = store
         self.scopes = list(scopes)
         self._ca_file = checked_ca_file(ca_file)
-        self._session = http_session(self._ca_file, timeout, PROVIDER)
+        self._session = http_session(self._ca_file, timeout, PROVIDER, backoff)
 
     # -- installed app: a loopback redirect on this machine ----------------------------------
 

@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._distribution import install_hint
 from ..errors import OAuthError
 from ..settings import Secret
+from ._circuit import DEFAULT_BACKOFF
 from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest, DeviceCode
 from ._provider import AccessToken, CachingTokenProvider
@@ -65,6 +67,10 @@ class MicrosoftOAuth:
     `https://login.microsoftonline.com/<directory>`; for any other host (a test
     server), pass `instance_discovery=False`, msal's supported switch for authorities
     it cannot look up at Microsoft. `ca_file` replaces the system trust store.
+    After a network failure at the authorization server (refused, time-out, 5xx),
+    token renewals fail fast with `OAuthUnavailable` for `backoff=(first, maximum)`
+    seconds, the window doubling per failure; a token provider keeps handing out its
+    cached access token meanwhile while that token has not expired.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class MicrosoftOAuth:
         instance_discovery: bool | None = None,
         ca_file: str | os.PathLike[str] | None = None,
         timeout: float = 30.0,
+        backoff: tuple[float, float] = DEFAULT_BACKOFF,
     ) -> None:
         self.client_id = client_id
         self.store = store
@@ -85,7 +92,7 @@ class MicrosoftOAuth:
         self.scopes = list(scopes)
         self._secret = Secret(client_secret) if isinstance(client_secret, str) else client_secret
         self._instance_discovery = instance_discovery
-        self._session = http_session(ca_file, timeout, PROVIDER)
+        self._session = http_session(ca_file, timeout, PROVIDER, backoff)
         self._http_cache: dict[Any, Any] = {}  # authority metadata, fetched once
 
     @property
@@ -118,7 +125,7 @@ class MicrosoftOAuth:
         if self.confidential:
             raise ValueError("the device-code flow is for public clients (no client_secret)")
         app = self._app(msal.SerializableTokenCache())
-        with _network("starting the device sign-in"):
+        with _network("starting the device sign-in", self.authority):
             flow = app.initiate_device_flow(scopes=self.scopes)
         if "user_code" not in flow:
             raise oauth_error(PROVIDER, flow, "starting the device sign-in")
@@ -154,7 +161,7 @@ class MicrosoftOAuth:
                 progress(max(0.0, left))
             return bool(left <= 0)
 
-        with _network("the device sign-in"):
+        with _network("the device sign-in", self.authority):
             result = app.acquire_token_by_device_flow(flow, exit_condition=stop)
         return self._signed_in(tenant, cache, result, "the device sign-in")
 
@@ -191,7 +198,7 @@ class MicrosoftOAuth:
         cache = msal.SerializableTokenCache()
         app = self._app(cache)
         try:
-            with _network("the sign-in"):
+            with _network("the sign-in", self.authority):
                 result = app.acquire_token_by_auth_code_flow(dict(request.data), dict(query))
         except ValueError:  # msal: the state does not match (a forged or stale callback)
             raise oauth_error(
@@ -234,7 +241,7 @@ class MicrosoftOAuth:
             accounts = app.get_accounts(username=username)
             if not accounts:
                 raise _not_signed_in(doing)
-            with _network(doing):
+            with _network(doing, self.authority):
                 # Another worker may have refreshed already: its token is in the cache.
                 result = app.acquire_token_silent_with_error(self.scopes, accounts[0])
                 if result and result.get("access_token") == rejected:
@@ -275,8 +282,10 @@ def _not_signed_in(doing: str) -> OAuthError:
 
 
 @contextmanager
-def _network(doing: str) -> Iterator[None]:
+def _network(doing: str, authority: str) -> Iterator[None]:
+    """Network failures and msal's HTTP errors (a 5xx) as temporary `OAuthError`s."""
     try:
         yield
-    except requests.RequestException as exc:
-        raise token_endpoint_unreachable(PROVIDER, exc, doing) from None
+    except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
+        host = urlsplit(authority).hostname
+        raise token_endpoint_unreachable(PROVIDER, exc, doing, host=host) from None

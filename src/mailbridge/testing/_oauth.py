@@ -30,6 +30,7 @@ from ._oauth_http import HttpsFixture, Request, Response, get
 
 __all__ = ["FakeAuthorizationServer", "FakeBrowser"]
 
+MAX_STALL = 8.0  # a stalled token request is answered after this long at the latest
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 _CONSENT_TEXT = (
@@ -85,7 +86,10 @@ class FakeAuthorizationServer:
     `client_id` with `client_secret` (confidential: web apps, Google clients).
     Knobs: `access_token_lifetime`, `device_interval`, `device_pending_polls` (how
     many polls answer `authorization_pending` after approval), `require_consent`,
-    `revoke()`, `expire_access_tokens()`, `advance_clock()`. Counters: `refreshes`
+    `revoke()`, `expire_access_tokens()`, `advance_clock()`; outages of the token
+    endpoint: `token_endpoint_status` (e.g. 503: every token request answers it) and
+    `stall_token_endpoint()` (requests hang and are dropped unprocessed, the connection
+    closed after `release_token_endpoint()`, `stop()` or `MAX_STALL` s). Counters: `refreshes`
     (refresh grants honoured), `issued` (access tokens issued), `token_requests`.
     """
 
@@ -112,6 +116,9 @@ class FakeAuthorizationServer:
         self.refreshes = 0
         self.issued = 0
         self.token_requests = 0
+        self.token_endpoint_status: int | None = None
+        self._released = threading.Event()
+        self._released.set()
         self._offset = 0.0
         self._lock = threading.Lock()
         self._codes: dict[str, _Code] = {}
@@ -244,6 +251,14 @@ class FakeAuthorizationServer:
                 and access.expires_at > self.now()
             )
 
+    def stall_token_endpoint(self) -> None:
+        """Token requests from now on hang without an answer (a blackholed endpoint)."""
+        self._released.clear()
+
+    def release_token_endpoint(self) -> None:
+        """Hanging token requests get answered; new ones are answered at once."""
+        self._released.set()
+
     def valid_refresh_tokens(self) -> int:
         """How many refresh tokens are currently valid (rotation leaves one per grant)."""
         with self._lock:
@@ -256,6 +271,7 @@ class FakeAuthorizationServer:
         return self
 
     def stop(self) -> None:
+        self._released.set()  # hanging handlers finish, so stopping joins them at once
         self._http.stop()
 
     def __enter__(self) -> Self:
@@ -269,7 +285,7 @@ class FakeAuthorizationServer:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _route(self, request: Request) -> Response:
+    def _route(self, request: Request) -> Response | None:
         path = request.path
         base = path.rsplit("/", 1)[0]
         if path.endswith("/.well-known/openid-configuration"):
@@ -283,6 +299,15 @@ class FakeAuthorizationServer:
         if request.method == "POST" and path.endswith("/token"):
             with self._lock:
                 self.token_requests += 1
+            if not self._released.is_set():  # blackholed: never processed, never answered
+                self._released.wait(MAX_STALL)
+                return None
+            if self.token_endpoint_status is not None:
+                return _error(
+                    self.token_endpoint_status,
+                    "temporarily_unavailable",
+                    "AADSTS90033: A transient error has occurred. Please try again.",
+                )
             return self._token(request, google=path.startswith("/google/"))
         return Response(404, {"error": "not_found"})
 
