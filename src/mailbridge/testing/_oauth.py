@@ -30,6 +30,8 @@ from ._oauth_http import HttpsFixture, Request, Response, get
 
 __all__ = ["FakeAuthorizationServer", "FakeBrowser"]
 
+MAX_RECORDED = 1000  # token_tenants keeps at most this many entries
+CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"  # Microsoft's, for personal accounts
 MAX_STALL = 8.0  # a stalled token request is answered after this long at the latest
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
@@ -81,7 +83,11 @@ class _Access:
 class FakeAuthorizationServer:
     """An OAuth2 authorization server on a free loopback port, HTTPS with its own CA.
 
-    `users` may sign in (the first is who the fake browser signs in as). Two clients
+    `users` may sign in (the first is who the fake browser signs in as);
+    `personal_users` are personal Microsoft accounts (Outlook.com, Hotmail), which, as
+    at Microsoft, get tokens through the `consumers` and `common` authorities only,
+    while work accounts are refused at `consumers`. `token_tenants` lists the tenant
+    path of every Microsoft-style token request (`organizations`, `consumers`, ...). Two clients
     are registered: `public_client_id` (no secret: device code, desktop apps) and
     `client_id` with `client_secret` (confidential: web apps, Google clients).
     Knobs: `access_token_lifetime`, `device_interval`, `device_pending_polls` (how
@@ -97,6 +103,7 @@ class FakeAuthorizationServer:
         self,
         *,
         users: Sequence[str] = ("alice@example.test",),
+        personal_users: Sequence[str] = (),
         client_id: str = "mailbridge-web-client",
         client_secret: str = "fake-client-secret",  # noqa: S107 (a test fixture's)
         public_client_id: str = "mailbridge-public-client",
@@ -105,7 +112,11 @@ class FakeAuthorizationServer:
         host: str = "127.0.0.1",
         certificate_hostnames: Sequence[str] = ("127.0.0.1", "localhost", "::1"),
     ) -> None:
-        self.users = [user.lower() for user in users]
+        self.personal_users = {user.lower() for user in personal_users}
+        self.users = [user.lower() for user in users] + sorted(
+            self.personal_users.difference(user.lower() for user in users)
+        )
+        self.token_tenants: list[str] = []
         self.client_id = client_id
         self.client_secret = client_secret
         self.public_client_id = public_client_id
@@ -405,7 +416,10 @@ class FakeAuthorizationServer:
         elif client_id != self.public_client_id:
             return _error(400, "invalid_client", "AADSTS700016: unknown application.")
         grant_type = form.get("grant_type", "")
+        form["fake_tenant"] = "" if google else request.path.strip("/").split("/")[0]
         with self._lock:
+            if not google and len(self.token_tenants) < MAX_RECORDED:
+                self.token_tenants.append(form["fake_tenant"])
             if grant_type == "authorization_code":
                 return self._code_grant(form, client_id)
             if grant_type == "refresh_token":
@@ -424,6 +438,9 @@ class FakeAuthorizationServer:
             verifier = form.get("code_verifier", "")
             if _b64url(hashlib.sha256(verifier.encode()).digest()) != code.challenge:
                 return _error(400, "invalid_grant", "AADSTS501481: code_verifier is wrong.")
+        refused = self._wrong_audience(code.user, form)
+        if refused is not None:
+            return refused
         scopes = tuple(form.get("scope", "").split()) or code.scopes
         return self._issue(code.user, client_id, scopes, nonce=code.nonce, form=form)
 
@@ -442,6 +459,9 @@ class FakeAuthorizationServer:
                 {**json.loads(response.body), "suberror": "consent_required"}
             ).encode()
             return response
+        refused = self._wrong_audience(grant.user, form)
+        if refused is not None:
+            return refused
         del self._refresh[form["refresh_token"]]  # rotation: the old token dies now
         self.refreshes += 1
         scopes = tuple(form.get("scope", "").split()) or grant.scopes
@@ -463,8 +483,26 @@ class FakeAuthorizationServer:
             return _error(400, "authorization_pending", "AADSTS70016: waiting for the user.")
         if self.require_consent:
             return _error(400, "invalid_grant", _CONSENT_TEXT.format(client=client_id))
+        refused = self._wrong_audience(device.user, form)
+        if refused is not None:
+            return refused
         del self._devices[form["device_code"]]
         return self._issue(device.user, client_id, device.scopes, form=form)
+
+    def _wrong_audience(self, user: str, form: Mapping[str, str]) -> Response | None:
+        """Microsoft's rule: personal accounts only at `consumers`/`common`, work
+        accounts not at `consumers`."""
+        tenant = form.get("fake_tenant", "")
+        if user in self.personal_users and tenant not in ("", "consumers", "common"):
+            return _error(
+                400,
+                "invalid_request",
+                f"AADSTS500200: User account '{user}' is a personal Microsoft account. "
+                "Personal Microsoft accounts are not supported for this tenant.",
+            )
+        if user not in self.personal_users and tenant == "consumers":
+            return _error(400, "invalid_request", "AADSTS50034: The user account does not exist.")
+        return None
 
     def _issue(
         self,
@@ -482,12 +520,13 @@ class FakeAuthorizationServer:
         self._refresh[refresh] = _Grant(user, client_id, scopes)
         self.issued += 1
         oid = hashlib.sha256(user.encode()).hexdigest()[:32]
+        tid = CONSUMERS_TENANT_ID if user in self.personal_users else "fake-tenant"
         claims = {
             "iss": f"{self.url}/organizations/v2.0",
             "aud": client_id,
             "sub": oid,
             "oid": oid,
-            "tid": "fake-tenant",
+            "tid": tid,
             "iat": int(now),
             "exp": int(now) + 3600,
             "preferred_username": user,
@@ -509,7 +548,7 @@ class FakeAuthorizationServer:
             ),
         }
         if form.get("client_info") == "1":  # msal asks for it to name the account
-            body["client_info"] = _b64url(json.dumps({"uid": oid, "utid": "fake-tenant"}).encode())
+            body["client_info"] = _b64url(json.dumps({"uid": oid, "utid": tid}).encode())
         return Response(200, body)
 
 
