@@ -11,7 +11,6 @@ switch for missing consent. Access tokens are checked by `FakeSmtpServer` and
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import html
@@ -24,8 +23,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import attrs
-
+from ._oauth_browser import FakeBrowser
+from ._oauth_grants import (
+    _Access,
+    _b64url,
+    _client_credentials,
+    _Code,
+    _Device,
+    _error,
+    _form,
+    _Grant,
+)
 from ._oauth_http import HttpsFixture, Request, Response, get
 
 __all__ = ["FakeAuthorizationServer", "FakeBrowser"]
@@ -39,45 +47,6 @@ _CONSENT_TEXT = (
     "AADSTS65001: The user or administrator has not consented to use the application "
     "with ID '{client}'. Send an interactive authorization request for this user and resource."
 )
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-@attrs.define
-class _Code:
-    user: str
-    client_id: str
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    challenge: str | None
-    nonce: str | None
-    expires_at: float
-
-
-@attrs.define
-class _Device:
-    user_code: str
-    client_id: str
-    scopes: tuple[str, ...]
-    expires_at: float
-    user: str | None = None
-    last_poll: float = 0.0
-    polls: int = 0
-
-
-@attrs.define
-class _Grant:
-    user: str
-    client_id: str
-    scopes: tuple[str, ...]
-
-
-@attrs.define
-class _Access:
-    user: str
-    expires_at: float
 
 
 class FakeAuthorizationServer:
@@ -550,66 +519,3 @@ class FakeAuthorizationServer:
         if form.get("client_info") == "1":  # msal asks for it to name the account
             body["client_info"] = _b64url(json.dumps({"uid": oid, "utid": tid}).encode())
         return Response(200, body)
-
-
-class FakeBrowser:
-    """A browser for `InstalledAppFlow`-style sign-ins: `open(url)` signs in and calls the
-    application's loopback redirect from a thread; `join()` waits for it."""
-
-    def __init__(self, server: FakeAuthorizationServer, user: str | None) -> None:
-        self._server = server
-        self._user = user
-        self._threads: list[threading.Thread] = []
-        self.opened: list[str] = []
-        self.errors: list[BaseException] = []
-
-    def __call__(self, url: str) -> None:
-        self.open(url)
-
-    def open(self, url: str) -> None:
-        self.opened.append(url)
-
-        def visit() -> None:
-            try:
-                location = self._server.sign_in(url, self._user)
-                get(location, self._server.client_ssl_context())
-            except BaseException as exc:  # reported to the test through `errors`
-                self.errors.append(exc)
-
-        thread = threading.Thread(target=visit, name="fake-browser", daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def join(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _form(request: Request) -> dict[str, str]:
-    fields = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {key: values[0] for key, values in fields.items()}
-
-
-def _client_credentials(request: Request, form: Mapping[str, str]) -> tuple[str, str]:
-    header = request.headers.get("Authorization") or ""
-    if header.lower().startswith("basic "):
-        try:
-            decoded = base64.b64decode(header[6:]).decode("utf-8")
-        except ValueError:
-            return "", ""
-        client_id, _, secret = decoded.partition(":")
-        return client_id, secret
-    return form.get("client_id", ""), form.get("client_secret", "")
-
-
-def _error(status: int, error: str, description: str) -> Response:
-    codes = [
-        int(c)
-        for c in description.split(":", maxsplit=1)[0].removeprefix("AADSTS").split()
-        if c.isdigit()
-    ]
-    body: dict[str, Any] = {"error": error, "error_description": description}
-    if codes:
-        body["error_codes"] = codes
-    return Response(status, body)
