@@ -37,7 +37,9 @@ The hierarchy, so that callers can branch on what they can act on::
         ├── AuthenticationError     credentials refused, AUTH not offered, no usable mechanism
         │   └── OAuthError          no OAuth2 access token; .provider, .error, .error_codes
         │       ├── OAuthGrantInvalid       invalid_grant: refresh token revoked or expired
-        │       └── OAuthConsentRequired    the user or their admin has not consented to the scopes
+        │       ├── OAuthConsentRequired    the user or their admin has not consented to the scopes
+        │       ├── OAuthUnavailable        the token endpoint failed lately; .retry_at (temporary)
+        │       └── TokenStoreError         the TokenStore could not be read or written
         ├── ProtocolError           the server broke the protocol or closed mid-transaction
         │   ├── ImapCommandFailed       IMAP NO/BAD or an unreadable answer (imaplib.error)
         │   └── ImapLimitExceeded       an IMAP answer over a size/count limit; connection closed
@@ -90,6 +92,7 @@ __all__ = [
     "OAuthConsentRequired",
     "OAuthError",
     "OAuthGrantInvalid",
+    "OAuthUnavailable",
     "OutboxError",
     "PoolClosed",
     "ProtocolError",
@@ -103,6 +106,7 @@ __all__ = [
     "TokenExpired",
     "TokenInvalid",
     "TokenMismatch",
+    "TokenStoreError",
     "UidValidityChanged",
     "UnsupportedByServer",
     "VerificationError",
@@ -389,6 +393,22 @@ class OAuthGrantInvalid(OAuthError):
 
 class OAuthConsentRequired(OAuthError):
     """The user, or their organisation's administrator, has not consented to the scopes."""
+
+
+class OAuthUnavailable(OAuthError):
+    """The token endpoint failed moments ago; it is not asked again before `retry_at`.
+
+    Temporary: `retry_at` (epoch seconds) is when the next `token()` tries again.
+    """
+
+    def __init__(self, message: str, *, retry_at: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_at = retry_at
+
+
+class TokenStoreError(OAuthError):
+    """The `TokenStore` could not be read or written (its file, its database);
+    `temporary` when it was busy or locked."""
 
 
 class ProtocolError(DeliveryError):

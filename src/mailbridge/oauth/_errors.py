@@ -66,11 +66,15 @@ def oauth_error(provider: str, payload: Mapping[str, Any], doing: str) -> OAuthE
     )
 
 
-def token_endpoint_unreachable(provider: str, exc: BaseException, doing: str) -> OAuthError:
-    """A network or TLS failure talking to the authorization server (temporary)."""
+def token_endpoint_unreachable(
+    provider: str, exc: BaseException, doing: str, *, host: str | None = None
+) -> OAuthError:
+    """A network or TLS failure talking to the authorization server (temporary); `host`
+    names it (never the URL: a query string may carry a secret)."""
     name = _NAMES.get(provider, "the authorization server")
+    server = f"the authorization server {host}" if host else "the authorization server"
     return OAuthError(
-        f"{doing} failed: the authorization server could not be reached ({type(exc).__name__})",
+        f"{doing} failed: {server} could not be reached ({type(exc).__name__})",
         diagnosis=Diagnosis(
             Category.CONNECTION_LOST,
             f"{name} could not be reached to renew the email login.",

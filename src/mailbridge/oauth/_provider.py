@@ -11,7 +11,7 @@ import attrs
 
 from .._tokens import TokenProvider, TokenSource
 from ..diagnosis import Category, Diagnosis
-from ..errors import AuthenticationError, MailbridgeError
+from ..errors import AuthenticationError, MailbridgeError, OAuthError
 from ..settings import Secret
 
 __all__ = [
@@ -28,6 +28,9 @@ DEFAULT_MARGIN = 300.0  # seconds before expiry a token is renewed (msal's own m
 # renewed again for this long: the server refuses every token, renewing would cost a
 # refresh per message of a batch.
 DEFAULT_REFUSAL_COOLDOWN = 60.0
+# While renewing fails for a temporary reason, the cached token is handed out while it
+# lives at least this long yet (seconds): long enough for one login.
+STILL_VALID = 5.0
 # Printable ASCII without spaces (RFC 6750's b64token is narrower): no CR/LF, ^A or
 # non-ASCII that would break the SASL message's framing.
 _TOKEN_SYNTAX = re.compile(r"[\x21-\x7e]+")
@@ -77,18 +80,31 @@ class CachingTokenProvider:
         """The cached token, or a new one when it expires within the margin or was refused.
 
         A token living less than twice the margin is renewed at half its life, not on
-        every call (a refresh per message).
+        every call (a refresh per message). When renewing fails for a temporary reason
+        (the endpoint is down: `OAuthUnavailable`), the cached token is given while it has
+        not expired; after `invalidate()` there is none to give.
         """
         with self._lock:
             current = self._current
             if current is None or self._renew_at <= self._clock():
-                current = self._acquire(self._rejected)
+                try:
+                    fresh = self._acquire(self._rejected)
+                except OAuthError as exc:
+                    # The endpoint is down (or busy): a token that has not expired still
+                    # sends; the next call tries again (fast, while the circuit is open).
+                    if not exc.temporary or current is None or not self._alive(current):
+                        raise
+                    return current.value.reveal()
+                current = fresh
                 replaced = self._rejected is not None
                 self._current, self._rejected = current, None
                 self._replaced_at = self._clock() if replaced else None
                 lifetime = max(0.0, current.expires_at - self._clock())
                 self._renew_at = current.expires_at - min(self._margin, lifetime / 2)
             return current.value.reveal()
+
+    def _alive(self, token: AccessToken) -> bool:
+        return token.expires_at - STILL_VALID > self._clock()
 
     def invalidate(self) -> None:
         """Forget the cached token; the next `token()` acquires one the server has not refused."""

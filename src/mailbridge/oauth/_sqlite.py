@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from ._store import DEFAULT_LOCK_TIMEOUT, _TenantLocks, lock_timed_out
+from ._store import DEFAULT_LOCK_TIMEOUT, _TenantLocks, lock_timed_out, store_failed
 
 __all__ = ["SqliteTokenStore"]
 
@@ -34,6 +34,8 @@ class SqliteTokenStore:
     second worker in); a crashed holder's lease runs out after `lease` seconds.
     The file (and so its -wal and -shm files) is readable by its owner only: it holds
     refresh tokens; an existing file others may read is made private.
+    Every failure of the file (no such directory, not a database, disk full, busy past
+    `lock_timeout`) is a `TokenStoreError` naming the file; busy or locked is temporary.
     """
 
     def __init__(
@@ -47,20 +49,29 @@ class SqliteTokenStore:
         self._lock_timeout = lock_timeout
         self._lease = lease
         self._locks = _TenantLocks()
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        mode = self.path.stat().st_mode
-        if mode & 0o077:  # an existing file others may read: SQLite gives -wal/-shm its mode
-            self.path.chmod(mode & 0o700)
-        with contextlib.closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        with self._failures("opening"):
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            mode = self.path.stat().st_mode
+            if mode & 0o077:  # an existing file others may read: SQLite gives -wal/-shm its mode
+                self.path.chmod(mode & 0o700)
+            with contextlib.closing(self._connect()) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _failures(self, doing: str) -> Iterator[None]:
+        """SQLite's and the file system's errors as a `TokenStoreError` naming the file."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise store_failed(str(self.path), exc, doing) from None
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=self._lock_timeout, isolation_level=None)
 
     def load(self, tenant: str) -> str | None:
-        with contextlib.closing(self._connect()) as db:
+        with self._failures("reading"), contextlib.closing(self._connect()) as db:
             row = db.execute("SELECT blob FROM oauth_tokens WHERE tenant = ?", (tenant,)).fetchone()
         if row is None:
             return None
@@ -68,7 +79,7 @@ class SqliteTokenStore:
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
     def save(self, tenant: str, blob: str) -> None:
-        with contextlib.closing(self._connect()) as db:
+        with self._failures("writing"), contextlib.closing(self._connect()) as db:
             db.execute(
                 "INSERT INTO oauth_tokens (tenant, blob, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT (tenant) DO UPDATE "
@@ -84,7 +95,7 @@ class SqliteTokenStore:
         deadline = time.monotonic() + self._lock_timeout
         with self._locks.hold(tenant, self._lock_timeout):  # threads of this process queue here
             holder = f"{os.getpid()}-{uuid.uuid4().hex}"
-            while not self._take_lease(tenant, holder):
+            while not self._take_lease_or_fail(tenant, holder):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise lock_timed_out(tenant, self._lock_timeout)
@@ -99,7 +110,7 @@ class SqliteTokenStore:
             finally:
                 done.set()
                 keeper.join()
-                with contextlib.closing(self._connect()) as db:
+                with self._failures("unlocking"), contextlib.closing(self._connect()) as db:
                     db.execute(
                         "DELETE FROM oauth_locks WHERE tenant = ? AND holder = ?", (tenant, holder)
                     )
@@ -115,6 +126,10 @@ class SqliteTokenStore:
                     )
             except sqlite3.Error:  # busy or gone: the next beat tries again
                 continue
+
+    def _take_lease_or_fail(self, tenant: str, holder: str) -> bool:
+        with self._failures("locking"):
+            return self._take_lease(tenant, holder)
 
     def _take_lease(self, tenant: str, holder: str) -> bool:
         with contextlib.closing(self._connect()) as db:

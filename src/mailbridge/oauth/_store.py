@@ -8,9 +8,9 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol, runtime_checkable
 
 from ..diagnosis import Category, Diagnosis
-from ..errors import OAuthError
+from ..errors import OAuthError, TokenStoreError
 
-__all__ = ["MemoryTokenStore", "TokenStore", "lock_timed_out"]
+__all__ = ["MemoryTokenStore", "TokenStore", "lock_timed_out", "store_failed"]
 
 DEFAULT_LOCK_TIMEOUT = 30.0
 
@@ -48,6 +48,35 @@ def lock_timed_out(tenant: str, seconds: float) -> OAuthError:
         ),
         error="lock_timeout",
         temporary=True,
+    )
+
+
+def store_failed(where: str, exc: BaseException, doing: str) -> TokenStoreError:
+    """The error when the token store at `where` (a file name) failed while `doing`.
+
+    Busy or locked is temporary; a missing directory, a file that is not a database or
+    a full disk is not. The message names the file and the failure, never a blob.
+    """
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    reason = " ".join(reason.split())[:120] or type(exc).__name__
+    temporary = any(word in reason.lower() for word in ("locked", "busy"))
+    advice = (
+        ("Another program holds the token store for long; try again in a minute.",)
+        if temporary
+        else (
+            f"Check that {where} exists, is an SQLite file of mailbridge's, is writable "
+            "and its disk has room; the application's operator must fix it.",
+        )
+    )
+    return TokenStoreError(
+        f"{doing} the token store {where} failed: {reason}",
+        diagnosis=Diagnosis(
+            Category.TIMEOUT if temporary else Category.PROTOCOL,
+            "The stored email logins could not be read or written.",
+            advice,
+        ),
+        error="token_store",
+        temporary=temporary,
     )
 
 

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._distribution import install_hint
 from ..errors import OAuthGrantInvalid
+from ._circuit import DEFAULT_BACKOFF
 from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest
 from ._provider import DEFAULT_MARGIN, AccessToken, CachingTokenProvider
@@ -31,7 +33,6 @@ try:
     import google.oauth2.credentials
     import google_auth_oauthlib.flow
     import oauthlib.oauth2
-    import requests
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised by the install check
     raise ImportError(
         f"mailbridge.oauth.google needs google-auth and google-auth-oauthlib "
@@ -39,7 +40,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised by the instal
         name=__name__,
     ) from exc
 
-from ._http import http_session
+from ._http import checked_ca_file, http_session
 from ._redact import scrub_loggers
 
 __all__ = ["SCOPE", "GoogleOAuth"]
@@ -58,6 +59,10 @@ class GoogleOAuth:
     desktop app, `{"web": {...}}` for a web application); its `auth_uri` and
     `token_uri` say where Google (or a test server) is. `ca_file` replaces the
     system trust store.
+    After a network failure at the authorization server (refused, time-out, 5xx),
+    token renewals fail fast with `OAuthUnavailable` for `backoff=(first, maximum)`
+    seconds, the window doubling per failure; a token provider keeps handing out its
+    cached access token meanwhile while that token has not expired.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class GoogleOAuth:
         scopes: Sequence[str] = (SCOPE,),
         ca_file: str | os.PathLike[str] | None = None,
         timeout: float = 30.0,
+        backoff: tuple[float, float] = DEFAULT_BACKOFF,
     ) -> None:
         kinds = [kind for kind in ("installed", "web") if kind in client_config]
         if not kinds:
@@ -77,8 +83,8 @@ class GoogleOAuth:
         self.client_id = str(self._config[self.kind]["client_id"])
         self.store = store
         self.scopes = list(scopes)
-        self._ca_file = None if ca_file is None else os.fspath(ca_file)
-        self._session = http_session(ca_file, timeout)
+        self._ca_file = checked_ca_file(ca_file)
+        self._session = http_session(self._ca_file, timeout, PROVIDER, backoff)
 
     # -- installed app: a loopback redirect on this machine ----------------------------------
 
@@ -97,7 +103,7 @@ class GoogleOAuth:
         flow = _InstalledAppFlow.from_client_config(self._config, self.scopes)
         flow.ca_file = self._ca_file
         flow.on_url = open_browser
-        with _failures("the Google sign-in"):
+        with _failures("the Google sign-in", self._token_host):
             credentials = flow.run_local_server(
                 host="127.0.0.1",
                 port=0,
@@ -136,9 +142,13 @@ class GoogleOAuth:
             state=request.data["state"],
             code_verifier=request.data["code_verifier"],
         )
-        with _failures("the Google sign-in"):
+        with _failures("the Google sign-in", self._token_host):
             flow.fetch_token(authorization_response=authorization_response, verify=self._verify)
         self._save(tenant, flow.credentials)
+
+    @property
+    def _token_host(self) -> str:
+        return urlsplit(str(self._config[self.kind].get("token_uri", ""))).hostname or ""
 
     @property
     def _verify(self) -> str | bool:
@@ -205,7 +215,7 @@ class GoogleOAuth:
                 )
             if token is None:  # nobody refreshed it meanwhile: refresh and save the rotation
                 try:
-                    with _failures(doing):
+                    with _failures(doing, self._token_host):
                         credentials.refresh(google.auth.transport.requests.Request(self._session))
                 except OAuthGrantInvalid:
                     # Forget the dead grant (as msal does): later calls fail without a request.
@@ -268,8 +278,9 @@ class _InstalledAppFlow(google_auth_oauthlib.flow.InstalledAppFlow):  # type: ig
 
 
 @contextmanager
-def _failures(doing: str) -> Iterator[None]:
-    """google-auth, oauthlib and requests failures as typed `OAuthError`s."""
+def _failures(doing: str, host: str) -> Iterator[None]:
+    """google-auth, oauthlib, requests and OS failures as typed `OAuthError`s; `host` is
+    the token endpoint's."""
     try:
         yield
     except google.auth.exceptions.RefreshError as exc:
@@ -277,7 +288,7 @@ def _failures(doing: str) -> Iterator[None]:
         if not payload and exc.args:
             payload = {"error": str(exc.args[0]).split(":", 1)[0][:80]}
         if getattr(exc, "retryable", False):
-            raise token_endpoint_unreachable(PROVIDER, exc, doing) from None
+            raise token_endpoint_unreachable(PROVIDER, exc, doing, host=host or None) from None
         raise oauth_error(PROVIDER, payload, doing) from None
     except oauthlib.oauth2.OAuth2Error as exc:
         payload = {"error": exc.error, "error_description": exc.description or ""}
@@ -288,5 +299,5 @@ def _failures(doing: str) -> Iterator[None]:
             {"error": "timeout", "error_description": "nobody signed in in time"},
             doing,
         ) from None
-    except (requests.RequestException, google.auth.exceptions.TransportError) as exc:
-        raise token_endpoint_unreachable(PROVIDER, exc, doing) from None
+    except (OSError, google.auth.exceptions.TransportError) as exc:  # requests' errors too
+        raise token_endpoint_unreachable(PROVIDER, exc, doing, host=host or None) from None

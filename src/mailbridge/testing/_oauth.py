@@ -11,7 +11,6 @@ switch for missing consent. Access tokens are checked by `FakeSmtpServer` and
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import html
@@ -24,12 +23,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import attrs
-
+from ._oauth_browser import FakeBrowser
+from ._oauth_grants import (
+    _Access,
+    _b64url,
+    _client_credentials,
+    _Code,
+    _Device,
+    _error,
+    _form,
+    _Grant,
+)
 from ._oauth_http import HttpsFixture, Request, Response, get
 
 __all__ = ["FakeAuthorizationServer", "FakeBrowser"]
 
+MAX_RECORDED = 1000  # token_tenants keeps at most this many entries
+CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"  # Microsoft's, for personal accounts
+MAX_STALL = 8.0  # a stalled token request is answered after this long at the latest
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 _CONSENT_TEXT = (
@@ -38,54 +49,22 @@ _CONSENT_TEXT = (
 )
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-@attrs.define
-class _Code:
-    user: str
-    client_id: str
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    challenge: str | None
-    nonce: str | None
-    expires_at: float
-
-
-@attrs.define
-class _Device:
-    user_code: str
-    client_id: str
-    scopes: tuple[str, ...]
-    expires_at: float
-    user: str | None = None
-    last_poll: float = 0.0
-    polls: int = 0
-
-
-@attrs.define
-class _Grant:
-    user: str
-    client_id: str
-    scopes: tuple[str, ...]
-
-
-@attrs.define
-class _Access:
-    user: str
-    expires_at: float
-
-
 class FakeAuthorizationServer:
     """An OAuth2 authorization server on a free loopback port, HTTPS with its own CA.
 
-    `users` may sign in (the first is who the fake browser signs in as). Two clients
+    `users` may sign in (the first is who the fake browser signs in as);
+    `personal_users` are personal Microsoft accounts (Outlook.com, Hotmail), which, as
+    at Microsoft, get tokens through the `consumers` and `common` authorities only,
+    while work accounts are refused at `consumers`. `token_tenants` lists the tenant
+    path of every Microsoft-style token request (`organizations`, `consumers`, ...). Two clients
     are registered: `public_client_id` (no secret: device code, desktop apps) and
     `client_id` with `client_secret` (confidential: web apps, Google clients).
     Knobs: `access_token_lifetime`, `device_interval`, `device_pending_polls` (how
     many polls answer `authorization_pending` after approval), `require_consent`,
-    `revoke()`, `expire_access_tokens()`, `advance_clock()`. Counters: `refreshes`
+    `revoke()`, `expire_access_tokens()`, `advance_clock()`; outages of the token
+    endpoint: `token_endpoint_status` (e.g. 503: every token request answers it) and
+    `stall_token_endpoint()` (requests hang and are dropped unprocessed, the connection
+    closed after `release_token_endpoint()`, `stop()` or `MAX_STALL` s). Counters: `refreshes`
     (refresh grants honoured), `issued` (access tokens issued), `token_requests`.
     """
 
@@ -93,6 +72,7 @@ class FakeAuthorizationServer:
         self,
         *,
         users: Sequence[str] = ("alice@example.test",),
+        personal_users: Sequence[str] = (),
         client_id: str = "mailbridge-web-client",
         client_secret: str = "fake-client-secret",  # noqa: S107 (a test fixture's)
         public_client_id: str = "mailbridge-public-client",
@@ -101,7 +81,11 @@ class FakeAuthorizationServer:
         host: str = "127.0.0.1",
         certificate_hostnames: Sequence[str] = ("127.0.0.1", "localhost", "::1"),
     ) -> None:
-        self.users = [user.lower() for user in users]
+        self.personal_users = {user.lower() for user in personal_users}
+        self.users = [user.lower() for user in users] + sorted(
+            self.personal_users.difference(user.lower() for user in users)
+        )
+        self.token_tenants: list[str] = []
         self.client_id = client_id
         self.client_secret = client_secret
         self.public_client_id = public_client_id
@@ -112,6 +96,9 @@ class FakeAuthorizationServer:
         self.refreshes = 0
         self.issued = 0
         self.token_requests = 0
+        self.token_endpoint_status: int | None = None
+        self._released = threading.Event()
+        self._released.set()
         self._offset = 0.0
         self._lock = threading.Lock()
         self._codes: dict[str, _Code] = {}
@@ -244,6 +231,14 @@ class FakeAuthorizationServer:
                 and access.expires_at > self.now()
             )
 
+    def stall_token_endpoint(self) -> None:
+        """Token requests from now on hang without an answer (a blackholed endpoint)."""
+        self._released.clear()
+
+    def release_token_endpoint(self) -> None:
+        """Hanging token requests get answered; new ones are answered at once."""
+        self._released.set()
+
     def valid_refresh_tokens(self) -> int:
         """How many refresh tokens are currently valid (rotation leaves one per grant)."""
         with self._lock:
@@ -256,6 +251,7 @@ class FakeAuthorizationServer:
         return self
 
     def stop(self) -> None:
+        self._released.set()  # hanging handlers finish, so stopping joins them at once
         self._http.stop()
 
     def __enter__(self) -> Self:
@@ -269,7 +265,7 @@ class FakeAuthorizationServer:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _route(self, request: Request) -> Response:
+    def _route(self, request: Request) -> Response | None:
         path = request.path
         base = path.rsplit("/", 1)[0]
         if path.endswith("/.well-known/openid-configuration"):
@@ -283,6 +279,15 @@ class FakeAuthorizationServer:
         if request.method == "POST" and path.endswith("/token"):
             with self._lock:
                 self.token_requests += 1
+            if not self._released.is_set():  # blackholed: never processed, never answered
+                self._released.wait(MAX_STALL)
+                return None
+            if self.token_endpoint_status is not None:
+                return _error(
+                    self.token_endpoint_status,
+                    "temporarily_unavailable",
+                    "AADSTS90033: A transient error has occurred. Please try again.",
+                )
             return self._token(request, google=path.startswith("/google/"))
         return Response(404, {"error": "not_found"})
 
@@ -380,7 +385,10 @@ class FakeAuthorizationServer:
         elif client_id != self.public_client_id:
             return _error(400, "invalid_client", "AADSTS700016: unknown application.")
         grant_type = form.get("grant_type", "")
+        form["fake_tenant"] = "" if google else request.path.strip("/").split("/")[0]
         with self._lock:
+            if not google and len(self.token_tenants) < MAX_RECORDED:
+                self.token_tenants.append(form["fake_tenant"])
             if grant_type == "authorization_code":
                 return self._code_grant(form, client_id)
             if grant_type == "refresh_token":
@@ -399,6 +407,9 @@ class FakeAuthorizationServer:
             verifier = form.get("code_verifier", "")
             if _b64url(hashlib.sha256(verifier.encode()).digest()) != code.challenge:
                 return _error(400, "invalid_grant", "AADSTS501481: code_verifier is wrong.")
+        refused = self._wrong_audience(code.user, form)
+        if refused is not None:
+            return refused
         scopes = tuple(form.get("scope", "").split()) or code.scopes
         return self._issue(code.user, client_id, scopes, nonce=code.nonce, form=form)
 
@@ -417,6 +428,9 @@ class FakeAuthorizationServer:
                 {**json.loads(response.body), "suberror": "consent_required"}
             ).encode()
             return response
+        refused = self._wrong_audience(grant.user, form)
+        if refused is not None:
+            return refused
         del self._refresh[form["refresh_token"]]  # rotation: the old token dies now
         self.refreshes += 1
         scopes = tuple(form.get("scope", "").split()) or grant.scopes
@@ -438,8 +452,26 @@ class FakeAuthorizationServer:
             return _error(400, "authorization_pending", "AADSTS70016: waiting for the user.")
         if self.require_consent:
             return _error(400, "invalid_grant", _CONSENT_TEXT.format(client=client_id))
+        refused = self._wrong_audience(device.user, form)
+        if refused is not None:
+            return refused
         del self._devices[form["device_code"]]
         return self._issue(device.user, client_id, device.scopes, form=form)
+
+    def _wrong_audience(self, user: str, form: Mapping[str, str]) -> Response | None:
+        """Microsoft's rule: personal accounts only at `consumers`/`common`, work
+        accounts not at `consumers`."""
+        tenant = form.get("fake_tenant", "")
+        if user in self.personal_users and tenant not in ("", "consumers", "common"):
+            return _error(
+                400,
+                "invalid_request",
+                f"AADSTS500200: User account '{user}' is a personal Microsoft account. "
+                "Personal Microsoft accounts are not supported for this tenant.",
+            )
+        if user not in self.personal_users and tenant == "consumers":
+            return _error(400, "invalid_request", "AADSTS50034: The user account does not exist.")
+        return None
 
     def _issue(
         self,
@@ -457,12 +489,13 @@ class FakeAuthorizationServer:
         self._refresh[refresh] = _Grant(user, client_id, scopes)
         self.issued += 1
         oid = hashlib.sha256(user.encode()).hexdigest()[:32]
+        tid = CONSUMERS_TENANT_ID if user in self.personal_users else "fake-tenant"
         claims = {
             "iss": f"{self.url}/organizations/v2.0",
             "aud": client_id,
             "sub": oid,
             "oid": oid,
-            "tid": "fake-tenant",
+            "tid": tid,
             "iat": int(now),
             "exp": int(now) + 3600,
             "preferred_username": user,
@@ -484,68 +517,5 @@ class FakeAuthorizationServer:
             ),
         }
         if form.get("client_info") == "1":  # msal asks for it to name the account
-            body["client_info"] = _b64url(json.dumps({"uid": oid, "utid": "fake-tenant"}).encode())
+            body["client_info"] = _b64url(json.dumps({"uid": oid, "utid": tid}).encode())
         return Response(200, body)
-
-
-class FakeBrowser:
-    """A browser for `InstalledAppFlow`-style sign-ins: `open(url)` signs in and calls the
-    application's loopback redirect from a thread; `join()` waits for it."""
-
-    def __init__(self, server: FakeAuthorizationServer, user: str | None) -> None:
-        self._server = server
-        self._user = user
-        self._threads: list[threading.Thread] = []
-        self.opened: list[str] = []
-        self.errors: list[BaseException] = []
-
-    def __call__(self, url: str) -> None:
-        self.open(url)
-
-    def open(self, url: str) -> None:
-        self.opened.append(url)
-
-        def visit() -> None:
-            try:
-                location = self._server.sign_in(url, self._user)
-                get(location, self._server.client_ssl_context())
-            except BaseException as exc:  # reported to the test through `errors`
-                self.errors.append(exc)
-
-        thread = threading.Thread(target=visit, name="fake-browser", daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def join(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _form(request: Request) -> dict[str, str]:
-    fields = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {key: values[0] for key, values in fields.items()}
-
-
-def _client_credentials(request: Request, form: Mapping[str, str]) -> tuple[str, str]:
-    header = request.headers.get("Authorization") or ""
-    if header.lower().startswith("basic "):
-        try:
-            decoded = base64.b64decode(header[6:]).decode("utf-8")
-        except ValueError:
-            return "", ""
-        client_id, _, secret = decoded.partition(":")
-        return client_id, secret
-    return form.get("client_id", ""), form.get("client_secret", "")
-
-
-def _error(status: int, error: str, description: str) -> Response:
-    codes = [
-        int(c)
-        for c in description.split(":", maxsplit=1)[0].removeprefix("AADSTS").split()
-        if c.isdigit()
-    ]
-    body: dict[str, Any] = {"error": error, "error_description": description}
-    if codes:
-        body["error_codes"] = codes
-    return Response(status, body)

@@ -86,7 +86,7 @@ class HttpsFixture:
 
     def __init__(
         self,
-        route: Callable[[Request], Response],
+        route: Callable[[Request], Response | None],
         *,
         host: str,
         certificate_hostnames: Sequence[str],
@@ -134,6 +134,9 @@ class HttpsFixture:
                     return
                 body = self.rfile.read(length) if length else b""
                 response = route(Request(self.command, path, query, body, self.headers))
+                if response is None:  # dropped: the connection closes without an answer
+                    self.close_connection = True
+                    return
                 self.send_response(response.status)
                 for key, value in response.headers.items():
                     self.send_header(key, value)
