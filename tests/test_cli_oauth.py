@@ -237,3 +237,18 @@ def test_a_failed_password_setup_offers_the_sign_in(
     assert "Microsoft 365 no longer accepts passwords for sending" in out
     assert f"mailbridge setup {EMAIL} --oauth microsoft" in out
     assert "old-password" not in out
+
+
+def test_without_authority_the_microsoft_directory_follows_the_address(tmp_path: Path) -> None:
+    """Personal Outlook.com accounts cannot sign in at `organizations`, the old default."""
+    from mailbridge._cli_oauth import _client
+    from mailbridge.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["oauth", "login", "--provider", "microsoft", "--client-id", "app",
+         "--token-db", str(tmp_path / "tokens.db"), "--email", "jane@outlook.com"]
+    )  # fmt: skip
+    client = _client(args, "microsoft")
+    assert isinstance(client, MicrosoftOAuth) and client.authority is None
+    assert client.authority_for("jane@outlook.com").endswith("/consumers")
+    assert client.authority_for("someone@unknown.example").endswith("/common")

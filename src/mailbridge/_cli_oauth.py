@@ -28,7 +28,7 @@ PROVIDERS = ("microsoft", "google")
 TOKEN_DB_ENV = "MAILBRIDGE_TOKEN_DB"  # noqa: S105 (the name of a variable)
 CLIENT_ID_ENV = "MAILBRIDGE_OAUTH_CLIENT_ID"
 DEFAULT_TOKEN_DB = "mailbridge-tokens.sqlite3"  # noqa: S105 (a file name)
-MICROSOFT_AUTHORITY = "https://login.microsoftonline.com/organizations"
+MICROSOFT_INSTANCE = "https://login.microsoftonline.com"
 MAX_CLIENT_CONFIG = 64 * 1024
 
 
@@ -53,8 +53,9 @@ def _add_oauth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--authority",
         type=_https_url,
-        default=MICROSOFT_AUTHORITY,
-        help="Microsoft: https://login.microsoftonline.com/<organizations|consumers|tenant-id>",
+        default=None,
+        help="Microsoft: https://login.microsoftonline.com/<organizations|consumers|tenant-id>"
+        " (default: chosen by the account's address; common for an unknown one)",
     )
     parser.add_argument(
         "--token-db",
@@ -150,7 +151,7 @@ def _client(args: argparse.Namespace, provider: str) -> Any:
     if provider == "google":
         config = _client_config(args.client_config)
         return Google(config, store=SqliteTokenStore(args.token_db), ca_file=args.oauth_ca_file)
-    host = (urlsplit(args.authority).hostname or "").lower()
+    host = (urlsplit(args.authority or MICROSOFT_INSTANCE).hostname or "").lower()
     return Microsoft(
         args.client_id,
         store=SqliteTokenStore(args.token_db),
@@ -197,7 +198,7 @@ def _sign_in(args: argparse.Namespace, provider: str, client: Any, tenant: str) 
     if provider == "google":
         client.installed_app_login(tenant, open_browser=_open_browser, timeout=args.wait)
         return ""
-    code = client.start_device_flow()
+    code = client.start_device_flow(email=args.email)
     print(code.message or f"Open {code.verification_uri} and enter {code.user_code}", flush=True)
     try:
         username: str = client.finish_device_flow(

@@ -94,7 +94,7 @@ class OAuthSetup:
                 "Google does not allow the mail scope in the device-code flow; "
                 "use installed_app_login() or the web flow",
             )
-        code: DeviceCode = self.client.start_device_flow()
+        code: DeviceCode = self.client.start_device_flow(email=self.email)
         return code
 
     def finish_device_flow(
