@@ -38,28 +38,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bulk_server import ServerProcess
 from bulk import pdf_bytes
+from outbox import SENDER, email, settings
 
-from mailbridge import Attachment, DeliveryClient, DocumentEmail, SmtpSettings
+from mailbridge import DeliveryClient
 from mailbridge.outbox import Outbox, State
 from mailbridge.smtp.pool import DEFAULT_CONCURRENCY
 from mailbridge.testing.realpostgres import RealPostgres, postgres_availability
 
-SENDER = "billing@acme.example"
 WORKER_START_LIMIT = 60.0
 DRAIN_LIMIT = 900.0
-
-
-def email(n: int, attachment: bytes) -> DocumentEmail:
-    return DocumentEmail(
-        to="jane@customer.example",
-        subject=f"Invoice 2026-{n:05d}",
-        body="Dear customer,\n\nplease find attached your invoice.\n",
-        attachments=[Attachment("invoice.pdf", attachment)] if attachment else [],
-    )
-
-
-def settings(host: str, port: int) -> SmtpSettings:
-    return SmtpSettings(host, port, "none", command_timeout=30.0, data_timeout=30.0)
 
 
 def bench_enqueue(url: str, client: DeliveryClient, count: int) -> list[str]:

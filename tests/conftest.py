@@ -81,6 +81,15 @@ def invoice_pdf(tmp_path: Path) -> Path:
     return path
 
 
+def require(check: tuple[bool, str], what: str) -> None:
+    """Skip (with the reason) when a real peer cannot run here; under CI, fail instead."""
+    available, reason = check
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the {what} tests, but: {reason}")
+        pytest.skip(reason)
+
+
 @contextlib.contextmanager
 def outside_basetemp(prefix: str) -> Iterator[Path]:
     """A fresh directory in the system's temp dir, removed afterwards.
@@ -107,11 +116,7 @@ def server_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def real_servers() -> Iterator[RealMailServers]:
     """Postfix + Dovecot on loopback, shared by the tests of a session (mailboxes cleared)."""
-    available, reason = availability()
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the real-server tests, but: {reason}")
-        pytest.skip(reason)
+    require(availability(), "real-server")
     # Not under pytest's basetemp: another pytest run on the machine may rotate it away.
     directory = Path(tempfile.mkdtemp(prefix="mailbridge-realservers-"))
     try:
@@ -137,11 +142,7 @@ def mta(real_servers: RealMailServers) -> RealMailServers:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[RealPostgres]:
     """A private PostgreSQL cluster on loopback, shared by the tests of a session."""
-    available, reason = postgres_availability()
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests, but: {reason}")
-        pytest.skip(reason)
+    require(postgres_availability(), "PostgreSQL")
     directory = Path(tempfile.mkdtemp(prefix="mailbridge-postgres-"))
     try:
         with RealPostgres(directory) as server:
@@ -161,10 +162,6 @@ def postgres_url(postgres_server: RealPostgres) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RealRedisServer]:
     """Debian's redis-server on a free loopback port (Celery's broker), one per session."""
-    available, reason = redis_availability()
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Redis tests, but: {reason}")
-        pytest.skip(reason)
+    require(redis_availability(), "Redis")
     with outside_basetemp("mailbridge-redis-") as directory, RealRedisServer(directory) as server:
         yield server

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +10,8 @@ from mailbridge import BlacklistQueryRefused
 from mailbridge.cli import main
 from mailbridge.deliverability import Blacklist, ListStatus, check_blacklists
 from mailbridge.testing._realdns import RealDnsServer, dnsmasq_availability
+
+from .conftest import require
 
 pytestmark = pytest.mark.realserver
 
@@ -28,11 +29,7 @@ BLOCKED = Blacklist(name="Blocked BL", zone="blocked.test", error_network="127.2
 
 @pytest.fixture(scope="module")
 def dnsmasq() -> Iterator[RealDnsServer]:
-    available, reason = dnsmasq_availability()
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the real-DNS tests, but: {reason}")
-        pytest.skip(reason)
+    require(dnsmasq_availability(), "real-DNS")
     with RealDnsServer(["bl.test", "blocked.test", "hosts.test"], RECORDS) as server:
         yield server
 

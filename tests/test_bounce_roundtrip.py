@@ -24,7 +24,7 @@ from mailbridge import Attachment, DeliveryClient, DocumentEmail
 from mailbridge.bounces import BounceCollector, MemorySentIndex, parse_bounce
 from mailbridge.testing.realservers import RealMailServers, availability
 
-from .conftest import ALICE, ALICE_PASSWORD, alice_imap, alice_smtp
+from .conftest import ALICE, ALICE_PASSWORD, alice_imap, alice_smtp, require
 
 pytestmark = pytest.mark.realserver
 
@@ -66,11 +66,7 @@ class BouncingServers(RealMailServers):
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[RealMailServers]:
-    available, reason = availability()
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the real-server tests, but: {reason}")
-        pytest.skip(reason)
+    require(availability(), "real-server")
     directory = Path(tempfile.mkdtemp(prefix="mailbridge-bounces-"))
     users = {ALICE: ALICE_PASSWORD, BOB: "bob-Secret-2"}
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import re
 import socket
 import ssl
@@ -25,7 +24,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from mailbridge.testing._imap import FakeImapServer
 from mailbridge.testing.realservers import RealMailServers, availability
 
-from .conftest import outside_basetemp
+from .conftest import outside_basetemp, require
 
 USER = "archiver@example.test"
 PASSWORD = "Archiv-Secret-7"
@@ -149,11 +148,7 @@ def server(
         with FakeImapServer(users={USER: PASSWORD}) as fake:
             yield ("fake", fake.host, fake.port, fake.client_ssl_context())
         return
-    available, reason = availability()
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the real-server tests, but: {reason}")
-        pytest.skip(reason)
+    require(availability(), "real-server")
     with outside_basetemp("mailbridge-imap-conformance-") as directory:
         with RealMailServers(directory, users={USER: PASSWORD}) as servers:
             yield ("dovecot", servers.host, servers.imaps_port, servers.client_ssl_context())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from mailbridge.dnsauth import SpfVerdict, check_host
 from mailbridge.testing._realdns import RealDnsServer, dnsmasq_availability
+
+from .conftest import require
 
 pytestmark = pytest.mark.realserver
 
@@ -49,11 +50,7 @@ DOMAINS = [
 
 @pytest.fixture(scope="module")
 def dnsmasq() -> Iterator[RealDnsServer]:
-    available, reason = dnsmasq_availability()
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the real-DNS tests, but: {reason}")
-        pytest.skip(reason)
+    require(dnsmasq_availability(), "real-DNS")
     with RealDnsServer(DOMAINS, RECORDS) as server:
         yield server
 

@@ -8,8 +8,6 @@ every other message in the folder is left exactly as it was.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +15,7 @@ import attrs
 
 from ..errors import ConfigurationError, ImapCommandFailed, ImapLimitExceeded
 from ..imap._connection import ImapLimits
-from ..imap._folder_session import FolderSession
+from ..imap._folder_session import FolderSession, fetch_session
 from ..imap._importer import Checkpoint, ImportBatch, InboxImporter
 from ..settings import ImapSettings
 from ._correlate import SentIndex, correlate, verp_token
@@ -134,16 +132,8 @@ class BounceCollector:
 
         `timeout` bounds all commands after login together (as `InboxImporter.fetch`).
         """
-        deadline = None
-        if timeout is not None:
-            if not math.isfinite(timeout) or timeout <= 0:
-                raise ConfigurationError("timeout", "must be a positive, finite number")
-            deadline = time.monotonic() + timeout
-        session = FolderSession(self.settings, self.folder, self._limits, deadline=deadline)
-        try:
+        with fetch_session(self.settings, self.folder, self._limits, timeout) as session:
             return self._fetch(session, checkpoint)
-        finally:
-            session.close()
 
     def commit(self, batch: BounceBatch) -> Checkpoint:
         """Mark or move the reports of `batch`; returns the checkpoint to persist.

@@ -10,17 +10,20 @@ message's fault: it is raised at once (nothing is committed, the next run retrie
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from ..errors import MailbridgeError, UidValidityChanged
+from ..errors import ConfigurationError, MailbridgeError, UidValidityChanged
 from ..settings import ImapSettings
 from ._client import BoundedClient
 from ._connection import close_imap, open_imap
 from ._failures import unusable_answer
 from ._wire import ImapLimits
 
-__all__ = ["MAX_REOPENS", "FolderSession", "uidvalidity"]
+__all__ = ["MAX_REOPENS", "FolderSession", "fetch_session", "uidvalidity"]
 
 # Reopens per fetch beyond one per message: an over-limit message costs one reopen and
 # is reported, so every fetch gets past any number of them; a server that breaks more
@@ -86,3 +89,22 @@ class FolderSession:
     def close(self) -> None:
         """LOGOUT; never raises."""
         close_imap(self.client)
+
+
+@contextlib.contextmanager
+def fetch_session(
+    settings: ImapSettings, folder: str, limits: ImapLimits, timeout: float | None
+) -> Iterator[FolderSession]:
+    """A `FolderSession` whose commands after login share `timeout` seconds (None: each
+    command only its own limit); closed afterwards. A bad `timeout` is a
+    `ConfigurationError` before anything is opened."""
+    deadline = None
+    if timeout is not None:
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ConfigurationError("timeout", "must be a positive, finite number")
+        deadline = time.monotonic() + timeout
+    session = FolderSession(settings, folder, limits, deadline=deadline)
+    try:
+        yield session
+    finally:
+        session.close()

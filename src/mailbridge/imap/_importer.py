@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from ._client import BoundedClient
 from ._connection import ImapLimits, close_imap, open_imap
 from ._documents import DocumentKind, detect_kind
 from ._filenames import safe_filename
-from ._folder_session import FolderSession, uidvalidity
+from ._folder_session import FolderSession, fetch_session, uidvalidity
 from ._part_fetch import WINDOW, describe, read_parts
 
 __all__ = ["Checkpoint", "ImportBatch", "ImportedDocument", "InboxImporter"]
@@ -153,16 +152,8 @@ class InboxImporter:
         reopened: at most once per message plus three times per fetch), is
         reported in `ImportBatch.problems` instead and marked by `commit()`.
         """
-        deadline = None
-        if timeout is not None:
-            if not math.isfinite(timeout) or timeout <= 0:
-                raise ConfigurationError("timeout", "must be a positive, finite number")
-            deadline = time.monotonic() + timeout
-        session = FolderSession(self.settings, self.folder, self._limits, deadline=deadline)
-        try:
+        with fetch_session(self.settings, self.folder, self._limits, timeout) as session:
             return self._fetch(session, checkpoint)
-        finally:
-            session.close()
 
     def commit(self, batch: ImportBatch) -> Checkpoint:
         """Mark the messages of `batch` as imported; returns the checkpoint to persist."""

@@ -15,10 +15,10 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from mailbridge.testing._realprocess import (
     RealServerError,
+    StartStop,
     read_tail,
     session_members,
     wait_until,
@@ -30,7 +30,7 @@ __all__ = ["CeleryWorkers"]
 _QUIET = ("--without-gossip", "--without-mingle", "--without-heartbeat")
 
 
-class CeleryWorkers:
+class CeleryWorkers(StartStop):
     """``count`` real Celery worker processes of the app ``app`` (``-A`` syntax).
 
     start() starts them all and returns once each logged "ready"; kill(index) kills one worker
@@ -64,18 +64,6 @@ class CeleryWorkers:
         self.log_files: list[list[Path]] = [[] for _ in range(count)]
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * count
         self._starting: set[int] = set()  # started, not yet seen ready
-
-    def __enter__(self) -> CeleryWorkers:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start every worker that is not running; return once all are ready."""

@@ -9,9 +9,12 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 __all__ = [
     "RealServerError",
+    "StartStop",
     "free_ports",
     "read_tail",
     "session_members",
@@ -22,6 +25,28 @@ __all__ = [
 
 class RealServerError(RuntimeError):
     """A real server (Postfix, Dovecot, Redis, Celery workers) failed to start, stop or deliver."""
+
+
+class StartStop:
+    """`with server:` starts it and stops it again, whatever happened inside."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def free_ports(count: int) -> list[int]:

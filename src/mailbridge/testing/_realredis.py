@@ -11,10 +11,10 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 from mailbridge.testing._realprocess import (
     RealServerError,
+    StartStop,
     free_ports,
     read_tail,
     terminate_session,
@@ -41,7 +41,7 @@ def redis_availability() -> tuple[bool, str]:
     return True, ""
 
 
-class RealRedisServer:
+class RealRedisServer(StartStop):
     """``redis-server`` on 127.0.0.1 and a free port, with its log in ``directory``.
 
     ``url`` (``redis://127.0.0.1:PORT/0``) is set by start(); stop() ends the process (SIGTERM,
@@ -66,18 +66,6 @@ class RealRedisServer:
         if not self.port:
             raise RealServerError("the Redis server is not started")
         return f"redis://{self.host}:{self.port}/{database}"
-
-    def __enter__(self) -> RealRedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start redis-server on a free loopback port; return once it answers PING."""

@@ -23,8 +23,8 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
+from mailbridge.testing._realprocess import StartStop
 from mailbridge.testing._realprocess import free_ports as _free_ports
 from mailbridge.testing._realprocess import read_tail as _read_tail
 from mailbridge.testing._realprocess import wait_until as _wait_until
@@ -72,7 +72,7 @@ def postgres_availability() -> tuple[bool, str]:
     return True, ""
 
 
-class RealPostgres:
+class RealPostgres(StartStop):
     """A PostgreSQL cluster on 127.0.0.1, created and kept entirely in ``directory``.
 
     ``port`` is chosen by the first start(); the superuser ``user`` logs in without a password
@@ -90,18 +90,6 @@ class RealPostgres:
         self.log_file = self.directory / "postgres.log"
         self._settings = tuple(settings)
         self._names = itertools.count(1)
-
-    def __enter__(self) -> RealPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def url(self, database: str = "postgres") -> str:
         """A ``postgresql://`` URL for ``database`` as the superuser over TCP."""

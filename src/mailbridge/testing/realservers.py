@@ -27,13 +27,14 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 
 import trustme
 
 from mailbridge.testing._celeryworkers import CeleryWorkers
 from mailbridge.testing._realprocess import (
     RealServerError,
+    StartStop,
     free_ports,
     read_tail,
     terminate_session,
@@ -134,7 +135,7 @@ def _make_traversable(path: Path) -> None:
             part.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
-class RealMailServers:
+class RealMailServers(StartStop):
     """A Postfix + Dovecot pair on 127.0.0.1, configured and kept entirely in ``directory``.
 
     Ports, chosen by the first start() and kept by later ones: ``submission_port`` (STARTTLS
@@ -174,18 +175,6 @@ class RealMailServers:
         self._base_dir = self.directory / "dovecot" / "run"
         self._logs = self.directory / "log"
         self._mail = self.directory / "mail"
-
-    def __enter__(self) -> RealMailServers:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Write the configuration, stop leftovers in the directory, start Dovecot and Postfix."""
