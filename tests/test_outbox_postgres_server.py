@@ -11,6 +11,8 @@ import pytest
 from mailbridge.testing import realpostgres
 from mailbridge.testing.realpostgres import RealPostgres, postgres_availability
 
+from .conftest import require
+
 psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (extra 'postgres')")
 
 
@@ -90,9 +92,7 @@ def test_database_names_are_plain_identifiers(postgres_server: RealPostgres, nam
 
 def test_stop_ends_every_process_and_restart_keeps_port_and_data(server_dir: Path) -> None:
     tmp_path = server_dir
-    available, reason = postgres_availability()
-    if not available:
-        pytest.skip(reason)
+    require(postgres_availability(), "PostgreSQL")
     server = RealPostgres(tmp_path / "cluster")
     (tmp_path / "cluster").mkdir()
     with server:

@@ -21,7 +21,7 @@ import pytest
 from mailbridge import DeliveryClient, DocumentEmail, SenderRefused, SmtpSettings
 from mailbridge.testing.realservers import RealMailServers, availability
 
-from .conftest import ALICE, ALICE_PASSWORD
+from .conftest import ALICE, ALICE_PASSWORD, require
 
 pytestmark = pytest.mark.realserver
 
@@ -38,9 +38,7 @@ class _RateLimitedServers(RealMailServers):
 
 @pytest.fixture
 def limited_postfix() -> Iterator[RealMailServers]:
-    available, reason = availability()
-    if not available:
-        pytest.skip(reason)
+    require(availability(), "real-server")
     directory = Path(tempfile.mkdtemp(prefix="mailbridge-ratelimited-"))
     try:
         with _RateLimitedServers(directory, users={ALICE: ALICE_PASSWORD}) as servers:
