@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..composer import PreparedMessage, check_transmittable
 from ..errors import ConfigurationError, MessageError, OutboxError
-from ._limits import limits_for
+from ._limits import check_recipients, limits_for
 from ._open import open_store
 from ._schema import SCHEMA_VERSION
 from ._sending import Backoff, ResolveClient, Sender
@@ -170,6 +170,7 @@ class Outbox:
         limits = None
         if client is not None:
             limits = limits_for(client, prepared.envelope_sender, self.registry)
+            check_recipients(limits, len(prepared.recipients))
         message = NewMessage(
             id=uuid.uuid4().hex,
             tenant=tenant,
