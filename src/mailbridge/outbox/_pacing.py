@@ -61,7 +61,8 @@ class Tenant:
 
     def over(self, recipients: int) -> list[tuple[float, bool, int, str]]:
         """(window, counts recipients, excess, reason) of each limit a message to
-        `recipients` addresses would exceed; `excess` is how much must leave the window.
+        `recipients` addresses would exceed; `excess` is how much of the limit's use must
+        leave its window first.
 
         A message bigger than a whole window (refused at enqueue; possible only when the
         provider's figures shrank since) goes once its window is empty: it never waits
@@ -242,7 +243,8 @@ class Pacing(SqlBase):
         (a send uses 1 of a message limit, its recipients of a recipient limit)."""
         window, per_recipient, excess, reason = limit
         column = next(c for w, r, c in LIMITS if (w, r) == (window, per_recipient))
-        logged = tenant.used[column] - tenant.taken_use[column]  # this claim's are at `now`
+        # what this claim took is logged at `now`: it leaves the window last
+        logged = tenant.used[column] - tenant.taken_use[column]
         oldest = None
         if excess <= logged:
             use = "recipients" if per_recipient else "1"
