@@ -42,13 +42,14 @@ def fill(url: str, rows: int, tenants: int, recipients: int, sends: int) -> None
                 enqueue(store, n, tenant, gmail, recipients)
         store._transaction = outer  # type: ignore[attr-defined]
     with outer() as cursor:  # the sends of the last day (before T0 + 200, the first claim)
+        shift = store._shift(cursor, T0 + 200)  # type: ignore[attr-defined]  # PostgreSQL's clock
         for t in range(1, tenants, 2) if sends else ():
             store._run(  # type: ignore[attr-defined]
                 cursor,
                 "INSERT INTO outbox_sends (tenant, id, owner, at) WITH RECURSIVE k(n) AS"
                 " (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < ?)"
                 " SELECT ?, ? || CAST(n AS TEXT), 'w', ? + n * 200.0 FROM k",
-                (sends - 1, f"t{t:04d}", f"s{t}-", T0 + 200 - 86_000),
+                (sends - 1, f"t{t:04d}", f"s{t}-", T0 + 200 - 86_000 + shift),
             )
     store.close()
 

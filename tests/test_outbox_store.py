@@ -366,7 +366,8 @@ def test_a_version_2_database_upgrades_in_place_and_keeps_its_sends(store_url: s
             )
             old._run(  # type: ignore[attr-defined]  # the tenant's limits, as v2 kept them
                 cursor,
-                "INSERT INTO outbox_tenants (tenant, provider, per_day) VALUES ('acme', 'Gmail', 2)",
+                "INSERT INTO outbox_tenants (tenant, provider, per_day)"
+                " VALUES ('acme', 'Gmail', 2)",
             )
         assert old.migrate() == SCHEMA_VERSION == 4
         assert old.schema_version() == 4

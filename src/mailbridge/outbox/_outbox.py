@@ -150,13 +150,15 @@ class Outbox:
         A `DocumentEmail` is composed now with `client.prepare` (`client`, or
         `resolve_client(tenant)`), so invalid addresses, header injection,
         missing placeholders and oversized messages raise here as `MessageError`s
-        and nothing is stored. The same `idempotency_key` (per tenant) twice
-        returns the first id and stores nothing. `not_before` delays sending;
-        temporary failures are retried until `deadline` (default: the outbox's,
-        two days). `dispatch(id)` (e.g. a Celery task's `delay`) is called after
-        the row is committed, also for a repeated key whose message is still queued;
-        if it raises (the broker is down) the id is returned all the same, as the
-        message is stored: a Celery sweep or a worker sends it.
+        and nothing is stored; so does a message with more recipients than the
+        provider lets the mailbox send in a whole minute or day (`TooManyRecipients`).
+        The same `idempotency_key` (per tenant) twice returns the first id and stores
+        nothing. `not_before` delays sending; temporary failures are retried until
+        `deadline` (default: the outbox's, two days). `dispatch(id)` (e.g. a Celery
+        task's `delay`) is called after the row is committed, also for a repeated key
+        whose message is still queued; if it raises (the broker is down) the id is
+        returned all the same, as the message is stored: a Celery sweep or a worker
+        sends it.
         """
         tenant = _check_tenant(tenant)
         if idempotency_key is not None and (

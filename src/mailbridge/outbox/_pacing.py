@@ -34,11 +34,6 @@ LIMITS = (
 )
 _NAMES = [column for _, _, column in LIMITS]
 _COLUMNS = ", ".join(_NAMES)
-# What the sends in `outbox_sends` use of each limit, in the order of LIMITS.
-_USED = (
-    "COUNT(*), SUM(recipients), SUM(CASE WHEN at > ? THEN 1 ELSE 0 END),"
-    " SUM(CASE WHEN at > ? THEN recipients ELSE 0 END)"
-)
 DUE = "((state = 'queued' AND not_before <= ?) OR (state = 'claimed' AND lease_expires < ?))"
 
 
@@ -205,17 +200,25 @@ class Pacing(SqlBase):
             f"DELETE FROM outbox_sends WHERE tenant IN ({marks(len(limited))}) AND at <= ?",
             (*limited, now - DAY),
         )
-        used = {
-            found[0]: found[1:]
-            for found in self._run(
-                cursor,
-                f"SELECT tenant, {_USED} FROM outbox_sends"
-                f" WHERE tenant IN ({marks(len(limited))}) GROUP BY tenant",
-                (now - MINUTE, now - MINUTE, *limited),
-            ).fetchall()
-        }
+        # messages and recipients of the day, then of the minute: a range on the index
+        day, minute = (
+            {
+                tenant: (messages, recipients)
+                for tenant, messages, recipients in self._run(
+                    cursor,
+                    "SELECT tenant, COUNT(*), SUM(recipients) FROM outbox_sends"
+                    f" WHERE tenant IN ({marks(len(limited))}) AND at > ? GROUP BY tenant",
+                    (*limited, since),
+                ).fetchall()
+            }
+            for since in (now - DAY, now - MINUTE)
+        )
         return {
-            row[0]: Tenant(row, int(busy.get(row[0], 0)), used.get(row[0], (0,) * len(LIMITS)))
+            row[0]: Tenant(
+                row,
+                int(busy.get(row[0], 0)),
+                (*day.get(row[0], (0, 0)), *minute.get(row[0], (0, 0))),
+            )
             for row in rows
         }
 
