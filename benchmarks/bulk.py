@@ -12,6 +12,7 @@ documentation recommends for bulk sending:
 * aiosmtplib: `--connections` concurrent connections, each sending its share in turn;
 * mailbridge send(): `client.send(prepared)` in a loop, one message at a time (library
   defaults: new connection every 100 messages);
+* mailbridge async send(): the same with `await` on `AsyncDeliveryClient`;
 * mailbridge xN: `send_many(..., concurrency=3N)`, pool `max_per_server=N`: three
   messages pipelined on each connection (the pool's default `messages_in_flight`);
 * ideal BDAT x1 (CHUNKING servers, plain): not a library but the ceiling of this
@@ -59,6 +60,8 @@ from typing import Any, TypedDict
 import attrs
 
 from mailbridge import (
+    AsyncConnectionPool,
+    AsyncDeliveryClient,
     Attachment,
     DeliveryClient,
     DocumentEmail,
@@ -444,6 +447,32 @@ def run_mailbridge_loop(
     return run
 
 
+def run_mailbridge_async_loop(
+    target: Target, data: PreparedMessage, limit: Deadline, reset: Reset
+) -> Run:
+    """`await client.send(prepared)` in a loop on AsyncDeliveryClient (one connection)."""
+    run = Run(f"{MB1} async send()", 1, 1 if target.chunking else 2)
+
+    async def main() -> None:
+        pool = AsyncConnectionPool(max_per_server=1, messages_in_flight=IN_FLIGHT, **POOL_OPTIONS)
+        async with AsyncDeliveryClient.own_smtp(
+            target.sender, target.settings(), pool=pool
+        ) as client:
+            if not (await client.send(data)).ok:
+                raise RuntimeError("warm-up refused")
+            run.warmup = 1
+            reset()
+            limit.start()
+            while limit.take():
+                if not (await client.send(data)).ok:
+                    raise RuntimeError("recipients refused")
+                run.sent += 1
+            run.seconds = limit.elapsed()
+
+    asyncio.run(asyncio.wait_for(main(), limit.seconds + 120))
+    return run
+
+
 def run_mailbridge_many(
     target: Target, data: PreparedMessage, limit: Deadline, reset: Reset, connections: int
 ) -> Run:
@@ -494,6 +523,16 @@ def postfix_accepted(log: Path) -> int:
         return 0
 
 
+def postfix_logged(log: Path, before: int, expected: int) -> int:
+    """Messages Postfix logged since `before`, waiting up to 30 s for `expected`."""
+    deadline = time.monotonic() + 30
+    got = postfix_accepted(log) - before
+    while got < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = postfix_accepted(log) - before
+    return got
+
+
 @attrs.define
 class Case:
     target: Target
@@ -521,6 +560,9 @@ def run_case(
         DJANGO: lambda lim: run_django(target, attachment, lim, reset),
         AIOSMTPLIB: lambda lim: run_aiosmtplib(target, prepared, lim, reset, n),
         "mailbridge-loop": lambda lim: run_mailbridge_loop(target, prepared, lim, reset),
+        "mailbridge-async-loop": lambda lim: run_mailbridge_async_loop(
+            target, prepared, lim, reset
+        ),
         "mailbridge1": lambda lim: run_mailbridge_many(target, prepared, lim, reset, 1),
         "mailbridgeN": lambda lim: run_mailbridge_many(target, prepared, lim, reset, n),
         IDEAL: lambda lim: run_ideal(target, prepared, lim, reset),
@@ -544,11 +586,7 @@ def run_case(
             case.problems.append(f"{run.contender}: {run.error}")
         expected = run.sent + run.warmup
         if postfix_log is not None:
-            deadline = time.monotonic() + 30
-            got = postfix_accepted(postfix_log) - before
-            while got < expected and time.monotonic() < deadline:
-                time.sleep(0.05)
-                got = postfix_accepted(postfix_log) - before
+            got = postfix_logged(postfix_log, before, expected)
             if got != expected:
                 case.problems.append(f"{run.contender}: Postfix logged {got}, expected {expected}")
         else:
@@ -655,6 +693,52 @@ def loopback(args: argparse.Namespace, attachment: bytes) -> list[str]:
     return lines
 
 
+def loopback_postfix(args: argparse.Namespace, attachment: bytes) -> list[str]:
+    """One message at a time to a real Postfix on plain loopback, sync and async.
+
+    No proxy: nothing ACKs for the client, so a client that leaves Linux's delayed
+    ACK on makes Postfix's second small reply wait up to 40 ms (Nagle)."""
+    from mailbridge.testing.realservers import RealMailServers, availability
+
+    ok, reason = availability()
+    if not ok:
+        return [f"Plain loopback to Postfix skipped: {reason}"]
+    lines = [f"Plain loopback, no proxy, Postfix, 1 rcpt, 1 connection, {args.messages} messages:"]
+    with tempfile.TemporaryDirectory(prefix="bulk-") as name:
+        directory = Path(name)
+        real = RealMailServers(directory, users={POSTFIX_USER: POSTFIX_PASSWORD})
+        real.start()
+        try:
+            target = Target(
+                "postfix", real.host, real.smtp_port, False, str(real.ca_file), None, None,
+                POSTFIX_USER, (f"customer0@{real.discard_domain}",), 0.0, True,
+            )  # fmt: skip
+            prepared = target.prepare(attachment)
+            log = directory / "log" / "postfix.log"
+            runners = (
+                (SMTPLIB, run_smtplib),
+                (f"{MB1} send()", run_mailbridge_loop),
+                (f"{MB1} async send()", run_mailbridge_async_loop),
+            )
+            for contender, runner in runners:
+                before = postfix_accepted(log)
+                run = runner(target, prepared, Deadline(args.messages, args.time_limit), _no_reset)
+                expected = run.sent + run.warmup
+                got = postfix_logged(log, before, expected)
+                check = "" if got == expected else f"  PROBLEM: Postfix logged {got} of {expected}"
+                lines.append(
+                    f"  {contender:24} {run.rate:8.1f} msg/s  {1000 / max(run.rate, 1e-9):6.2f} "
+                    f"ms/msg{check}"
+                )
+        finally:
+            real.stop()
+    return lines
+
+
+def _no_reset() -> None:
+    pass
+
+
 # -- output -----------------------------------------------------------------------------
 
 
@@ -756,7 +840,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    contenders = [SMTPLIB, DJANGO, AIOSMTPLIB, "mailbridge-loop", "mailbridge1", "mailbridgeN"]
+    contenders = [SMTPLIB, DJANGO, AIOSMTPLIB, "mailbridge-loop", "mailbridge-async-loop"]
+    contenders += ["mailbridge1", "mailbridgeN"]
     contenders.append(IDEAL)
     if importlib.util.find_spec("django") is None or importlib.util.find_spec("aiosmtplib") is None:
         print(f"{MISSING}; running without them.", file=sys.stderr)
@@ -793,6 +878,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         for line in loopback(args, attachment):
             print(line, flush=True)
+        if "postfix" in args.servers:
+            for line in loopback_postfix(args, attachment):
+                print(line, flush=True)
     total = sum(run.sent + run.warmup for case in cases for run in case.runs)
     verdict = "all accepted and verified" if not problems else f"{len(problems)} PROBLEM(S)"
     print(f"\n{total} messages sent through the proxies; {verdict}.")
