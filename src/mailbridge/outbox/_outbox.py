@@ -286,19 +286,23 @@ class Outbox:
         recipient (see docs/outbox.md); None when it is not in this outbox. Each
         recipient the report names becomes `bounced` or `delayed` in
         `status(id).bounces`. A heuristic report counts only when our envelope id
-        or VERP tag ties it to the message (anyone can mail a fake bounce).
+        or VERP tag ties it to the message (anyone can mail a fake bounce). An RFC
+        3464 DSN found by our envelope id proves the server took the message: an
+        `outcome_unknown` one becomes `sent` (with its bounces, in one transaction).
         """
         id = self._record_bounce(event)[0]
         return None if id is None else self.status(id)
 
     def _record_bounce(self, event: BounceEvent) -> tuple[str | None, list[BounceRecord]]:
-        from ._bounce_state import bounce_records, find_bounced
+        from ._bounce_state import bounce_records, find_bounced, proves_sent
 
         found = find_bounced(self.store, event)
         if found is None:
             return None, []
-        records = bounce_records(event, *found, self.clock())
-        self.store.record_bounces(found[0].id, records)
+        now = self.clock()
+        records = bounce_records(event, *found, now)
+        settle = proves_sent(event, found[1])
+        self.store.record_bounces(found[0].id, records, settle=settle, now=now)
         return found[0].id, records
 
     def bounce_handler(self, *, suppression: SuppressionList | None = None) -> BounceHandler:

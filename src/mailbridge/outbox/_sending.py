@@ -256,7 +256,8 @@ class Sender:
         )
         found = self._find_in_sent(client, claimed.message_id)
         if found:
-            return Outcome(claimed.id, State.SENT, result=result_json((), {}, None))
+            result = result_json((), {}, None, settled_by="sent_folder")
+            return Outcome(claimed.id, State.SENT, result=result)
         if found is not None and not client.archive_sent:
             if error is not None:  # this attempt failed after all: back off, up to the deadline
                 return self._later(claimed, error, "not in the Sent folder")

@@ -292,11 +292,21 @@ class Store(Protocol):
         (its VERP tag) or "recipient" (a sent message to that address, any case)."""
         ...
 
-    def record_bounces(self, id: str, records: Sequence[BounceRecord]) -> bool:
+    def record_bounces(
+        self,
+        id: str,
+        records: Sequence[BounceRecord],
+        *,
+        settle: bool = False,
+        now: float | None = None,
+    ) -> bool:
         """Keep what bounces said about message `id`'s recipients; whether anything changed.
 
         Idempotent: the same record again changes nothing; a "delayed" never
-        replaces a "failed" (a bounce is final).
+        replaces a "failed" (a bounce is final). With `settle` (the caller has proof
+        that the server took the message: a DSN naming our envelope id), a message
+        still `outcome_unknown` becomes `sent` in the same transaction (`now`: the
+        caller's clock); any other state is left as it is (what came first wins).
         """
         ...
 
