@@ -65,10 +65,12 @@ def proves_sent(event: BounceEvent, matched_by: str) -> bool:
     (`MAIL FROM … ENVID=`), to the tenant's server and the relays after it; a DSN
     that names it was written by one of them, about a message it took. Everything
     else is no proof: a Message-ID is in the headers every recipient sees, a VERP tag
-    and a failed recipient can be guessed or copied, and a plain-text or heuristic
-    report is a guess about a format anyone can type (ENVIDs come only from RFC 3464
-    parts, but the source is checked all the same); complaints and auto-replies come
-    from recipients, not servers.
+    is in the Return-Path they see too (and is a hash of the Message-ID), anyone can
+    name a recipient, and a plain-text or heuristic report is a guess at a format
+    anyone can type (ENVIDs come only from RFC 3464 parts, but the source is checked
+    all the same); complaints and auto-replies come from recipients, not servers.
+    Settling wrongly would be worse than not settling: `sent` is final, so a message
+    that never went out would never be sent.
     """
     report = event.report
     return report.kind == "dsn" and report.source == "rfc3464" and matched_by == "envelope_id"
