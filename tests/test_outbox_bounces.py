@@ -567,3 +567,24 @@ def test_retry_force_and_a_dsn_at_the_same_time_one_wins(store_url: str) -> None
             else:  # the DSN came first: sent, and the retry found nothing to do
                 assert retried == [False]
                 assert (status.state, status.settled_by) == (State.SENT, "dsn")
+
+
+def test_a_prepared_message_comes_back_from_the_store_field_for_field(outbox: Outbox) -> None:
+    """`Envelope.fields_of` (enqueue) and `Envelope.prepared` (the worker) are inverses."""
+    message = PreparedMessage(
+        data="Subject: Rechnung für Jörg\r\n\r\nAnbei.\r\n".encode(),
+        envelope_sender="bounces+00000000000000cc@app.example",
+        recipients=("jörg@customer.example", BOB),
+        message_id="<r-1@acme.example>",
+        bcc=(BOB,),
+        smtputf8=True,
+        mode="relay",
+        note="sent on behalf of Acme",
+        envelope_id="env-round-trip",
+    )
+    assert all(
+        getattr(message, field.name) != field.default for field in attrs.fields(PreparedMessage)
+    )  # not one default: a field lost on the way would show
+    id = outbox.enqueue("acme", message)
+    claimed = outbox.store.claim_one(id, "test", lease=60, now=time.time())
+    assert claimed is not None and claimed.prepared() == message

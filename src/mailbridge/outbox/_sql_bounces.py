@@ -132,8 +132,9 @@ class BounceQueries(SqlBase):
 
         The row is locked (PostgreSQL) or the database is (SQLite), and the update is
         conditional on the state all the same: a `retry(id, force=True)` that came
-        first wins (the message is `queued` again), and this changes nothing. `sent_at` is when the attempt
-        whose outcome was unknown ended (the row's last update), not when the DSN came.
+        first wins (the message is `queued` again), and this changes nothing. `sent_at`
+        is when the attempt whose outcome was unknown ended (the row's last update), not
+        when the DSN came.
         """
         now += self._shift(cursor, now)
         return bool(
