@@ -5,6 +5,7 @@ names the store and what it was doing, chains the original and quotes no secret.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -28,7 +29,7 @@ from mailbridge.testing import FakeAuthorizationServer
 from .test_oauth_setup import EMAIL, world
 
 METHODS = ("load", "save", "lock", "unlock")
-CONNECTION = "postgresql://tokens:db-password-123@db.example.test/tokens"  # noqa: S105
+CONNECTION = "postgresql://tokens:db-password-123@db.example.test/tokens"
 
 
 class BrokenStore:
@@ -109,9 +110,7 @@ def auth() -> Iterator[FakeAuthorizationServer]:
 
 
 def _doing(method: str) -> str:
-    return {"load": "reading", "save": "saving", "lock": "locking", "unlock": "unlocking"}[
-        method
-    ]
+    return {"load": "reading", "save": "saving", "lock": "locking", "unlock": "unlocking"}[method]
 
 
 # -- sign-in: the adapters -----------------------------------------------------------------
@@ -234,10 +233,8 @@ def test_a_lock_that_swallows_errors_cannot_hide_ours() -> None:
     class Swallowing(BrokenStore):
         @contextmanager
         def _lock(self, tenant: str) -> Iterator[None]:
-            try:
+            with contextlib.suppress(Exception):  # a careless lock
                 yield
-            except Exception:  # a careless lock
-                pass
 
     with pytest.raises(KeyError), guarded(Swallowing("", RuntimeError)).lock("acme"):
         raise KeyError("ours")

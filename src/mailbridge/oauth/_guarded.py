@@ -129,14 +129,13 @@ class _GuardedLock:
         kind: type[BaseException] | None,
         value: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         inner, self._inner = self._inner, None
         if inner is None:  # pragma: no cover - __enter__ failed, so no block ran
-            return False
+            return
         with self._guard._typed(f"unlocking the sign-in of tenant {self._tenant!r} in"):
             try:
                 inner.__exit__(kind, value, traceback)
             except BaseException as exc:
                 if exc is not value:  # else: the block's own error, re-raised by the lock
                     raise
-        return False

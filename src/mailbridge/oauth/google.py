@@ -24,8 +24,8 @@ from ..errors import OAuthGrantInvalid
 from ._circuit import DEFAULT_BACKOFF
 from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest
-from ._provider import DEFAULT_MARGIN, AccessToken, CachingTokenProvider
 from ._guarded import guarded
+from ._provider import DEFAULT_MARGIN, AccessToken, CachingTokenProvider
 from ._store import TokenStore
 
 try:

@@ -23,8 +23,8 @@ from ..settings import Secret
 from ._circuit import DEFAULT_BACKOFF
 from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest, DeviceCode
-from ._provider import AccessToken, CachingTokenProvider
 from ._guarded import guarded
+from ._provider import AccessToken, CachingTokenProvider
 from ._store import TokenStore
 
 try:
