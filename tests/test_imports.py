@@ -350,3 +350,16 @@ def test_sending_loads_no_imap_or_dns_until_a_feature_needs_them(
     assert "imapclient" in after_imap and "mailbridge.imap._archiver" in after_imap
     assert "dns.resolver" not in after_imap
     assert "dns.resolver" in after_spf and "mailbridge.dnsauth._spf" in after_spf
+
+
+def test_address_validation_loads_on_first_address() -> None:
+    """email_validator (its patterns take tens of milliseconds to compile) loads with the
+    first address to validate, not with the client; and never dnspython (no DNS checks)."""
+    code = textwrap.dedent("""
+        import json, sys
+        from mailbridge import DeliveryClient, DocumentEmail
+        imported = "email_validator" in sys.modules
+        DocumentEmail(to="jane@customer.example", subject="Invoice", body="Attached.")
+        print(json.dumps([imported, "email_validator" in sys.modules, "dns" in sys.modules]))
+    """)
+    assert json.loads(_python(code)) == [False, True, False]
