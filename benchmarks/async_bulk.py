@@ -30,6 +30,7 @@ from _bulk_server import ServerProcess
 from bulk import (
     AIOSMTPLIB,
     IN_FLIGHT,
+    POOL_OPTIONS,
     Deadline,
     Run,
     Target,
@@ -59,7 +60,9 @@ def run_async(
             yield data
 
     async def main() -> None:
-        pool = AsyncConnectionPool(max_per_server=max(connections, 1), messages_in_flight=3)
+        pool = AsyncConnectionPool(
+            max_per_server=max(connections, 1), messages_in_flight=IN_FLIGHT, **POOL_OPTIONS
+        )
         async with AsyncDeliveryClient.own_smtp(
             target.sender, target.settings(), pool=pool
         ) as client:
@@ -150,7 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--chunking", action="store_true", help="the server offers BDAT")
+    parser.add_argument(
+        "--per-connection",
+        type=int,
+        help="mailbridge's max_messages_per_connection (default: the library's, 100)",
+    )
     args = parser.parse_args(argv)
+    if args.per_connection is not None:
+        if args.per_connection < 1:
+            parser.error("--per-connection must be at least 1")
+        POOL_OPTIONS["max_messages_per_connection"] = args.per_connection
     if args.quick:
         args.messages, args.time_limit = min(args.messages, 120), min(args.time_limit, 8.0)
     if importlib.util.find_spec("aiosmtplib") is None:

@@ -12,8 +12,12 @@ documentation recommends for bulk sending:
 * aiosmtplib: `--connections` concurrent connections, each sending its share in turn;
 * mailbridge send(): `client.send(prepared)` in a loop, one message at a time (library
   defaults: new connection every 100 messages);
+* mailbridge async send(): the same with `await` on `AsyncDeliveryClient`;
 * mailbridge xN: `send_many(..., concurrency=3N)`, pool `max_per_server=N`: three
-  messages pipelined on each connection (the pool's default `messages_in_flight`).
+  messages pipelined on each connection (the pool's default `messages_in_flight`);
+* ideal BDAT x1 (CHUNKING servers, plain): not a library but the ceiling of this
+  server and proxy: pre-built RSET/MAIL/RCPT/BDAT bytes, three in flight on one
+  connection, the replies only counted.
 
 Connecting (and STARTTLS + AUTH) and one warm-up message per connection are not timed.
 Every contender stops at `--messages` or at `--time-limit` seconds, whichever comes
@@ -44,17 +48,20 @@ import random
 import re
 import resource
 import smtplib
+import socket
 import ssl
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import attrs
 
 from mailbridge import (
+    AsyncConnectionPool,
+    AsyncDeliveryClient,
     Attachment,
     DeliveryClient,
     DocumentEmail,
@@ -63,6 +70,7 @@ from mailbridge import (
     SmtpSettings,
 )
 from mailbridge.smtp import ConnectionPool
+from mailbridge.smtp.wire import normalize_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bulk_server import ServerProcess
@@ -74,7 +82,17 @@ POSTFIX_USER, POSTFIX_PASSWORD = "billing@example.test", "benchmark-password"
 BODY = "Dear customer,\n\nplease find attached your invoice.\n\nACME Billing\n"
 SMTPLIB, DJANGO, AIOSMTPLIB = "smtplib", "Django", "aiosmtplib"
 MB1 = "mailbridge"
+IDEAL = "ideal BDAT x1"
 IN_FLIGHT = 3  # messages one mailbridge connection carries at once (the pool default)
+
+
+# Extra ConnectionPool options for every mailbridge contender (--per-connection); empty:
+# the library's defaults (a fresh connection every 100 messages).
+class PoolOptions(TypedDict, total=False):
+    max_messages_per_connection: int
+
+
+POOL_OPTIONS: PoolOptions = {}
 MISSING = "Django and aiosmtplib are needed: pip install django aiosmtplib"
 
 
@@ -334,8 +352,75 @@ def run_aiosmtplib(
     return run
 
 
+def run_ideal(target: Target, data: PreparedMessage, limit: Deadline, reset: Reset) -> Run:
+    """The ceiling for this server and proxy: pre-built BDAT transactions, IN_FLIGHT at
+    a time on one connection, replies only counted (no parsing, no bookkeeping)."""
+    run = Run(IDEAL, 1, 1 / IN_FLIGHT)
+    run.note = (
+        f"{IDEAL}: pre-built RSET/MAIL/RCPT/BDAT bytes, {IN_FLIGHT} in flight, replies only "
+        "counted: what this server and proxy allow a client at best."
+    )
+    payload = normalize_data(data.data)
+    head = [f"MAIL FROM:<{data.envelope_sender}>"]
+    head += [f"RCPT TO:<{r}>" for r in target.recipients]
+    head.append(f"BDAT {len(payload)} LAST")
+    wire = ("RSET\r\n" + "".join(line + "\r\n" for line in head)).encode() + payload
+    per_message = 3 + len(target.recipients)  # RSET, MAIL, each RCPT, BDAT
+    with socket.create_connection((target.host, target.port), TIMEOUT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(TIMEOUT)
+        buffer = b""
+
+        def replies(wanted: int) -> Iterator[None]:
+            """Yield once per final reply line, `wanted` of them; a refusal raises."""
+            nonlocal buffer
+            while wanted:
+                while b"\r\n" not in buffer:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise RuntimeError("the server closed the connection")
+                    buffer += chunk
+                line, buffer = buffer.split(b"\r\n", 1)
+                if line[3:4] == b"-":
+                    continue  # a multi-line reply goes on
+                if line[:1] != b"2":
+                    raise RuntimeError(f"refused: {line!r}")
+                wanted -= 1
+                yield
+
+        for _ in replies(1):  # greeting
+            pass
+        sock.sendall(b"EHLO bench.example\r\n")
+        for _ in replies(1):
+            pass
+        sock.sendall(wire)  # warm-up
+        for _ in replies(per_message):
+            pass
+        run.warmup = 1
+        reset()
+        limit.start()
+        written = 0
+        while written < IN_FLIGHT and limit.take():
+            written += 1
+        sock.sendall(wire * written)
+        counted = 0
+        for _ in replies(10**9):
+            counted += 1
+            if counted % per_message:
+                continue
+            run.sent += 1
+            if limit.take():
+                written += 1
+                sock.sendall(wire)
+            if run.sent == written:
+                break
+        run.seconds = limit.elapsed()
+        sock.sendall(b"QUIT\r\n")
+    return run
+
+
 def _client(target: Target, connections: int) -> tuple[DeliveryClient, ConnectionPool]:
-    pool = ConnectionPool(max_per_server=connections, messages_in_flight=IN_FLIGHT)
+    pool = ConnectionPool(max_per_server=connections, messages_in_flight=IN_FLIGHT, **POOL_OPTIONS)
     client = DeliveryClient.own_smtp(target.sender, target.settings(), pool=pool)
     return client, pool
 
@@ -359,6 +444,32 @@ def run_mailbridge_loop(
     finally:
         client.close()
         pool.close()
+    return run
+
+
+def run_mailbridge_async_loop(
+    target: Target, data: PreparedMessage, limit: Deadline, reset: Reset
+) -> Run:
+    """`await client.send(prepared)` in a loop on AsyncDeliveryClient (one connection)."""
+    run = Run(f"{MB1} async send()", 1, 1 if target.chunking else 2)
+
+    async def main() -> None:
+        pool = AsyncConnectionPool(max_per_server=1, messages_in_flight=IN_FLIGHT, **POOL_OPTIONS)
+        async with AsyncDeliveryClient.own_smtp(
+            target.sender, target.settings(), pool=pool
+        ) as client:
+            if not (await client.send(data)).ok:
+                raise RuntimeError("warm-up refused")
+            run.warmup = 1
+            reset()
+            limit.start()
+            while limit.take():
+                if not (await client.send(data)).ok:
+                    raise RuntimeError("recipients refused")
+                run.sent += 1
+            run.seconds = limit.elapsed()
+
+    asyncio.run(asyncio.wait_for(main(), limit.seconds + 120))
     return run
 
 
@@ -412,6 +523,16 @@ def postfix_accepted(log: Path) -> int:
         return 0
 
 
+def postfix_logged(log: Path, before: int, expected: int) -> int:
+    """Messages Postfix logged since `before`, waiting up to 30 s for `expected`."""
+    deadline = time.monotonic() + 30
+    got = postfix_accepted(log) - before
+    while got < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = postfix_accepted(log) - before
+    return got
+
+
 @attrs.define
 class Case:
     target: Target
@@ -439,10 +560,16 @@ def run_case(
         DJANGO: lambda lim: run_django(target, attachment, lim, reset),
         AIOSMTPLIB: lambda lim: run_aiosmtplib(target, prepared, lim, reset, n),
         "mailbridge-loop": lambda lim: run_mailbridge_loop(target, prepared, lim, reset),
+        "mailbridge-async-loop": lambda lim: run_mailbridge_async_loop(
+            target, prepared, lim, reset
+        ),
         "mailbridge1": lambda lim: run_mailbridge_many(target, prepared, lim, reset, 1),
         "mailbridgeN": lambda lim: run_mailbridge_many(target, prepared, lim, reset, n),
+        IDEAL: lambda lim: run_ideal(target, prepared, lim, reset),
     }
     for name in contenders:
+        if name == IDEAL and (not target.chunking or target.tls or target.server == "postfix"):
+            continue  # the ceiling is measured where it is simple: plain BDAT to aiosmtpd
         before = (
             postfix_accepted(postfix_log) if postfix_log is not None else int(helper.call("count"))
         )
@@ -459,11 +586,7 @@ def run_case(
             case.problems.append(f"{run.contender}: {run.error}")
         expected = run.sent + run.warmup
         if postfix_log is not None:
-            deadline = time.monotonic() + 30
-            got = postfix_accepted(postfix_log) - before
-            while got < expected and time.monotonic() < deadline:
-                time.sleep(0.05)
-                got = postfix_accepted(postfix_log) - before
+            got = postfix_logged(postfix_log, before, expected)
             if got != expected:
                 case.problems.append(f"{run.contender}: Postfix logged {got}, expected {expected}")
         else:
@@ -570,6 +693,52 @@ def loopback(args: argparse.Namespace, attachment: bytes) -> list[str]:
     return lines
 
 
+def loopback_postfix(args: argparse.Namespace, attachment: bytes) -> list[str]:
+    """One message at a time to a real Postfix on plain loopback, sync and async.
+
+    No proxy: nothing ACKs for the client, so a client that leaves Linux's delayed
+    ACK on makes Postfix's second small reply wait up to 40 ms (Nagle)."""
+    from mailbridge.testing.realservers import RealMailServers, availability
+
+    ok, reason = availability()
+    if not ok:
+        return [f"Plain loopback to Postfix skipped: {reason}"]
+    lines = [f"Plain loopback, no proxy, Postfix, 1 rcpt, 1 connection, {args.messages} messages:"]
+    with tempfile.TemporaryDirectory(prefix="bulk-") as name:
+        directory = Path(name)
+        real = RealMailServers(directory, users={POSTFIX_USER: POSTFIX_PASSWORD})
+        real.start()
+        try:
+            target = Target(
+                "postfix", real.host, real.smtp_port, False, str(real.ca_file), None, None,
+                POSTFIX_USER, (f"customer0@{real.discard_domain}",), 0.0, True,
+            )  # fmt: skip
+            prepared = target.prepare(attachment)
+            log = directory / "log" / "postfix.log"
+            runners = (
+                (SMTPLIB, run_smtplib),
+                (f"{MB1} send()", run_mailbridge_loop),
+                (f"{MB1} async send()", run_mailbridge_async_loop),
+            )
+            for contender, runner in runners:
+                before = postfix_accepted(log)
+                run = runner(target, prepared, Deadline(args.messages, args.time_limit), _no_reset)
+                expected = run.sent + run.warmup
+                got = postfix_logged(log, before, expected)
+                check = "" if got == expected else f"  PROBLEM: Postfix logged {got} of {expected}"
+                lines.append(
+                    f"  {contender:24} {run.rate:8.1f} msg/s  {1000 / max(run.rate, 1e-9):6.2f} "
+                    f"ms/msg{check}"
+                )
+        finally:
+            real.stop()
+    return lines
+
+
+def _no_reset() -> None:
+    pass
+
+
 # -- output -----------------------------------------------------------------------------
 
 
@@ -643,6 +812,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-loopback", action="store_true", help="skip the CPU/RSS part")
     parser.add_argument(
+        "--per-connection",
+        type=int,
+        help="mailbridge's max_messages_per_connection (default: the library's, 100)",
+    )
+    parser.add_argument(
         "--cpu-rounds", type=int, default=2, help="alternating loopback rounds (default 2)"
     )
     args = parser.parse_args(argv)
@@ -654,6 +828,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--delay-ms must be between 1 and 1000")
     if not 1 <= args.cpu_rounds <= 20:
         parser.error("--cpu-rounds must be between 1 and 20")
+    if args.per_connection is not None:
+        if args.per_connection < 1:
+            parser.error("--per-connection must be at least 1")
+        POOL_OPTIONS["max_messages_per_connection"] = args.per_connection
     if not 1 <= args.connections <= 50:
         parser.error("--connections must be between 1 and 50")
     return args
@@ -662,7 +840,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    contenders = [SMTPLIB, DJANGO, AIOSMTPLIB, "mailbridge-loop", "mailbridge1", "mailbridgeN"]
+    contenders = [SMTPLIB, DJANGO, AIOSMTPLIB, "mailbridge-loop", "mailbridge-async-loop"]
+    contenders += ["mailbridge1", "mailbridgeN"]
+    contenders.append(IDEAL)
     if importlib.util.find_spec("django") is None or importlib.util.find_spec("aiosmtplib") is None:
         print(f"{MISSING}; running without them.", file=sys.stderr)
         contenders = [c for c in contenders if c not in (DJANGO, AIOSMTPLIB)]
@@ -698,6 +878,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         for line in loopback(args, attachment):
             print(line, flush=True)
+        if "postfix" in args.servers:
+            for line in loopback_postfix(args, attachment):
+                print(line, flush=True)
     total = sum(run.sent + run.warmup for case in cases for run in case.runs)
     verdict = "all accepted and verified" if not problems else f"{len(problems)} PROBLEM(S)"
     print(f"\n{total} messages sent through the proxies; {verdict}.")

@@ -334,3 +334,25 @@ def test_postfix_takes_a_pipelined_batch_from_the_async_client(mta: RealMailServ
     received = mta.wait_for_messages("bob@example.test", count=6)
     subjects = sorted(str(email.message_from_bytes(raw)["Subject"]) for raw in received)
     assert subjects == [f"async {n}" for n in range(6)]
+
+
+def test_every_wait_for_a_reply_asks_for_an_immediate_ack(
+    smtp_server: FakeSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the sync client does: Postfix sends its second small write only after our ACK
+    (Nagle), and Linux delays ACKs by up to 40 ms. Without this the async client took
+    44.6 ms per message to a real Postfix on loopback, the sync one 2.1 ms."""
+    from mailbridge.smtp import _async_connection
+
+    asked: list[int] = []
+    monkeypatch.setattr(_async_connection, "ack_at_once", lambda sock: asked.append(sock.fileno()))
+
+    async def scenario() -> None:
+        async with AsyncDeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
+            await client.send(DocumentEmail(to="jane@customer.example", subject="s", body="b"))
+
+    run(scenario)
+    assert smtp_server.messages[0].tls  # the same TCP socket before and after STARTTLS
+    # greeting, EHLO, STARTTLS, EHLO, AUTH, and the message's replies at least
+    assert len(asked) >= 6, asked
+    assert len(set(asked)) == 1 and asked[0] >= 0

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from mailbridge.testing import FakeSmtpServer
+from mailbridge.testing.pytest_plugin import FAKE_PASSWORD, FAKE_USER
+
 from . import _import_graph as graph
 
 SRC = graph.ROOT
@@ -179,6 +182,7 @@ PACKAGES = [
     "mailbridge.bounces",
     "mailbridge.dnsauth",
     "mailbridge.imap",
+    "mailbridge.oauth",
     "mailbridge.providers",
     "mailbridge.testing",
 ]
@@ -261,3 +265,101 @@ def test_lazy_names_are_the_real_objects() -> None:
         print("ok")
     """)
     assert _python(code).strip() == "ok"
+
+
+# -- sending through SMTP loads no IMAP and no DNS code ---------------------------------
+
+# Top-level packages an application that only sends through SMTP never needs: the IMAP
+# client, DNS (SPF imitation, blacklists, discovery), the autoconfig XML parser and the
+# OAuth token store's database.
+NOT_FOR_SMTP = ("imapclient", "dns", "defusedxml", "sqlite3")
+# ... and mailbridge's own modules that use them.
+NOT_FOR_SMTP_OURS = (
+    "mailbridge.imap.",
+    "mailbridge.dnsauth._spf",
+    "mailbridge.dnsauth._dmarc",
+    "mailbridge._spf_identity",
+)
+
+
+def _loaded_for_smtp_only(loaded: list[str]) -> list[str]:
+    """The modules of `loaded` that sending through SMTP should not have imported."""
+    return sorted(
+        name
+        for name in loaded
+        if name.partition(".")[0] in NOT_FOR_SMTP or name.startswith(NOT_FOR_SMTP_OURS)
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["DeliveryClient", "AsyncDeliveryClient", "SmtpSettings", "DocumentEmail"]
+)
+def test_importing_the_smtp_client_loads_no_imap_or_dns(name: str) -> None:
+    code = (
+        f"import json, sys\nfrom mailbridge import {name}\nprint(json.dumps(sorted(sys.modules)))"
+    )
+    assert _loaded_for_smtp_only(json.loads(_python(code))) == []
+
+
+_SEND_THEN_USE_IMAP_AND_SPF = """
+import asyncio, json, sys
+from mailbridge import AsyncDeliveryClient, DeliveryClient, DocumentEmail, ImapSettings
+from mailbridge import PlatformRelay, SmtpSettings
+
+smtp = SmtpSettings(**json.loads(sys.argv[1]))
+email = DocumentEmail(to="jane@customer.example", subject="Invoice", body="Attached.")
+with DeliveryClient.own_smtp(smtp.username, smtp) as client:
+    assert client.send(email).ok
+
+
+async def send_async() -> None:
+    async with AsyncDeliveryClient.own_smtp(smtp.username, smtp) as client:
+        assert (await client.send(email)).ok
+
+
+asyncio.run(send_async())
+after_sending = sorted(sys.modules)
+imap = ImapSettings("imap.acme.example", 993, "implicit_tls", username="a", password="b")
+DeliveryClient.own_smtp(smtp.username, smtp, imap=imap).close()
+after_imap = sorted(sys.modules)
+relay = PlatformRelay(
+    smtp, "Example App", "noreply@app.example", "bounces@app.example", sending_ips=["192.0.2.1"]
+)
+DeliveryClient.spf_imitation("billing@acme.example", relay).close()
+print(json.dumps([after_sending, after_imap, sorted(sys.modules)]))
+"""
+
+
+def test_sending_loads_no_imap_or_dns_until_a_feature_needs_them(
+    smtp_server: FakeSmtpServer,
+) -> None:
+    """A sync and an async send load neither; an IMAP account loads imapclient, SPF dns."""
+    settings = smtp_server.smtp_settings()
+    fields = {
+        "host": settings.host,
+        "port": settings.port,
+        "security": settings.security.value,
+        "username": FAKE_USER,
+        "password": FAKE_PASSWORD,
+        "ca_file": str(settings.ca_file),
+    }
+    output = _python(_SEND_THEN_USE_IMAP_AND_SPF, json.dumps(fields))
+    after_sending, after_imap, after_spf = json.loads(output.strip().splitlines()[-1])
+    assert smtp_server.delivered_count == 2
+    assert _loaded_for_smtp_only(after_sending) == []
+    assert "imapclient" in after_imap and "mailbridge.imap._archiver" in after_imap
+    assert "dns.resolver" not in after_imap
+    assert "dns.resolver" in after_spf and "mailbridge.dnsauth._spf" in after_spf
+
+
+def test_address_validation_loads_on_first_address() -> None:
+    """email_validator (its patterns take tens of milliseconds to compile) loads with the
+    first address to validate, not with the client; and never dnspython (no DNS checks)."""
+    code = textwrap.dedent("""
+        import json, sys
+        from mailbridge import DeliveryClient, DocumentEmail
+        imported = "email_validator" in sys.modules
+        DocumentEmail(to="jane@customer.example", subject="Invoice", body="Attached.")
+        print(json.dumps([imported, "email_validator" in sys.modules, "dns" in sys.modules]))
+    """)
+    assert json.loads(_python(code)) == [False, True, False]

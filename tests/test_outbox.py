@@ -345,6 +345,7 @@ def test_the_sent_folder_settles_an_unknown_outcome(url: str, server: FakeSmtpSe
 
             outbox.worker(resolver, backoff=Backoff(first=60)).run(until_idle=True)
             assert outbox.status(found).state is State.SENT  # its copy is in Sent
+            assert outbox.status(found).settled_by == "sent_folder"
             assert outbox.status(missing).state is State.OUTCOME_UNKNOWN  # we archive: no proof
             requeued = outbox.status(self_filed)  # the server files its own copy: none, not sent
             assert (requeued.state, requeued.attempts) == (State.QUEUED, 1)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 
 from mailbridge import DeliveryClient, DocumentEmail
@@ -336,15 +338,6 @@ def test_the_collector_feeds_the_outbox(outbox: Outbox) -> None:
     assert status.summary == f"bounced: user unknown (5.1.1) {JANE}"
 
 
-def test_a_bounce_settles_what_an_outcome_unknown_message_shows(outbox: Outbox) -> None:
-    id = outbox.enqueue("acme", prepared(JANE, envelope_id="env-e"))
-    assert outbox.store.claim_one(id, "test", lease=60, now=time.time()) is not None
-    assert outbox.store.finish(id, "test", State.OUTCOME_UNKNOWN, now=time.time())
-    status = outbox.record_bounce(event(dsn(JANE, envid="env-e")))
-    assert status is not None and status.state is State.OUTCOME_UNKNOWN
-    assert status.summary == f"bounced: user unknown (5.1.1) {JANE}"  # so it did go out
-
-
 def test_purge_takes_the_bounce_records_with_the_message(outbox: Outbox) -> None:
     send(outbox, prepared(JANE, envelope_id="env-f"))
     assert outbox.record_bounce(event(dsn(JANE, envid="env-f"))) is not None
@@ -354,3 +347,244 @@ def test_purge_takes_the_bounce_records_with_the_message(outbox: Outbox) -> None
     assert isinstance(store, sql_module.SqlStore)
     with store._transaction(write=False) as cursor:
         assert store._run(cursor, "SELECT COUNT(*) FROM outbox_bounces").fetchone()[0] == 0
+
+
+# -- a DSN found by our envelope id settles an outcome_unknown message -------------
+
+
+def unknown(outbox: Outbox, server: FakeSmtpServer, *to: str) -> str:
+    """Send a message whose answer after DATA is lost (no IMAP): it ends outcome_unknown."""
+    server.drop_before_data_reply = True
+    id = outbox.enqueue("acme", DocumentEmail(to=list(to), subject="Invoice", body="."))
+    outbox.worker(concurrency=1).run(until_idle=True)
+    server.drop_before_data_reply = False
+    assert outbox.status(id).state is State.OUTCOME_UNKNOWN
+    return id
+
+
+def envid(outbox: Outbox, id: str) -> str:
+    found = outbox.status(id).envelope_id
+    assert found is not None
+    return found
+
+
+def set_unknown(outbox: Outbox, message: PreparedMessage, tenant: str = "acme") -> str:
+    """Enqueue `message` and record its outcome as unknown (as a worker would)."""
+    id = outbox.enqueue(tenant, message)
+    assert outbox.store.claim_one(id, "test", lease=60, now=time.time()) is not None
+    assert outbox.store.finish(id, "test", State.OUTCOME_UNKNOWN, now=time.time())
+    return id
+
+
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [
+        ("failed", "5.1.1"),
+        ("delayed", "4.4.1"),
+        ("delivered", "2.0.0"),
+        ("relayed", "2.0.0"),
+        ("expanded", "2.0.0"),
+    ],
+)
+def test_an_rfc3464_dsn_with_our_envid_settles_an_unknown_outcome_as_sent(
+    outbox: Outbox, server: FakeSmtpServer, action: str, status: str
+) -> None:
+    id = unknown(outbox, server, JANE, BOB)
+    before = outbox.status(id)
+    assert server.messages == []  # the data went out, the answer was lost
+
+    settled = outbox.record_bounce(
+        event(dsn(JANE, envid=envid(outbox, id), status=status, action=action))
+    )
+
+    assert settled is not None and settled.state is State.SENT
+    assert settled.settled_by == "dsn" and settled.error is None
+    assert settled.sent_at == before.updated_at  # when the attempt ended, not the DSN's time
+    assert outbox.counts() == {State.SENT: 1}
+    assert [m.id for m in outbox.messages(state="sent")] == [id]
+    assert outbox.messages(state="outcome_unknown") == []
+    if action == "failed":  # the server took it, a later hop refused it
+        assert settled.delivery == "bounced" and set(settled.bounces) == {JANE}
+        assert settled.summary == f"bounced: user unknown (5.1.1) {JANE}"
+        assert [m.id for m in outbox.messages(state="sent", delivery="bounced")] == [id]
+    elif action == "delayed":
+        assert settled.delivery == "delayed" and settled.summary.startswith("delayed: ")
+    else:  # no news of a failure: what a sent message shows
+        assert settled.bounces == {} and settled.delivery is None
+        assert settled.summary == f"sent {before.updated_at:%H:%M} to {JANE} and 1 more"
+    assert outbox.retry(id) is False and outbox.retry(id, force=True) is False  # final
+    outbox.worker(concurrency=1).run(until_idle=True)
+    assert server.messages == []  # never sent again
+    assert outbox.record_bounce(event(dsn(JANE, envid=envid(outbox, id)))) is not None
+    assert outbox.status(id).state is State.SENT  # a second DSN changes no state
+
+
+def test_only_a_structured_dsn_found_by_our_envid_settles(outbox: Outbox) -> None:
+    by_message_id = prepared(JANE, envelope_id="env-m")
+    relay = prepared(JANE, mode="relay", sender="bounces+00000000000000bb@app.example")
+    ids = {
+        "message_id": set_unknown(outbox, by_message_id),
+        "verp": set_unknown(outbox, relay, "app"),
+        "heuristic": set_unknown(outbox, prepared(JANE, envelope_id="env-h")),
+        "text": set_unknown(outbox, prepared(JANE, envelope_id="env-t")),
+        "arf": set_unknown(outbox, prepared(JANE, envelope_id="env-a")),
+    }
+    failed = BounceRecipient(JANE, "failed", "5.1.1", Reason.USER_UNKNOWN, True)
+    reports = [
+        # the Message-ID is in every copy: a recipient can forge this DSN (no ENVID in it)
+        event(dsn(JANE, message_id=by_message_id.message_id)),
+        # a VERP tag is in the envelope sender of every copy the relay sent
+        event(dsn(JANE), verp_token="00000000000000bb"),
+        event(report=heuristic(JANE), verp_token="00000000000000bb"),
+        # ours, were it read right; but a guess at an unknown format proves nothing
+        event(report=attrs.evolve(heuristic(JANE), original_envelope_id="env-h")),
+        event(report=BounceReport("dsn", (failed,), "exim", original_envelope_id="env-t")),
+        event(report=BounceReport("arf", (failed,), "rfc5965", original_envelope_id="env-a")),
+    ]
+    for report in reports:
+        assert outbox.record_bounce(report) is not None
+    # the recipient alone finds only sent messages: an unknown one is not even found
+    assert outbox.record_bounce(event(dsn(JANE, failed_header=True))) is None
+
+    for key, id in ids.items():
+        status = outbox.status(id)
+        assert (key, status.state, status.settled_by) == (key, State.OUTCOME_UNKNOWN, None)
+    assert outbox.status(ids["message_id"]).delivery == "bounced"  # the bounce is still kept
+    assert outbox.status(ids["verp"]).delivery == "bounced"
+
+
+@pytest.mark.parametrize(
+    "state", [State.QUEUED, State.CLAIMED, State.FAILED, State.PARKED, State.CANCELLED]
+)
+def test_a_dsn_changes_the_state_of_no_message_that_is_not_outcome_unknown(
+    outbox: Outbox, state: State
+) -> None:
+    id = outbox.enqueue("acme", prepared(JANE, envelope_id="env-s"))
+    if state is State.CANCELLED:
+        assert outbox.cancel(id)
+    elif state is not State.QUEUED:
+        assert outbox.store.claim_one(id, "test", lease=60, now=time.time()) is not None
+        if state is not State.CLAIMED:
+            assert outbox.store.finish(id, "test", state, now=time.time())
+
+    status = outbox.record_bounce(event(dsn(JANE, envid="env-s", action="delayed")))
+
+    assert status is not None and status.state is state and status.settled_by is None
+    assert status.delivery == "delayed"
+
+
+def test_retry_force_before_the_dsn_wins_and_the_message_is_sent_again(
+    outbox: Outbox, server: FakeSmtpServer
+) -> None:
+    id = unknown(outbox, server, JANE)
+    assert outbox.retry(id, force=True) is True
+
+    status = outbox.record_bounce(event(dsn(JANE, envid=envid(outbox, id), action="delayed")))
+
+    assert status is not None and status.state is State.QUEUED  # the person's call stands
+    assert status.delivery == "delayed"  # what the DSN said is kept all the same
+    outbox.worker(concurrency=1).run(until_idle=True)
+    status = outbox.status(id)
+    assert (status.state, status.settled_by, status.attempts) == (State.SENT, None, 2)
+    (again,) = server.messages  # a second copy: the duplicate the person accepted by forcing
+    assert f"ENVID={envid(outbox, id)}" in again.mail_options  # the same envelope id
+
+
+def test_the_dsn_before_retry_force_wins_and_nothing_is_sent_again(
+    outbox: Outbox, server: FakeSmtpServer
+) -> None:
+    id = unknown(outbox, server, JANE)
+    assert outbox.record_bounce(event(dsn(JANE, envid=envid(outbox, id)))) is not None
+    assert outbox.retry(id, force=True) is False
+    outbox.worker(concurrency=1).run(until_idle=True)
+    assert outbox.status(id).state is State.SENT and server.messages == []
+
+
+def test_a_dsn_while_a_worker_holds_the_message_leaves_the_workers_outcome(
+    outbox: Outbox,
+) -> None:
+    id = outbox.enqueue("acme", prepared(JANE, envelope_id="env-w"))
+    assert outbox.store.claim_one(id, "worker", lease=60, now=time.time()) is not None
+    bounce = event(dsn(JANE, envid="env-w"))
+
+    status = outbox.record_bounce(bounce)  # while the worker searches the Sent folder
+
+    assert status is not None and status.state is State.CLAIMED
+    assert outbox.store.finish(id, "worker", State.OUTCOME_UNKNOWN, now=time.time())
+    assert outbox.status(id).state is State.OUTCOME_UNKNOWN  # the worker came last
+    again = outbox.record_bounce(bounce)  # the same DSN read again settles it
+    assert again is not None and again.state is State.SENT and again.settled_by == "dsn"
+
+
+def test_settling_and_the_bounce_records_are_one_transaction(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    id = set_unknown(outbox, prepared(JANE, envelope_id="env-x"))
+    store = outbox.store
+    assert isinstance(store, sql_module.SqlStore)
+    run = store._run
+
+    def failing(cursor: object, sql: str, params: Sequence[object] = ()) -> object:
+        if sql.startswith("INSERT INTO outbox_bounces"):
+            raise RuntimeError("the disk is full")
+        return run(cursor, sql, params)
+
+    monkeypatch.setattr(store, "_run", failing)
+    with pytest.raises(RuntimeError):
+        outbox.record_bounce(event(dsn(JANE, envid="env-x")))
+    monkeypatch.undo()
+    status = outbox.status(id)
+    assert (status.state, status.bounces) == (State.OUTCOME_UNKNOWN, {})  # neither
+    settled = outbox.record_bounce(event(dsn(JANE, envid="env-x")))
+    assert settled is not None and settled.state is State.SENT and set(settled.bounces) == {JANE}
+
+
+def test_retry_force_and_a_dsn_at_the_same_time_one_wins(store_url: str) -> None:
+    """Two processes (two connections): an operator's retry(force=True) and the collector."""
+    with Outbox.open(store_url) as operator, Outbox.open(store_url) as collector:
+        for round in range(8):
+            id = set_unknown(operator, prepared(JANE, envelope_id=f"env-r{round}"))
+            bounce = event(dsn(JANE, envid=f"env-r{round}"))
+            start = threading.Barrier(2, timeout=10)
+            retried: list[bool] = []
+
+            def retry(
+                id: str = id, start: threading.Barrier = start, retried: list[bool] = retried
+            ) -> None:
+                start.wait()
+                retried.append(operator.retry(id, force=True))
+
+            thread = threading.Thread(target=retry)
+            thread.start()
+            start.wait()
+            collector.record_bounce(bounce)
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+            status = operator.status(id)
+            assert status.bounces.keys() == {JANE}  # kept whoever won
+            if retried == [True]:  # the retry came first: queued, to be sent again
+                assert (status.state, status.settled_by) == (State.QUEUED, None)
+            else:  # the DSN came first: sent, and the retry found nothing to do
+                assert retried == [False]
+                assert (status.state, status.settled_by) == (State.SENT, "dsn")
+
+
+def test_a_prepared_message_comes_back_from_the_store_field_for_field(outbox: Outbox) -> None:
+    """`Envelope.fields_of` (enqueue) and `Envelope.prepared` (the worker) are inverses."""
+    message = PreparedMessage(
+        data="Subject: Rechnung für Jörg\r\n\r\nAnbei.\r\n".encode(),
+        envelope_sender="bounces+00000000000000cc@app.example",
+        recipients=("jörg@customer.example", BOB),
+        message_id="<r-1@acme.example>",
+        bcc=(BOB,),
+        smtputf8=True,
+        mode="relay",
+        note="sent on behalf of Acme",
+        envelope_id="env-round-trip",
+    )
+    assert all(
+        getattr(message, field.name) != field.default for field in attrs.fields(PreparedMessage)
+    )  # not one default: a field lost on the way would show
+    id = outbox.enqueue("acme", message)
+    claimed = outbox.store.claim_one(id, "test", lease=60, now=time.time())
+    assert claimed is not None and claimed.prepared() == message

@@ -10,7 +10,8 @@ import types
 import pytest
 
 from mailbridge._addresses import parse_mailbox
-from mailbridge._identity import PlatformRelay, SpfIdentity
+from mailbridge._identity import PlatformRelay
+from mailbridge._spf_identity import SpfIdentity
 from mailbridge.dnsauth import SpfVerdict, check_host
 from mailbridge.dnsauth import _spf as spf_module
 from mailbridge.dnsauth._spf_macros import (

@@ -150,7 +150,7 @@ def test_no_sending_ips_is_never_authorised(
     smtp_server: FakeSmtpServer, dns_server: FakeDnsServer
 ) -> None:
     from mailbridge._addresses import parse_mailbox
-    from mailbridge._identity import SpfIdentity
+    from mailbridge._spf_identity import SpfIdentity
 
     relay = PlatformRelay(
         smtp=smtp_server.smtp_settings(),

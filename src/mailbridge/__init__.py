@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from ._attachments import Attachment
     from ._bulk import BulkOutcome, send_many
     from ._client import DeliveryClient, SendResult
-    from ._identity import PlatformRelay, SenderAuthorization
+    from ._identity import PlatformRelay
     from ._message import DocumentEmail
     from ._results import ConnectionReport, Step
+    from ._spf_identity import SenderAuthorization
     from ._verification import VerifiedSender, issue_token, verification_email, verify_token
     from .composer import PreparedMessage
     from .diagnosis import Category, Diagnosis
@@ -222,7 +223,8 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a module __get
                 "UnsupportedByServer",
                 "VerificationError",
             ),
-            "._identity": ("PlatformRelay", "SenderAuthorization"),
+            "._identity": ("PlatformRelay",),
+            "._spf_identity": ("SenderAuthorization",),
             ".imap": (
                 "Checkpoint",
                 "DocumentKind",

@@ -13,12 +13,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import dns.resolver
 
 from ._addresses import Mailbox
 from ._bulk import BulkOutcome
 from ._client import DeliveryClient, SendResult
-from ._identity import PlatformRelay, SenderAuthorization, SpfIdentity
+from ._identity import PlatformRelay
 from ._message import DocumentEmail
 from ._results import ConnectionReport, Transaction
 from ._transport_choice import (
@@ -32,13 +31,16 @@ from ._transport_choice import (
 from .composer import PreparedMessage
 from .dnsauth import DkimSigner
 from .errors import ConfigurationError, MailbridgeError
-from .imap import Checkpoint, Folder, ImportBatch, probe_imap
 from .settings import ImapSettings, SmtpSettings
 from .smtp._async_pool import AsyncConnectionPool, AsyncSmtpTransport, AsyncTransport
 from .smtp._async_probe import probe_smtp_async
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # IMAP and DNS load on first use, as in _client.py
+    import dns.resolver
+
+    from ._spf_identity import SenderAuthorization
     from .deliverability import BlacklistCheck, SuppressionList
+    from .imap import Checkpoint, Folder, ImportBatch
 
 __all__ = ["AsyncDeliveryClient"]
 
@@ -220,7 +222,7 @@ class AsyncDeliveryClient:
         Composing is CPU work done in place; in SPF imitation the SPF check
         (DNS, cached for the records' TTL) runs in a worker thread.
         """
-        if isinstance(self._sync.identity, SpfIdentity):
+        if self._sync.identity.mode == "spf_imitation":  # the SPF check asks DNS: a thread
             return await asyncio.to_thread(self._sync.prepare, email)
         return self._sync.prepare(email)
 
@@ -335,6 +337,8 @@ class AsyncDeliveryClient:
         report = await self._connection_test()
         imap = self._sync.imap
         if imap is not None:
+            from .imap import probe_imap
+
             report = with_imap(report, await asyncio.to_thread(probe_imap, imap))
         if check is None:
             return report

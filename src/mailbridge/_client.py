@@ -9,20 +9,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import attrs
-import dns.resolver
 
 from ._addresses import Mailbox, parse_mailbox
 from ._bulk import BulkOutcome, send_many
 from ._headersafety import has_line_break
-from ._identity import (
-    Identity,
-    OwnIdentity,
-    PlatformRelay,
-    RelayIdentity,
-    SenderAuthorization,
-    SpfIdentity,
-)
+from ._identity import Identity, OwnIdentity, PlatformRelay, RelayIdentity
 from ._message import DocumentEmail
+from ._psl import organizational_domain
 from ._results import ConnectionReport, Transaction
 from ._transport_choice import (
     blacklist_check,
@@ -36,28 +29,21 @@ from ._transport_choice import (
 )
 from .composer import PreparedMessage, compose, new_message_id
 from .dnsauth._dkim import DkimSigner
-from .dnsauth._dmarc import organizational_domain
 from .errors import ConfigurationError, MailbridgeError
-from .imap import (
-    Checkpoint,
-    Folder,
-    ImportBatch,
-    InboxImporter,
-    SentArchiver,
-    close_imap,
-    files_own_sent_copy,
-    list_folders,
-    open_imap,
-    probe_imap,
-)
 from .reply import SmtpReply
 from .settings import ImapSettings, SmtpSettings
 from .smtp.pool import ConnectionPool
 from .smtp.probe import probe_smtp
 from .smtp.transport import SmtpTransport, Transport
 
+# IMAP (imapclient) and DNS (dnspython: SPF imitation) load where they are first used,
+# so that an application sending only through SMTP imports neither (tests/test_imports.py).
 if TYPE_CHECKING:
+    import dns.resolver
+
+    from ._spf_identity import SenderAuthorization
     from .deliverability import BlacklistCheck, SuppressionList
+    from .imap import Checkpoint, Folder, ImportBatch, SentArchiver
 
 __all__ = ["DeliveryClient", "SendResult"]
 
@@ -123,6 +109,24 @@ def _make_transport(
     )
 
 
+def _archiver(imap: ImapSettings | None) -> SentArchiver | None:
+    """The archiver of copies into `imap`'s Sent folder, when an IMAP account is given."""
+    if imap is None:
+        return None
+    from .imap import SentArchiver
+
+    return SentArchiver(imap)
+
+
+def _archives_sent(smtp: SmtpSettings, imap: ImapSettings | None) -> bool:
+    """Whether an own-SMTP client archives by default: not where the server files its own copy."""
+    if imap is None:
+        return False  # nothing to archive into
+    from .imap import files_own_sent_copy
+
+    return not files_own_sent_copy(smtp.host)
+
+
 class DeliveryClient:
     """Composes, validates and sends document emails for one tenant account.
 
@@ -149,7 +153,7 @@ class DeliveryClient:
         self.identity = identity
         self.dkim = dkim
         self.archive_sent = archive_sent and imap is not None
-        self._archiver = SentArchiver(imap) if imap is not None else None
+        self._archiver = _archiver(imap)
         self.transport = transport
         self.imap = imap
         self._clock = clock
@@ -196,9 +200,7 @@ class DeliveryClient:
             transport=_make_transport(smtp, transport, pool, max_per_server, messages_in_flight),
             imap=imap,
             connection_test=lambda: probe_smtp(smtp),
-            archive_sent=not files_own_sent_copy(smtp.host)
-            if archive_sent is None
-            else archive_sent,
+            archive_sent=_archives_sent(smtp, imap) if archive_sent is None else archive_sent,
             suppression=suppression,
             blacklist_targets=blacklist_targets(smtp),
         )
@@ -273,6 +275,8 @@ class DeliveryClient:
             raise ConfigurationError("relay", "sending_ips must list the relay's sending IPs")
         mailbox = parse_mailbox("sender", sender)
         _check_display_name(display_name)
+        from ._spf_identity import SpfIdentity
+
         return cls(
             identity=SpfIdentity(mailbox, relay, display_name, fallback, resolver),
             transport=_make_transport(
@@ -287,6 +291,8 @@ class DeliveryClient:
 
     def sender_authorization(self, *, refresh: bool = False) -> SenderAuthorization:
         """For SPF imitation: does the tenant's SPF record authorise the relay (and DMARC)?"""
+        from ._spf_identity import SpfIdentity
+
         if not isinstance(self.identity, SpfIdentity):
             raise MailbridgeError("sender_authorization() is for spf_imitation clients")
         return self.identity.authorization(refresh=refresh)
@@ -423,12 +429,16 @@ class DeliveryClient:
         """
         if self.imap is None:
             raise MailbridgeError("no IMAP account is configured")
+        from .imap import InboxImporter
+
         return InboxImporter(self.imap, folder=folder).run(checkpoint)
 
     def list_folders(self) -> list[Folder]:
         """The IMAP account's folders with their special-use flags (for a folder picker)."""
         if self.imap is None:
             raise MailbridgeError("no IMAP account is configured")
+        from .imap import close_imap, list_folders, open_imap
+
         client = open_imap(self.imap)
         try:
             return list_folders(client)
@@ -449,6 +459,8 @@ class DeliveryClient:
         check = blacklist_check(blacklists)
         report = self._connection_test()
         if self.imap is not None:
+            from .imap import probe_imap
+
             report = with_imap(report, probe_imap(self.imap))
         if check is None:
             return report

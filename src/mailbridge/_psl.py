@@ -16,7 +16,7 @@ import threading
 
 from publicsuffixlist import PublicSuffixList
 
-__all__ = ["is_public_suffix", "registered_domain"]
+__all__ = ["is_public_suffix", "organizational_domain", "registered_domain"]
 
 _lock = threading.Lock()
 _parsed: list[PublicSuffixList] = []
@@ -48,3 +48,13 @@ def is_public_suffix(name: str) -> bool:
     """True when `name` is a public suffix itself: nobody's registered domain."""
     cleaned = _clean(name)
     return bool(cleaned) and _list().is_public(cleaned)
+
+
+def organizational_domain(domain: str) -> str:
+    """The organisational domain of `domain` (RFC 7489 3.2), by the Public Suffix List.
+
+    The list's ICANN and private sections both count (see above).
+    A name that is itself a public suffix, or a single label, is its own
+    organisational domain.
+    """
+    return registered_domain(domain) or domain.rstrip(".").lower()

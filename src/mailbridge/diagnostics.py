@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Iterable, Mapping
 
 from . import _login_advice
+from ._pinning import server_name, shown_host, where
 from .diagnosis import Category, Diagnosis
 from .errors import (
     AuthenticationError,
@@ -84,13 +85,13 @@ def port_hints(settings: ServerSettings) -> tuple[str, ...]:
 
 def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
     """DNS failure, refused connection or time-out while connecting."""
-    where = f"{settings.host}:{settings.port}"
+    place = where(settings)
     if isinstance(exc, socket.gaierror):
         return ConnectError(
-            f"the server name {settings.host!r} could not be resolved",
+            f"the server name {server_name(settings)!r} could not be resolved",
             diagnosis=Diagnosis(
                 Category.HOST_NOT_FOUND,
-                f"The server name {settings.host} does not exist.",
+                f"The server name {server_name(settings)} does not exist.",
                 (
                     "Check the spelling of the server name (e.g. smtp.example.com).",
                     "Your provider's help pages list the exact SMTP server name.",
@@ -102,10 +103,10 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
         return tls_timed_out(settings)
     if isinstance(exc, TimeoutError):
         return DeliveryTimeout(
-            f"connecting to {where} timed out after {settings.connect_timeout:g} s",
+            f"connecting to {place} timed out after {settings.connect_timeout:g} s",
             diagnosis=Diagnosis(
                 Category.TIMEOUT,
-                f"No answer from {where}.",
+                f"No answer from {place}.",
                 (
                     f"Check the port number: {usual_ports(settings)} are the usual ones.",
                     "A firewall or your hosting provider may block outgoing connections "
@@ -116,10 +117,10 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
         )
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
         return ConnectError(
-            f"the connection to {where} was refused",
+            f"the connection to {place} was refused",
             diagnosis=Diagnosis(
                 Category.CONNECTION_REFUSED,
-                f"Nothing accepts connections on {where}.",
+                f"Nothing accepts connections on {place}.",
                 (
                     f"Check the port number: {usual_ports(settings)} are the usual ones.",
                     "Check that the server name is the mail server, not the web server.",
@@ -128,10 +129,10 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
             temporary=True,
         )
     return ConnectError(
-        f"cannot connect to {where}: {exc.strerror or exc}",
+        f"cannot connect to {place}: {exc.strerror or exc}",
         diagnosis=Diagnosis(
             Category.CONNECTION_REFUSED,
-            f"The connection to {where} failed.",
+            f"The connection to {place} failed.",
             ("Check the server name and port, and the network connection.",),
         ),
         temporary=True,
@@ -140,12 +141,12 @@ def connect_failed(exc: OSError, settings: ServerSettings) -> ConnectError:
 
 def tls_timed_out(settings: ServerSettings) -> TlsHandshakeTimeout:
     """The TCP connection was made, but the TLS handshake did not finish in time."""
-    where = f"{settings.host}:{settings.port}"
+    place = where(settings)
     return TlsHandshakeTimeout(
-        f"the TLS handshake with {where} timed out after {settings.connect_timeout:g} s",
+        f"the TLS handshake with {place} timed out after {settings.connect_timeout:g} s",
         diagnosis=Diagnosis(
             Category.TLS_HANDSHAKE,
-            f"{where} accepted the connection but did not complete a TLS handshake.",
+            f"{place} accepted the connection but did not complete a TLS handshake.",
             port_hints(settings) or ("Check that the port expects the selected security mode.",),
         ),
         temporary=True,
@@ -179,10 +180,11 @@ def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         if exc.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
             return TlsError(
-                f"the certificate of {settings.host} is not valid for that name",
+                f"the certificate of {shown_host(settings)} is not valid for that name",
                 diagnosis=Diagnosis(
                     Category.CERTIFICATE_NAME_MISMATCH,
-                    f"The server's certificate is made out to another name than {settings.host}.",
+                    "The server's certificate is made out to another name than "
+                    f"{server_name(settings)}.",
                     (
                         "Use the server name your provider documents; the certificate names "
                         "it exactly (e.g. the provider's own host instead of mail.yourdomain).",
@@ -190,7 +192,7 @@ def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
                 ),
             )
         return TlsError(
-            f"the certificate of {settings.host} is not trusted: {exc.verify_message}",
+            f"the certificate of {shown_host(settings)} is not trusted: {exc.verify_message}",
             diagnosis=Diagnosis(
                 Category.CERTIFICATE_INVALID,
                 f"The server's certificate cannot be trusted ({exc.verify_message}).",
@@ -214,7 +216,7 @@ def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
         and settings.security == Security.IMPLICIT_TLS
     ):
         return TlsError(
-            f"{settings.host}:{settings.port} did not answer with TLS",
+            f"{where(settings)} did not answer with TLS",
             diagnosis=Diagnosis(
                 Category.EXPECTED_PLAINTEXT,
                 f"The server on port {settings.port} does not expect TLS immediately.",
@@ -225,7 +227,7 @@ def tls_failed(exc: OSError, settings: ServerSettings) -> DeliveryError:
             ),
         )
     return TlsError(
-        f"the TLS handshake with {settings.host}:{settings.port} failed: {reason or exc}",
+        f"the TLS handshake with {where(settings)} failed: {reason or exc}",
         diagnosis=Diagnosis(
             Category.TLS_HANDSHAKE,
             "A secure connection could not be established.",
@@ -260,7 +262,7 @@ def auth_failed(reply: SmtpReply, settings: SmtpSettings, mechanism: str) -> Aut
         diagnosis=_login_advice.smtp_refusal(
             reply.enhanced_status,
             reply.text,
-            settings.host,
+            server_name(settings),
             oauth=settings.oauth2_token is not None,
         ),
     )
@@ -271,7 +273,7 @@ def imap_auth_failed(settings: ImapSettings, text: str) -> AuthenticationError:
     return AuthenticationError(
         f"the IMAP server refused the login for {settings.username!r}: {text}",
         diagnosis=_login_advice.imap_refusal(
-            text, settings.host, oauth=settings.oauth2_token is not None
+            text, server_name(settings), oauth=settings.oauth2_token is not None
         ),
     )
 

@@ -9,7 +9,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from .._psl import registered_domain
+from .._psl import organizational_domain
 from ..errors import ConfigurationError, DnsLookupError
 
 __all__ = [
@@ -50,16 +50,6 @@ class DmarcAlignment:
     def at_risk(self) -> bool:
         """True when the message will not align and the policy quarantines or rejects."""
         return not self.aligned and self.policy is not None and self.policy.enforced
-
-
-def organizational_domain(domain: str) -> str:
-    """The organisational domain of `domain` (RFC 7489 3.2), by the Public Suffix List.
-
-    The list's ICANN and private sections both count (see `mailbridge._psl`).
-    A name that is itself a public suffix, or a single label, is its own
-    organisational domain.
-    """
-    return registered_domain(domain) or domain.rstrip(".").lower()
 
 
 _NOT_A_NAME = re.compile(r"[\x00-\x20\x7f\[\]@\\]")  # spaces, controls, literals, addresses

@@ -15,6 +15,7 @@ import imapclient
 import imapclient.exceptions
 
 from .. import diagnostics
+from .._pinning import where
 from .._results import Step, timed_step
 from .._tokens import TokenSource
 from ..diagnosis import Category, Diagnosis
@@ -83,7 +84,7 @@ def open_imap(
     context = settings.create_ssl_context()
     with timed_step(observer, "connect") as note:
         client = _connect(settings, context, limits or ImapLimits())
-        note[0] = f"{settings.host}:{settings.port}"
+        note[0] = where(settings)
     with contextlib.suppress(OSError, AttributeError):
         # imaplib writes a command and its literal separately: without this, Nagle's
         # algorithm and the peer's delayed ACK add ~40 ms to every APPEND on a kept session.

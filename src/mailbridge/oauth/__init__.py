@@ -7,10 +7,15 @@ token. The provider adapters are extras: `mailbridge.oauth.microsoft`
 (`[google]`, google-auth). See docs/oauth.md.
 """
 
-from ._flows import AuthorizationRequest, DeviceCode
-from ._provider import AccessToken, CachingTokenProvider, TokenProvider, TokenSource
-from ._sqlite import SqliteTokenStore
-from ._store import MemoryTokenStore, TokenStore
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from ._flows import AuthorizationRequest, DeviceCode
+    from ._provider import AccessToken, CachingTokenProvider, TokenProvider, TokenSource
+    from ._sqlite import SqliteTokenStore
+    from ._store import MemoryTokenStore, TokenStore
 
 __all__ = [
     "AccessToken",
@@ -23,3 +28,15 @@ __all__ = [
     "TokenSource",
     "TokenStore",
 ]
+
+if not TYPE_CHECKING:  # the SMTP layer needs only _provider; the stores (sqlite3) load on use
+    __getattr__, __dir__ = exports(
+        __name__,
+        {
+            "._flows": ("AuthorizationRequest", "DeviceCode"),
+            "._provider": ("AccessToken", "CachingTokenProvider", "TokenProvider", "TokenSource"),
+            "._sqlite": ("SqliteTokenStore",),
+            "._store": ("MemoryTokenStore", "TokenStore"),
+        },
+        globals(),
+    )

@@ -24,6 +24,7 @@ from ..errors import OAuthGrantInvalid
 from ._circuit import DEFAULT_BACKOFF
 from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest
+from ._guarded import guarded
 from ._provider import DEFAULT_MARGIN, AccessToken, CachingTokenProvider
 from ._store import TokenStore
 
@@ -82,6 +83,7 @@ class GoogleOAuth:
         self._config = {self.kind: dict(client_config[self.kind])}
         self.client_id = str(self._config[self.kind]["client_id"])
         self.store = store
+        self._store = guarded(store)  # the application's store fails typed
         self.scopes = list(scopes)
         self._ca_file = checked_ca_file(ca_file)
         self._session = http_session(self._ca_file, timeout, PROVIDER, backoff)
@@ -155,8 +157,8 @@ class GoogleOAuth:
         return self._ca_file if self._ca_file is not None else True
 
     def _save(self, tenant: str, credentials: Any) -> None:
-        with self.store.lock(tenant):
-            self.store.save(tenant, _dump(credentials))
+        with self._store.lock(tenant):
+            self._store.save(tenant, _dump(credentials))
 
     def _credentials(self, blob: str) -> Any:
         """Credentials from a stored blob; client and token endpoint from the configuration
@@ -197,8 +199,8 @@ class GoogleOAuth:
 
     def _acquire(self, tenant: str, rejected: str | None) -> AccessToken:
         doing = "renewing the Google login"
-        with self.store.lock(tenant):
-            blob = self.store.load(tenant)
+        with self._store.lock(tenant):
+            blob = self._store.load(tenant)
             if not blob:
                 raise oauth_error(
                     PROVIDER,
@@ -219,9 +221,9 @@ class GoogleOAuth:
                         credentials.refresh(google.auth.transport.requests.Request(self._session))
                 except OAuthGrantInvalid:
                     # Forget the dead grant (as msal does): later calls fail without a request.
-                    self.store.save(tenant, json.dumps({"token": None, "refresh_token": None}))
+                    self._store.save(tenant, json.dumps({"token": None, "refresh_token": None}))
                     raise
-                self.store.save(tenant, _dump(credentials))
+                self._store.save(tenant, _dump(credentials))
                 token = _usable(credentials, None)
             if token is None:
                 raise oauth_error(PROVIDER, {"error": "invalid_token"}, doing)

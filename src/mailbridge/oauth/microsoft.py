@@ -23,6 +23,7 @@ from ..settings import Secret
 from ._circuit import DEFAULT_BACKOFF
 from ._errors import oauth_error, stored_sign_in_unreadable, token_endpoint_unreachable
 from ._flows import AuthorizationRequest, DeviceCode
+from ._guarded import guarded
 from ._provider import AccessToken, CachingTokenProvider
 from ._store import TokenStore
 
@@ -100,6 +101,7 @@ class MicrosoftOAuth:
     ) -> None:
         self.client_id = client_id
         self.store = store
+        self._store = guarded(store)  # the application's store fails typed
         self.authority = authority
         self.instance = instance.rstrip("/")
         self._registry = registry
@@ -253,8 +255,8 @@ class MicrosoftOAuth:
     ) -> str:
         if not isinstance(result, dict) or "access_token" not in result:
             raise oauth_error(PROVIDER, result if isinstance(result, dict) else {}, doing)
-        with self.store.lock(tenant):
-            self.store.save(tenant, cache.serialize())
+        with self._store.lock(tenant):
+            self._store.save(tenant, cache.serialize())
         claims = result.get("id_token_claims") or {}
         return str(claims.get("preferred_username") or claims.get("upn") or "")
 
@@ -270,9 +272,9 @@ class MicrosoftOAuth:
 
     def _acquire(self, tenant: str, username: str | None, rejected: str | None) -> AccessToken:
         doing = "renewing the Microsoft login"
-        with self.store.lock(tenant):
+        with self._store.lock(tenant):
             cache = msal.SerializableTokenCache()
-            blob = self.store.load(tenant)
+            blob = self._store.load(tenant)
             if blob:
                 if not _is_msal_cache(blob):
                     raise stored_sign_in_unreadable(PROVIDER, doing)
@@ -290,7 +292,7 @@ class MicrosoftOAuth:
                         self.scopes, accounts[0], force_refresh=True
                     )
             if cache.has_state_changed:  # a rotated refresh token: saved before unlocking
-                self.store.save(tenant, cache.serialize())
+                self._store.save(tenant, cache.serialize())
         if result is None:
             raise _not_signed_in(doing)
         if "access_token" not in result:

@@ -5,7 +5,8 @@ own table (envelope id, Message-ID, VERP tag, then a sent message's recipient).
 `bounce_records` turns a `BounceEvent` into per-recipient `BounceRecord`s for
 the message, trusting only what it may: a heuristic report (no known format,
 anyone can write one) counts only when our ENVID or VERP tag ties it to the
-message, and only the message's own recipients are ever marked.
+message, and only the message's own recipients are ever marked. `proves_sent` says
+when a bounce proves that an `outcome_unknown` message did reach the server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ..bounces._collector import BounceEvent
     from ..deliverability._suppression import SuppressionList
 
-__all__ = ["BounceHandler", "OutboxSentIndex", "bounce_records", "find_bounced"]
+__all__ = ["BounceHandler", "OutboxSentIndex", "bounce_records", "find_bounced", "proves_sent"]
 
 log = logging.getLogger("mailbridge.outbox")
 
@@ -53,6 +54,26 @@ def find_bounced(store: Store, event: BounceEvent) -> tuple[Row, str] | None:
     if row is None or found.matched_by is None:
         return None
     return row, found.matched_by
+
+
+def proves_sent(event: BounceEvent, matched_by: str) -> bool:
+    """Whether `event` proves the server took the message it was matched to.
+
+    Only a structured RFC 3464 DSN (a `message/delivery-status` part, any Action:
+    failed too, since a later hop refused what the server had taken) found by our
+    envelope id. The ENVID is a random secret that travels only in the SMTP envelope
+    (`MAIL FROM … ENVID=`), to the tenant's server and the relays after it; a DSN
+    that names it was written by one of them, about a message it took. Everything
+    else is no proof: a Message-ID is in the headers every recipient sees, a VERP tag
+    is in the Return-Path they see too (and is a hash of the Message-ID), anyone can
+    name a recipient, and a plain-text or heuristic report is a guess at a format
+    anyone can type (ENVIDs come only from RFC 3464 parts, but the source is checked
+    all the same); complaints and auto-replies come from recipients, not servers.
+    Settling wrongly would be worse than not settling: `sent` is final, so a message
+    that never went out would never be sent.
+    """
+    report = event.report
+    return report.kind == "dsn" and report.source == "rfc3464" and matched_by == "envelope_id"
 
 
 def bounce_records(event: BounceEvent, row: Row, matched_by: str, now: float) -> list[BounceRecord]:

@@ -177,15 +177,7 @@ class Outbox:
             id=uuid.uuid4().hex,
             tenant=tenant,
             idempotency_key=idempotency_key,
-            message_id=prepared.message_id,
-            envelope_sender=prepared.envelope_sender,
-            recipients=prepared.recipients,
-            bcc=prepared.bcc,
-            smtputf8=prepared.smtputf8,
-            mode=prepared.mode,
-            note=prepared.note,
-            data=prepared.data,
-            envelope_id=prepared.envelope_id,
+            **NewMessage.fields_of(prepared),
             verp_token=_verp_tag(prepared),
             created_at=now,
             not_before=now if not_before is None else _seconds(not_before, now, "not_before"),
@@ -289,19 +281,23 @@ class Outbox:
         recipient (see docs/outbox.md); None when it is not in this outbox. Each
         recipient the report names becomes `bounced` or `delayed` in
         `status(id).bounces`. A heuristic report counts only when our envelope id
-        or VERP tag ties it to the message (anyone can mail a fake bounce).
+        or VERP tag ties it to the message (anyone can mail a fake bounce). An RFC
+        3464 DSN found by our envelope id proves the server took the message: an
+        `outcome_unknown` one becomes `sent` (with its bounces, in one transaction).
         """
         id = self._record_bounce(event)[0]
         return None if id is None else self.status(id)
 
     def _record_bounce(self, event: BounceEvent) -> tuple[str | None, list[BounceRecord]]:
-        from ._bounce_state import bounce_records, find_bounced
+        from ._bounce_state import bounce_records, find_bounced, proves_sent
 
         found = find_bounced(self.store, event)
         if found is None:
             return None, []
-        records = bounce_records(event, *found, self.clock())
-        self.store.record_bounces(found[0].id, records)
+        now = self.clock()
+        records = bounce_records(event, *found, now)
+        settle = proves_sent(event, found[1])
+        self.store.record_bounces(found[0].id, records, settle=settle, now=now)
         return found[0].id, records
 
     def bounce_handler(self, *, suppression: SuppressionList | None = None) -> BounceHandler:

@@ -186,17 +186,7 @@ class Sender:
             return Outcome(claimed.id, State.PARKED, error=error_json(closed))
         if claimed.recovering:
             return self._settle(claimed, client, None)
-        prepared = PreparedMessage(
-            data=claimed.data,
-            envelope_sender=claimed.envelope_sender,
-            recipients=claimed.recipients,
-            message_id=claimed.message_id,
-            bcc=claimed.bcc,
-            smtputf8=claimed.smtputf8,
-            mode=claimed.mode,
-            note=claimed.note,
-            envelope_id=claimed.envelope_id,
-        )
+        prepared = claimed.prepared()
         if held is not None and not held(claimed.id):  # paused or stalled past the lease
             log.warning("outbox: %s not sent: its lease ran out before sending", claimed.id)
             reason = "the worker's lease ran out before sending: queued again"
@@ -256,7 +246,8 @@ class Sender:
         )
         found = self._find_in_sent(client, claimed.message_id)
         if found:
-            return Outcome(claimed.id, State.SENT, result=result_json((), {}, None))
+            result = result_json((), {}, None, settled_by="sent_folder")
+            return Outcome(claimed.id, State.SENT, result=result)
         if found is not None and not client.archive_sent:
             if error is not None:  # this attempt failed after all: back off, up to the deadline
                 return self._later(claimed, error, "not in the Sent folder")

@@ -1,15 +1,18 @@
-"""The bounce queries of `SqlStore`: find a sent message, record bounces per recipient."""
+"""The bounce queries of `SqlStore`: find a sent message, record bounces per recipient,
+settle an `outcome_unknown` message a DSN proves the server took."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
 from ._sql_base import ROW, SqlBase, marks, row
-from ._store import BounceRecord, Row
+from ._status import result_json
+from ._store import BounceRecord, Row, State
 
 __all__ = ["BounceQueries"]
 
@@ -21,6 +24,8 @@ _FIND = {
     # a recipient alone: only sent messages, the address as a JSON string in the list
     "recipient": "state = 'sent' AND LOWER(recipients) LIKE ? ESCAPE '!'",
 }
+# The `result` of a message a DSN settled: no reply of ours, so no per-recipient outcome.
+_SETTLED = result_json((), {}, None, settled_by="dsn")
 
 
 def _bounce(values: Sequence[Any]) -> BounceRecord:
@@ -70,13 +75,24 @@ class BounceQueries(SqlBase):
             ).fetchone()
             return None if found is None else self._with_bounces(cursor, [found])[0]
 
-    def record_bounces(self, id: str, records: Sequence[BounceRecord]) -> bool:
+    def record_bounces(
+        self,
+        id: str,
+        records: Sequence[BounceRecord],
+        *,
+        settle: bool = False,
+        now: float | None = None,
+    ) -> bool:
         changed = False
         with self._transaction() as cursor:
             lock = self.dialect.row_lock  # one writer per message: the upserts below
-            found = self._run(cursor, f"SELECT id FROM outbox_messages WHERE id = ? {lock}", (id,))
-            if found.fetchone() is None:
+            found = self._run(
+                cursor, f"SELECT state FROM outbox_messages WHERE id = ? {lock}", (id,)
+            ).fetchone()
+            if found is None:
                 return False
+            if settle and found[0] == State.OUTCOME_UNKNOWN.value:
+                changed = self._settle(cursor, id, time.time() if now is None else now)
             for record in records:
                 old = self._run(
                     cursor,
@@ -110,3 +126,25 @@ class BounceQueries(SqlBase):
                     (_delivery(actions), id),
                 )
         return changed
+
+    def _settle(self, cursor: Any, id: str, now: float) -> bool:
+        """`outcome_unknown` → `sent`, proven by a DSN (see `Store.record_bounces`).
+
+        The row is locked (PostgreSQL) or the database is (SQLite), and the update is
+        conditional on the state all the same: a `retry(id, force=True)` that came
+        first wins (the message is `queued` again), and this changes nothing. `sent_at`
+        is when the attempt whose outcome was unknown ended (the row's last update), not
+        when the DSN came.
+        """
+        now += self._shift(cursor, now)
+        return bool(
+            self._run(
+                cursor,
+                "UPDATE outbox_messages SET state = 'sent',"
+                " sent_at = COALESCE(sent_at, updated_at), result = ?, error = NULL,"
+                " wait_reason = NULL, lease_owner = NULL, lease_expires = NULL,"
+                " updated_at = ? WHERE id = ? AND state = 'outcome_unknown'",
+                (_SETTLED, now, id),
+            ).rowcount
+            == 1
+        )

@@ -29,16 +29,22 @@ def _reply(value: Any) -> SmtpReply | None:
 
 
 def result_json(
-    accepted: tuple[str, ...], refused: dict[str, SmtpReply], reply: SmtpReply | None
+    accepted: tuple[str, ...],
+    refused: dict[str, SmtpReply],
+    reply: SmtpReply | None,
+    *,
+    settled_by: str | None = None,
 ) -> str:
-    """The `result` column: who accepted, who refused (with the reply), the final reply."""
-    return json.dumps(
-        {
-            "accepted": list(accepted),
-            "refused": {address: _reply_json(r) for address, r in refused.items()},
-            "reply": _reply_json(reply),
-        }
-    )
+    """The `result` column: who accepted, who refused (with the reply), the final reply;
+    `settled_by` ("sent_folder", "dsn") when an unknown outcome was proven `sent` later."""
+    result: dict[str, Any] = {
+        "accepted": list(accepted),
+        "refused": {address: _reply_json(r) for address, r in refused.items()},
+        "reply": _reply_json(reply),
+    }
+    if settled_by is not None:
+        result["settled_by"] = settled_by
+    return json.dumps(result)
 
 
 def error_json(
@@ -130,6 +136,8 @@ class MessageStatus:
     `Diagnosis`. Times are timezone-aware UTC datetimes. `bounces` maps a recipient
     to what a later bounce said (`Outbox.record_bounce`); `delivery` is "bounced"
     when one recipient bounced, "delayed" when one is only delayed, else None.
+    `settled_by` says what proved a `sent` message went out when its send's outcome
+    was unknown: "sent_folder" (its copy was found) or "dsn" (a DSN named our envelope id).
     """
 
     id: str
@@ -153,6 +161,7 @@ class MessageStatus:
     envelope_id: str | None = None
     delivery: str | None = None
     bounces: dict[str, BounceRecord] = attrs.field(factory=dict)
+    settled_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> MessageStatus:
@@ -181,6 +190,7 @@ class MessageStatus:
             envelope_id=row.envelope_id,
             delivery=row.delivery,
             bounces={record.recipient: record for record in row.bounces},
+            settled_by=result.get("settled_by"),
         )
 
     @property

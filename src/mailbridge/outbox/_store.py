@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
+
+if TYPE_CHECKING:
+    from ..composer import PreparedMessage
 
 __all__ = [
     "FINAL_STATES",
@@ -87,6 +90,18 @@ class Envelope:
     note: str | None
     data: bytes = attrs.field(repr=lambda value: f"<{len(value)} bytes>")
     envelope_id: str | None = None  # the DSN envelope id (RFC 3461 ENVID) bounces will name
+
+    @staticmethod
+    def fields_of(prepared: PreparedMessage) -> dict[str, Any]:
+        """`prepared` as keywords of an `Envelope` (its every field is one, by the same name)."""
+        return attrs.asdict(prepared, recurse=False)
+
+    def prepared(self) -> PreparedMessage:
+        """The `PreparedMessage` to send: the inverse of `fields_of`."""
+        from ..composer import PreparedMessage  # the composer loads only where one is sent
+
+        names = (field.name for field in attrs.fields(PreparedMessage))
+        return PreparedMessage(**{name: getattr(self, name) for name in names})
 
 
 @attrs.frozen(kw_only=True)
@@ -296,11 +311,21 @@ class Store(Protocol):
         (its VERP tag) or "recipient" (a sent message to that address, any case)."""
         ...
 
-    def record_bounces(self, id: str, records: Sequence[BounceRecord]) -> bool:
+    def record_bounces(
+        self,
+        id: str,
+        records: Sequence[BounceRecord],
+        *,
+        settle: bool = False,
+        now: float | None = None,
+    ) -> bool:
         """Keep what bounces said about message `id`'s recipients; whether anything changed.
 
         Idempotent: the same record again changes nothing; a "delayed" never
-        replaces a "failed" (a bounce is final).
+        replaces a "failed" (a bounce is final). With `settle` (the caller has proof
+        that the server took the message: a DSN naming our envelope id), a message
+        still `outcome_unknown` becomes `sent` in the same transaction (`now`: the
+        caller's clock); any other state is left as it is (what came first wins).
         """
         ...
 

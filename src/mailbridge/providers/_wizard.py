@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,6 +9,7 @@ from typing import Any, TypeVar
 import attrs
 
 from .._client import DeliveryClient
+from .._pinning import pinned
 from .._results import ConnectionReport
 from .._tokens import TokenSource
 from ..diagnosis import Category, Diagnosis
@@ -109,44 +109,7 @@ def _provider_advice(diagnosis: Diagnosis, provider: Provider | None) -> Diagnos
     return attrs.evolve(diagnosis, summary=f"{provider.name}: {diagnosis.summary}", hints=hints)
 
 
-class _NamedContext(ssl.SSLContext):
-    """Hands every handshake to `inner`, verifying the certificate against `name`.
-
-    The wizard connects to the address it checked (the settings' host is that
-    address), while the certificate must still name the server.
-    """
-
-    inner: ssl.SSLContext
-    name: str
-
-    def wrap_socket(  # noqa: PLR0917 (the signature of SSLContext.wrap_socket)
-        self,
-        sock: socket.socket,
-        server_side: bool = False,
-        do_handshake_on_connect: bool = True,
-        suppress_ragged_eofs: bool = True,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLSocket:
-        return self.inner.wrap_socket(
-            sock,
-            server_side=server_side,
-            do_handshake_on_connect=do_handshake_on_connect,
-            suppress_ragged_eofs=suppress_ragged_eofs,
-            server_hostname=self.name,
-            session=session,
-        )
-
-
 _Settings = TypeVar("_Settings", SmtpSettings, ImapSettings)
-
-
-def _pinned(settings: _Settings, address: str) -> _Settings:
-    """`settings` that connect to `address` and verify TLS against `settings.host`."""
-    context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.inner = settings.create_ssl_context()
-    context.name = settings.host
-    return attrs.evolve(settings, host=address, ssl_context=context)
 
 
 def _first_reachable(
@@ -159,7 +122,7 @@ def _first_reachable(
     """
     report = None
     for address in addresses:
-        report = probe(_pinned(settings, address))
+        report = probe(pinned(settings, address))
         if report.ok or report.diagnosis is None or report.diagnosis.category not in _UNREACHABLE:
             return report
     assert report is not None, "called with at least one address"

@@ -50,7 +50,7 @@ from ._opening import (
     opening,
 )
 from .wire import _lost as lost
-from .wire import timed_out
+from .wire import ack_at_once, timed_out
 
 __all__ = ["AsyncSmtpConnection"]
 
@@ -72,10 +72,13 @@ class _Protocol(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self.paused = False
         self.reading_paused = False
+        self.sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # The TCP socket, kept across STARTTLS (whose transport has none of its own).
+        self.sock = transport.get_extra_info("socket")
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -122,6 +125,7 @@ class _Protocol(asyncio.Protocol):
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
+        ack_at_once(self.sock)  # as the sync client does before every read
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         await waiter
 

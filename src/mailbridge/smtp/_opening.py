@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import diagnostics
+from .._pinning import resolved, where
 from .._results import Step, timed_step
 from ..diagnosis import Category, Diagnosis
 from ..errors import AuthenticationError, ConnectError, OAuthError
@@ -199,8 +200,8 @@ def opening(
             ) from None
         except OSError as exc:  # TimeoutError included
             raise diagnostics.connect_failed(exc, settings) from None
-        note[0] = ", ".join(sorted({str(info[4][0]) for info in infos}))
-    with timed_step(observer, "connect", f"{settings.host}:{settings.port}"):
+        note[0] = resolved(settings, ", ".join(sorted({str(info[4][0]) for info in infos})))
+    with timed_step(observer, "connect", where(settings)):
         yield Connect(infos)
     if settings.security == Security.IMPLICIT_TLS:
         with timed_step(observer, "tls") as note:

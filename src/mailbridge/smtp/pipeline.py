@@ -216,11 +216,14 @@ class Pipeline:
         if readable is None:
             raise timed_out(what, timeout)
         if not readable:
+            # Woken by a joiner (or by a stale nudge for a message written meanwhile):
+            # never fall through to a blocking read here, which would not notice the
+            # next joiner for a whole round trip. The caller writes what may go out
+            # and waits again, on both.
             with contextlib.suppress(OSError):
                 while wake.recv(4096):
                     pass
-            with self._changed:
-                return not core.may_write
+            return False
         return True
 
     def _write_ahead(self) -> None:

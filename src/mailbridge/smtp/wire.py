@@ -17,9 +17,19 @@ from ..errors import ConnectError, DeliveryTimeout
 from ..reply import SmtpReply
 from ._core import ReplyReader, check_command, frame_data, normalize_data
 
-__all__ = ["Channel", "check_command", "frame_data", "normalize_data"]
+__all__ = ["Channel", "ack_at_once", "check_command", "frame_data", "normalize_data"]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def ack_at_once(sock: socket.socket | None) -> None:
+    """Ask the kernel to ACK what arrives next at once (TCP_QUICKACK, Linux; a no-op
+    elsewhere). Servers such as Postfix answer in two small writes with Nagle's
+    algorithm on: the second waits for our ACK, which Linux would delay by up to 40 ms.
+    Quick-ACK mode does not last, so this is asked again before every read."""
+    if _QUICKACK is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
 def _lost(detail: str) -> ConnectError:
@@ -78,9 +88,7 @@ class Channel:
             raise timed_out(what, timeout)
         sock = self.sock
         sock.settimeout(remaining)
-        if _QUICKACK is not None:  # ACK at once: a server's Nagle must not wait for us
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        ack_at_once(sock)
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
