@@ -165,7 +165,7 @@ def test_a_v1_schema_upgrades_in_place(store_url: str, monkeypatch: pytest.Monke
     store = open_store(store_url)
     try:
         assert store.schema_version() == 1
-        assert store.migrate() == 3
+        assert store.migrate() == 4
         (claimed,) = store.claim("w", limit=5, lease=60, now=time.time())
         assert (claimed.id, claimed.data, claimed.envelope_id) == ("old", b"Hi.", None)
         row = store.get("old")
@@ -185,7 +185,7 @@ def test_a_v1_database_file_made_by_the_v1_code_upgrades_in_place(
     later = time.time() + 2 * 86_400  # the queued message waited an hour in 2026
     url = f"sqlite:///{path}"
     with client, Outbox.open(url, resolve_client=lambda t: client, clock=lambda: later) as outbox:
-        assert outbox.store.schema_version() == 3
+        assert outbox.store.schema_version() == 4
         sent, queued = sorted(outbox.messages(), key=lambda m: m.idempotency_key or "")
         assert sent.state is State.SENT and sent.summary.startswith("sent ")
         assert sent.envelope_id is None and sent.bounces == {}

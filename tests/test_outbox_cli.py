@@ -53,7 +53,7 @@ def enqueue(url: str, server: FakeSmtpServer, count: int, to: str = "jane@c.exam
 
 def test_migrate_then_an_empty_status(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["outbox", "migrate", "--url", url]) == 0
-    assert capsys.readouterr().out == "outbox schema version 3\n"
+    assert capsys.readouterr().out == "outbox schema version 4\n"
     assert main(["outbox", "status", "--url", url]) == 0
     assert capsys.readouterr().out == "the outbox is empty\n"
 
@@ -123,10 +123,10 @@ def test_mistakes_are_one_line_without_traceback(
     monkeypatch.syspath_prepend(str(tmp_path))
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
-    alien = tmp_path / "alien.db"  # says schema 3 (current), but its table is someone else's
+    alien = tmp_path / "alien.db"  # says schema 4 (current), but its table is someone else's
     with sqlite3.connect(alien) as connection:
         connection.execute("CREATE TABLE outbox_schema (version INTEGER)")
-        connection.execute("INSERT INTO outbox_schema VALUES (3)")
+        connection.execute("INSERT INTO outbox_schema VALUES (4)")
         connection.execute("CREATE TABLE outbox_messages (id TEXT)")
     connection.close()
     capsys.readouterr()

@@ -263,7 +263,7 @@ def test_the_command_line_migrates_and_drains_a_postgresql_outbox(
         )
         monkeypatch.syspath_prepend(str(tmp_path))
         assert main(["outbox", "migrate", "--url", postgres_url]) == 0
-        assert capsys.readouterr().out == "outbox schema version 3\n"
+        assert capsys.readouterr().out == "outbox schema version 4\n"
         client = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
         with Outbox.open(postgres_url, migrate=False) as outbox:
             for n in range(3):

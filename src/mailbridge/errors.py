@@ -8,7 +8,8 @@ The hierarchy, so that callers can branch on what they can act on::
     │   ├── InvalidAddress          .field, .address: an address failed validation
     │   ├── MissingPlaceholder      .field, .name: a {placeholder} has no value
     │   ├── HeaderInjection         .field: CR, LF or NUL inside a header value
-    │   └── MessageFormatError      raw message bytes that cannot be sent as they are
+    │   ├── MessageFormatError      raw message bytes that cannot be sent as they are
+    │   └── TooManyRecipients       more recipients than the provider allows in a whole window
     ├── AutoconfigError             an autoconfig document cannot be used (ValueError)
     ├── SenderNotAuthorized         SPF does not (yet) let the relay send as the tenant; .plan
     ├── DnsLookupError              a DNS lookup failed or timed out; .name, .temporary
@@ -107,6 +108,7 @@ __all__ = [
     "TokenInvalid",
     "TokenMismatch",
     "TokenStoreError",
+    "TooManyRecipients",
     "UidValidityChanged",
     "UnsupportedByServer",
     "VerificationError",
@@ -173,6 +175,24 @@ class HeaderInjection(MessageError):
 
 class MessageFormatError(MessageError):
     """Message bytes that cannot be transmitted as they are (e.g. a line over 998 octets)."""
+
+
+class TooManyRecipients(MessageError):
+    """A message has more recipients than its provider lets the mailbox send in a whole
+    minute or day; `limit_field` (``per_day_recipients``) and `limit` say which limit."""
+
+    def __init__(
+        self, count: int, limit_field: str, limit: int, provider: str, window: str
+    ) -> None:
+        self.count = count
+        self.limit_field = limit_field
+        self.limit = limit
+        self.provider = provider
+        super().__init__(
+            "recipients",
+            f"{count} recipients, but {provider} lets a mailbox send to {limit} a {window}"
+            f" ({limit_field} = {limit}): split the message",
+        )
 
 
 class AutoconfigError(MailbridgeError, ValueError):

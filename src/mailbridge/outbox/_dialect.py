@@ -20,6 +20,7 @@ class Dialect(Protocol):
     name: str
     blob: str  # column type for bytes
     real: str  # column type for float seconds
+    json_length: str  # SQL for the length of the JSON array in TEXT column `{}`
     claim_lock: str
     row_lock: str
     # A SELECT of the database's clock in UNIX seconds, or None to trust the caller's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import TooManyRecipients
 from ..providers._registry import ProviderRegistry
 from ..smtp.transport import SmtpTransport
 from ._store import TenantLimits
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from .._client import DeliveryClient
     from ..providers._models import Provider
 
-__all__ = ["limits_for"]
+__all__ = ["check_recipients", "limits_for"]
 
 
 def _provider(registry: ProviderRegistry, host: str, sender_domain: str) -> Provider | None:
@@ -47,4 +48,22 @@ def limits_for(
     if provider is None or provider.limits is None:
         return None
     limits = provider.limits
-    return TenantLimits(provider.name, limits.per_minute, limits.per_day, limits.connections)
+    return TenantLimits(
+        provider.name,
+        limits.per_minute,
+        limits.per_day,
+        limits.connections,
+        per_minute_recipients=limits.per_minute_recipients,
+        per_day_recipients=limits.per_day_recipients,
+    )
+
+
+def check_recipients(limits: TenantLimits | None, count: int) -> None:
+    """Refuse a message to `count` addresses that no window of `limits` could ever let
+    through: it would wait forever (TooManyRecipients names the limit)."""
+    if limits is None:
+        return
+    for field, window in (("per_minute_recipients", "minute"), ("per_day_recipients", "day")):
+        limit = getattr(limits, field)
+        if limit is not None and count > limit:
+            raise TooManyRecipients(count, field, limit, limits.provider, window)

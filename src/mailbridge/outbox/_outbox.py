@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..composer import PreparedMessage, check_transmittable
 from ..errors import ConfigurationError, MessageError, OutboxError
-from ._limits import limits_for
+from ._limits import check_recipients, limits_for
 from ._open import open_store
 from ._schema import SCHEMA_VERSION
 from ._sending import Backoff, ResolveClient, Sender
@@ -150,13 +150,15 @@ class Outbox:
         A `DocumentEmail` is composed now with `client.prepare` (`client`, or
         `resolve_client(tenant)`), so invalid addresses, header injection,
         missing placeholders and oversized messages raise here as `MessageError`s
-        and nothing is stored. The same `idempotency_key` (per tenant) twice
-        returns the first id and stores nothing. `not_before` delays sending;
-        temporary failures are retried until `deadline` (default: the outbox's,
-        two days). `dispatch(id)` (e.g. a Celery task's `delay`) is called after
-        the row is committed, also for a repeated key whose message is still queued;
-        if it raises (the broker is down) the id is returned all the same, as the
-        message is stored: a Celery sweep or a worker sends it.
+        and nothing is stored; so does a message with more recipients than the
+        provider lets the mailbox send in a whole minute or day (`TooManyRecipients`).
+        The same `idempotency_key` (per tenant) twice returns the first id and stores
+        nothing. `not_before` delays sending; temporary failures are retried until
+        `deadline` (default: the outbox's, two days). `dispatch(id)` (e.g. a Celery
+        task's `delay`) is called after the row is committed, also for a repeated key
+        whose message is still queued; if it raises (the broker is down) the id is
+        returned all the same, as the message is stored: a Celery sweep or a worker
+        sends it.
         """
         tenant = _check_tenant(tenant)
         if idempotency_key is not None and (
@@ -170,6 +172,7 @@ class Outbox:
         limits = None
         if client is not None:
             limits = limits_for(client, prepared.envelope_sender, self.registry)
+            check_recipients(limits, len(prepared.recipients))
         message = NewMessage(
             id=uuid.uuid4().hex,
             tenant=tenant,

@@ -4,55 +4,93 @@
 messages round-robin over the tenants with queued messages (oldest first within a
 tenant, each step one seek on the `outbox_fair` index), leaving out tenants at their
 connection limit, and holding back a tenant whose sliding per-minute or per-day window
-(`outbox_sends`) is full until the oldest send in it leaves.
+(`outbox_sends`) has no room for its next message until enough sends in it leave.
+
+A limit counts messages (`per_minute`, `per_day`) or recipients (`per_minute_recipients`,
+`per_day_recipients`: a message to 3 addresses uses 3); a window may have both, and each
+send's row keeps its recipient count.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from ._sql_base import SqlBase, marks
+from ._store import TenantLimits
 
-__all__ = ["DAY", "DUE", "MINUTE", "Pacing", "Tenant"]
+__all__ = ["DAY", "DUE", "LIMITS", "MINUTE", "Pacing", "Tenant", "recipient_count"]
 
 MINUTE = 60.0
 DAY = 86_400.0
+# Every limit: its window, whether it counts recipients (else messages), its column.
+LIMITS = (
+    (DAY, False, "per_day"),
+    (DAY, True, "per_day_recipients"),
+    (MINUTE, False, "per_minute"),
+    (MINUTE, True, "per_minute_recipients"),
+)
+_NAMES = [column for _, _, column in LIMITS]
+_COLUMNS = ", ".join(_NAMES)
 DUE = "((state = 'queued' AND not_before <= ?) OR (state = 'claimed' AND lease_expires < ?))"
 
 
 class Tenant:
     """A tenant's limits and its sends in the sliding windows, inside one claim transaction.
 
-    `minute` / `day` count the claims logged in `outbox_sends` during the last minute /
-    day plus those this claim takes; `at_limit` says which window is full, if any.
+    `used[column]` is what the sends logged in `outbox_sends` during the limit's window
+    (a minute, a day) use of it — messages or recipients — plus what this claim takes
+    (`taken_use[column]`); `over()` says which limits the next message would exceed.
     """
 
-    def __init__(self, values: Sequence[Any], in_flight: int, minute: int, day: int) -> None:
-        (_, self.provider, self.per_minute, self.per_day, self.max_in_flight) = values
-        self.minute, self.day = minute, day
+    def __init__(self, values: Sequence[Any], in_flight: int, used: Sequence[int]) -> None:
+        (_, self.provider, self.max_in_flight, *limits) = values
+        self.limits = {c: int(n) for c, n in zip(_NAMES, limits, strict=True) if n is not None}
+        self.used = {c: int(n or 0) for c, n in zip(_NAMES, used, strict=True)}
+        self.taken_use = dict.fromkeys(self.used, 0)
         self.in_flight = in_flight
-        self.taken: list[str] = []
+        self.taken: list[tuple[str, int]] = []  # (message id, its recipients)
         self.held: tuple[float, str] | None = None  # once full, for the rest of the claim
 
-    def at_limit(self) -> tuple[float, int, str] | None:
-        """(window length, sends over the limit, reason) when the next message must wait."""
-        if self.per_day is not None and self.day >= self.per_day:
-            return DAY, self.day - self.per_day, f"waiting: {self.provider} daily limit"
-        if self.per_minute is not None and self.minute >= self.per_minute:
-            reason = f"waiting: {self.provider} per-minute limit"
-            return MINUTE, self.minute - self.per_minute, reason
-        return None
+    def over(self, recipients: int) -> list[tuple[float, bool, int, str]]:
+        """(window, counts recipients, excess, reason) of each limit a message to
+        `recipients` addresses would exceed; `excess` is how much of the limit's use must
+        leave its window first.
+
+        A message bigger than a whole window (refused at enqueue; possible only when the
+        provider's figures shrank since) goes once its window is empty: it never waits
+        forever.
+        """
+        found = []
+        for window, per_recipient, column in LIMITS:
+            if column not in self.limits:
+                continue
+            used = self.used[column]
+            excess = used + (recipients if per_recipient else 1) - self.limits[column]
+            if excess > 0 and used > 0:
+                name = "daily" if window == DAY else "per-minute"
+                kind = " recipient" if per_recipient else ""
+                reason = f"waiting: {self.provider} {name}{kind} limit"
+                found.append((window, per_recipient, min(excess, used), reason))
+        return found
 
     def full(self) -> bool:
         return self.max_in_flight is not None and self.in_flight >= self.max_in_flight
 
-    def take(self, id: str) -> None:
-        self.minute += 1
-        self.day += 1
+    def take(self, id: str, recipients: int) -> None:
+        for _, per_recipient, column in LIMITS:
+            use = recipients if per_recipient else 1
+            self.used[column] += use
+            self.taken_use[column] += use
         self.in_flight += 1
-        self.taken.append(id)
+        self.taken.append((id, recipients))
+
+
+def recipient_count(recipients_json: str) -> int:
+    """How many envelope recipients the `recipients` column (a JSON array) holds."""
+    return len(json.loads(recipients_json))
 
 
 class Pacing(SqlBase):
@@ -62,20 +100,23 @@ class Pacing(SqlBase):
 
     def _candidates(
         self, cursor: Any, id: str | None, limit: int, now: float
-    ) -> list[tuple[str, str, str]]:
-        """Expired leases first, then due queued messages in order (each query on its index)."""
+    ) -> list[tuple[str, str, str, str]]:
+        """Expired leases first, then due queued messages in order (each query on its index):
+        (id, tenant, state, recipients as JSON)."""
         lock = self.dialect.claim_lock
         if id is not None:
             return list(
                 self._run(
                     cursor,
-                    f"SELECT id, tenant, state FROM outbox_messages WHERE id = ? AND {DUE} {lock}",
+                    "SELECT id, tenant, state, recipients FROM outbox_messages"
+                    f" WHERE id = ? AND {DUE} {lock}",
                     (id, now, now),
                 ).fetchall()
             )
         expired = self._run(
             cursor,
-            "SELECT id, tenant, state FROM outbox_messages WHERE state = 'claimed'"
+            "SELECT id, tenant, state, recipients FROM outbox_messages"
+            " WHERE state = 'claimed'"
             f" AND lease_expires < ? ORDER BY lease_expires LIMIT ? {lock}",
             (now, limit),
         ).fetchall()
@@ -86,8 +127,9 @@ class Pacing(SqlBase):
         queues = [
             self._run(
                 cursor,
-                "SELECT id, tenant, state FROM outbox_messages WHERE state = 'queued' AND"
-                f" tenant = ? AND not_before <= ? ORDER BY not_before, created_at LIMIT ? {lock}",
+                "SELECT id, tenant, state, recipients FROM outbox_messages"
+                " WHERE state = 'queued' AND tenant = ? AND not_before <= ?"
+                f" ORDER BY not_before, created_at LIMIT ? {lock}",
                 (tenant, now, limit),
             ).fetchall()
             for tenant in visit
@@ -137,7 +179,7 @@ class Pacing(SqlBase):
     def _tenants(self, cursor: Any, keys: list[str], now: float) -> dict[str, Tenant]:
         rows = self._run(
             cursor,
-            "SELECT tenant, provider, per_minute, per_day, in_flight FROM outbox_tenants"
+            f"SELECT tenant, provider, in_flight, {_COLUMNS} FROM outbox_tenants"
             f" WHERE tenant IN ({marks(len(keys))}) ORDER BY tenant {self.dialect.row_lock}",
             keys,
         ).fetchall()
@@ -158,42 +200,76 @@ class Pacing(SqlBase):
             f"DELETE FROM outbox_sends WHERE tenant IN ({marks(len(limited))}) AND at <= ?",
             (*limited, now - DAY),
         )
-        windows = {
-            tenant: (int(minute or 0), int(day))
-            for tenant, minute, day in self._run(
-                cursor,
-                "SELECT tenant, SUM(CASE WHEN at > ? THEN 1 ELSE 0 END), COUNT(*)"
-                f" FROM outbox_sends WHERE tenant IN ({marks(len(limited))}) GROUP BY tenant",
-                (now - MINUTE, *limited),
-            ).fetchall()
-        }
+        # messages and recipients of the day, then of the minute: a range on the index
+        day, minute = (
+            {
+                tenant: (messages, recipients)
+                for tenant, messages, recipients in self._run(
+                    cursor,
+                    "SELECT tenant, COUNT(*), SUM(recipients) FROM outbox_sends"
+                    f" WHERE tenant IN ({marks(len(limited))}) AND at > ? GROUP BY tenant",
+                    (*limited, since),
+                ).fetchall()
+            }
+            for since in (now - DAY, now - MINUTE)
+        )
         return {
-            row[0]: Tenant(row, int(busy.get(row[0], 0)), *windows.get(row[0], (0, 0)))
+            row[0]: Tenant(
+                row,
+                int(busy.get(row[0], 0)),
+                (*day.get(row[0], (0, 0)), *minute.get(row[0], (0, 0))),
+            )
             for row in rows
         }
 
     def _hold_until(
-        self, cursor: Any, key: str, tenant: Tenant, now: float
+        self, cursor: Any, key: str, tenant: Tenant, recipients: int, now: float
     ) -> tuple[float, str] | None:
-        """(not_before, reason) when `tenant`'s next message must wait: the moment the
-        oldest send still in the full window leaves it and frees a slot."""
+        """(not_before, reason) when `tenant`'s next message (to `recipients` addresses)
+        must wait: the moment enough of the sends in its fullest window have left it.
+
+        Once one message of the tenant waits, the rest of its messages in this claim wait
+        as well: a stream of small messages never overtakes a big one."""
         if tenant.held is None:
-            full = tenant.at_limit()
-            if full is None:
+            waits = [
+                self._room_at(cursor, key, tenant, limit, now) for limit in tenant.over(recipients)
+            ]
+            if not waits:
                 return None
-            window, over, reason = full
-            logged = tenant.minute if window == MINUTE else tenant.day
-            logged -= len(tenant.taken)  # those taken by this claim are logged at `now`
-            oldest = None
-            if over < logged:
-                oldest = self._run(
-                    cursor,
-                    "SELECT at FROM outbox_sends WHERE tenant = ? AND at > ?"
-                    " ORDER BY at LIMIT 1 OFFSET ?",
-                    (key, now - window, over),
-                ).fetchone()
-            tenant.held = (window + (now if oldest is None else float(oldest[0])), reason)
+            tenant.held = max(waits)
         return tenant.held
+
+    def _room_at(
+        self, cursor: Any, key: str, tenant: Tenant, limit: tuple[float, bool, int, str], now: float
+    ) -> tuple[float, str]:
+        """When `excess` of a limit's use has left its window: the oldest sends leave first
+        (a send uses 1 of a message limit, its recipients of a recipient limit)."""
+        window, per_recipient, excess, reason = limit
+        column = next(c for w, r, c in LIMITS if (w, r) == (window, per_recipient))
+        # what this claim took is logged at `now`: it leaves the window last
+        logged = tenant.used[column] - tenant.taken_use[column]
+        oldest = None
+        if excess <= logged:
+            use = "recipients" if per_recipient else "1"
+            oldest = self._run(
+                cursor,
+                f"SELECT at FROM (SELECT at, SUM({use}) OVER (ORDER BY at ROWS UNBOUNDED"
+                " PRECEDING) AS gone FROM outbox_sends WHERE tenant = ? AND at > ?) sends"
+                " WHERE gone >= ? ORDER BY at LIMIT 1",
+                (key, now - window, excess),
+            ).fetchone()
+        return window + (now if oldest is None else float(oldest[0])), reason
+
+    def _save_limits(self, cursor: Any, tenant: str, limits: TenantLimits) -> None:
+        """Keep `tenant`'s limits (the newest enqueue's) for the claims to enforce."""
+        values = [getattr(limits, column) for _, _, column in LIMITS]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ("provider", "in_flight", *_NAMES))
+        self._run(
+            cursor,
+            f"INSERT INTO outbox_tenants (tenant, provider, in_flight, {_COLUMNS})"
+            f" VALUES ({marks(3 + len(LIMITS))}) ON CONFLICT (tenant) DO UPDATE SET {updates}",
+            (tenant, limits.provider, limits.in_flight, *values),
+        )
 
     def _hold(self, cursor: Any, held: list[tuple[float, str, float, str]]) -> None:
         for values in held:
@@ -206,11 +282,12 @@ class Pacing(SqlBase):
 
     def _log_sends(self, cursor: Any, owner: str, tenants: dict[str, Tenant], now: float) -> None:
         for key, tenant in tenants.items():
-            for id in tenant.taken:
+            for id, recipients in tenant.taken:
                 self._run(
                     cursor,
-                    "INSERT INTO outbox_sends (tenant, id, owner, at) VALUES (?, ?, ?, ?)",
-                    (key, id, owner, now),
+                    "INSERT INTO outbox_sends (tenant, id, owner, at, recipients)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (key, id, owner, now, recipients),
                 )
 
     def _give_back(self, cursor: Any, ids: Sequence[str], owner: str) -> None:

@@ -42,6 +42,7 @@ class PostgresDialect:
     name = "postgresql"
     blob = "BYTEA"
     real = "DOUBLE PRECISION"
+    json_length = "json_array_length(({})::json)"
     claim_lock = "FOR UPDATE SKIP LOCKED"
     row_lock = "FOR UPDATE"
     # workers on several machines: leases and due times by the server's clock

@@ -1,9 +1,11 @@
 """The outbox schema and its migrations, written once for every SQL dialect.
 
-`{blob}` and `{real}` are the dialect's types for bytes and float seconds; all
-other columns are TEXT or INTEGER in both SQLite and PostgreSQL. The message bytes
-live in their own table, `outbox_bodies`, written once: changing a message's state
-then never rewrites its bytes (SQLite would copy them into the WAL on every update).
+`{blob}` and `{real}` are the dialect's types for bytes and float seconds, and
+`{recipient_count}` its expression for how many addresses a message's `recipients`
+(a JSON array) holds; all other columns are TEXT or INTEGER in both SQLite and
+PostgreSQL. The message bytes live in their own table, `outbox_bodies`, written once:
+changing a message's state then never rewrites its bytes (SQLite would copy them into
+the WAL on every update).
 """
 
 from __future__ import annotations
@@ -108,7 +110,21 @@ _V3 = (
             > (SELECT MAX(updated_at) FROM outbox_messages) - 86400""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# Version 4: limits that count recipients (Microsoft 365: 10,000 recipients a day). Each
+# send records its message's recipient count (sends logged by v3 get theirs from the
+# message, 1 when it was purged), and the tenants keep the two recipient limits. The
+# window index covers the count, so summing a window reads the index only.
+_V4 = (
+    "ALTER TABLE outbox_tenants ADD COLUMN per_minute_recipients INTEGER",
+    "ALTER TABLE outbox_tenants ADD COLUMN per_day_recipients INTEGER",
+    "ALTER TABLE outbox_sends ADD COLUMN recipients INTEGER NOT NULL DEFAULT 1",
+    """UPDATE outbox_sends SET recipients = COALESCE((SELECT {recipient_count}
+        FROM outbox_messages m WHERE m.id = outbox_sends.id), 1)""",
+    "DROP INDEX IF EXISTS outbox_sends_window",
+    "CREATE INDEX IF NOT EXISTS outbox_sends_use ON outbox_sends (tenant, at, recipients)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Statements that bring the schema from version N to N + 1, in order."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from ._pacing import Pacing
+from ._pacing import Pacing, recipient_count
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._sql_base import ROW, marks
 from ._sql_bounces import BounceQueries
@@ -47,7 +47,11 @@ class SqlStore(Pacing, BounceQueries):
     def migrate(self) -> int:
         with self._transaction() as cursor:
             version = self._version(cursor)
-            types = {"blob": self.dialect.blob, "real": self.dialect.real}
+            types = {
+                "blob": self.dialect.blob,
+                "real": self.dialect.real,
+                "recipient_count": self.dialect.json_length.format("m.recipients"),
+            }
             for number, statements in enumerate(MIGRATIONS, start=1):
                 if number <= version:
                     continue
@@ -110,21 +114,7 @@ class SqlStore(Pacing, BounceQueries):
                 (message.id, message.data),
             )
             if message.limits is not None:
-                limits = message.limits
-                self._run(
-                    cursor,
-                    "INSERT INTO outbox_tenants (tenant, provider, per_minute, per_day, in_flight)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET"
-                    " provider = excluded.provider, per_minute = excluded.per_minute,"
-                    " per_day = excluded.per_day, in_flight = excluded.in_flight",
-                    (
-                        message.tenant,
-                        limits.provider,
-                        limits.per_minute,
-                        limits.per_day,
-                        limits.in_flight,
-                    ),
-                )
+                self._save_limits(cursor, message.tenant, message.limits)
             self.dialect.notify(cursor)
             return message.id, True
 
@@ -175,7 +165,7 @@ class SqlStore(Pacing, BounceQueries):
         tenants = self._tenants(cursor, sorted({c[1] for c in candidates}), now)
         taken: list[tuple[str, bool]] = []
         held: list[tuple[float, str, float, str]] = []
-        for key, tenant_key, state in candidates:
+        for key, tenant_key, state, recipients in candidates:
             if len(taken) >= limit:
                 break
             if state == State.CLAIMED.value:  # an expired lease: resolve, never resend
@@ -183,13 +173,14 @@ class SqlStore(Pacing, BounceQueries):
                 continue
             tenant = tenants.get(tenant_key)
             if tenant is not None:
-                hold = self._hold_until(cursor, tenant_key, tenant, now)
+                count = recipient_count(recipients)
+                hold = self._hold_until(cursor, tenant_key, tenant, count, now)
                 if hold is not None:
                     held.append((hold[0], hold[1], now, key))
                     continue
                 if tenant.full():
                     continue
-                tenant.take(key)
+                tenant.take(key, count)
             taken.append((key, False))
         if id is None and taken:
             self._cursor = next(c[1] for c in candidates if c[0] == taken[-1][0])

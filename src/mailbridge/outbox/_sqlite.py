@@ -45,6 +45,7 @@ class SqliteDialect:
     name = "sqlite"
     blob = "BLOB"
     real = "REAL"
+    json_length = "json_array_length({})"
     claim_lock = ""
     row_lock = ""
     clock_sql: str | None = None  # one machine: the caller's clock is the clock

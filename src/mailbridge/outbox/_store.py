@@ -11,8 +11,9 @@ the caller's, so leases and due times are written and compared by ONE clock acro
 machines, and the `Claimed` it returns carries its times back in the caller's terms.
 Stored times (`Row`, `next_due`) are the store's.
 
-Pacing: `TenantLimits.per_minute` / `per_day` hold over any sliding minute / day (a
-log of claims per tenant); claims visit tenants round-robin (fairness).
+Pacing: `TenantLimits.per_minute` / `per_day` (messages) and `per_minute_recipients` /
+`per_day_recipients` (recipients) hold over any sliding minute / day (a log of claims
+per tenant with each one's recipient count); claims visit tenants round-robin (fairness).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class TenantLimits:
     """A tenant's sending limits, enforced in the database across every worker.
 
     `provider` is the name shown in reasons ("waiting: Gmail daily limit");
-    `per_minute` / `per_day` count messages claimed in any sliding minute / day; `in_flight`
+    `per_minute` / `per_day` count messages claimed in any sliding minute / day,
+    `per_minute_recipients` / `per_day_recipients` their recipients; `in_flight`
     bounds the tenant's messages claimed at once. None means no limit.
     """
 
@@ -69,6 +71,8 @@ class TenantLimits:
     per_minute: int | None = None
     per_day: int | None = None
     in_flight: int | None = None
+    per_minute_recipients: int | None = attrs.field(default=None, kw_only=True)
+    per_day_recipients: int | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(kw_only=True)

@@ -36,7 +36,14 @@ _ENDPOINT_KEYS = {"host", "port", "security", "username"}
 _OAUTH2_KEYS = {"issuer", "scopes"}
 _OAUTH2_OPTIONAL = {"authority", "auth_url", "token_url", "device_code_url", "required_for"}
 _MILESTONE_KEYS = {"date", "change", "source"}
-_LIMIT_KEYS = {"per_minute", "per_day", "connections", "source"}
+_LIMIT_KEYS = {
+    "per_minute",
+    "per_day",
+    "per_minute_recipients",
+    "per_day_recipients",
+    "connections",
+    "source",
+}
 
 
 class _Reader:

@@ -207,15 +207,24 @@ def _limit(field: str) -> Any:
 class SendingLimits:
     """A provider's published sending limits for one mailbox; `source` is where they come from.
 
-    `per_minute` and `per_day` count messages, `connections` the SMTP connections
-    sending at once; None where the provider publishes no figure. The outbox
-    enforces them per tenant across all its workers.
+    `per_minute` and `per_day` count messages; `per_minute_recipients` and
+    `per_day_recipients` count recipients (a message to 3 addresses uses 3), as
+    Microsoft 365's 10,000 recipients a day does; a window may have both (Google
+    Workspace: 2,000 messages and 10,000 recipients a day). `connections` bounds the
+    SMTP connections sending at once. None where the provider publishes no figure.
+    The outbox enforces them per tenant across all its workers.
     """
 
     per_minute: int | None = attrs.field(default=None, validator=_limit("limits.per_minute"))
     per_day: int | None = attrs.field(default=None, validator=_limit("limits.per_day"))
     connections: int | None = attrs.field(default=None, validator=_limit("limits.connections"))
     source: str | None = None
+    per_minute_recipients: int | None = attrs.field(
+        default=None, validator=_limit("limits.per_minute_recipients"), kw_only=True
+    )
+    per_day_recipients: int | None = attrs.field(
+        default=None, validator=_limit("limits.per_day_recipients"), kw_only=True
+    )
 
 
 def _domain_names(field: str, values: Iterable[str]) -> tuple[str, ...]:
