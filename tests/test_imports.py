@@ -363,3 +363,68 @@ def test_address_validation_loads_on_first_address() -> None:
         print(json.dumps([imported, "email_validator" in sys.modules, "dns" in sys.modules]))
     """)
     assert json.loads(_python(code)) == [False, True, False]
+
+
+# -- the command line starts without the libraries of the commands it does not run -------
+
+# Run `mailbridge ARGS` as `python -m mailbridge` does, in a fresh interpreter; the last
+# line is the exit code and the modules loaded.
+_RUN_CLI = """
+import json, runpy, sys
+sys.argv = ["mailbridge", *json.loads(sys.argv[1])]
+try:
+    runpy.run_module("mailbridge", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps([code, sorted(sys.modules)]))
+"""
+# What no sub-command needs to parse its arguments: DNS, IMAP, XML, databases, OAuth,
+# the installed metadata (`--version` only), and mailbridge's SMTP/IMAP/DNS layers.
+NOT_FOR_CLI_START = (
+    "dns",
+    "imapclient",
+    "email_validator",
+    "defusedxml",
+    "sqlite3",
+    "psycopg",
+    "msal",
+    "attrs",
+    "importlib.metadata",
+)
+NOT_FOR_CLI_START_OURS = (
+    "mailbridge.smtp",
+    "mailbridge.imap",
+    "mailbridge.dnsauth",
+    "mailbridge.providers",
+    "mailbridge.outbox",
+    "mailbridge.oauth",
+    "mailbridge._client",
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--help"], 0),
+        (["demo", "--help"], 0),
+        (["spf", "check", "--help"], 0),
+        (["blacklist", "--help"], 0),
+        (["outbox", "status", "--help"], 0),
+        (["setup", "--help"], 0),
+        (["no-such-command"], 2),
+    ],
+)
+def test_cli_parses_arguments_without_heavy_libraries(argv: list[str], code: int) -> None:
+    """`mailbridge --help` and usage errors load no dnspython, imapclient, ...: each command
+    imports what it needs when it runs (tests/test_cli*.py run the commands)."""
+    output = _python(_RUN_CLI, json.dumps(argv))
+    exit_code, loaded = json.loads(output.strip().splitlines()[-1])
+    assert exit_code == code
+    heavy = [
+        name
+        for name in loaded
+        if name.partition(".")[0] in NOT_FOR_CLI_START
+        or name in NOT_FOR_CLI_START
+        or name.startswith(NOT_FOR_CLI_START_OURS)
+    ]
+    assert heavy == []

@@ -13,10 +13,12 @@ import pytest
 
 from mailbridge import Category, Security
 from mailbridge._pinning import pinned
+from mailbridge.imap._probe import probe_imap
 from mailbridge.providers import Endpoint, Provider, ProviderRegistry
 from mailbridge.providers._wizard import SetupResult, setup
-from mailbridge.settings import SmtpSettings
+from mailbridge.settings import ImapSettings, SmtpSettings
 from mailbridge.smtp._async_probe import probe_smtp_async
+from mailbridge.smtp.probe import probe_smtp
 from mailbridge.testing import FakeDnsServer, FakeImapServer, FakeSmtpServer
 
 EMAIL, PASSWORD = "anna@shop.example", "anna-pw"
@@ -173,3 +175,29 @@ def test_the_async_probe_of_pinned_settings_names_the_host() -> None:
     assert f"{HOST}:{port} (127.0.0.1)" in report.diagnosis.summary
     assert report.steps[0].name == "resolve" and report.steps[0].detail == f"{HOST} (127.0.0.1)"
     assert not any(BARE_ADDRESS.search(step.detail) for step in report.steps)
+
+
+TOKEN = "ya29.anna"
+
+
+def test_oauthbearer_sends_the_host_name_not_the_pinned_address() -> None:
+    """RFC 7628 3.1: host= is the name the client connected to; the wizard's pinned
+    settings connect to 127.0.0.1 but the server is HOST (sync, async SMTP and IMAP)."""
+    tokens, names = {EMAIL: TOKEN}, [HOST]
+    with (
+        FakeSmtpServer(tls="implicit", tokens=tokens, certificate_hostnames=names) as s,
+        FakeImapServer(tls="implicit", users={}, tokens=tokens, certificate_hostnames=names) as i,
+    ):
+        context = _trusting(s, i)
+        oauth = {"username": EMAIL, "oauth2_token": lambda: TOKEN, "ssl_context": context}
+        smtp = SmtpSettings(HOST, s.port, "implicit_tls", auth_mechanism="OAUTHBEARER", **oauth)
+        smtp = pinned(smtp, "127.0.0.1")
+        imap = pinned(ImapSettings(HOST, i.port, "implicit_tls", **oauth), "127.0.0.1")
+        reports = [
+            probe_smtp(smtp, try_alternative=False),
+            asyncio.run(probe_smtp_async(smtp, try_alternative=False)),
+            probe_imap(imap, try_alternative=False),
+        ]
+    assert [report.ok for report in reports] == [True, True, True], [str(r) for r in reports]
+    assert s.oauth_hosts == [HOST, HOST]
+    assert i.oauth_hosts == [HOST]

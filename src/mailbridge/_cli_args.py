@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["ip_address", "port", "seconds"]
+__all__ = ["LazyVersion", "ip_address", "port", "seconds"]
 
 
 def ip_address(text: str) -> str:
@@ -37,3 +39,32 @@ def seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
     return value
+
+
+class LazyVersion(argparse.Action):
+    """`--version` that reads the installed version only when asked.
+
+    Reading it loads `importlib.metadata` (and `email`, `zipfile`, ...): too slow to
+    pay on every start of the command.
+    """
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: Any = argparse.SUPPRESS,
+        help: str = "show program's version number and exit",
+    ) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        from ._distribution import version
+
+        print(f"{parser.prog} {version()}")
+        parser.exit()

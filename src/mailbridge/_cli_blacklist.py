@@ -15,12 +15,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import dns.resolver
-
 from . import _cli_args as _args
 from .errors import BlacklistError, ConfigurationError
 
 if TYPE_CHECKING:
+    import dns.resolver
+
     from ._results import ConnectionReport
     from .deliverability import BlacklistCheck, BlacklistReport
 

@@ -13,7 +13,6 @@ import json
 import os
 import ssl
 import sys
-import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,6 +188,8 @@ def _progress(out: Any) -> Callable[[float], None]:
 
 
 def _open_browser(url: str) -> None:
+    import webbrowser  # here: only signing in opens a browser
+
     print(f"Sign in in the browser; if none opens, visit:\n  {url}", flush=True)
     webbrowser.open(url)
 

@@ -20,7 +20,8 @@ __all__ = ["pinned", "resolved", "server_name", "shown_host", "where"]
 
 
 class _NamedContext(ssl.SSLContext):
-    """Hands every handshake to `inner`, verifying the certificate against `name`."""
+    """Hands every handshake to `inner` (sockets and asyncio's memory BIOs), verifying the
+    certificate against `name`."""
 
     inner: ssl.SSLContext
     name: str
@@ -39,6 +40,22 @@ class _NamedContext(ssl.SSLContext):
             server_side=server_side,
             do_handshake_on_connect=do_handshake_on_connect,
             suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=self.name,
+            session=session,
+        )
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return self.inner.wrap_bio(
+            incoming,
+            outgoing,
+            server_side=server_side,
             server_hostname=self.name,
             session=session,
         )

@@ -15,26 +15,19 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
-import dns.resolver
-
-from . import (
-    Attachment,
-    DeliveryClient,
-    DeliveryError,
-    DocumentEmail,
-    MailbridgeError,
-    MessageError,
-    SmtpSettings,
-    _cli_blacklist,
-    _cli_oauth,
-)
+# Only what parsing the arguments needs: each command imports its libraries (dnspython,
+# imapclient, the SMTP client, ...) when it runs, so `mailbridge --help` stays fast.
 from . import _cli_args as _args
+from . import _cli_blacklist, _cli_oauth
 from ._cli_outbox import add_outbox_commands
-from ._distribution import version
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DeliveryError, MailbridgeError, MessageError
+
+if TYPE_CHECKING:
+    import dns.resolver
+
+    from .settings import SmtpSettings
 
 __all__ = ["main"]
 
@@ -65,6 +58,8 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> SmtpSettings:
+    from .settings import SmtpSettings
+
     password = None
     if args.user:
         password = os.environ.get(args.password_env)
@@ -98,6 +93,8 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _cmd_test_connection(args: argparse.Namespace) -> int:
+    import attrs
+
     from ._results import Step
     from ._transport_choice import blacklist_targets, run_blacklist_check
     from .smtp import probe_smtp
@@ -132,6 +129,8 @@ def _read_body(path: str) -> str:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
+    from . import Attachment, DeliveryClient, DocumentEmail
+
     settings = _settings(args)
     body = _read_body(args.body_file) if args.body_file else args.body
     email = DocumentEmail(
@@ -154,6 +153,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _resolver(args: argparse.Namespace) -> dns.resolver.Resolver:
+    import dns.resolver
+
     if not args.nameserver:
         return dns.resolver.Resolver()
     resolver = dns.resolver.Resolver(configure=False)
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailbridge", description="Send documents by email on behalf of your customers."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=_args.LazyVersion)
     parser.add_argument(
         "--debug",
         action="store_true",

@@ -15,7 +15,7 @@ import imapclient
 import imapclient.exceptions
 
 from .. import diagnostics
-from .._pinning import where
+from .._pinning import server_name, where
 from .._results import Step, timed_step
 from .._tokens import TokenSource
 from ..diagnosis import Category, Diagnosis
@@ -182,8 +182,9 @@ def _oauth_login(client: BoundedClient, settings: ImapSettings, source: TokenSou
         if refusal is not None and renewed == token:  # kept: fresh, and refused already
             raise refusal
         token = renewed
+        # RFC 7628 3.1: host= is the server's name, also when pinned to a checked address.
         first = oauth_initial_response(
-            mechanism, settings.username, token, settings.host, settings.port
+            mechanism, settings.username, token, server_name(settings), settings.port
         )
         try:
             client.sasl_login(mechanism, _sasl_answers(mechanism, first))

@@ -44,7 +44,8 @@ class FakeImapServer(TlsServer):
     alice@example.test / alice-secret), `tokens` to XOAUTH2/OAUTHBEARER bearer tokens;
     with `authorization_server` (a `FakeAuthorizationServer`) the tokens it issued and
     has not expired are accepted too (`oauth_refused` counts refused ones, `oauth_endings`
-    keeps what the client answered to the error challenge). Each user has
+    keeps what the client answered to the error challenge, `oauth_hosts` the `host=` of
+    each OAUTHBEARER login, None for XOAUTH2). Each user has
     their own folders, made from `layout`: "english" (special-use Sent, Drafts, Trash,
     Junk, Archive), "german" (Gesendet, Entwürfe, Papierkorb, no special-use), "gmail"
     ([Gmail]/...) or "dotted" (INBOX.Sent, delimiter "."). Folder names are Unicode
@@ -81,6 +82,7 @@ class FakeImapServer(TlsServer):
         self.authorization_server = authorization_server
         self.oauth_refused = 0
         self.oauth_endings: list[bytes] = []  # what clients sent after a refusal's challenge
+        self.oauth_hosts: list[str | None] = []  # OAUTHBEARER's host= field (None: XOAUTH2)
         self.layout = layout
         self.max_literal = max_literal
         self.connections = 0

@@ -13,7 +13,7 @@ from ._imap_syntax import (
     Token,
     astring,
 )
-from ._sasl import OAUTH_MECHANISMS, bearer_login, oauth_error_challenge, token_valid
+from ._sasl import OAUTH_MECHANISMS, bearer_host, bearer_login, oauth_error_challenge, token_valid
 
 
 class LoginCommands(Connection):
@@ -88,6 +88,7 @@ class LoginCommands(Connection):
                 return self.logged_in(user)
             raise self.failed()
         user, token = bearer_login(mechanism, blob)
+        self.server.oauth_hosts.append(bearer_host(mechanism, blob))
         issuer = self.server.authorization_server
         if self.server.login_reply is None and token_valid(user, token, self.server.tokens, issuer):
             return self.logged_in(user)

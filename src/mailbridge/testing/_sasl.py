@@ -10,6 +10,7 @@ from typing import Protocol
 __all__ = [
     "OAUTH_MECHANISMS",
     "TokenIssuer",
+    "bearer_host",
     "bearer_login",
     "oauth_error_challenge",
     "token_valid",
@@ -39,6 +40,15 @@ def bearer_login(mechanism: str, blob: bytes) -> tuple[str, str]:
     auth = fields.get("auth", "")
     token = auth[7:] if auth[:7].lower() == "bearer " else ""
     return user or fields.get("user", ""), token
+
+
+def bearer_host(mechanism: str, blob: bytes) -> str | None:
+    """The `host=` field of an OAUTHBEARER response (RFC 7628 3.1), None when it has none."""
+    if mechanism != "OAUTHBEARER":
+        return None
+    _, _, text = blob.decode("utf-8", "replace").partition("\x01")
+    fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
+    return fields.get("host")
 
 
 def token_valid(

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..settings import SmtpSettings
 from ._loop import STOP_TIMEOUT
-from ._sasl import TokenIssuer, bearer_login, oauth_error_challenge, token_valid
+from ._sasl import TokenIssuer, bearer_host, bearer_login, oauth_error_challenge, token_valid
 from ._tls_server import TlsMode, TlsServer
 
 __all__ = ["FakeSmtpServer", "ReceivedMessage"]
@@ -269,6 +269,8 @@ class _Handler:
             blob = answer
         user, token = bearer_login(mechanism, blob)
         fake = self.server
+        with fake._lock:
+            fake.oauth_hosts.append(bearer_host(mechanism, blob))
         if fake.login_reply is None and token_valid(
             user, token, fake.tokens, fake.authorization_server
         ):
@@ -310,7 +312,8 @@ class FakeSmtpServer(TlsServer):
     `tokens` for XOAUTH2/OAUTHBEARER, or `authorization_server`, a
     `FakeAuthorizationServer` whose unexpired tokens are accepted) logins are
     required; `oauth_refused` counts refused tokens, `oauth_endings` keeps the client's
-    (decoded) answers to the error challenge. Every accepted message is in
+    (decoded) answers to the error challenge, `oauth_hosts` the `host=` of each
+    OAUTHBEARER login (None for XOAUTH2). Every accepted message is in
     `messages`. Faults are attributes you may set at any time:
     `refuse_recipient()`, `login_reply`, `sender_reply`, `data_reply`,
     `close_after`, `messages_per_connection` (421 to MAIL and close once a
@@ -348,6 +351,7 @@ class FakeSmtpServer(TlsServer):
         self.authorization_server = authorization_server
         self.oauth_refused = 0
         self.oauth_endings: list[bytes] = []  # decoded answers to the error challenge
+        self.oauth_hosts: list[str | None] = []  # OAUTHBEARER's host= field (None: XOAUTH2)
         self.auth_required = (
             bool(self.users or self.tokens or authorization_server)
             if auth_required is None

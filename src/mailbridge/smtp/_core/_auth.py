@@ -13,6 +13,7 @@ import json
 from collections.abc import Generator
 
 from ... import diagnostics
+from ..._pinning import server_name
 from ...diagnosis import Category, Diagnosis
 from ...errors import AuthenticationError, ProtocolError
 from ...reply import SmtpReply
@@ -114,7 +115,9 @@ def auth_exchange(settings: SmtpSettings, mechanism: str, token: str | None = No
     if mechanism in OAUTH_MECHANISMS:
         if token is None:
             raise ValueError("an OAuth mechanism needs the token fetched by the I/O layer")
-        first = oauth_initial_response(mechanism, username, token, settings.host, settings.port)
+        # RFC 7628 3.1: host= is the name the client connected to, also when pinned to an address.
+        host = server_name(settings)
+        first = oauth_initial_response(mechanism, username, token, host, settings.port)
         reply = yield (f"AUTH {mechanism} {_b64(first)}", True)
         if reply.code == 334:
             # The server's JSON error (status, schemes, scope) comes as a challenge; the
