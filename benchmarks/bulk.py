@@ -94,6 +94,17 @@ class PoolOptions(TypedDict, total=False):
 
 POOL_OPTIONS: PoolOptions = {}
 MISSING = "Django and aiosmtplib are needed: pip install django aiosmtplib"
+# --contenders names -> the runners' keys, in the order they run
+CONTENDERS = {
+    "smtplib": SMTPLIB,
+    "django": DJANGO,
+    "aiosmtplib": AIOSMTPLIB,
+    "send": "mailbridge-loop",
+    "async-send": "mailbridge-async-loop",
+    "x1": "mailbridge1",
+    "xN": "mailbridgeN",
+    "ideal": IDEAL,
+}
 
 
 # -- workload ---------------------------------------------------------------------------
@@ -810,6 +821,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=["aiosmtpd", "aiosmtpd+chunking", "postfix"],
         choices=["aiosmtpd", "aiosmtpd+chunking", "postfix"],
     )
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        default=list(CONTENDERS),
+        choices=list(CONTENDERS),
+        help="which to run (default: all; ideal only runs against aiosmtpd+chunking, plain)",
+    )
     parser.add_argument("--no-loopback", action="store_true", help="skip the CPU/RSS part")
     parser.add_argument(
         "--per-connection",
@@ -840,9 +858,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    contenders = [SMTPLIB, DJANGO, AIOSMTPLIB, "mailbridge-loop", "mailbridge-async-loop"]
-    contenders += ["mailbridge1", "mailbridgeN"]
-    contenders.append(IDEAL)
+    contenders = [CONTENDERS[name] for name in args.contenders]
     if importlib.util.find_spec("django") is None or importlib.util.find_spec("aiosmtplib") is None:
         print(f"{MISSING}; running without them.", file=sys.stderr)
         contenders = [c for c in contenders if c not in (DJANGO, AIOSMTPLIB)]
