@@ -234,3 +234,29 @@ def test_enqueue_refuses_a_message_no_whole_day_could_carry(tmp_path: Path) -> N
             assert states[3].summary == "waiting: Small Mail daily recipient limit"
             assert outbox.status(other).state is State.SENT
             assert server.delivered_count == 4
+
+
+def test_later_messages_wait_behind_a_held_one_in_later_claims_too(store: Store) -> None:
+    limits = TenantLimits("Small Mail", per_day_recipients=10)
+    for i in range(3):  # 9 of 10 recipients today
+        store.enqueue(message(at=T0 + i, limits=limits))
+    for sent in store.claim("w1", limit=5, lease=3600, now=T0 + 10):
+        assert store.finish(sent.id, "w1", State.SENT, now=T0 + 11)
+    big, _ = store.enqueue(message(recipients=3, at=T0 + 20, limits=limits))
+    small, _ = store.enqueue(message(recipients=1, at=T0 + 21, limits=limits))
+    # claims of one (a worker's last free slot): the big one is held, and the small one,
+    # though it fits, waits behind it in the next claim, by id (Celery) or not, and so
+    # does one enqueued after the hold
+    assert store.claim("w1", limit=1, lease=3600, now=T0 + 30) == []
+    assert store.claim_one(small, "w1", lease=3600, now=T0 + 31) is None
+    assert store.claim("w1", limit=1, lease=3600, now=T0 + 31) == []
+    later, _ = store.enqueue(message(recipients=1, at=T0 + 40, limits=limits))
+    assert store.claim("w1", limit=5, lease=3600, now=T0 + 41) == []
+    for id in (big, small, later):
+        row = store.get(id)
+        assert row is not None and row.state is State.QUEUED
+        assert row.not_before == T0 + 10 + DAY
+        assert row.wait_reason == "waiting: Small Mail daily recipient limit"
+    # the day slid: all three are due at once, in the order they were enqueued
+    claimed = store.claim("w1", limit=5, lease=3600, now=T0 + 10 + DAY)
+    assert [c.id for c in claimed] == [big, small, later]
