@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from mailbridge import DeliveryClient, DocumentEmail, MessageError, TooManyRecipients
@@ -260,3 +261,26 @@ def test_later_messages_wait_behind_a_held_one_in_later_claims_too(store: Store)
     # the day slid: all three are due at once, in the order they were enqueued
     claimed = store.claim("w1", limit=5, lease=3600, now=T0 + 10 + DAY)
     assert [c.id for c in claimed] == [big, small, later]
+
+
+def test_a_tenant_whose_new_provider_has_no_limits_is_no_longer_paced(tmp_path: Path) -> None:
+    registry = ProviderRegistry.from_toml(SMALL)  # limits for 127.0.0.1 only
+    with FakeSmtpServer(tls="none") as server:
+        small = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+        # the tenant moved to its own server, which the registry has no figures for
+        own = DeliveryClient.own_smtp(
+            "billing@acme.example", attrs.evolve(server.smtp_settings(), host="localhost")
+        )
+        with Outbox.open(f"sqlite:///{tmp_path / 'outbox.db'}", registry=registry) as outbox:
+            team = [f"r{n}@customer.example" for n in range(3)]
+            for n in range(4):
+                outbox.enqueue(
+                    "acme", DocumentEmail(to=team, subject=f"{n}", body="."), client=small
+                )
+            store, now = outbox.store, outbox.clock()
+            assert len(store.claim("w1", limit=10, lease=60, now=now)) == 3  # 9 of 10
+            moved = outbox.enqueue(
+                "acme", DocumentEmail(to=team, subject="x", body="."), client=own
+            )
+            # Small Mail's 10 a day no longer apply: the message goes at once
+            assert [c.id for c in store.claim("w1", limit=10, lease=60, now=now + 1)] == [moved]

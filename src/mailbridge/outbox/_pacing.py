@@ -285,8 +285,12 @@ class Pacing(SqlBase):
         return window + (now if oldest is None else float(oldest[0])), reason
 
     def _save_limits(self, cursor: Any, tenant: str, limits: TenantLimits) -> None:
-        """Keep `tenant`'s limits (the newest enqueue's) for the claims to enforce."""
+        """Keep `tenant`'s limits (the newest enqueue's) for the claims to enforce; limits
+        without a figure remove them (the tenant moved to a provider without any)."""
         values = [getattr(limits, column) for _, _, column in LIMITS]
+        if limits.in_flight is None and all(value is None for value in values):
+            self._run(cursor, "DELETE FROM outbox_tenants WHERE tenant = ?", (tenant,))
+            return
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("provider", "in_flight", *_NAMES))
         self._run(
             cursor,
