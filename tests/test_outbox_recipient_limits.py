@@ -273,14 +273,38 @@ def test_a_tenant_whose_new_provider_has_no_limits_is_no_longer_paced(tmp_path: 
         )
         with Outbox.open(f"sqlite:///{tmp_path / 'outbox.db'}", registry=registry) as outbox:
             team = [f"r{n}@customer.example" for n in range(3)]
-            for n in range(4):
+            ids = [
                 outbox.enqueue(
                     "acme", DocumentEmail(to=team, subject=f"{n}", body="."), client=small
                 )
+                for n in range(4)
+            ]
             store, now = outbox.store, outbox.clock()
             assert len(store.claim("w1", limit=10, lease=60, now=now)) == 3  # 9 of 10
             moved = outbox.enqueue(
                 "acme", DocumentEmail(to=team, subject="x", body="."), client=own
             )
-            # Small Mail's 10 a day no longer apply: the message goes at once
-            assert [c.id for c in store.claim("w1", limit=10, lease=60, now=now + 1)] == [moved]
+            # Small Mail's 10 a day no longer apply: the message goes at once, and so
+            # does the one they held back
+            claimed = store.claim("w1", limit=10, lease=60, now=now + 1)
+            assert [c.id for c in claimed] == [ids[3], moved]
+
+
+def test_new_limits_let_the_held_messages_be_judged_again(store: Store) -> None:
+    ids = [store.enqueue(message(at=T0 + i))[0] for i in range(4)]
+    for sent in store.claim("w1", limit=10, lease=60, now=T0 + 10):  # 9 of 10
+        assert store.finish(sent.id, "w1", State.SENT, now=T0 + 11)
+    held = store.get(ids[3])
+    assert held is not None and held.not_before == T0 + 10 + DAY
+    # the tenant moved to a bigger plan: its held message need not wait for tomorrow
+    bigger = TenantLimits("Microsoft 365", per_minute=30, per_day_recipients=100)
+    new, _ = store.enqueue(message(at=T0 + 20, limits=bigger))
+    assert [c.id for c in store.claim("w1", limit=10, lease=60, now=T0 + 21)] == [ids[3], new]
+    # 15 used: with 16 a day, the next waits for tomorrow; the same limits again at the
+    # next enqueue leave it there (only a change sets it free)
+    smaller = TenantLimits("Microsoft 365", per_minute=30, per_day_recipients=16)
+    waiting, _ = store.enqueue(message(at=T0 + 30, limits=smaller))
+    assert store.claim("w1", limit=10, lease=60, now=T0 + 31) == []
+    store.enqueue(message(at=T0 + 32, limits=smaller))
+    row = store.get(waiting)
+    assert row is not None and row.not_before == T0 + 10 + DAY

@@ -284,10 +284,28 @@ class Pacing(SqlBase):
             ).fetchone()
         return window + (now if oldest is None else float(oldest[0])), reason
 
-    def _save_limits(self, cursor: Any, tenant: str, limits: TenantLimits) -> None:
+    def _save_limits(self, cursor: Any, tenant: str, limits: TenantLimits, now: float) -> None:
         """Keep `tenant`'s limits (the newest enqueue's) for the claims to enforce; limits
-        without a figure remove them (the tenant moved to a provider without any)."""
+        without a figure remove them (the tenant moved to a provider without any).
+
+        When they change, the messages the old ones held back are due again, to be judged
+        by the new ones (a bigger plan need not wait for tomorrow)."""
         values = [getattr(limits, column) for _, _, column in LIMITS]
+        old = self._run(
+            cursor,
+            f"SELECT provider, in_flight, {_COLUMNS} FROM outbox_tenants WHERE tenant = ?"
+            f" {self.dialect.row_lock}",
+            (tenant,),
+        ).fetchone()
+        if old is not None and tuple(old) != (limits.provider, limits.in_flight, *values):
+            self._run(  # rows a claim has locked: it judges them by the new limits
+                cursor,
+                "UPDATE outbox_messages SET not_before = ?, wait_reason = NULL, updated_at = ?"
+                " WHERE id IN (SELECT id FROM outbox_messages WHERE state = 'queued'"
+                " AND tenant = ? AND not_before > ? AND wait_reason LIKE ?"
+                f" {self.dialect.claim_lock})",
+                (now, now, tenant, now, WAITING + "%"),
+            )
         if limits.in_flight is None and all(value is None for value in values):
             self._run(cursor, "DELETE FROM outbox_tenants WHERE tenant = ?", (tenant,))
             return

@@ -114,7 +114,7 @@ class SqlStore(Pacing, BounceQueries):
                 (message.id, message.data),
             )
             if message.limits is not None:
-                self._save_limits(cursor, message.tenant, message.limits)
+                self._save_limits(cursor, message.tenant, message.limits, message.created_at)
             self.dialect.notify(cursor)
             return message.id, True
 
