@@ -588,3 +588,22 @@ def test_a_prepared_message_comes_back_from_the_store_field_for_field(outbox: Ou
     id = outbox.enqueue("acme", message)
     claimed = outbox.store.claim_one(id, "test", lease=60, now=time.time())
     assert claimed is not None and claimed.prepared() == message
+
+
+def test_a_dsn_settles_no_message_that_shares_its_envelope_id(outbox: Outbox) -> None:
+    # an application's PreparedMessage (its envelope id) enqueued twice: once sent, then
+    # again, for another tenant, with its outcome unknown. A DSN about the first copy
+    # (a late "delayed") names the same ENVID: it proves nothing about the second.
+    reused = prepared(JANE, envelope_id="env-twice")
+    first = outbox.enqueue("acme", reused)
+    assert outbox.store.claim_one(first, "test", lease=60, now=time.time()) is not None
+    assert outbox.store.finish(first, "test", State.SENT, now=time.time())
+    second = set_unknown(outbox, reused, "globex")
+
+    assert outbox.record_bounce(event(dsn(JANE, envid="env-twice", action="delayed")))
+
+    status = outbox.status(second)
+    assert (status.state, status.settled_by) == (State.OUTCOME_UNKNOWN, None)
+    alone = set_unknown(outbox, prepared(JANE, envelope_id="env-once"))
+    settled = outbox.record_bounce(event(dsn(JANE, envid="env-once", action="delayed")))
+    assert settled is not None and settled.id == alone and settled.state is State.SENT

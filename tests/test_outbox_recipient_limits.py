@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from mailbridge import DeliveryClient, DocumentEmail, MessageError, TooManyRecipients
@@ -234,3 +235,76 @@ def test_enqueue_refuses_a_message_no_whole_day_could_carry(tmp_path: Path) -> N
             assert states[3].summary == "waiting: Small Mail daily recipient limit"
             assert outbox.status(other).state is State.SENT
             assert server.delivered_count == 4
+
+
+def test_later_messages_wait_behind_a_held_one_in_later_claims_too(store: Store) -> None:
+    limits = TenantLimits("Small Mail", per_day_recipients=10)
+    for i in range(3):  # 9 of 10 recipients today
+        store.enqueue(message(at=T0 + i, limits=limits))
+    for sent in store.claim("w1", limit=5, lease=3600, now=T0 + 10):
+        assert store.finish(sent.id, "w1", State.SENT, now=T0 + 11)
+    big, _ = store.enqueue(message(recipients=3, at=T0 + 20, limits=limits))
+    small, _ = store.enqueue(message(recipients=1, at=T0 + 21, limits=limits))
+    # claims of one (a worker's last free slot): the big one is held, and the small one,
+    # though it fits, waits behind it in the next claim, by id (Celery) or not, and so
+    # does one enqueued after the hold
+    assert store.claim("w1", limit=1, lease=3600, now=T0 + 30) == []
+    assert store.claim_one(small, "w1", lease=3600, now=T0 + 31) is None
+    assert store.claim("w1", limit=1, lease=3600, now=T0 + 31) == []
+    later, _ = store.enqueue(message(recipients=1, at=T0 + 40, limits=limits))
+    assert store.claim("w1", limit=5, lease=3600, now=T0 + 41) == []
+    for id in (big, small, later):
+        row = store.get(id)
+        assert row is not None and row.state is State.QUEUED
+        assert row.not_before == T0 + 10 + DAY
+        assert row.wait_reason == "waiting: Small Mail daily recipient limit"
+    # the day slid: all three are due at once, in the order they were enqueued
+    claimed = store.claim("w1", limit=5, lease=3600, now=T0 + 10 + DAY)
+    assert [c.id for c in claimed] == [big, small, later]
+
+
+def test_a_tenant_whose_new_provider_has_no_limits_is_no_longer_paced(tmp_path: Path) -> None:
+    registry = ProviderRegistry.from_toml(SMALL)  # limits for 127.0.0.1 only
+    with FakeSmtpServer(tls="none") as server:
+        small = DeliveryClient.own_smtp("billing@acme.example", server.smtp_settings())
+        # the tenant moved to its own server, which the registry has no figures for
+        own = DeliveryClient.own_smtp(
+            "billing@acme.example", attrs.evolve(server.smtp_settings(), host="localhost")
+        )
+        with Outbox.open(f"sqlite:///{tmp_path / 'outbox.db'}", registry=registry) as outbox:
+            team = [f"r{n}@customer.example" for n in range(3)]
+            ids = [
+                outbox.enqueue(
+                    "acme", DocumentEmail(to=team, subject=f"{n}", body="."), client=small
+                )
+                for n in range(4)
+            ]
+            store, now = outbox.store, outbox.clock()
+            assert len(store.claim("w1", limit=10, lease=60, now=now)) == 3  # 9 of 10
+            moved = outbox.enqueue(
+                "acme", DocumentEmail(to=team, subject="x", body="."), client=own
+            )
+            # Small Mail's 10 a day no longer apply: the message goes at once, and so
+            # does the one they held back
+            claimed = store.claim("w1", limit=10, lease=60, now=now + 1)
+            assert [c.id for c in claimed] == [ids[3], moved]
+
+
+def test_new_limits_let_the_held_messages_be_judged_again(store: Store) -> None:
+    ids = [store.enqueue(message(at=T0 + i))[0] for i in range(4)]
+    for sent in store.claim("w1", limit=10, lease=60, now=T0 + 10):  # 9 of 10
+        assert store.finish(sent.id, "w1", State.SENT, now=T0 + 11)
+    held = store.get(ids[3])
+    assert held is not None and held.not_before == T0 + 10 + DAY
+    # the tenant moved to a bigger plan: its held message need not wait for tomorrow
+    bigger = TenantLimits("Microsoft 365", per_minute=30, per_day_recipients=100)
+    new, _ = store.enqueue(message(at=T0 + 20, limits=bigger))
+    assert [c.id for c in store.claim("w1", limit=10, lease=60, now=T0 + 21)] == [ids[3], new]
+    # 15 used: with 16 a day, the next waits for tomorrow; the same limits again at the
+    # next enqueue leave it there (only a change sets it free)
+    smaller = TenantLimits("Microsoft 365", per_minute=30, per_day_recipients=16)
+    waiting, _ = store.enqueue(message(at=T0 + 30, limits=smaller))
+    assert store.claim("w1", limit=10, lease=60, now=T0 + 31) == []
+    store.enqueue(message(at=T0 + 32, limits=smaller))
+    row = store.get(waiting)
+    assert row is not None and row.not_before == T0 + 10 + DAY

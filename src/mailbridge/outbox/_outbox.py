@@ -18,7 +18,7 @@ from ._open import open_store
 from ._schema import SCHEMA_VERSION
 from ._sending import Backoff, ResolveClient, Sender
 from ._status import MessageStatus
-from ._store import BounceRecord, Claimed, NewMessage, State, Store
+from ._store import BounceRecord, Claimed, NewMessage, State, Store, TenantLimits
 
 if TYPE_CHECKING:
     from .._client import DeliveryClient
@@ -173,6 +173,8 @@ class Outbox:
         if client is not None:
             limits = limits_for(client, prepared.envelope_sender, self.registry)
             check_recipients(limits, len(prepared.recipients))
+            # no figures for the provider it sends through now: forget earlier ones
+            limits = limits or TenantLimits("")
         message = NewMessage(
             id=uuid.uuid4().hex,
             tenant=tenant,

@@ -21,7 +21,7 @@ from typing import Any
 from ._sql_base import SqlBase, marks
 from ._store import TenantLimits
 
-__all__ = ["DAY", "DUE", "LIMITS", "MINUTE", "Pacing", "Tenant", "recipient_count"]
+__all__ = ["DAY", "DUE", "LIMITS", "MINUTE", "WAITING", "Pacing", "Tenant", "recipient_count"]
 
 MINUTE = 60.0
 DAY = 86_400.0
@@ -34,6 +34,7 @@ LIMITS = (
 )
 _NAMES = [column for _, _, column in LIMITS]
 _COLUMNS = ", ".join(_NAMES)
+WAITING = "waiting: "  # how the reason of a message held back by a limit begins
 DUE = "((state = 'queued' AND not_before <= ?) OR (state = 'claimed' AND lease_expires < ?))"
 
 
@@ -53,6 +54,8 @@ class Tenant:
         self.in_flight = in_flight
         self.taken: list[tuple[str, int]] = []  # (message id, its recipients)
         self.held: tuple[float, str] | None = None  # once full, for the rest of the claim
+        self.held_from = 0.0  # messages enqueued since (created_at) wait while it holds
+        self.behind: tuple[float, float, str] | None = None  # (created_at, until, reason)
 
     def over(self, recipients: int) -> list[tuple[float, bool, int, str]]:
         """(window, counts recipients, excess, reason) of each limit a message to
@@ -72,7 +75,7 @@ class Tenant:
             if excess > 0 and used > 0:
                 name = "daily" if window == DAY else "per-minute"
                 kind = " recipient" if per_recipient else ""
-                reason = f"waiting: {self.provider} {name}{kind} limit"
+                reason = f"{WAITING}{self.provider} {name}{kind} limit"
                 found.append((window, per_recipient, min(excess, used), reason))
         return found
 
@@ -100,22 +103,22 @@ class Pacing(SqlBase):
 
     def _candidates(
         self, cursor: Any, id: str | None, limit: int, now: float
-    ) -> list[tuple[str, str, str, str]]:
+    ) -> list[tuple[str, str, str, str, float]]:
         """Expired leases first, then due queued messages in order (each query on its index):
-        (id, tenant, state, recipients as JSON)."""
+        (id, tenant, state, recipients as JSON, created_at)."""
         lock = self.dialect.claim_lock
         if id is not None:
             return list(
                 self._run(
                     cursor,
-                    "SELECT id, tenant, state, recipients FROM outbox_messages"
+                    "SELECT id, tenant, state, recipients, created_at FROM outbox_messages"
                     f" WHERE id = ? AND {DUE} {lock}",
                     (id, now, now),
                 ).fetchall()
             )
         expired = self._run(
             cursor,
-            "SELECT id, tenant, state, recipients FROM outbox_messages"
+            "SELECT id, tenant, state, recipients, created_at FROM outbox_messages"
             " WHERE state = 'claimed'"
             f" AND lease_expires < ? ORDER BY lease_expires LIMIT ? {lock}",
             (now, limit),
@@ -127,7 +130,7 @@ class Pacing(SqlBase):
         queues = [
             self._run(
                 cursor,
-                "SELECT id, tenant, state, recipients FROM outbox_messages"
+                "SELECT id, tenant, state, recipients, created_at FROM outbox_messages"
                 " WHERE state = 'queued' AND tenant = ? AND not_before <= ?"
                 f" ORDER BY not_before, created_at LIMIT ? {lock}",
                 (tenant, now, limit),
@@ -213,7 +216,7 @@ class Pacing(SqlBase):
             }
             for since in (now - DAY, now - MINUTE)
         )
-        return {
+        tenants = {
             row[0]: Tenant(
                 row,
                 int(busy.get(row[0], 0)),
@@ -221,16 +224,37 @@ class Pacing(SqlBase):
             )
             for row in rows
         }
+        for key, tenant in tenants.items():
+            tenant.behind = self._held_back(cursor, key, now)
+        return tenants
 
-    def _hold_until(
-        self, cursor: Any, key: str, tenant: Tenant, recipients: int, now: float
+    def _held_back(self, cursor: Any, key: str, now: float) -> tuple[float, float, str] | None:
+        """(created_at, not_before, reason) of the message of `key` a limit holds back the
+        soonest, if any: the messages enqueued after it wait behind it (one seek on
+        `outbox_fair`)."""
+        found = self._run(
+            cursor,
+            "SELECT created_at, not_before, wait_reason FROM outbox_messages"
+            " WHERE state = 'queued' AND tenant = ? AND not_before > ? AND wait_reason LIKE ?"
+            " ORDER BY not_before, created_at LIMIT 1",
+            (key, now, WAITING + "%"),
+        ).fetchone()
+        return None if found is None else (float(found[0]), float(found[1]), str(found[2]))
+
+    def _hold_until(  # noqa: PLR0917 (one internal call shape)
+        self, cursor: Any, key: str, tenant: Tenant, recipients: int, created: float, now: float
     ) -> tuple[float, str] | None:
         """(not_before, reason) when `tenant`'s next message (to `recipients` addresses)
         must wait: the moment enough of the sends in its fullest window have left it.
 
-        Once one message of the tenant waits, the rest of its messages in this claim wait
-        as well: a stream of small messages never overtakes a big one."""
+        Once one message of the tenant waits, the rest of its messages wait as well, in
+        this claim and in later ones (`_held_back`) until it goes: a stream of small
+        messages never overtakes a big one."""
+        if tenant.held is None and tenant.behind is not None and created >= tenant.behind[0]:
+            tenant.held_from, until, reason = tenant.behind
+            tenant.held = (until, reason)
         if tenant.held is None:
+            tenant.held_from = created
             waits = [
                 self._room_at(cursor, key, tenant, limit, now) for limit in tenant.over(recipients)
             ]
@@ -260,9 +284,31 @@ class Pacing(SqlBase):
             ).fetchone()
         return window + (now if oldest is None else float(oldest[0])), reason
 
-    def _save_limits(self, cursor: Any, tenant: str, limits: TenantLimits) -> None:
-        """Keep `tenant`'s limits (the newest enqueue's) for the claims to enforce."""
+    def _save_limits(self, cursor: Any, tenant: str, limits: TenantLimits, now: float) -> None:
+        """Keep `tenant`'s limits (the newest enqueue's) for the claims to enforce; limits
+        without a figure remove them (the tenant moved to a provider without any).
+
+        When they change, the messages the old ones held back are due again, to be judged
+        by the new ones (a bigger plan need not wait for tomorrow)."""
         values = [getattr(limits, column) for _, _, column in LIMITS]
+        old = self._run(
+            cursor,
+            f"SELECT provider, in_flight, {_COLUMNS} FROM outbox_tenants WHERE tenant = ?"
+            f" {self.dialect.row_lock}",
+            (tenant,),
+        ).fetchone()
+        if old is not None and tuple(old) != (limits.provider, limits.in_flight, *values):
+            self._run(  # rows a claim has locked: it judges them by the new limits
+                cursor,
+                "UPDATE outbox_messages SET not_before = ?, wait_reason = NULL, updated_at = ?"
+                " WHERE id IN (SELECT id FROM outbox_messages WHERE state = 'queued'"
+                " AND tenant = ? AND not_before > ? AND wait_reason LIKE ?"
+                f" {self.dialect.claim_lock})",
+                (now, now, tenant, now, WAITING + "%"),
+            )
+        if limits.in_flight is None and all(value is None for value in values):
+            self._run(cursor, "DELETE FROM outbox_tenants WHERE tenant = ?", (tenant,))
+            return
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("provider", "in_flight", *_NAMES))
         self._run(
             cursor,
@@ -271,14 +317,23 @@ class Pacing(SqlBase):
             (tenant, limits.provider, limits.in_flight, *values),
         )
 
-    def _hold(self, cursor: Any, held: list[tuple[float, str, float, str]]) -> None:
-        for values in held:
-            self._run(
-                cursor,
-                "UPDATE outbox_messages SET not_before = ?, wait_reason = ?, updated_at = ?"
-                " WHERE id = ?",
-                values,
-            )
+    def _hold(self, cursor: Any, tenants: dict[str, Tenant], now: float) -> None:
+        """Hold back every queued message of each held tenant enqueued since its held
+        message that would be due before it: at that moment they are all due at once,
+        in the order they were enqueued, so none has overtaken it."""
+        for key, tenant in tenants.items():
+            if tenant.held is not None:
+                until, reason = tenant.held
+                # rows another claim has locked are its own to take or hold (it sees this
+                # hold once it has the tenant's row): waiting for them could deadlock
+                self._run(
+                    cursor,
+                    "UPDATE outbox_messages SET not_before = ?, wait_reason = ?, updated_at = ?"
+                    " WHERE id IN (SELECT id FROM outbox_messages WHERE state = 'queued'"
+                    " AND tenant = ? AND not_before < ? AND created_at >= ?"
+                    f" {self.dialect.claim_lock})",
+                    (until, reason, now, key, until, tenant.held_from),
+                )
 
     def _log_sends(self, cursor: Any, owner: str, tenants: dict[str, Tenant], now: float) -> None:
         for key, tenant in tenants.items():

@@ -114,7 +114,7 @@ class SqlStore(Pacing, BounceQueries):
                 (message.id, message.data),
             )
             if message.limits is not None:
-                self._save_limits(cursor, message.tenant, message.limits)
+                self._save_limits(cursor, message.tenant, message.limits, message.created_at)
             self.dialect.notify(cursor)
             return message.id, True
 
@@ -164,8 +164,7 @@ class SqlStore(Pacing, BounceQueries):
             return []
         tenants = self._tenants(cursor, sorted({c[1] for c in candidates}), now)
         taken: list[tuple[str, bool]] = []
-        held: list[tuple[float, str, float, str]] = []
-        for key, tenant_key, state, recipients in candidates:
+        for key, tenant_key, state, recipients, created in candidates:
             if len(taken) >= limit:
                 break
             if state == State.CLAIMED.value:  # an expired lease: resolve, never resend
@@ -174,9 +173,7 @@ class SqlStore(Pacing, BounceQueries):
             tenant = tenants.get(tenant_key)
             if tenant is not None:
                 count = recipient_count(recipients)
-                hold = self._hold_until(cursor, tenant_key, tenant, count, now)
-                if hold is not None:
-                    held.append((hold[0], hold[1], now, key))
+                if self._hold_until(cursor, tenant_key, tenant, count, created, now):
                     continue
                 if tenant.full():
                     continue
@@ -184,7 +181,7 @@ class SqlStore(Pacing, BounceQueries):
             taken.append((key, False))
         if id is None and taken:
             self._cursor = next(c[1] for c in candidates if c[0] == taken[-1][0])
-        self._hold(cursor, held)
+        self._hold(cursor, tenants, now)
         self._log_sends(cursor, owner, tenants, now)
         return self._take(cursor, owner, taken, now + lease, now, shift)
 

@@ -134,7 +134,8 @@ class BounceQueries(SqlBase):
         conditional on the state all the same: a `retry(id, force=True)` that came
         first wins (the message is `queued` again), and this changes nothing. `sent_at`
         is when the attempt whose outcome was unknown ended (the row's last update), not
-        when the DSN came.
+        when the DSN came. An envelope id that another message has too (an application's
+        PreparedMessage enqueued twice) proves nothing: the DSN may be about the other.
         """
         now += self._shift(cursor, now)
         return bool(
@@ -143,7 +144,9 @@ class BounceQueries(SqlBase):
                 "UPDATE outbox_messages SET state = 'sent',"
                 " sent_at = COALESCE(sent_at, updated_at), result = ?, error = NULL,"
                 " wait_reason = NULL, lease_owner = NULL, lease_expires = NULL,"
-                " updated_at = ? WHERE id = ? AND state = 'outcome_unknown'",
+                " updated_at = ? WHERE id = ? AND state = 'outcome_unknown'"
+                " AND (SELECT COUNT(*) FROM outbox_messages o"
+                " WHERE o.envelope_id = outbox_messages.envelope_id) = 1",
                 (_SETTLED, now, id),
             ).rowcount
             == 1

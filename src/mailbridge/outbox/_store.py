@@ -112,7 +112,7 @@ class NewMessage(Envelope):
     created_at: float
     not_before: float
     deadline: float
-    limits: TenantLimits | None = None
+    limits: TenantLimits | None = None  # None keeps the tenant's; no figures: removes them
     verp_token: str | None = None  # relay mode: the tag of its VERP bounce address
 
 
