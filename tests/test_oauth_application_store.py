@@ -258,6 +258,32 @@ def test_a_store_returning_no_text_is_a_typed_error() -> None:
         guarded(Bytes("", RuntimeError)).load("acme")
 
 
+@pytest.mark.parametrize("provider", ["microsoft", "google"])
+def test_a_store_replaced_on_the_adapter_is_the_one_used(
+    auth: FakeAuthorizationServer, provider: str
+) -> None:
+    # `store` is the adapter's public attribute: the guard must follow it, not keep
+    # the store the adapter was made with.
+    first, second = MemoryTokenStore(), BrokenStore("", RuntimeError)
+    if provider == "microsoft":
+        adapter: MicrosoftOAuth | GoogleOAuth = microsoft(auth, first)
+        adapter.store = second
+        code = adapter.start_device_flow()
+        auth.approve_device_code(code.user_code)
+        adapter.finish_device_flow("acme", code, timeout=10)
+    else:
+        adapter = google(auth, "web", first)
+        adapter.store = second
+        request = adapter.authorization_request("https://app.example.test/oauth/google")
+        adapter.finish_authorization("acme", request, auth.sign_in(request.url))
+    kept_by_first, kept_by_second = first.load("acme") is not None, bool(second.load("acme"))
+    assert not kept_by_first and kept_by_second  # never a token in the output
+    second.broken = "load"  # and it is still guarded: its failure is typed
+    with pytest.raises(TokenStoreError) as caught:
+        adapter.token_provider("acme").token()
+    check(caught.value, second, "reading")
+
+
 # -- the wizard and the command line ---------------------------------------------------------
 
 

@@ -201,3 +201,13 @@ def test_oauthbearer_sends_the_host_name_not_the_pinned_address() -> None:
     assert [report.ok for report in reports] == [True, True, True], [str(r) for r in reports]
     assert s.oauth_hosts == [HOST, HOST]
     assert i.oauth_hosts == [HOST]
+
+
+def test_settings_with_a_ca_file_can_be_pinned() -> None:
+    # Pinning moves the trust into the pinned context: a ca_file beside it was refused
+    # ("give either ca_file or ssl_context, not both").
+    with FakeSmtpServer(tls="implicit", users={EMAIL: PASSWORD}, certificate_hostnames=[HOST]) as s:
+        settings = s.smtp_settings(host=HOST, connect_timeout=3)  # trusts the server's ca_file
+        assert settings.ca_file is not None
+        report = probe_smtp(pinned(settings, "127.0.0.1"), try_alternative=False)
+    assert report.ok, report.diagnosis

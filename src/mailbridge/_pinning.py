@@ -65,11 +65,12 @@ _Settings = TypeVar("_Settings", SmtpSettings, ImapSettings)
 
 
 def pinned(settings: _Settings, address: str) -> _Settings:
-    """`settings` that connect to `address` and verify TLS against `settings.host`."""
+    """`settings` that connect to `address` and verify TLS against `settings.host`
+    (with the trust `settings` had: a `ca_file` now lives in the inner context)."""
     context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
     context.inner = settings.create_ssl_context()
     context.name = settings.host
-    return attrs.evolve(settings, host=address, ssl_context=context)
+    return attrs.evolve(settings, host=address, ssl_context=context, ca_file=None)
 
 
 def server_name(settings: ServerSettings) -> str:

@@ -83,7 +83,6 @@ class GoogleOAuth:
         self._config = {self.kind: dict(client_config[self.kind])}
         self.client_id = str(self._config[self.kind]["client_id"])
         self.store = store
-        self._store = guarded(store)  # the application's store fails typed
         self.scopes = list(scopes)
         self._ca_file = checked_ca_file(ca_file)
         self._session = http_session(self._ca_file, timeout, PROVIDER, backoff)
@@ -147,6 +146,11 @@ class GoogleOAuth:
         with _failures("the Google sign-in", self._token_host):
             flow.fetch_token(authorization_response=authorization_response, verify=self._verify)
         self._save(tenant, flow.credentials)
+
+    @property
+    def _store(self) -> TokenStore:
+        """`store` (which the application may replace), its failures typed."""
+        return guarded(self.store)
 
     @property
     def _token_host(self) -> str:

@@ -101,7 +101,6 @@ class MicrosoftOAuth:
     ) -> None:
         self.client_id = client_id
         self.store = store
-        self._store = guarded(store)  # the application's store fails typed
         self.authority = authority
         self.instance = instance.rstrip("/")
         self._registry = registry
@@ -110,6 +109,11 @@ class MicrosoftOAuth:
         self._instance_discovery = instance_discovery
         self._session = http_session(ca_file, timeout, PROVIDER, backoff)
         self._http_cache: dict[Any, Any] = {}  # authority metadata, fetched once
+
+    @property
+    def _store(self) -> TokenStore:
+        """`store` (which the application may replace), its failures typed."""
+        return guarded(self.store)
 
     @property
     def confidential(self) -> bool:
