@@ -6,7 +6,7 @@ import asyncio
 import collections
 import email
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import pytest
@@ -356,3 +356,43 @@ def test_every_wait_for_a_reply_asks_for_an_immediate_ack(
     # greeting, EHLO, STARTTLS, EHLO, AUTH, and the message's replies at least
     assert len(asked) >= 6, asked
     assert len(set(asked)) == 1 and asked[0] >= 0
+
+
+def test_a_failing_input_yields_what_was_sent_then_raises(smtp_server: FakeSmtpServer) -> None:
+    class InputBroke(Exception):
+        pass
+
+    def emails() -> Iterator[DocumentEmail]:
+        yield from _emails(5, "input")
+        raise InputBroke("the application's query failed")
+
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        async with AsyncDeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
+            async for outcome in client.send_many(emails(), concurrency=3):
+                assert outcome.ok, outcome.error
+                seen.append(outcome.index)
+
+    with pytest.raises(InputBroke):
+        run(scenario)
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    assert len(smtp_server.messages) == 5
+
+
+def test_a_slow_reader_holds_the_batch_back(smtp_server: FakeSmtpServer) -> None:
+    """Sends run ahead of the caller by at most twice `concurrency` outcomes."""
+
+    async def scenario() -> int:
+        async with AsyncDeliveryClient.own_smtp(USER, smtp_server.smtp_settings()) as client:
+            outcomes = client.send_many(_emails(40, "slow"), concurrency=2)
+            await anext(outcomes)
+            for _ in range(50):  # the caller is busy; the sends must stop on their own
+                await asyncio.sleep(0.01)
+            sent = len(smtp_server.messages)
+            rest = [outcome async for outcome in outcomes]
+            assert all(outcome.ok for outcome in rest)
+            return sent
+
+    assert run(scenario) <= 2 * 2 + 1  # the first outcome taken frees one more
+    assert len(smtp_server.messages) == 40

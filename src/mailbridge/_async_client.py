@@ -267,34 +267,58 @@ class AsyncDeliveryClient:
             concurrency = self.default_concurrency
         if concurrency < 1:
             raise ConfigurationError("concurrency", "must be at least 1")
-        running: set[asyncio.Task[BulkOutcome]] = set()
-        failure: Exception | None = None
+        # `concurrency` workers, each taking the next email the moment its send is done
+        # (no event-loop turns through this generator first: on one pipelined connection
+        # those turns delayed every next message). Outcomes wait for the caller in a
+        # queue; `room` bounds them together with the sends in flight, so memory does
+        # not grow with the batch when the caller is slow.
+        iterator = _aenumerate(emails)
+        taking = asyncio.Lock()
+        room = asyncio.Semaphore(2 * concurrency)
+        outcomes: asyncio.Queue[BulkOutcome | None] = asyncio.Queue()  # None: a worker ended
+        failures: list[Exception] = []
+        exhausted = False
+
+        async def worker() -> None:
+            nonlocal exhausted
+            try:
+                while True:
+                    await room.acquire()
+                    async with taking:
+                        if exhausted:
+                            return
+                        try:
+                            index, email = await anext(iterator)
+                        except StopAsyncIteration:
+                            exhausted = True
+                            return
+                        except Exception as exc:  # the input failed: finish, then raise it
+                            failures.append(exc)
+                            exhausted = True
+                            return
+                    outcomes.put_nowait(await self._outcome(index, email))
+            finally:
+                outcomes.put_nowait(None)
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
         try:
-            iterator = _aenumerate(emails)
-            while True:
-                try:
-                    index, email = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:  # the input failed: report what runs, then raise
-                    failure = exc
-                    break
-                running.add(asyncio.create_task(self._outcome(index, email)))
-                if len(running) >= concurrency:
-                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        yield task.result()
-            while running:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    yield task.result()
+            ended = 0
+            while ended < len(workers):
+                outcome = await outcomes.get()
+                if outcome is None:
+                    ended += 1
+                    continue
+                room.release()
+                yield outcome
         finally:
-            for task in running:
+            for task in workers:
                 task.cancel()
-            if running:
-                await asyncio.wait(running)
-        if failure is not None:
-            raise failure
+            await asyncio.wait(workers)
+        for task in workers:
+            if not task.cancelled() and (bug := task.exception()) is not None:
+                raise bug  # not an Exception from a send (those are outcomes): a bug
+        if failures:
+            raise failures[0]
 
     async def _outcome(self, index: int, email: Email) -> BulkOutcome:
         try:
