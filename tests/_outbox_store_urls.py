@@ -7,9 +7,13 @@ fixture named `postgres_url` exists (it yields a fresh, empty database URL per t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from mailbridge.outbox import Store, open_store
 
 STORES = ["sqlite", "postgresql"]
 
@@ -22,3 +26,20 @@ def store_url_for(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(request.getfixturevalue("postgres_url"))
     except pytest.FixtureLookupError:
         pytest.skip("no PostgreSQL for the store suite (no postgres_url fixture)")
+
+
+def hand_clock(store: Store) -> Store:
+    """`store` reading time from the tests' `now` (T0 …), not the database's clock."""
+    store.dialect.clock_sql = None  # type: ignore[attr-defined]
+    return store
+
+
+@contextmanager
+def migrated_store(url: str) -> Iterator[Store]:
+    """A store for `url` with the current schema and the tests' clock; closed after."""
+    opened = hand_clock(open_store(url))
+    opened.migrate()
+    try:
+        yield opened
+    finally:
+        opened.close()

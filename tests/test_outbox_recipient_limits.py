@@ -21,7 +21,7 @@ from mailbridge.outbox._schema import MIGRATIONS, SCHEMA_VERSION
 from mailbridge.providers import ProviderRegistry
 from mailbridge.testing import FakeSmtpServer
 
-from ._outbox_store_urls import STORES, store_url_for
+from ._outbox_store_urls import STORES, hand_clock, migrated_store, store_url_for
 
 T0 = 1_800_000_000.0
 DAY = 86_400.0
@@ -35,15 +35,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    opened = _hand_clock(open_store(store_url))
-    opened.migrate()
-    yield opened
-    opened.close()
-
-
-def _hand_clock(store: Store) -> Store:
-    store.dialect.clock_sql = None  # type: ignore[attr-defined]  # the tests' T0, not the server's
-    return store
+    with migrated_store(store_url) as opened:
+        yield opened
 
 
 def message(
@@ -137,7 +130,7 @@ def test_a_message_bigger_than_a_shrunken_limit_goes_once_the_window_is_empty(
 def test_a_version_3_database_upgrades_and_its_sends_count_their_recipients(
     store_url: str,
 ) -> None:
-    old = _hand_clock(open_store(store_url))
+    old = hand_clock(open_store(store_url))
     try:
         with old._transaction() as cursor:  # type: ignore[attr-defined]
             old._version(cursor)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ import pytest
 from mailbridge.outbox import NewMessage, Outcome, State, Store, TenantLimits, open_store
 from mailbridge.outbox._schema import SCHEMA_VERSION
 
-from ._outbox_store_urls import STORES, store_url_for
+from ._outbox_store_urls import STORES, hand_clock, migrated_store, store_url_for
 
 T0 = 1_800_000_000.0
 
@@ -26,16 +26,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    opened = hand_clock(open_store(store_url))
-    opened.migrate()
-    yield opened
-    opened.close()
-
-
-def hand_clock(store: Store) -> Store:
-    """`store` reading time from the tests' `now` (T0 …), not the database's clock."""
-    store.dialect.clock_sql = None  # type: ignore[attr-defined]
-    return store
+    with migrated_store(store_url) as opened:
+        yield opened
 
 
 def message(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigurationError
 from ._models import Endpoint, Provider, SendingLimits
 from ._oauth_info import Milestone, OAuth2Info
+
+T = TypeVar("T")
 
 _SCHEMA_VERSION = 1
 
@@ -54,6 +56,13 @@ class _Reader:
 
     def fail(self, field: str, problem: str) -> ConfigurationError:
         return ConfigurationError(field, f"{problem} (in {self.source})")
+
+    def build(self, kind: Callable[..., T], values: Mapping[str, Any], place: str, who: str) -> T:
+        """`kind(**values)`; its `ConfigurationError` names the field at `place` and the file."""
+        try:
+            return kind(**values)
+        except ConfigurationError as error:
+            raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
 
     def read(self, data: Mapping[str, Any]) -> tuple[Provider, ...]:
         unknown = set(data) - {"schema", "provider"}
@@ -114,10 +123,7 @@ class _Reader:
             values["timeline"] = self.timeline(entry["timeline"], prefix, who)
         if "limits" in entry:
             values["limits"] = self.limits(entry["limits"], prefix, who)
-        try:
-            return Provider(**values)
-        except ConfigurationError as error:
-            raise self.fail(f"{prefix}.{error.field}", f"{who}: {error.problem}") from None
+        return self.build(Provider, values, prefix, who)
 
     def expect(self, entry: Mapping[str, Any], prefix: str, who: str, key: str, kind: type) -> None:
         if key in entry and not isinstance(entry[key], kind):
@@ -147,10 +153,7 @@ class _Reader:
             for key in ("host", "port", "security"):
                 if key not in item:
                     raise self.fail(f"{place}.{key}", f"{who}: {key!r} is missing")
-            try:
-                endpoints.append(Endpoint(**item))
-            except ConfigurationError as error:
-                raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
+            endpoints.append(self.build(Endpoint, item, place, who))
         return tuple(endpoints)
 
     def oauth2(self, raw: object, prefix: str, who: str) -> OAuth2Info:
@@ -170,10 +173,7 @@ class _Reader:
             value = raw.get(key, [])
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
                 raise self.fail(f"{place}.{key}", f"{who}: must be a list of strings")
-        try:
-            return OAuth2Info(**raw)
-        except ConfigurationError as error:
-            raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
+        return self.build(OAuth2Info, raw, place, who)
 
     def timeline(self, raw: object, prefix: str, who: str) -> tuple[Milestone, ...]:
         if not isinstance(raw, list):
@@ -183,23 +183,17 @@ class _Reader:
             place = f"{prefix}.timeline[{index}]"
             if not isinstance(item, dict) or set(item) != _MILESTONE_KEYS:
                 raise self.fail(place, f"{who}: must be a table {{date, change, source}}")
-            try:
-                steps.append(Milestone(**item))
-            except ConfigurationError as error:
-                raise self.fail(f"{place}.{error.field}", f"{who}: {error.problem}") from None
+            steps.append(self.build(Milestone, item, place, who))
         return tuple(steps)
 
     def limits(self, raw: object, prefix: str, who: str) -> SendingLimits:
         place = f"{prefix}.limits"
         if not isinstance(raw, dict):
-            raise self.fail(place, f"{who}: must be a table {{per_minute, per_day, connections}}")
+            raise self.fail(place, f"{who}: must be a table of {', '.join(sorted(_LIMIT_KEYS))}")
         unknown = set(raw) - _LIMIT_KEYS
         if unknown:
             raise self.fail(place, f"{who}: unknown keys: {', '.join(sorted(unknown))}")
-        try:
-            return SendingLimits(**raw)
-        except ConfigurationError as error:
-            raise self.fail(f"{prefix}.{error.field}", f"{who}: {error.problem}") from None
+        return self.build(SendingLimits, raw, prefix, who)
 
 
 _KIND_NAMES: dict[type, str] = {str: "string", bool: "boolean (true/false)", dict: "table"}
